@@ -1,0 +1,239 @@
+//! Every in-scope action with its HTTP routes (PROTOCOL.md §4.8), in one table.
+//!
+//! The table drives dispatch (step 14), the HTTP router, `server:publicApi` and
+//! `server:openapi`. An action without a handler is not implemented yet: it is absent
+//! from the router and from `publicApi`, and calling it is `action_not_found`.
+
+use futures_util::future::LocalBoxFuture;
+
+use super::{ActionResult, Call};
+use crate::api::server;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verb {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Head,
+}
+
+impl Verb {
+    pub fn name(self) -> &'static str {
+        match self {
+            Verb::Get => "GET",
+            Verb::Post => "POST",
+            Verb::Put => "PUT",
+            Verb::Patch => "PATCH",
+            Verb::Delete => "DELETE",
+            Verb::Head => "HEAD",
+        }
+    }
+
+    pub fn parse(method: &str) -> Option<Verb> {
+        Some(match method {
+            "GET" => Verb::Get,
+            "POST" => Verb::Post,
+            "PUT" => Verb::Put,
+            "PATCH" => Verb::Patch,
+            "DELETE" => Verb::Delete,
+            "HEAD" => Verb::Head,
+            _ => return None,
+        })
+    }
+}
+
+pub type Handler = for<'a> fn(&'a Call<'a>) -> LocalBoxFuture<'a, ActionResult>;
+
+pub struct Action {
+    pub controller: &'static str,
+    pub name: &'static str,
+    pub routes: &'static [(Verb, &'static str)],
+    pub handler: Option<Handler>,
+}
+
+use Verb::*;
+
+const fn todo(controller: &'static str, name: &'static str, routes: &'static [(Verb, &'static str)]) -> Action {
+    Action { controller, name, routes, handler: None }
+}
+
+const fn action(
+    controller: &'static str,
+    name: &'static str,
+    routes: &'static [(Verb, &'static str)],
+    handler: Handler,
+) -> Action {
+    Action { controller, name, routes, handler: Some(handler) }
+}
+
+pub static ACTIONS: &[Action] = &[
+    todo("auth", "checkToken", &[(Post, "/_checkToken")]),
+    todo("auth", "createMyCredentials", &[(Post, "/_me/credentials/:strategy/_create"), (Post, "/credentials/:strategy/_me/_create")]),
+    todo("auth", "credentialsExist", &[(Get, "/_me/credentials/:strategy/_exists"), (Get, "/credentials/:strategy/_me/_exists")]),
+    todo("auth", "deleteMyCredentials", &[(Delete, "/_me/credentials/:strategy"), (Delete, "/credentials/:strategy/_me")]),
+    todo("auth", "getCurrentUser", &[(Get, "/_me"), (Get, "/users/_me")]),
+    todo("auth", "getMyCredentials", &[(Get, "/_me/credentials/:strategy"), (Get, "/credentials/:strategy/_me")]),
+    todo("auth", "getMyRights", &[(Get, "/_me/_rights"), (Get, "/users/_me/_rights")]),
+    todo("auth", "getStrategies", &[(Get, "/strategies")]),
+    todo("auth", "login", &[(Get, "/_login/:strategy"), (Post, "/_login/:strategy")]),
+    todo("auth", "logout", &[(Post, "/_logout")]),
+    todo("auth", "refreshToken", &[(Post, "/_refreshToken")]),
+    todo("auth", "updateMyCredentials", &[(Put, "/_me/credentials/:strategy/_update"), (Put, "/credentials/:strategy/_me/_update")]),
+    todo("auth", "updateSelf", &[(Put, "/_me"), (Put, "/_updateSelf")]),
+    todo("auth", "validateMyCredentials", &[(Post, "/_me/credentials/:strategy/_validate"), (Post, "/credentials/:strategy/_me/_validate")]),
+    todo("security", "createFirstAdmin", &[(Post, "/_createFirstAdmin"), (Post, "/_createFirstAdmin/:_id")]),
+    todo("security", "createUser", &[(Post, "/users/_create"), (Post, "/users/:_id/_create")]),
+    todo("security", "createRestrictedUser", &[(Post, "/users/_createRestricted"), (Post, "/users/:_id/_createRestricted")]),
+    todo("security", "getUser", &[(Get, "/users/:_id")]),
+    todo("security", "updateUser", &[(Put, "/users/:_id/_update")]),
+    todo("security", "replaceUser", &[(Put, "/users/:_id/_replace")]),
+    todo("security", "deleteUser", &[(Delete, "/users/:_id")]),
+    todo("security", "searchUsers", &[(Post, "/users/_search")]),
+    todo("security", "updateCredentials", &[(Put, "/credentials/:strategy/:_id/_update")]),
+    todo("security", "createOrReplaceRole", &[(Put, "/roles/:_id")]),
+    todo("security", "getRole", &[(Get, "/roles/:_id")]),
+    todo("security", "deleteRole", &[(Delete, "/roles/:_id")]),
+    todo("security", "createOrReplaceProfile", &[(Put, "/profiles/:_id")]),
+    todo("security", "getProfile", &[(Get, "/profiles/:_id")]),
+    todo("security", "deleteProfile", &[(Delete, "/profiles/:_id")]),
+    todo("realtime", "count", &[]),
+    todo("realtime", "join", &[]),
+    todo("realtime", "list", &[(Get, "/_listSubscriptions")]),
+    todo("realtime", "publish", &[(Post, "/:index/:collection/_publish")]),
+    todo("realtime", "subscribe", &[]),
+    todo("realtime", "unsubscribe", &[]),
+    todo("realtime", "validate", &[]),
+    todo("server", "adminExists", &[(Get, "/_adminExists")]),
+    action("server", "capabilities", &[(Get, "/_capabilities")], |c| Box::pin(server::capabilities(c))),
+    action("server", "getConfig", &[(Get, "/_getConfig")], |c| Box::pin(server::get_config(c))),
+    action("server", "healthCheck", &[(Get, "/_healthCheck")], |c| Box::pin(server::health_check(c))),
+    action("server", "info", &[(Get, "/"), (Get, "/_serverInfo")], |c| Box::pin(server::info(c))),
+    action("server", "metrics", &[(Get, "/_metrics")], |c| Box::pin(server::metrics(c))),
+    action("server", "now", &[(Get, "/_now")], |c| Box::pin(server::now(c))),
+    action("server", "openapi", &[(Get, "/_openapi")], |c| Box::pin(server::openapi(c))),
+    action("server", "publicApi", &[(Get, "/_publicApi")], |c| Box::pin(server::public_api(c))),
+    todo("cluster", "status", &[(Get, "/cluster/_status")]),
+];
+
+/// The implemented actions, in table order.
+pub fn implemented() -> impl Iterator<Item = &'static Action> {
+    ACTIONS.iter().filter(|a| a.handler.is_some())
+}
+
+/// Step 14: controller lookup, then action lookup.
+pub enum Lookup {
+    Found(Handler),
+    NoController,
+    NoAction,
+}
+
+pub fn lookup(controller: &str, action: &str) -> Lookup {
+    let mut controller_known = false;
+    for a in implemented() {
+        if a.controller == controller {
+            controller_known = true;
+            if a.name == action {
+                if let Some(handler) = a.handler {
+                    return Lookup::Found(handler);
+                }
+            }
+        }
+    }
+    if controller_known { Lookup::NoAction } else { Lookup::NoController }
+}
+
+/// Routes of implemented actions, in the order of PROTOCOL.md §4.8.
+pub fn routes() -> Vec<(Verb, &'static str, &'static Action)> {
+    ROUTE_ORDER
+        .iter()
+        .filter_map(|(verb, path)| {
+            implemented()
+                .find(|a| a.routes.contains(&(*verb, *path)))
+                .map(|a| (*verb, *path, a))
+        })
+        .collect()
+}
+
+/// The order in which §4.8 lists routes; `publicApi` and `openapi` follow it.
+const ROUTE_ORDER: &[(Verb, &str)] = &[
+    (Get, "/_me"),
+    (Get, "/users/_me"),
+    (Get, "/_me/_rights"),
+    (Get, "/users/_me/_rights"),
+    (Get, "/_me/credentials/:strategy"),
+    (Get, "/credentials/:strategy/_me"),
+    (Get, "/_me/credentials/:strategy/_exists"),
+    (Get, "/credentials/:strategy/_me/_exists"),
+    (Get, "/strategies"),
+    (Get, "/_login/:strategy"),
+    (Post, "/_login/:strategy"),
+    (Post, "/_logout"),
+    (Post, "/_checkToken"),
+    (Post, "/_refreshToken"),
+    (Post, "/_me/credentials/:strategy/_create"),
+    (Post, "/credentials/:strategy/_me/_create"),
+    (Post, "/_me/credentials/:strategy/_validate"),
+    (Post, "/credentials/:strategy/_me/_validate"),
+    (Put, "/_me/credentials/:strategy/_update"),
+    (Put, "/credentials/:strategy/_me/_update"),
+    (Delete, "/_me/credentials/:strategy"),
+    (Delete, "/credentials/:strategy/_me"),
+    (Put, "/_me"),
+    (Put, "/_updateSelf"),
+    (Post, "/_createFirstAdmin"),
+    (Post, "/_createFirstAdmin/:_id"),
+    (Post, "/users/_create"),
+    (Post, "/users/:_id/_create"),
+    (Post, "/users/_createRestricted"),
+    (Post, "/users/:_id/_createRestricted"),
+    (Get, "/users/:_id"),
+    (Put, "/users/:_id/_update"),
+    (Put, "/users/:_id/_replace"),
+    (Delete, "/users/:_id"),
+    (Post, "/users/_search"),
+    (Put, "/credentials/:strategy/:_id/_update"),
+    (Put, "/roles/:_id"),
+    (Get, "/roles/:_id"),
+    (Delete, "/roles/:_id"),
+    (Put, "/profiles/:_id"),
+    (Get, "/profiles/:_id"),
+    (Delete, "/profiles/:_id"),
+    (Get, "/_listSubscriptions"),
+    (Post, "/:index/:collection/_publish"),
+    (Get, "/"),
+    (Get, "/_serverInfo"),
+    (Get, "/_now"),
+    (Get, "/_healthCheck"),
+    (Get, "/_publicApi"),
+    (Get, "/_openapi"),
+    (Get, "/_getConfig"),
+    (Get, "/_metrics"),
+    (Get, "/_capabilities"),
+    (Get, "/_adminExists"),
+    (Get, "/cluster/_status"),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn every_route_is_listed_once_in_the_route_order() {
+        let ordered: HashSet<_> = ROUTE_ORDER.iter().collect();
+        assert_eq!(ordered.len(), ROUTE_ORDER.len(), "duplicate in ROUTE_ORDER");
+        let declared: Vec<_> = ACTIONS.iter().flat_map(|a| a.routes.iter()).collect();
+        let declared_set: HashSet<_> = declared.iter().copied().collect();
+        assert_eq!(declared.len(), declared_set.len(), "a route belongs to two actions");
+        assert_eq!(declared_set, ordered);
+    }
+
+    #[test]
+    fn lookup_distinguishes_controller_and_action() {
+        assert!(matches!(lookup("server", "now"), Lookup::Found(_)));
+        assert!(matches!(lookup("server", "getStats"), Lookup::NoAction));
+        assert!(matches!(lookup("document", "create"), Lookup::NoController));
+    }
+}

@@ -1,0 +1,197 @@
+//! `dispatch`: the processing order of PROTOCOL.md §3.2, shared by WebSocket frames,
+//! HTTP routes and `/_query`, so behaviour cannot drift between protocols.
+
+pub mod actions;
+pub mod limiter;
+mod openapi;
+mod server;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde_json::Value;
+
+use crate::node::Node;
+use crate::protocol::errors::{self, ApiError};
+use crate::protocol::{Protocol, Request, Response};
+
+/// What an action answers.
+#[derive(Debug)]
+pub enum Reply {
+    Json(Value),
+    /// A result sent together with an error (`server:healthCheck` when a service is red).
+    JsonWithError(Value, ApiError),
+    /// A document that HTTP sends as is, not in an envelope (`server:openapi`).
+    /// Over WebSocket it is the `result`.
+    Raw { content_type: &'static str, document: Value },
+}
+
+pub type ActionResult = Result<Reply, ApiError>;
+
+/// Who sent the request: one WebSocket, or one HTTP request.
+pub struct Caller {
+    pub protocol: Protocol,
+    pub connection_id: Arc<str>,
+    /// The `Origin` header (of the HTTP request, or of the WebSocket handshake).
+    pub origin: Option<String>,
+    /// Cleared when the connection closes (step 7).
+    pub open: Arc<AtomicBool>,
+}
+
+impl Caller {
+    pub fn new(protocol: Protocol, origin: Option<String>) -> Self {
+        Caller {
+            protocol,
+            connection_id: Arc::from(uuid::Uuid::new_v4().to_string()),
+            origin,
+            open: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+}
+
+/// What an action handler sees.
+pub struct Call<'a> {
+    pub node: &'a Arc<Node>,
+    pub caller: &'a Caller,
+    pub request: &'a Request,
+}
+
+/// The response and, for HTTP, how to send it.
+pub struct Dispatched {
+    pub response: Response,
+    /// Set when HTTP must send this document instead of the envelope.
+    pub raw: Option<(&'static str, Value)>,
+}
+
+/// Runs one request through every step. `None` means nothing is to be delivered
+/// (the connection closed while the request waited, step 7).
+pub async fn dispatch(node: &Arc<Node>, caller: &Caller, request: Request) -> Option<Dispatched> {
+    let outcome = match admit(node, caller, &request) {
+        Err(error) => Err(error),
+        Ok(()) => match node.limiter.acquire().await {
+            Err(_) => Err(ApiError::plain(errors::OVERLOADED)),
+            Ok(_permit) => {
+                if !caller.is_open() {
+                    return None;
+                }
+                execute(node, caller, &request).await
+            }
+        },
+    };
+    Some(match outcome {
+        Ok(Reply::Json(result)) => Dispatched { response: Response::to_request(&node.id, &request, Ok(result)), raw: None },
+        Ok(Reply::JsonWithError(result, error)) => Dispatched {
+            response: Response::with_result_and_error(&node.id, &request, result, Some(error)),
+            raw: None,
+        },
+        Ok(Reply::Raw { content_type, document }) => Dispatched {
+            response: Response::to_request(&node.id, &request, Ok(document.clone())),
+            raw: Some((content_type, document)),
+        },
+        Err(error) => Dispatched { response: Response::to_request(&node.id, &request, Err(error)), raw: None },
+    })
+}
+
+/// Steps 1 to 5: checks that need no waiting.
+fn admit(node: &Node, caller: &Caller, request: &Request) -> Result<(), ApiError> {
+    if node.is_draining() {
+        return Err(ApiError::plain(errors::SHUTTING_DOWN));
+    }
+    if request.controller.is_empty() {
+        return Err(ApiError::missing_argument("controller"));
+    }
+    if request.action.is_empty() {
+        return Err(ApiError::missing_argument("action"));
+    }
+    if request.args.contains_key("targets") && (request.args.contains_key("index") || request.args.contains_key("collection")) {
+        return Err(ApiError::new(errors::MUTUALLY_EXCLUSIVE, ["index, collection", "targets"]));
+    }
+    if let Some(origin) = &caller.origin {
+        if !node.origins.allows(origin) {
+            return Err(ApiError::new(errors::UNAUTHORIZED_ORIGIN, [origin.as_str()]));
+        }
+    }
+    Ok(())
+}
+
+/// Steps 8 to 16. Authentication, rights and per-user limits (8–13) arrive with the auth
+/// module; until then every caller is anonymous and, as no administrator exists, allowed.
+async fn execute(node: &Arc<Node>, caller: &Caller, request: &Request) -> ActionResult {
+    let handler = match actions::lookup(&request.controller, &request.action) {
+        actions::Lookup::Found(handler) => handler,
+        actions::Lookup::NoController => {
+            return Err(ApiError::new(errors::CONTROLLER_NOT_FOUND, [request.controller.as_str()]));
+        }
+        actions::Lookup::NoAction => {
+            return Err(ApiError::new(errors::ACTION_NOT_FOUND, [request.controller.as_str(), request.action.as_str()]));
+        }
+    };
+    if node.settings.server.strict_sdk_version {
+        check_sdk_version(request)?;
+    }
+    let call = Call { node, caller, request };
+    handler(&call).await
+}
+
+/// Step 15: refuse SDKs older than the minimum major version for their name.
+fn check_sdk_version(request: &Request) -> Result<(), ApiError> {
+    let Some(volatile) = request.volatile.as_ref() else { return Ok(()) };
+    if let Some(v1) = volatile.get("sdkVersion") {
+        let version = v1.as_str().map_or_else(|| v1.to_string(), str::to_owned);
+        return Err(ApiError::new(errors::INCOMPATIBLE_SDK_VERSION, [version, "Kuzzle v2".to_owned()]));
+    }
+    let Some(sdk_name) = volatile.get("sdkName").and_then(Value::as_str) else { return Ok(()) };
+    let Some((name, version)) = sdk_name.split_once('@') else { return Ok(()) };
+    if name.is_empty() || version.is_empty() {
+        return Ok(());
+    }
+    let minimum = match name {
+        "js" => 7,
+        "csharp" | "cpp" => 2,
+        "java" | "go" => 3,
+        "android" => 5,
+        "php" => 4,
+        _ => return Ok(()),
+    };
+    let major_text = version.split('.').next().unwrap_or_default();
+    let Ok(major) = major_text.parse::<u64>() else { return Ok(()) };
+    if major < minimum {
+        return Err(ApiError::new(
+            errors::INCOMPATIBLE_SDK_VERSION,
+            [version.to_owned(), format!("min: {minimum}, max: none")],
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::BoolArgs;
+    use serde_json::json;
+
+    fn with_volatile(volatile: Value) -> Request {
+        Request::from_value(json!({"controller":"server","action":"now","volatile":volatile}), Protocol::Websocket, BoolArgs::Strict, 0)
+            .unwrap()
+    }
+
+    #[test]
+    fn sdk_version_check() {
+        assert!(check_sdk_version(&with_volatile(json!({"sdkName":"js@7.17.1"}))).is_ok());
+        assert!(check_sdk_version(&with_volatile(json!({"sdkName":"js@10.0.0"}))).is_ok(), "numeric compare (CN-14)");
+        assert!(check_sdk_version(&with_volatile(json!({"sdkName":"unknown@1.0"}))).is_ok());
+        assert!(check_sdk_version(&with_volatile(json!({"sdkName":"js@beta"}))).is_ok());
+        assert!(check_sdk_version(&with_volatile(json!({"sdkName":"js@"}))).is_ok());
+        let err = check_sdk_version(&with_volatile(json!({"sdkName":"js@6.2.0"}))).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "Incompatible SDK client. Your SDK version (6.2.0) does not match Kuzzle requirement (min: 7, max: none)."
+        );
+        let err = check_sdk_version(&with_volatile(json!({"sdkVersion":"5.0.1"}))).unwrap_err();
+        assert_eq!(err.message(), "Incompatible SDK client. Your SDK version (5.0.1) does not match Kuzzle requirement (Kuzzle v2).");
+    }
+}

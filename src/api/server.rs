@@ -1,0 +1,119 @@
+//! The `server` controller (PROTOCOL.md §4.6).
+
+use serde_json::{Value, json};
+
+use super::{ActionResult, Call, Reply, openapi};
+use crate::protocol::errors::{self, ApiError};
+use crate::protocol::now_ms;
+use crate::protocol::response::strip_secrets;
+use crate::system;
+
+pub async fn now(_: &Call<'_>) -> ActionResult {
+    Ok(Reply::Json(json!({"now": now_ms()})))
+}
+
+fn internal_cache(call: &Call<'_>) -> Value {
+    let backend = call.node.settings.services.storage.backend.name();
+    json!({"backend": backend, "version": env!("CARGO_PKG_VERSION")})
+}
+
+pub async fn info(call: &Call<'_>) -> ActionResult {
+    Ok(Reply::Json(json!({"serverInfo": {
+        "kuzzle": {
+            "api": {"routes": openapi::public_api()},
+            "application": {},
+            "implementation": {"name": "kuzzle-rt", "version": env!("CARGO_PKG_VERSION")},
+            "memoryUsed": system::resident_memory(),
+            "plugins": {},
+            "system": {"cpus": system::cpus(), "memory": system::memory()},
+            "uptime": format!("{}s", call.node.started.elapsed().as_secs()),
+            "version": crate::API_VERSION,
+        },
+        "services": {"internalCache": internal_cache(call)},
+    }})))
+}
+
+pub async fn health_check(call: &Call<'_>) -> ActionResult {
+    let wanted: Option<Vec<String>> = match call.request.arg("services") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(list)) => Some(list.split(',').map(|s| s.trim().to_owned()).collect()),
+        Some(Value::Array(items)) => Some(items.iter().filter_map(Value::as_str).map(str::to_owned).collect()),
+        Some(_) => return Err(ApiError::invalid_type("services", "string")),
+    };
+    let checks_cache = wanted.as_ref().is_none_or(|w| w.iter().any(|s| s == "internalCache"));
+    let mut services = serde_json::Map::new();
+    let mut red = Vec::new();
+    if checks_cache {
+        // The embedded store is in-process: it is up while the node is.
+        let healthy = true;
+        services.insert("internalCache".into(), (if healthy { "green" } else { "red" }).into());
+        if !healthy {
+            red.push("internalCache");
+        }
+    }
+    let status = if red.is_empty() { "green" } else { "red" };
+    let result = json!({"status": status, "services": services});
+    if red.is_empty() {
+        Ok(Reply::Json(result))
+    } else {
+        Ok(Reply::JsonWithError(result, ApiError::new(errors::SERVICE_UNAVAILABLE, [red.join(", ")])))
+    }
+}
+
+pub async fn get_config(call: &Call<'_>) -> ActionResult {
+    let mut config = serde_json::to_value(call.node.settings.as_ref()).map_err(ApiError::unexpected)?;
+    if let Value::Object(map) = &mut config {
+        map.remove("security");
+        map.insert("version".into(), crate::API_VERSION.into());
+    }
+    strip_secrets(&mut config);
+    Ok(Reply::Json(config))
+}
+
+pub async fn public_api(_: &Call<'_>) -> ActionResult {
+    Ok(Reply::Json(openapi::public_api()))
+}
+
+pub async fn openapi(call: &Call<'_>) -> ActionResult {
+    let scope = call.request.string_arg("scope")?.unwrap_or("kuzzle");
+    let with_paths = match scope {
+        "kuzzle" => true,
+        "app" => false,
+        other => return Err(ApiError::new(errors::UNEXPECTED_ARGUMENT, [json!(other), json!(["kuzzle", "app"])])),
+    };
+    let document = openapi::document(with_paths);
+    match call.request.string_arg("format")?.unwrap_or("json") {
+        "json" => Ok(Reply::Raw { content_type: "application/json", document }),
+        "yaml" => Ok(Reply::Raw { content_type: "application/yaml", document: Value::String(openapi::to_yaml(&document)) }),
+        _ => Err(ApiError::new(errors::INVALID_ARGUMENT, ["format", "\"json\" or \"yaml\""])),
+    }
+}
+
+pub async fn metrics(call: &Call<'_>) -> ActionResult {
+    let node = call.node;
+    let mut connections = serde_json::Map::new();
+    let websocket = node.connections.len();
+    let http = node.http_in_flight.load(std::sync::atomic::Ordering::Relaxed);
+    if websocket > 0 {
+        connections.insert("websocket".into(), websocket.into());
+    }
+    if http > 0 {
+        connections.insert("http".into(), http.into());
+    }
+    Ok(Reply::Json(json!({
+        "api": {"concurrentRequests": node.limiter.running(), "pendingRequests": node.limiter.pending()},
+        "network": {"connections": connections},
+        // No realtime engine yet: a node has no rooms and no subscriptions.
+        "realtime": {"rooms": 0, "subscriptions": 0},
+    })))
+}
+
+pub async fn capabilities(call: &Call<'_>) -> ActionResult {
+    Ok(Reply::Json(json!({
+        "limits": serde_json::to_value(&call.node.settings.limits).map_err(ApiError::unexpected)?,
+        "plugins": {},
+        "routes": openapi::public_api(),
+        "services": {"internalCache": internal_cache(call)},
+        "version": crate::API_VERSION,
+    })))
+}

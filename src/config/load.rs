@@ -1,0 +1,160 @@
+//! Reads the configuration sources in their order of precedence (PROTOCOL.md §8.1)
+//! and turns the merged tree into validated `Settings`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use config::{Config, File, FileFormat};
+use serde_json::Value;
+
+use super::env::KuzzleEnv;
+use super::settings::{NULLABLE_STRING_KEYS, Settings};
+use super::validate;
+
+/// A configuration problem that stops the start; its text is the whole message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl ConfigError {
+    /// `[CONFIG] <key.path>: <problem> (got <value>)`.
+    pub fn key(path: &str, problem: impl fmt::Display, got: &Value) -> Self {
+        ConfigError(format!("[CONFIG] {path}: {problem} (got {got})"))
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where the configuration comes from. Tests build their own; `from_process` reads reality.
+#[derive(Debug, Clone)]
+pub struct ConfigSources {
+    pub etc_dir: PathBuf,
+    pub home: Option<PathBuf>,
+    pub cwd: PathBuf,
+    pub env: Vec<(String, String)>,
+    /// The `--config FILE` command-line option.
+    pub config_arg: Option<PathBuf>,
+}
+
+impl ConfigSources {
+    pub fn from_process(config_arg: Option<PathBuf>) -> Self {
+        ConfigSources {
+            etc_dir: PathBuf::from("/etc"),
+            home: std::env::var_os("HOME").map(PathBuf::from),
+            cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+            env: std::env::vars().collect(),
+            config_arg,
+        }
+    }
+
+    /// The candidate files, lowest precedence first.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.etc_dir.join("kuzzle/config"), self.etc_dir.join("kuzzlerc")];
+        if let Some(home) = &self.home {
+            for rel in [".config/kuzzle/config", ".config/kuzzle", ".kuzzle/config", ".kuzzlerc"] {
+                files.push(home.join(rel));
+            }
+        }
+        if let Some(found) = self.cwd.ancestors().map(|dir| dir.join(".kuzzlerc")).find(|p| p.is_file()) {
+            files.push(found);
+        }
+        if let Some((_, path)) = self.env.iter().find(|(k, _)| k == "kuzzle_config") {
+            files.push(PathBuf::from(path));
+        }
+        files.extend(self.config_arg.clone());
+        files
+    }
+}
+
+/// Loads, merges, deserialises and validates every source.
+pub fn load(sources: &ConfigSources) -> Result<Settings, ConfigError> {
+    let defaults = serde_json::to_value(Settings::default()).map_err(|e| ConfigError(e.to_string()))?;
+    let mut builder = Config::builder().add_source(json_source(&defaults)?);
+    for path in sources.files() {
+        if let Some(text) = read_file(&path)? {
+            builder = builder.add_source(File::from_str(&text, FileFormat::Json5));
+        }
+    }
+    let string_keys = string_key_paths(&defaults);
+    builder = builder.add_source(KuzzleEnv::new(sources.env.clone(), string_keys));
+    let merged: Value = builder
+        .build()
+        .and_then(Config::try_deserialize)
+        .map_err(|e| ConfigError(format!("[CONFIG] {e}")))?;
+    from_json(merged)
+}
+
+/// Deserialises a merged tree and validates it.
+pub fn from_json(merged: Value) -> Result<Settings, ConfigError> {
+    let settings: Settings = serde_path_to_error::deserialize(&merged).map_err(|err| {
+        let path = err.path().to_string();
+        let got = lookup(&merged, &path).cloned().unwrap_or(Value::Null);
+        ConfigError::key(&path, err.into_inner(), &got)
+    })?;
+    validate::validate(&settings)?;
+    Ok(settings)
+}
+
+/// Parses one kuzzlerc text (JSON with comments) into a JSON tree.
+pub fn parse_kuzzlerc(text: &str) -> Result<Value, ConfigError> {
+    Config::builder()
+        .add_source(File::from_str(text, FileFormat::Json5))
+        .build()
+        .and_then(Config::try_deserialize)
+        .map_err(|e| ConfigError(format!("[CONFIG] Unable to read kuzzlerc configuration file: {e}")))
+}
+
+fn read_file(path: &Path) -> Result<Option<String>, ConfigError> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError(format!("[CONFIG] Unable to read kuzzlerc configuration file: {}: {e}", path.display()))
+    })?;
+    // Parse now, so that the message names the file.
+    parse_kuzzlerc(&text).map_err(|e| {
+        ConfigError(format!(
+            "[CONFIG] Unable to read kuzzlerc configuration file: {}: {}",
+            path.display(),
+            e.0.trim_start_matches("[CONFIG] Unable to read kuzzlerc configuration file: ")
+        ))
+    })?;
+    Ok(Some(text))
+}
+
+fn json_source(value: &Value) -> Result<File<config::FileSourceString, FileFormat>, ConfigError> {
+    let text = serde_json::to_string(value).map_err(|e| ConfigError(e.to_string()))?;
+    Ok(File::from_str(&text, FileFormat::Json5))
+}
+
+/// Dotted paths of every string-valued default, plus the nullable string keys.
+fn string_key_paths(defaults: &Value) -> Vec<String> {
+    fn walk(value: &Value, prefix: &str, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    walk(v, &path, out);
+                }
+            }
+            Value::String(_) => out.push(prefix.to_owned()),
+            _ => {}
+        }
+    }
+    let mut out: Vec<String> = NULLABLE_STRING_KEYS.iter().map(|s| s.to_string()).collect();
+    walk(defaults, "", &mut out);
+    out
+}
+
+fn lookup<'a>(root: &'a Value, dotted: &str) -> Option<&'a Value> {
+    dotted.split('.').try_fold(root, |node, segment| match node {
+        Value::Object(map) => map.get(segment),
+        Value::Array(items) => segment.trim_matches(['[', ']']).parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => None,
+    })
+}

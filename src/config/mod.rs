@@ -1,0 +1,15 @@
+//! Configuration: `kuzzlerc` files and `kuzzle_*` environment overrides merged into one
+//! typed, validated `Settings` tree (PROTOCOL.md §8).
+
+mod env;
+mod load;
+mod settings;
+mod size;
+pub mod timespan;
+mod validate;
+
+pub use env::KuzzleEnv;
+pub use load::{ConfigError, ConfigSources, from_json, load, parse_kuzzlerc};
+pub use settings::*;
+pub use size::Size;
+pub use validate::warnings;

@@ -1,0 +1,434 @@
+//! The typed configuration tree (PROTOCOL.md §8.2). `Default` is the compiled-in
+//! configuration; the top-level `kuzzlerc` file must say exactly the same (a test checks it).
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::size::Size;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub http: HttpSettings,
+    pub limits: Limits,
+    pub security: SecuritySettings,
+    pub services: Services,
+    pub cluster: ClusterSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ServerSettings {
+    /// kuzzle-rt extension: the interface to bind (Kuzzle always binds every interface).
+    pub host: String,
+    /// 0 (a kuzzle-rt extension) lets the system pick a free port; the listen log line names it.
+    pub port: u16,
+    pub max_request_size: Size,
+    pub strict_sdk_version: bool,
+    pub shutdown_grace_period: u64,
+    pub protocols: Protocols,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            host: "0.0.0.0".into(),
+            port: 7512,
+            max_request_size: Size(1 << 20),
+            strict_sdk_version: true,
+            shutdown_grace_period: 20_000,
+            protocols: Protocols::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Protocols {
+    pub http: HttpProtocol,
+    pub websocket: WebsocketProtocol,
+    pub mqtt: MqttProtocol,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct HttpProtocol {
+    pub enabled: bool,
+    pub allow_compression: bool,
+    pub max_encoding_layers: u32,
+    pub max_form_file_size: Size,
+    pub additional_content_types: Vec<String>,
+}
+
+impl Default for HttpProtocol {
+    fn default() -> Self {
+        HttpProtocol {
+            enabled: true,
+            allow_compression: true,
+            max_encoding_layers: 3,
+            max_form_file_size: Size(1 << 20),
+            additional_content_types: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct WebsocketProtocol {
+    pub enabled: bool,
+    pub heartbeat: u64,
+    pub idle_timeout: u64,
+    pub send_pings_automatically: bool,
+    pub reset_idle_timeout_on_send: bool,
+    pub compression: bool,
+    pub rate_limit: u32,
+    pub realtime_notifications: bool,
+}
+
+impl Default for WebsocketProtocol {
+    fn default() -> Self {
+        WebsocketProtocol {
+            enabled: true,
+            heartbeat: 60_000,
+            idle_timeout: 0,
+            send_pings_automatically: false,
+            reset_idle_timeout_on_send: false,
+            compression: false,
+            rate_limit: 0,
+            realtime_notifications: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct MqttProtocol {
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct HttpSettings {
+    #[serde(deserialize_with = "origin_list")]
+    pub access_control_allow_origin: Vec<String>,
+    #[serde(rename = "accessControlAllowOriginUseRegExp")]
+    pub access_control_allow_origin_use_regexp: bool,
+    pub access_control_allow_methods: String,
+    pub access_control_allow_headers: String,
+    pub cookie_authentication: bool,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            access_control_allow_origin: vec!["*".into()],
+            access_control_allow_origin_use_regexp: false,
+            access_control_allow_methods: "GET,POST,PUT,PATCH,DELETE,OPTIONS,HEAD".into(),
+            access_control_allow_headers: "Content-Type, Access-Control-Allow-Headers, Authorization, X-Requested-With, Content-Encoding, Content-Length, X-Kuzzle-Volatile".into(),
+            cookie_authentication: true,
+        }
+    }
+}
+
+/// A comma-separated string (entries trimmed) or an array of strings.
+fn origin_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        List(Vec<String>),
+    }
+    match Raw::deserialize(deserializer)
+        .map_err(|_| serde::de::Error::custom("expected a string or an array of strings"))?
+    {
+        Raw::Text(t) => Ok(t.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()),
+        Raw::List(l) => Ok(l),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Limits {
+    pub concurrent_requests: u32,
+    pub requests_buffer_size: u32,
+    pub requests_buffer_warning_threshold: u32,
+    pub logins_per_second: u32,
+    pub subscription_conditions_count: u32,
+    pub subscription_rooms: u64,
+    pub documents_fetch_count: u32,
+    pub documents_write_count: u32,
+    pub subscription_minterms: u32,
+    #[serde(rename = "subscriptionDocumentTTL")]
+    pub subscription_document_ttl: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            concurrent_requests: 100,
+            requests_buffer_size: 50_000,
+            requests_buffer_warning_threshold: 5_000,
+            logins_per_second: 1,
+            subscription_conditions_count: 100,
+            subscription_rooms: 1_000_000,
+            documents_fetch_count: 10_000,
+            documents_write_count: 200,
+            subscription_minterms: 0,
+            subscription_document_ttl: 259_200_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct SecuritySettings {
+    pub restricted_profile_ids: Vec<String>,
+    pub auth_token: TokenSettings,
+    /// Deprecated alias of `authToken`, read for each key `authToken` leaves null.
+    pub jwt: TokenSettings,
+    pub default: DefaultSecurity,
+    pub standard: StandardSecurity,
+    pub api_key: ApiKeySettings,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        SecuritySettings {
+            restricted_profile_ids: vec!["default".into()],
+            auth_token: TokenSettings {
+                algorithm: Some("HS256".into()),
+                expires_in: Some(json!("1h")),
+                grace_period: Some(1000),
+                max_ttl: Some(-1),
+                secret: None,
+            },
+            jwt: TokenSettings::default(),
+            default: DefaultSecurity::default(),
+            standard: StandardSecurity::default(),
+            api_key: ApiKeySettings { max_ttl: -1 },
+        }
+    }
+}
+
+impl SecuritySettings {
+    pub fn algorithm(&self) -> &str {
+        self.auth_token.algorithm.as_deref().or(self.jwt.algorithm.as_deref()).unwrap_or("HS256")
+    }
+
+    pub fn expires_in(&self) -> Value {
+        self.auth_token.expires_in.clone().or_else(|| self.jwt.expires_in.clone()).unwrap_or_else(|| json!("1h"))
+    }
+
+    pub fn grace_period(&self) -> u64 {
+        self.auth_token.grace_period.or(self.jwt.grace_period).unwrap_or(1000)
+    }
+
+    pub fn max_ttl(&self) -> i64 {
+        self.auth_token.max_ttl.or(self.jwt.max_ttl).unwrap_or(-1)
+    }
+
+    pub fn secret(&self) -> Option<&str> {
+        self.auth_token.secret.as_deref().or(self.jwt.secret.as_deref())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct TokenSettings {
+    pub algorithm: Option<String>,
+    pub expires_in: Option<Value>,
+    pub grace_period: Option<u64>,
+    #[serde(rename = "maxTTL")]
+    pub max_ttl: Option<i64>,
+    pub secret: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DefaultSecurity {
+    pub role: Value,
+}
+
+impl Default for DefaultSecurity {
+    fn default() -> Self {
+        DefaultSecurity { role: json!({"controllers": {"*": {"actions": {"*": true}}}}) }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StandardSecurity {
+    pub roles: Map<String, Value>,
+    pub profiles: Map<String, Value>,
+}
+
+impl Default for StandardSecurity {
+    fn default() -> Self {
+        let roles = json!({
+            "admin": {"controllers": {"*": {"actions": {"*": true}}}},
+            "default": {"controllers": {
+                "auth": {"actions": {"checkToken": true, "getCurrentUser": true, "getMyRights": true, "logout": true, "updateSelf": true}},
+                "server": {"actions": {"publicApi": true}}
+            }},
+            "anonymous": {"controllers": {
+                "auth": {"actions": {"checkToken": true, "getCurrentUser": true, "getMyRights": true, "login": true}},
+                "server": {"actions": {"publicApi": true, "openapi": true}}
+            }}
+        });
+        let profiles = json!({
+            "admin": {"rateLimit": 0, "policies": [{"roleId": "admin"}]},
+            "default": {"rateLimit": 10, "policies": [{"roleId": "default"}]},
+            "anonymous": {"rateLimit": 200, "policies": [{"roleId": "anonymous"}]}
+        });
+        let as_map = |v: Value| match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        StandardSecurity { roles: as_map(roles), profiles: as_map(profiles) }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ApiKeySettings {
+    #[serde(rename = "maxTTL")]
+    pub max_ttl: i64,
+}
+
+impl Default for ApiKeySettings {
+    fn default() -> Self {
+        ApiKeySettings { max_ttl: -1 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Services {
+    pub storage: StorageSettings,
+    /// Kuzzle's own service keys: accepted, ignored, and warned about (CN-41).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub internal_cache: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_storage: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_engine: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    Embedded,
+    Redis,
+}
+
+impl StorageBackend {
+    pub fn name(self) -> &'static str {
+        match self {
+            StorageBackend::Embedded => "embedded",
+            StorageBackend::Redis => "redis",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct StorageSettings {
+    pub backend: StorageBackend,
+    pub path: String,
+    pub node: RedisNode,
+    pub database: u32,
+    pub options: RedisOptions,
+    pub key_prefix: String,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        StorageSettings {
+            backend: StorageBackend::Embedded,
+            path: "./data".into(),
+            node: RedisNode::default(),
+            database: 0,
+            options: RedisOptions::default(),
+            key_prefix: "krt/".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RedisNode {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Default for RedisNode {
+    fn default() -> Self {
+        RedisNode { host: "localhost".into(), port: 6379 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct RedisOptions {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub tls: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ClusterSettings {
+    pub enabled: bool,
+    pub heartbeat: u64,
+    pub minimum_nodes: u32,
+    pub activity_depth: u32,
+    pub join_timeout: u64,
+    pub sync_timeout: u64,
+    pub ports: ClusterPorts,
+    pub ip: Option<String>,
+    pub interface: Option<String>,
+    pub ipv6: bool,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            enabled: true,
+            heartbeat: 2000,
+            minimum_nodes: 1,
+            activity_depth: 50,
+            join_timeout: 60_000,
+            sync_timeout: 5_000,
+            ports: ClusterPorts::default(),
+            ip: Some("private".into()),
+            interface: None,
+            ipv6: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClusterPorts {
+    pub command: u16,
+    pub sync: u16,
+}
+
+impl Default for ClusterPorts {
+    fn default() -> Self {
+        ClusterPorts { command: 7510, sync: 7511 }
+    }
+}
+
+/// Keys whose value is text even when it looks like a number or a boolean (CN-43):
+/// the environment source leaves their values unconverted. Keys whose default is a
+/// string are found from the defaults; these are the ones whose default is null.
+pub const NULLABLE_STRING_KEYS: &[&str] = &[
+    "security.authToken.secret",
+    "security.jwt.secret",
+    "security.jwt.algorithm",
+    "services.storage.options.username",
+    "services.storage.options.password",
+    "cluster.interface",
+];

@@ -1,0 +1,190 @@
+//! The HTTP side of the shared port: one handler for every path and verb. It hands
+//! WebSocket upgrades to `ws`, answers the special endpoints, runs the transport steps
+//! of PROTOCOL.md §2.8, routes, and sends the result of `api::dispatch`.
+
+mod body;
+mod reply;
+pub mod router;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use actix_web::http::{Method, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::{Map, Value};
+
+use crate::api::actions::Verb;
+use crate::api::{self, Caller};
+use crate::node::Node;
+use crate::protocol::errors::{self, ApiError};
+use crate::protocol::request::new_request_id;
+use crate::protocol::{BoolArgs, Protocol, Request, Response, now_ms};
+use crate::ws;
+
+use reply::Reply;
+
+/// Keys of the query string that never become arguments.
+const RESERVED_QUERY_KEYS: &[&str] = &["controller", "action", "body", "volatile", "requestId"];
+
+pub async fn entry(req: HttpRequest, payload: web::Payload, node: web::Data<Arc<Node>>) -> HttpResponse {
+    let node = node.get_ref();
+    let protocols = &node.settings.server.protocols;
+    if protocols.websocket.enabled && ws::is_upgrade(&req) {
+        if node.is_draining() {
+            let reply = Reply::new(&req, node, request_id_of(&req));
+            return reply.bare(&ApiError::plain(errors::SHUTTING_DOWN));
+        }
+        return ws::upgrade(&req, payload, node);
+    }
+    node.http_in_flight.fetch_add(1, Ordering::Relaxed);
+    let reply = Reply::new(&req, node, request_id_of(&req));
+    let response = serve(&req, payload, node, &reply).await;
+    node.http_in_flight.fetch_sub(1, Ordering::Relaxed);
+    response
+}
+
+fn request_id_of(req: &HttpRequest) -> String {
+    req.headers()
+        .get("x-kuzzle-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .map_or_else(new_request_id, str::to_owned)
+}
+
+async fn serve(req: &HttpRequest, payload: web::Payload, node: &Arc<Node>, reply: &Reply) -> HttpResponse {
+    let path = req.path();
+    let method = req.method();
+    if method == Method::GET && path == "/_healthcheck" {
+        return reply.envelope(&Response::empty(&node.id, reply.request_id.clone(), 200, Value::Null, None));
+    }
+    if method == Method::GET && path == "/_ready" {
+        let ready = !node.is_draining() && node.limiter.pending() == 0;
+        let status = if ready { 200 } else { 503 };
+        return reply.envelope(&Response::empty(&node.id, reply.request_id.clone(), status, Value::Null, None));
+    }
+    if !node.settings.server.protocols.http.enabled {
+        return reply.bare(&ApiError::new(errors::HTTP_URL_NOT_FOUND, [router::display_path(path)]));
+    }
+    if method == Method::OPTIONS {
+        return reply.envelope(&Response::empty(&node.id, reply.request_id.clone(), 200, Value::Object(Map::new()), None));
+    }
+    if method == Method::HEAD && router::display_path(path) == "/" {
+        return reply.head();
+    }
+
+    let settings = &node.settings;
+    let body = async {
+        let kind = body::content_kind(req, settings)?;
+        let raw = body::read_body(req, payload, settings.server.max_request_size.as_usize()).await?;
+        let decoded = body::decode(req, raw, settings)?;
+        body::parse(&kind, &decoded, settings)
+    };
+    let body = match body.await {
+        Ok(body) => body,
+        Err(error) => return reply.bare(&error),
+    };
+
+    let request = match build_request(req, node, reply, body) {
+        Ok(request) => request,
+        Err(response) => return reply.envelope(&response),
+    };
+    let caller = Caller::new(Protocol::Http, reply.origin.clone());
+    match api::dispatch(node, &caller, request).await {
+        Some(dispatched) => match dispatched.raw {
+            Some((content_type, document)) if dispatched.response.error.is_none() => {
+                reply.raw(content_type, &document)
+            }
+            _ => reply.envelope(&dispatched.response),
+        },
+        // HTTP requests cannot be dropped while waiting; answer as overloaded if it happens.
+        None => reply.bare(&ApiError::plain(errors::OVERLOADED)),
+    }
+}
+
+/// The request behind `/_query` or a route; an envelope error response otherwise.
+fn build_request(req: &HttpRequest, node: &Arc<Node>, reply: &Reply, body: Value) -> Result<Request, Response> {
+    let envelope_error = |error: ApiError| Response::empty(&node.id, reply.request_id.clone(), error.status(), Value::Null, Some(error));
+    let bearer = bearer_token(req);
+    let header_volatile = match req.headers().get("x-kuzzle-volatile") {
+        None => None,
+        Some(raw) => {
+            let text = raw.to_str().unwrap_or_default();
+            match serde_json::from_str::<Value>(text) {
+                Ok(v @ Value::Object(_)) => Some(v),
+                Ok(_) => {
+                    return Err(envelope_error(ApiError::new(errors::HTTP_VOLATILE_PARSE_FAILED, ["not a JSON object"])));
+                }
+                Err(e) => return Err(envelope_error(ApiError::new(errors::HTTP_VOLATILE_PARSE_FAILED, [e.to_string()]))),
+            }
+        }
+    };
+
+    let Some(verb) = Verb::parse(req.method().as_str()) else {
+        return Err(envelope_error(ApiError::new(errors::HTTP_UNSUPPORTED_VERB, [req.method().as_str()])));
+    };
+
+    if verb == Verb::Post && router::display_path(req.path()) == "/_query" {
+        let Value::Object(mut envelope) = body else {
+            return Err(envelope_error(ApiError::plain(errors::BODY_REQUIRED)));
+        };
+        envelope.remove("requestId");
+        envelope.insert("requestId".into(), reply.request_id.clone().into());
+        if !envelope.contains_key("jwt") {
+            if let Some(token) = bearer {
+                envelope.insert("jwt".into(), token.into());
+            }
+        }
+        if !envelope.contains_key("volatile") {
+            if let Some(volatile) = header_volatile {
+                envelope.insert("volatile".into(), volatile);
+            }
+        }
+        return Request::from_value(Value::Object(envelope), Protocol::Http, BoolArgs::Lenient, now_ms())
+            .map_err(|e| envelope_error(e.error));
+    }
+
+    let Some(matched) = router::router().find(verb, req.path()) else {
+        return Err(envelope_error(ApiError::new(errors::HTTP_URL_NOT_FOUND, [router::display_path(req.path())])));
+    };
+    let mut args = Map::new();
+    let mut query_jwt = None;
+    for (key, value) in body::parse_query(req.query_string()) {
+        if RESERVED_QUERY_KEYS.contains(&key.as_str()) {
+            continue;
+        }
+        if key == "jwt" {
+            query_jwt = Some(value);
+            continue;
+        }
+        match args.get_mut(&key) {
+            Some(Value::Array(items)) => items.push(Value::String(value)),
+            Some(existing) => *existing = Value::Array(vec![existing.take(), Value::String(value)]),
+            None => {
+                args.insert(key, Value::String(value));
+            }
+        }
+    }
+    args.extend(matched.params);
+    Ok(Request {
+        protocol: Protocol::Http,
+        bool_args: BoolArgs::Presence,
+        controller: matched.action.controller.to_owned(),
+        action: matched.action.name.to_owned(),
+        request_id: reply.request_id.clone(),
+        jwt: bearer.or(query_jwt).filter(|t| !t.is_empty()),
+        volatile: header_volatile,
+        body: match body {
+            Value::Null => None,
+            other => Some(other),
+        },
+        timestamp: now_ms(),
+        args,
+    })
+}
+
+/// `Authorization: Bearer <token>`, scheme case-insensitive; other schemes are ignored.
+fn bearer_token(req: &HttpRequest) -> Option<String> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+}

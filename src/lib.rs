@@ -1,0 +1,14 @@
+//! kuzzle-rt: a Kuzzle-compatible, clustered realtime server.
+
+pub mod api; // dispatch: the processing order, controllers, the action table
+pub mod config; // kuzzlerc files + kuzzle_* environment → validated Settings
+pub mod http; // the HTTP side of the shared port
+pub mod names; // random readable ids (node ids)
+pub mod node; // what one node's parts share
+pub mod protocol; // envelopes, error catalogue, close codes (pure data)
+pub mod server; // binds, runs, drains
+pub mod system; // host facts for server:info
+pub mod ws; // one actor per WebSocket, with its bounded Outbox
+
+/// The Kuzzle API level this server speaks.
+pub const API_VERSION: &str = "2.56.0";

@@ -1,0 +1,83 @@
+//! What every part of one node shares: identity, settings, lifecycle and counters.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use regex::Regex;
+
+use crate::api::limiter::RequestLimiter;
+use crate::config::Settings;
+use crate::ws::registry::ConnectionRegistry;
+
+pub struct Node {
+    pub id: Arc<str>,
+    pub settings: Arc<Settings>,
+    pub started: Instant,
+    pub limiter: RequestLimiter,
+    pub origins: OriginPolicy,
+    pub connections: ConnectionRegistry,
+    pub http_in_flight: AtomicUsize,
+    draining: AtomicBool,
+}
+
+impl Node {
+    pub fn new(settings: Settings) -> Arc<Node> {
+        let limits = &settings.limits;
+        let limiter = RequestLimiter::new(
+            limits.concurrent_requests as usize,
+            limits.requests_buffer_size as usize,
+            limits.requests_buffer_warning_threshold as usize,
+        );
+        let origins = OriginPolicy::new(
+            &settings.http.access_control_allow_origin,
+            settings.http.access_control_allow_origin_use_regexp,
+        );
+        Arc::new(Node {
+            id: Arc::from(crate::names::random_name("knode")),
+            settings: Arc::new(settings),
+            started: Instant::now(),
+            limiter,
+            origins,
+            connections: ConnectionRegistry::default(),
+            http_in_flight: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+}
+
+/// `http.accessControlAllowOrigin`: `*`, exact origins, or unanchored regular expressions.
+pub struct OriginPolicy {
+    any: bool,
+    exact: Vec<String>,
+    patterns: Vec<Regex>,
+}
+
+impl OriginPolicy {
+    /// Invalid expressions were refused at startup by the configuration checks.
+    pub fn new(list: &[String], use_regexp: bool) -> Self {
+        let any = list.iter().any(|o| o == "*");
+        let (exact, patterns) = if use_regexp {
+            (Vec::new(), list.iter().filter_map(|o| Regex::new(o).ok()).collect())
+        } else {
+            (list.to_vec(), Vec::new())
+        };
+        OriginPolicy { any, exact, patterns }
+    }
+
+    pub fn allows_any(&self) -> bool {
+        self.any
+    }
+
+    pub fn allows(&self, origin: &str) -> bool {
+        self.any || self.exact.iter().any(|o| o == origin) || self.patterns.iter().any(|p| p.is_match(origin))
+    }
+}

@@ -1,0 +1,108 @@
+//! Builds the actix App, binds, runs, and drains on shutdown (PROTOCOL.md §9).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::ServerHandle;
+use actix_web::{App, HttpServer, web};
+
+use crate::config::Settings;
+use crate::node::Node;
+use crate::protocol::close;
+
+/// A node that is serving.
+pub struct RunningNode {
+    pub node: Arc<Node>,
+    pub addr: SocketAddr,
+    handle: ServerHandle,
+}
+
+/// Binds `server.host:server.port` and starts serving on the current actix system.
+pub async fn start(settings: Settings) -> io::Result<RunningNode> {
+    let node = Node::new(settings);
+    let data = web::Data::new(node.clone());
+    let s = &node.settings.server;
+    let grace_secs = s.shutdown_grace_period.div_ceil(1000).max(1);
+    let server = HttpServer::new(move || App::new().app_data(data.clone()).default_service(web::to(crate::http::entry)))
+        .disable_signals()
+        .shutdown_timeout(grace_secs)
+        .bind((s.host.as_str(), s.port))?;
+    let addr = server.addrs().first().copied().ok_or_else(|| io::Error::other("no address bound"))?;
+    let server = server.run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    let ws = &s.protocols.websocket;
+    log::info!(
+        "node {} listening on {addr} (websocket: {}, http: {}, storage: {}, maxRequestSize: {} bytes, heartbeat: {} ms, idleTimeout: {} ms, rateLimit: {}/s)",
+        node.id,
+        if ws.enabled { "on" } else { "off" },
+        if s.protocols.http.enabled { "on" } else { "off" },
+        node.settings.services.storage.backend.name(),
+        s.max_request_size.bytes(),
+        ws.heartbeat,
+        ws.idle_timeout,
+        ws.rate_limit,
+    );
+    Ok(RunningNode { node, addr, handle })
+}
+
+impl RunningNode {
+    /// The drain: refuse new requests, let running ones finish (bounded by
+    /// `server.shutdownGracePeriod`), close every socket with 1001, then stop.
+    pub async fn drain(self) {
+        let node = &self.node;
+        node.start_draining();
+        log::info!("node {} draining", node.id);
+        let grace = Duration::from_millis(node.settings.server.shutdown_grace_period);
+        let deadline = Instant::now() + grace;
+        while node.limiter.running() + node.limiter.pending() > 0 && Instant::now() < deadline {
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        }
+        node.connections.close_all(close::GOING_AWAY, close::SHUTTING_DOWN);
+        // Give the sockets a moment to flush their close frame.
+        let flush_deadline = Instant::now() + Duration::from_secs(2).min(grace.max(Duration::from_millis(200)));
+        while !node.connections.is_empty() && Instant::now() < flush_deadline {
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.handle.stop(true).await;
+        log::info!("node {} stopped", node.id);
+    }
+
+    /// Stops at once, without draining.
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+    }
+}
+
+/// Starts a node and serves until SIGTERM or SIGINT, then drains. A second signal exits at once.
+pub async fn run(settings: Settings) -> io::Result<()> {
+    let running = start(settings).await?;
+    wait_for_signal().await?;
+    actix_rt::spawn(async {
+        if wait_for_signal().await.is_ok() {
+            log::warn!("second signal: exiting now");
+            std::process::exit(1);
+        }
+    });
+    running.drain().await;
+    Ok(())
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> io::Result<()> {
+    tokio::signal::ctrl_c().await
+}

@@ -1,0 +1,339 @@
+//! One actor per WebSocket. It owns the socket's timers (heartbeat, idle timeout), the
+//! application ping, the per-socket rate limit and the size limit; it decodes frames
+//! into requests, runs them concurrently through `api::dispatch`, and queues what comes
+//! back in the socket's `Outbox`.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, StreamHandler, WrapFuture};
+use actix_ws::{Item, Message, ProtocolError, Session};
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use serde_json::Value;
+
+use super::outbox::{Next, Outbox, close_reason};
+use crate::api::{self, Caller};
+use crate::config::WebsocketProtocol;
+use crate::node::Node;
+use crate::protocol::errors::{self, ApiError};
+use crate::protocol::request::readable_request_id;
+use crate::protocol::{BoolArgs, Protocol, Request, Response, close, now_ms};
+
+/// How long a close frame may wait for room in the transport before the socket is dropped.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+const APP_PONG: &str = r#"{"p":2}"#;
+
+pub struct Connection {
+    node: Arc<Node>,
+    caller: Rc<Caller>,
+    session: Session,
+    outbox: Outbox,
+    options: WebsocketProtocol,
+    max_message: usize,
+    last_inbound: Instant,
+    /// When the last heartbeat PING went out.
+    heartbeat_ping: Option<Instant>,
+    /// The idle period (its start) for which `sendPingsAutomatically` already pinged.
+    idle_pinged_for: Option<Instant>,
+    rate_window: (Instant, u32),
+    /// A fragmented message being reassembled: (is text, bytes so far).
+    fragments: Option<(bool, BytesMut)>,
+    closing: bool,
+}
+
+impl Connection {
+    pub fn new(node: Arc<Node>, session: Session, origin: Option<String>) -> Self {
+        let options = node.settings.server.protocols.websocket.clone();
+        let max_message = node.settings.server.max_request_size.as_usize();
+        let now = Instant::now();
+        Connection {
+            caller: Rc::new(Caller::new(Protocol::Websocket, origin)),
+            node,
+            session,
+            outbox: Outbox::new(),
+            options,
+            max_message,
+            last_inbound: now,
+            heartbeat_ping: None,
+            idle_pinged_for: None,
+            rate_window: (now, 0),
+            fragments: None,
+            closing: false,
+        }
+    }
+
+    /// Starts closing: what is queued is sent first when `flush` is true.
+    fn close(&mut self, code: u16, reason: &str, flush: bool) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        self.caller.open.store(false, Ordering::Release);
+        log::debug!("closing connection {} with {code} {reason}", self.caller.connection_id);
+        if flush {
+            self.outbox.close(code, reason);
+        } else {
+            self.outbox.abort(code, reason);
+        }
+    }
+
+    fn send_control(&self, ctx: &mut Context<Self>, ping: bool, payload: Bytes) {
+        let mut session = self.session.clone();
+        let send = async move {
+            let _ = if ping { session.ping(&payload).await } else { session.pong(&payload).await };
+        };
+        ctx.spawn(send.into_actor(self));
+    }
+
+    fn heartbeat_tick(&mut self, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        if let Some(ping_at) = self.heartbeat_ping {
+            if self.last_inbound < ping_at {
+                self.close(close::GOING_AWAY, close::HEARTBEAT_TIMEOUT, false);
+                return;
+            }
+        }
+        self.heartbeat_ping = Some(Instant::now());
+        self.send_control(ctx, true, Bytes::new());
+    }
+
+    fn last_activity(&self) -> Instant {
+        if self.options.reset_idle_timeout_on_send {
+            self.last_inbound.max(self.outbox.last_sent())
+        } else {
+            self.last_inbound
+        }
+    }
+
+    /// Checks the idle clock and schedules the next check at the next deadline.
+    fn idle_check(&mut self, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        let timeout = Duration::from_millis(self.options.idle_timeout);
+        let half = timeout / 2;
+        let since = self.last_activity();
+        let idle = since.elapsed();
+        if idle >= timeout {
+            self.close(close::GOING_AWAY, close::IDLE_TIMEOUT, false);
+            return;
+        }
+        let wants_ping = self.options.send_pings_automatically && self.idle_pinged_for != Some(since);
+        if wants_ping && idle >= half {
+            self.idle_pinged_for = Some(since);
+            self.send_control(ctx, true, Bytes::new());
+        }
+        let next = if self.options.send_pings_automatically && self.idle_pinged_for != Some(since) {
+            half
+        } else {
+            timeout
+        };
+        ctx.run_later(next.saturating_sub(idle).max(Duration::from_millis(1)), Self::idle_check);
+    }
+
+    fn on_protocol_error(&mut self, error: ProtocolError) {
+        match error {
+            ProtocolError::Overflow => self.close(close::MESSAGE_TOO_BIG, close::TOO_BIG, false),
+            ProtocolError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                self.close(close::INVALID_PAYLOAD, close::INVALID_UTF8, false)
+            }
+            ProtocolError::Io(e) => {
+                log::debug!("connection {}: transport error: {e}", self.caller.connection_id);
+                self.close(close::PROTOCOL_ERROR, "", false)
+            }
+            other => self.close(close::PROTOCOL_ERROR, &other.to_string(), false),
+        }
+    }
+
+    fn on_fragment(&mut self, item: Item, ctx: &mut Context<Self>) {
+        let (is_text, chunk, last) = match item {
+            Item::FirstText(b) => (Some(true), b, false),
+            Item::FirstBinary(b) => (Some(false), b, false),
+            Item::Continue(b) => (None, b, false),
+            Item::Last(b) => (None, b, true),
+        };
+        if let Some(is_text) = is_text {
+            self.fragments = Some((is_text, BytesMut::new()));
+        }
+        let Some((is_text, buffer)) = self.fragments.as_mut() else {
+            self.close(close::PROTOCOL_ERROR, "Continuation has not started", false);
+            return;
+        };
+        if buffer.len() + chunk.len() > self.max_message {
+            self.close(close::MESSAGE_TOO_BIG, close::TOO_BIG, false);
+            return;
+        }
+        buffer.extend_from_slice(&chunk);
+        if last {
+            let is_text = *is_text;
+            let message = self.fragments.take().map(|(_, b)| b.freeze()).unwrap_or_default();
+            if is_text && std::str::from_utf8(&message).is_err() {
+                self.close(close::INVALID_PAYLOAD, close::INVALID_UTF8, false);
+                return;
+            }
+            self.on_message(message, ctx);
+        }
+    }
+
+    /// One whole data message, past the size and UTF-8 checks (frame-level steps of §3.2).
+    fn on_message(&mut self, data: Bytes, ctx: &mut Context<Self>) {
+        if data.is_empty() {
+            return;
+        }
+        if self.over_rate_limit() {
+            let request_id = serde_json::from_slice::<Value>(&data).ok().as_ref().and_then(readable_request_id);
+            self.send_transport_error(request_id, ApiError::plain(errors::WS_RATELIMIT_EXCEEDED));
+            return;
+        }
+        let value: Value = match serde_json::from_slice(&data) {
+            Ok(v) => v,
+            Err(e) => {
+                self.send_transport_error(None, ApiError::new(errors::WS_UNEXPECTED_ERROR, [e.to_string()]));
+                return;
+            }
+        };
+        if is_app_ping(&value) {
+            self.outbox.push(ByteString::from_static(APP_PONG));
+            return;
+        }
+        let request = match Request::from_value(value, Protocol::Websocket, BoolArgs::Strict, now_ms()) {
+            Ok(request) => request,
+            Err(e) => {
+                self.send_transport_error(e.request_id, e.error);
+                return;
+            }
+        };
+        let node = self.node.clone();
+        let caller = self.caller.clone();
+        let outbox = self.outbox.clone();
+        let run = async move {
+            let request_id = request.request_id.clone();
+            if let Some(dispatched) = api::dispatch(&node, &caller, request).await {
+                let mut response = dispatched.response;
+                response.room = Some(request_id);
+                outbox.push(ByteString::from(response.to_json()));
+            }
+        };
+        ctx.spawn(run.into_actor(self));
+    }
+
+    /// Counts one data frame in the current one-second window.
+    fn over_rate_limit(&mut self) -> bool {
+        let limit = self.options.rate_limit;
+        if limit == 0 {
+            return false;
+        }
+        let (start, count) = &mut self.rate_window;
+        if start.elapsed() >= Duration::from_secs(1) {
+            *start = Instant::now();
+            *count = 0;
+        }
+        *count += 1;
+        *count > limit
+    }
+
+    fn send_transport_error(&self, request_id: Option<String>, error: ApiError) {
+        let response = Response::transport_error(&self.node.id, request_id, error);
+        self.outbox.push(ByteString::from(response.to_json()));
+    }
+}
+
+/// `{"p":1}` and nothing else: an object with exactly one member `p` equal to the number 1.
+fn is_app_ping(value: &Value) -> bool {
+    match value {
+        Value::Object(map) => map.len() == 1 && map.get("p").and_then(Value::as_f64) == Some(1.0),
+        _ => false,
+    }
+}
+
+/// Drains the outbox into the transport until it closes.
+async fn write_loop(outbox: Outbox, mut session: Session) {
+    loop {
+        match outbox.next().await {
+            Next::Send(text) => {
+                tokio::select! {
+                    biased;
+                    _ = outbox.aborted() => continue,
+                    sent = session.text(text) => if sent.is_err() { return },
+                }
+                outbox.mark_sent();
+            }
+            Next::Close(reason) => {
+                let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, session.close(Some(reason))).await;
+                return;
+            }
+        }
+    }
+}
+
+impl Actor for Connection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.node.connections.insert(self.caller.connection_id.clone(), self.outbox.clone());
+        log::debug!("connection {} opened", self.caller.connection_id);
+        let writer = write_loop(self.outbox.clone(), self.session.clone());
+        ctx.spawn(writer.into_actor(self).map(|_, _, ctx| ctx.stop()));
+        if self.options.heartbeat > 0 {
+            ctx.run_interval(Duration::from_millis(self.options.heartbeat), Self::heartbeat_tick);
+        }
+        if self.options.idle_timeout > 0 {
+            self.idle_check(ctx);
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.caller.open.store(false, Ordering::Release);
+        self.node.connections.remove(&self.caller.connection_id);
+        log::debug!("connection {} closed", self.caller.connection_id);
+    }
+}
+
+impl StreamHandler<Result<Message, ProtocolError>> for Connection {
+    fn handle(&mut self, item: Result<Message, ProtocolError>, ctx: &mut Context<Self>) {
+        self.last_inbound = Instant::now();
+        if self.closing {
+            return;
+        }
+        match item {
+            Err(error) => self.on_protocol_error(error),
+            Ok(Message::Ping(payload)) => self.send_control(ctx, false, payload),
+            Ok(Message::Pong(_)) | Ok(Message::Nop) => {}
+            Ok(Message::Close(reason)) => {
+                // Echo the client's close; this is the only way a 1000 close is sent.
+                self.closing = true;
+                self.caller.open.store(false, Ordering::Release);
+                self.outbox.abort_with(reason.unwrap_or_else(|| close_reason(1000, "")));
+            }
+            Ok(Message::Text(text)) => self.on_message(text.into_bytes(), ctx),
+            Ok(Message::Binary(data)) => self.on_message(data, ctx),
+            Ok(Message::Continuation(item)) => self.on_fragment(item, ctx),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        // The client is gone; nothing more can be delivered.
+        ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_app_ping;
+    use serde_json::json;
+
+    #[test]
+    fn app_ping_is_exactly_p_one() {
+        assert!(is_app_ping(&json!({"p": 1})));
+        assert!(!is_app_ping(&json!({"p": "1"})));
+        assert!(!is_app_ping(&json!({"p": 1, "controller": "server"})));
+        assert!(!is_app_ping(&json!({"p": 2})));
+        assert!(!is_app_ping(&json!([1])));
+    }
+}

@@ -1,0 +1,223 @@
+//! The one way bytes reach a socket: a bounded FIFO shared by responses and notifications
+//! (PROTOCOL.md §2.6). Anyone may push; one writer drains it into the transport.
+//! Past 1000 messages or 4 MiB the client is too slow: the queue is dropped and the
+//! socket closed with 1011. Nothing else ever waits on a slow client.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_ws::{CloseCode, CloseReason};
+use bytestring::ByteString;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::protocol::close;
+
+pub const MAX_MESSAGES: usize = 1000;
+pub const MAX_BYTES: usize = 4 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct Outbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    /// Wakes the writer: a message or a close is waiting.
+    ready: Notify,
+    /// Wakes a writer blocked on the transport: the queue was aborted.
+    aborted: Notify,
+}
+
+struct State {
+    queue: VecDeque<ByteString>,
+    bytes: usize,
+    close: Option<CloseReason>,
+    aborted: bool,
+    last_sent: Instant,
+}
+
+/// What the writer must do next.
+pub enum Next {
+    Send(ByteString),
+    Close(CloseReason),
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Outbox {
+    pub fn new() -> Self {
+        Outbox {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    queue: VecDeque::new(),
+                    bytes: 0,
+                    close: None,
+                    aborted: false,
+                    last_sent: Instant::now(),
+                }),
+                ready: Notify::new(),
+                aborted: Notify::new(),
+            }),
+        }
+    }
+
+    /// Queues one text message. Returns false when the socket is closing, or when this
+    /// message made the queue overflow (the socket is then closed with 1011).
+    pub fn push(&self, message: ByteString) -> bool {
+        let mut state = self.inner.state.lock();
+        if state.close.is_some() {
+            return false;
+        }
+        state.bytes += message.len();
+        state.queue.push_back(message);
+        if state.queue.len() > MAX_MESSAGES || state.bytes > MAX_BYTES {
+            drop(state);
+            log::debug!("closing a slow client: outbound queue over its bounds");
+            self.abort(close::SERVER_ERROR, close::BACKPRESSURE);
+            return false;
+        }
+        drop(state);
+        self.inner.ready.notify_one();
+        true
+    }
+
+    /// Closes after the queued messages are sent.
+    pub fn close(&self, code: u16, reason: &str) {
+        let mut state = self.inner.state.lock();
+        if state.close.is_none() {
+            state.close = Some(close_reason(code, reason));
+        }
+        drop(state);
+        self.inner.ready.notify_one();
+    }
+
+    /// Drops the queued messages and closes now, interrupting a blocked send.
+    pub fn abort(&self, code: u16, reason: &str) {
+        self.abort_with(close_reason(code, reason));
+    }
+
+    pub fn abort_with(&self, reason: CloseReason) {
+        let mut state = self.inner.state.lock();
+        if state.aborted {
+            return;
+        }
+        state.aborted = true;
+        state.queue.clear();
+        state.bytes = 0;
+        // An abort overrides a pending graceful close: the client is not draining it.
+        state.close = Some(reason);
+        drop(state);
+        self.inner.ready.notify_one();
+        self.inner.aborted.notify_waiters();
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.inner.state.lock().close.is_some()
+    }
+
+    pub fn queued(&self) -> (usize, usize) {
+        let state = self.inner.state.lock();
+        (state.queue.len(), state.bytes)
+    }
+
+    pub fn last_sent(&self) -> Instant {
+        self.inner.state.lock().last_sent
+    }
+
+    /// The writer's side: the next message, or the close once the queue is empty.
+    pub async fn next(&self) -> Next {
+        loop {
+            let ready = self.inner.ready.notified();
+            {
+                let mut state = self.inner.state.lock();
+                if let Some(message) = state.queue.pop_front() {
+                    state.bytes -= message.len();
+                    return Next::Send(message);
+                }
+                if let Some(reason) = state.close.clone() {
+                    return Next::Close(reason);
+                }
+            }
+            ready.await;
+        }
+    }
+
+    /// Resolves once the queue has been aborted.
+    pub async fn aborted(&self) {
+        loop {
+            let notified = self.inner.aborted.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.inner.state.lock().aborted {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub fn mark_sent(&self) {
+        self.inner.state.lock().last_sent = Instant::now();
+    }
+}
+
+pub fn close_reason(code: u16, reason: &str) -> CloseReason {
+    CloseReason { code: CloseCode::from(code), description: (!reason.is_empty()).then(|| reason.to_owned()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(s: &str) -> ByteString {
+        ByteString::from(s.to_owned())
+    }
+
+    #[tokio::test]
+    async fn delivers_in_order_then_closes() {
+        let outbox = Outbox::new();
+        assert!(outbox.push(text("a")));
+        assert!(outbox.push(text("b")));
+        outbox.close(1001, "bye");
+        assert!(!outbox.push(text("c")), "closing refuses new messages");
+        assert!(matches!(outbox.next().await, Next::Send(m) if m == "a"));
+        assert!(matches!(outbox.next().await, Next::Send(m) if m == "b"));
+        match outbox.next().await {
+            Next::Close(r) => assert_eq!((u16::from(r.code), r.description.as_deref()), (1001, Some("bye"))),
+            Next::Send(_) => panic!("expected close"),
+        }
+    }
+
+    #[tokio::test]
+    async fn overflow_by_count_closes_with_1011() {
+        let outbox = Outbox::new();
+        for _ in 0..MAX_MESSAGES {
+            assert!(outbox.push(text("x")));
+        }
+        assert!(!outbox.push(text("x")));
+        assert_eq!(outbox.queued(), (0, 0), "the backlog is dropped");
+        outbox.aborted().await;
+        match outbox.next().await {
+            Next::Close(r) => {
+                assert_eq!(u16::from(r.code), 1011);
+                assert_eq!(r.description.as_deref(), Some(close::BACKPRESSURE));
+            }
+            Next::Send(_) => panic!("expected close"),
+        }
+    }
+
+    #[tokio::test]
+    async fn overflow_by_bytes() {
+        let outbox = Outbox::new();
+        let big = text(&"x".repeat(MAX_BYTES / 2));
+        assert!(outbox.push(big.clone()));
+        assert!(outbox.push(big.clone()));
+        assert!(!outbox.push(text("y")), "one byte over 4 MiB");
+        assert!(outbox.is_closing());
+    }
+}

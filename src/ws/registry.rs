@@ -1,0 +1,43 @@
+//! The node's open WebSocket connections, by connection id.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::outbox::Outbox;
+
+#[derive(Default)]
+pub struct ConnectionRegistry {
+    open: Mutex<HashMap<Arc<str>, Outbox>>,
+}
+
+impl ConnectionRegistry {
+    pub fn insert(&self, id: Arc<str>, outbox: Outbox) {
+        self.open.lock().insert(id, outbox);
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.open.lock().remove(id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.open.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, id: &str) -> Option<Outbox> {
+        self.open.lock().get(id).cloned()
+    }
+
+    /// Closes every socket after what is already queued for it.
+    pub fn close_all(&self, code: u16, reason: &str) {
+        let outboxes: Vec<Outbox> = self.open.lock().values().cloned().collect();
+        for outbox in outboxes {
+            outbox.close(code, reason);
+        }
+    }
+}
