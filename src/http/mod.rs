@@ -75,7 +75,13 @@ async fn serve(req: &HttpRequest, payload: web::Payload, node: &Arc<Node>, reply
     let settings = &node.settings;
     let body = async {
         let kind = body::content_kind(req, settings)?;
-        let raw = body::read_body(req, payload, settings.server.max_request_size.as_usize()).await?;
+        // An upgrade request has no body: after its head, actix-http hands the rest of the
+        // connection to the payload, which would never end.
+        let raw = if ws::is_upgrade(req) {
+            bytes::Bytes::new()
+        } else {
+            body::read_body(req, payload, settings.server.max_request_size.as_usize()).await?
+        };
         let decoded = body::decode(req, raw, settings)?;
         body::parse(&kind, &decoded, settings)
     };
