@@ -255,3 +255,48 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> String {
     let _ = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// The real binary, started on 127.0.0.1 with a free port, in `dir` (its working and
+/// home directory). Returns the child and the address it announced.
+pub fn spawn_binary(dir: &std::path::Path, env: &[(&str, &str)]) -> (std::process::Child, SocketAddr) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kuzzle-rt"))
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env("kuzzle_server__host", "127.0.0.1")
+        .env("kuzzle_server__port", "0")
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split(" listening on ").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let addr = rx.recv_timeout(WAIT).expect("the node announces its address");
+    (child, addr.parse().unwrap())
+}
+
+pub fn send_signal(child: &std::process::Child, signal: &str) {
+    let status = std::process::Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status().unwrap();
+    assert!(status.success());
+}
+
+/// Waits for the child to exit, at most `WAIT`.
+pub fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the node did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,255 @@
+//! Configuration: the shipped kuzzlerc, source precedence, environment overrides, validation.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kuzzle_rt::config::{self, ConfigSources, Settings, Size, StorageBackend};
+use serde_json::json;
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+/// Sources rooted in a temporary directory, with no files and no variables.
+fn sources(root: &Path) -> ConfigSources {
+    std::fs::create_dir_all(root.join("work/deep")).unwrap();
+    ConfigSources {
+        etc_dir: root.join("etc"),
+        home: Some(root.join("home")),
+        cwd: root.join("work/deep"),
+        env: Vec::new(),
+        config_arg: None,
+    }
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn load_error(mutate: impl FnOnce(&mut serde_json::Value)) -> String {
+    let mut tree = serde_json::to_value(Settings::default()).unwrap();
+    mutate(&mut tree);
+    config::from_json(tree).unwrap_err().to_string()
+}
+
+#[test]
+fn shipped_kuzzlerc_equals_the_defaults() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("kuzzlerc")).unwrap();
+    let tree = config::parse_kuzzlerc(&text).unwrap();
+    assert_eq!(config::from_json(tree).unwrap(), Settings::default());
+}
+
+#[test]
+fn no_source_gives_the_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(config::load(&sources(dir.path())).unwrap(), Settings::default());
+}
+
+#[test]
+fn each_source_overrides_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut src = sources(root);
+    // Each file sets `port` (overridden later) and one key of its own (kept).
+    let layers: Vec<(PathBuf, &str)> = vec![
+        (root.join("etc/kuzzle/config"), "maxRequestSize"),
+        (root.join("etc/kuzzlerc"), "strictSdkVersion"),
+        (root.join("home/.config/kuzzle/config"), "shutdownGracePeriod"),
+        (root.join("home/.kuzzle/config"), "host"),
+        (root.join("home/.kuzzlerc"), "heartbeatless"),
+        (root.join("work/.kuzzlerc"), "cwd"),
+        (root.join("named-by-env"), "env-file"),
+        (root.join("named-by-arg"), "arg-file"),
+    ];
+    let mut expected_port = 0;
+    for (i, (path, _)) in layers.iter().enumerate() {
+        expected_port = 1000 + i as u16;
+        write(path, &format!("// layer {i}\n{{\"server\": {{\"port\": {expected_port},}}}}"));
+        if path.ends_with("named-by-env") {
+            src.env.push(("kuzzle_config".into(), path.display().to_string()));
+        }
+        if path.ends_with("named-by-arg") {
+            src.config_arg = Some(path.clone());
+        }
+        assert_eq!(config::load(&src).unwrap().server.port, expected_port, "{}", path.display());
+    }
+    // Deep merge: a lower file's sibling key survives a higher file's override.
+    write(&root.join("etc/kuzzlerc"), r#"{"server": {"port": 1, "strictSdkVersion": false}, "limits": {"loginsPerSecond": 9}}"#);
+    let settings = config::load(&src).unwrap();
+    assert_eq!(settings.server.port, expected_port);
+    assert!(!settings.server.strict_sdk_version);
+    assert_eq!(settings.limits.logins_per_second, 9);
+    // The environment wins over every file.
+    src.env.push(("kuzzle_server__port".into(), "4242".into()));
+    assert_eq!(config::load(&src).unwrap().server.port, 4242);
+}
+
+#[test]
+fn arrays_are_replaced_not_merged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut src = sources(dir.path());
+    write(&dir.path().join("home/.kuzzlerc"), r#"{"security": {"restrictedProfileIds": ["a", "b", "c"]}}"#);
+    write(&dir.path().join("arg"), r#"{"security": {"restrictedProfileIds": ["z"]}}"#);
+    src.config_arg = Some(dir.path().join("arg"));
+    assert_eq!(config::load(&src).unwrap().security.restricted_profile_ids, ["z"]);
+}
+
+#[test]
+fn environment_overrides_use_kuzzle_conventions() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut src = sources(dir.path());
+    src.env = env(&[
+        ("kuzzle_server__protocols__websocket__idleTimeout", "5000"),
+        ("KUZZLE_server__protocols__websocket__sendPingsAutomatically", "true"),
+        ("kuzzle_services__storage__node__host", "redis"),
+        ("kuzzle_services__storage__options__password", "1234"),
+        ("kuzzle_http__accessControlAllowOrigin", "http://a.example, http://b.example"),
+        ("kuzzle_security__restrictedProfileIds", "*json:[\"default\",\"foo\"]"),
+        ("kuzzle_server__maxRequestSize", "2MB"),
+        ("kuzzle_limits__loginsPerSecond", "50"),
+    ]);
+    let s = config::load(&src).unwrap();
+    assert_eq!(s.server.protocols.websocket.idle_timeout, 5000);
+    assert!(s.server.protocols.websocket.send_pings_automatically);
+    assert_eq!(s.services.storage.node.host, "redis");
+    assert_eq!(s.services.storage.options.password.as_deref(), Some("1234"), "string keys keep their text (CN-43)");
+    assert_eq!(s.http.access_control_allow_origin, ["http://a.example", "http://b.example"]);
+    assert_eq!(s.security.restricted_profile_ids, ["default", "foo"]);
+    assert_eq!(s.server.max_request_size, Size(2 << 20));
+    assert_eq!(s.limits.logins_per_second, 50);
+}
+
+#[test]
+fn bad_stringified_json_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut src = sources(dir.path());
+    src.env = env(&[("kuzzle_security__restrictedProfileIds", "*json:[nope")]);
+    let err = config::load(&src).unwrap_err().to_string();
+    assert!(
+        err.contains("the key \"security.restrictedProfileIds\" does not contain a valid stringified JSON (*json:[nope)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unreadable_file_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut src = sources(dir.path());
+    write(&dir.path().join("bad"), "{ this is not json");
+    src.config_arg = Some(dir.path().join("bad"));
+    let err = config::load(&src).unwrap_err().to_string();
+    assert!(err.starts_with("[CONFIG] Unable to read kuzzlerc configuration file: "), "{err}");
+    assert!(err.contains("bad"), "names the file: {err}");
+}
+
+#[test]
+fn validation_errors_name_the_key_and_the_value() {
+    let cases: Vec<(Box<dyn FnOnce(&mut serde_json::Value)>, &str)> = vec![
+        (
+            Box::new(|t| t["server"]["protocols"]["websocket"]["idleTimeout"] = json!(999)),
+            "[CONFIG] server.protocols.websocket.idleTimeout: must be 0 (disabled) or at least 1000 milliseconds (got 999)",
+        ),
+        (
+            Box::new(|t| t["server"]["protocols"]["websocket"]["heartbeat"] = json!(1)),
+            "[CONFIG] server.protocols.websocket.heartbeat: must be 0 (disabled) or at least 1000 milliseconds (got 1)",
+        ),
+        (
+            Box::new(|t| t["server"]["protocols"]["websocket"]["compression"] = json!(true)),
+            "[CONFIG] server.protocols.websocket.compression: [websocket] \"compression\" parameter: permessage-deflate is not supported by this build (got true)",
+        ),
+        (
+            Box::new(|t| t["server"]["port"] = json!(-1)),
+            "[CONFIG] server.port: invalid value: integer `-1`, expected u16 (got -1)",
+        ),
+        (
+            Box::new(|t| t["server"]["port"] = json!("seven")),
+            "[CONFIG] server.port: invalid type: string \"seven\", expected u16 (got \"seven\")",
+        ),
+        (
+            Box::new(|t| t["services"]["storage"]["backend"] = json!("mongo")),
+            "[CONFIG] services.storage.backend: unknown variant `mongo`, expected `embedded` or `redis` (got \"mongo\")",
+        ),
+        (
+            Box::new(|t| t["server"]["maxRequestSize"] = json!("1.5MB")),
+            "[CONFIG] server.maxRequestSize: expected a size such as 512, \"512KB\" or \"1 MB\" (units B, KB, MB, GB, TB) (got \"1.5MB\")",
+        ),
+        (
+            Box::new(|t| {
+                t["server"]["protocols"]["websocket"]["enabled"] = json!(false);
+                t["server"]["protocols"]["http"]["enabled"] = json!(false);
+            }),
+            "[CONFIG] server.protocols: HTTP and WebSocket cannot both be disabled",
+        ),
+        (Box::new(|t| t["server"]["protocols"]["mqtt"]["enabled"] = json!(true)), "[CONFIG] server.protocols.mqtt.enabled"),
+        (
+            Box::new(|t| t["cluster"]["minimumNodes"] = json!(3)),
+            "[CONFIG] cluster.minimumNodes: a cluster of more than one node needs services.storage.backend = \"redis\" (got 3)",
+        ),
+        (
+            Box::new(|t| t["limits"]["concurrentRequests"] = json!(60000)),
+            "[CONFIG] limits.concurrentRequests: must be lower than limits.requestsBufferSize (got 60000)",
+        ),
+        (Box::new(|t| t["limits"]["loginsPerSecond"] = json!(0)), "[CONFIG] limits.loginsPerSecond: must be at least 1 (got 0)"),
+        (
+            Box::new(|t| t["security"]["authToken"]["algorithm"] = json!("RS256")),
+            "[CONFIG] security.authToken.algorithm: must be HS256, HS384 or HS512 (got \"RS256\")",
+        ),
+        (
+            Box::new(|t| t["security"]["authToken"]["expiresIn"] = json!("soon")),
+            "[CONFIG] security.authToken.expiresIn: must be a number of milliseconds, -1, or a parsable timespan string (got \"soon\")",
+        ),
+        (
+            Box::new(|t| t["security"]["authToken"]["maxTTL"] = json!(60000)),
+            "[CONFIG] security.authToken.expiresIn: exceeds security.authToken.maxTTL (got \"1h\")",
+        ),
+        (
+            Box::new(|t| {
+                t["http"]["accessControlAllowOrigin"] = json!(["(unclosed"]);
+                t["http"]["accessControlAllowOriginUseRegExp"] = json!(true);
+            }),
+            "[CONFIG] http.accessControlAllowOrigin: invalid regular expression",
+        ),
+        (
+            Box::new(|t| t["cluster"]["ip"] = json!("somewhere")),
+            "[CONFIG] cluster.ip: must be \"private\", \"public\" or null (got \"somewhere\")",
+        ),
+        (
+            Box::new(|t| t["cluster"]["syncTimeout"] = json!(70000)),
+            "[CONFIG] cluster.syncTimeout: must be lower than cluster.joinTimeout (got 70000)",
+        ),
+    ];
+    for (mutate, expected) in cases {
+        let err = load_error(mutate);
+        assert!(err.starts_with(expected), "expected {expected:?}\n     got {err:?}");
+    }
+}
+
+#[test]
+fn deprecated_jwt_keys_fill_null_auth_token_keys() {
+    let mut tree = serde_json::to_value(Settings::default()).unwrap();
+    tree["security"]["authToken"]["gracePeriod"] = json!(null);
+    tree["security"]["jwt"]["gracePeriod"] = json!(5000);
+    tree["security"]["jwt"]["expiresIn"] = json!("2h");
+    let s = config::from_json(tree).unwrap();
+    assert_eq!(s.security.grace_period(), 5000);
+    assert_eq!(s.security.expires_in(), json!("1h"), "authToken wins when set");
+    assert_eq!(s.services.storage.backend, StorageBackend::Embedded);
+}
+
+#[test]
+fn the_binary_refuses_to_start_on_a_bad_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_kuzzle-rt"))
+        .current_dir(dir.path())
+        .env("HOME", dir.path())
+        .env("kuzzle_server__protocols__websocket__idleTimeout", "500")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("[CONFIG] server.protocols.websocket.idleTimeout: must be 0 (disabled) or at least 1000 milliseconds (got 500)"),
+        "{stderr}"
+    );
+}
