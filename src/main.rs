@@ -21,7 +21,11 @@ fn parse_args() -> Result<Option<PathBuf>, String> {
                 println!("kuzzle-rt {}", env!("CARGO_PKG_VERSION"));
                 std::process::exit(0);
             }
-            "--config" => config = Some(PathBuf::from(args.next().ok_or("--config needs a file name")?)),
+            "--config" => {
+                config = Some(PathBuf::from(
+                    args.next().ok_or("--config needs a file name")?,
+                ))
+            }
             other => match other.strip_prefix("--config=") {
                 Some(path) => config = Some(PathBuf::from(path)),
                 None => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),

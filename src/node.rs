@@ -66,11 +66,18 @@ impl OriginPolicy {
     pub fn new(list: &[String], use_regexp: bool) -> Self {
         let any = list.iter().any(|o| o == "*");
         let (exact, patterns) = if use_regexp {
-            (Vec::new(), list.iter().filter_map(|o| Regex::new(o).ok()).collect())
+            (
+                Vec::new(),
+                list.iter().filter_map(|o| Regex::new(o).ok()).collect(),
+            )
         } else {
             (list.to_vec(), Vec::new())
         };
-        OriginPolicy { any, exact, patterns }
+        OriginPolicy {
+            any,
+            exact,
+            patterns,
+        }
     }
 
     pub fn allows_any(&self) -> bool {
@@ -78,6 +85,8 @@ impl OriginPolicy {
     }
 
     pub fn allows(&self, origin: &str) -> bool {
-        self.any || self.exact.iter().any(|o| o == origin) || self.patterns.iter().any(|p| p.is_match(origin))
+        self.any
+            || self.exact.iter().any(|o| o == origin)
+            || self.patterns.iter().any(|p| p.is_match(origin))
     }
 }

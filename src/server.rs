@@ -25,11 +25,19 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
     let data = web::Data::new(node.clone());
     let s = &node.settings.server;
     let grace_secs = s.shutdown_grace_period.div_ceil(1000).max(1);
-    let server = HttpServer::new(move || App::new().app_data(data.clone()).default_service(web::to(crate::http::entry)))
-        .disable_signals()
-        .shutdown_timeout(grace_secs)
-        .bind((s.host.as_str(), s.port))?;
-    let addr = server.addrs().first().copied().ok_or_else(|| io::Error::other("no address bound"))?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .default_service(web::to(crate::http::entry))
+    })
+    .disable_signals()
+    .shutdown_timeout(grace_secs)
+    .bind((s.host.as_str(), s.port))?;
+    let addr = server
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| io::Error::other("no address bound"))?;
     let server = server.run();
     let handle = server.handle();
     actix_rt::spawn(server);
@@ -38,7 +46,11 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
         "node {} listening on {addr} (websocket: {}, http: {}, storage: {}, maxRequestSize: {} bytes, heartbeat: {} ms, idleTimeout: {} ms, rateLimit: {}/s)",
         node.id,
         if ws.enabled { "on" } else { "off" },
-        if s.protocols.http.enabled { "on" } else { "off" },
+        if s.protocols.http.enabled {
+            "on"
+        } else {
+            "off"
+        },
         node.settings.services.storage.backend.name(),
         s.max_request_size.bytes(),
         ws.heartbeat,
@@ -60,9 +72,11 @@ impl RunningNode {
         while node.limiter.running() + node.limiter.pending() > 0 && Instant::now() < deadline {
             actix_rt::time::sleep(Duration::from_millis(10)).await;
         }
-        node.connections.close_all(close::GOING_AWAY, close::SHUTTING_DOWN);
+        node.connections
+            .close_all(close::GOING_AWAY, close::SHUTTING_DOWN);
         // Give the sockets a moment to flush their close frame.
-        let flush_deadline = Instant::now() + Duration::from_secs(2).min(grace.max(Duration::from_millis(200)));
+        let flush_deadline =
+            Instant::now() + Duration::from_secs(2).min(grace.max(Duration::from_millis(200)));
         while !node.connections.is_empty() && Instant::now() < flush_deadline {
             actix_rt::time::sleep(Duration::from_millis(10)).await;
         }

@@ -10,7 +10,13 @@ fn read(path: &str) -> String {
 fn meminfo_bytes(text: &str, key: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(key))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
         .map_or(0, |kb| kb * 1024)
 }
 
@@ -27,13 +33,19 @@ pub fn memory() -> Value {
 pub fn cpus() -> Value {
     let info = read("/proc/cpuinfo");
     let field = |block: &str, name: &str| {
-        block.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_owned())
+        block
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_owned())
     };
     let cpus: Vec<Value> = info
         .split("\n\n")
         .filter(|block| block.contains("processor"))
         .map(|block| {
-            let speed = field(block, "cpu MHz").and_then(|s| s.parse::<f64>().ok()).map_or(0, |mhz| mhz.round() as u64);
+            let speed = field(block, "cpu MHz")
+                .and_then(|s| s.parse::<f64>().ok())
+                .map_or(0, |mhz| mhz.round() as u64);
             json!({"model": field(block, "model name").unwrap_or_default(), "speed": speed})
         })
         .collect();

@@ -24,7 +24,10 @@ fn sources(root: &Path) -> ConfigSources {
 }
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn load_error(mutate: impl FnOnce(&mut serde_json::Value)) -> String {
@@ -35,7 +38,8 @@ fn load_error(mutate: impl FnOnce(&mut serde_json::Value)) -> String {
 
 #[test]
 fn shipped_kuzzlerc_equals_the_defaults() {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("kuzzlerc")).unwrap();
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("kuzzlerc")).unwrap();
     let tree = config::parse_kuzzlerc(&text).unwrap();
     assert_eq!(config::from_json(tree).unwrap(), Settings::default());
 }
@@ -43,7 +47,10 @@ fn shipped_kuzzlerc_equals_the_defaults() {
 #[test]
 fn no_source_gives_the_defaults() {
     let dir = tempfile::tempdir().unwrap();
-    assert_eq!(config::load(&sources(dir.path())).unwrap(), Settings::default());
+    assert_eq!(
+        config::load(&sources(dir.path())).unwrap(),
+        Settings::default()
+    );
 }
 
 #[test]
@@ -55,7 +62,10 @@ fn each_source_overrides_the_previous_one() {
     let layers: Vec<(PathBuf, &str)> = vec![
         (root.join("etc/kuzzle/config"), "maxRequestSize"),
         (root.join("etc/kuzzlerc"), "strictSdkVersion"),
-        (root.join("home/.config/kuzzle/config"), "shutdownGracePeriod"),
+        (
+            root.join("home/.config/kuzzle/config"),
+            "shutdownGracePeriod",
+        ),
         (root.join("home/.kuzzle/config"), "host"),
         (root.join("home/.kuzzlerc"), "heartbeatless"),
         (root.join("work/.kuzzlerc"), "cwd"),
@@ -65,17 +75,29 @@ fn each_source_overrides_the_previous_one() {
     let mut expected_port = 0;
     for (i, (path, _)) in layers.iter().enumerate() {
         expected_port = 1000 + i as u16;
-        write(path, &format!("// layer {i}\n{{\"server\": {{\"port\": {expected_port},}}}}"));
+        write(
+            path,
+            &format!("// layer {i}\n{{\"server\": {{\"port\": {expected_port},}}}}"),
+        );
         if path.ends_with("named-by-env") {
-            src.env.push(("kuzzle_config".into(), path.display().to_string()));
+            src.env
+                .push(("kuzzle_config".into(), path.display().to_string()));
         }
         if path.ends_with("named-by-arg") {
             src.config_arg = Some(path.clone());
         }
-        assert_eq!(config::load(&src).unwrap().server.port, expected_port, "{}", path.display());
+        assert_eq!(
+            config::load(&src).unwrap().server.port,
+            expected_port,
+            "{}",
+            path.display()
+        );
     }
     // Deep merge: a lower file's sibling key survives a higher file's override.
-    write(&root.join("etc/kuzzlerc"), r#"{"server": {"port": 1, "strictSdkVersion": false}, "limits": {"loginsPerSecond": 9}}"#);
+    write(
+        &root.join("etc/kuzzlerc"),
+        r#"{"server": {"port": 1, "strictSdkVersion": false}, "limits": {"loginsPerSecond": 9}}"#,
+    );
     let settings = config::load(&src).unwrap();
     assert_eq!(settings.server.port, expected_port);
     assert!(!settings.server.strict_sdk_version);
@@ -89,10 +111,19 @@ fn each_source_overrides_the_previous_one() {
 fn arrays_are_replaced_not_merged() {
     let dir = tempfile::tempdir().unwrap();
     let mut src = sources(dir.path());
-    write(&dir.path().join("home/.kuzzlerc"), r#"{"security": {"restrictedProfileIds": ["a", "b", "c"]}}"#);
-    write(&dir.path().join("arg"), r#"{"security": {"restrictedProfileIds": ["z"]}}"#);
+    write(
+        &dir.path().join("home/.kuzzlerc"),
+        r#"{"security": {"restrictedProfileIds": ["a", "b", "c"]}}"#,
+    );
+    write(
+        &dir.path().join("arg"),
+        r#"{"security": {"restrictedProfileIds": ["z"]}}"#,
+    );
     src.config_arg = Some(dir.path().join("arg"));
-    assert_eq!(config::load(&src).unwrap().security.restricted_profile_ids, ["z"]);
+    assert_eq!(
+        config::load(&src).unwrap().security.restricted_profile_ids,
+        ["z"]
+    );
 }
 
 #[test]
@@ -101,11 +132,20 @@ fn environment_overrides_use_kuzzle_conventions() {
     let mut src = sources(dir.path());
     src.env = env(&[
         ("kuzzle_server__protocols__websocket__idleTimeout", "5000"),
-        ("KUZZLE_server__protocols__websocket__sendPingsAutomatically", "true"),
+        (
+            "KUZZLE_server__protocols__websocket__sendPingsAutomatically",
+            "true",
+        ),
         ("kuzzle_services__storage__node__host", "redis"),
         ("kuzzle_services__storage__options__password", "1234"),
-        ("kuzzle_http__accessControlAllowOrigin", "http://a.example, http://b.example"),
-        ("kuzzle_security__restrictedProfileIds", "*json:[\"default\",\"foo\"]"),
+        (
+            "kuzzle_http__accessControlAllowOrigin",
+            "http://a.example, http://b.example",
+        ),
+        (
+            "kuzzle_security__restrictedProfileIds",
+            "*json:[\"default\",\"foo\"]",
+        ),
         ("kuzzle_server__maxRequestSize", "2MB"),
         ("kuzzle_limits__loginsPerSecond", "50"),
     ]);
@@ -113,8 +153,15 @@ fn environment_overrides_use_kuzzle_conventions() {
     assert_eq!(s.server.protocols.websocket.idle_timeout, 5000);
     assert!(s.server.protocols.websocket.send_pings_automatically);
     assert_eq!(s.services.storage.node.host, "redis");
-    assert_eq!(s.services.storage.options.password.as_deref(), Some("1234"), "string keys keep their text (CN-43)");
-    assert_eq!(s.http.access_control_allow_origin, ["http://a.example", "http://b.example"]);
+    assert_eq!(
+        s.services.storage.options.password.as_deref(),
+        Some("1234"),
+        "string keys keep their text (CN-43)"
+    );
+    assert_eq!(
+        s.http.access_control_allow_origin,
+        ["http://a.example", "http://b.example"]
+    );
     assert_eq!(s.security.restricted_profile_ids, ["default", "foo"]);
     assert_eq!(s.server.max_request_size, Size(2 << 20));
     assert_eq!(s.limits.logins_per_second, 50);
@@ -139,13 +186,17 @@ fn unreadable_file_stops_the_start() {
     write(&dir.path().join("bad"), "{ this is not json");
     src.config_arg = Some(dir.path().join("bad"));
     let err = config::load(&src).unwrap_err().to_string();
-    assert!(err.starts_with("[CONFIG] Unable to read kuzzlerc configuration file: "), "{err}");
+    assert!(
+        err.starts_with("[CONFIG] Unable to read kuzzlerc configuration file: "),
+        "{err}"
+    );
     assert!(err.contains("bad"), "names the file: {err}");
 }
 
 #[test]
 fn validation_errors_name_the_key_and_the_value() {
-    let cases: Vec<(Box<dyn FnOnce(&mut serde_json::Value)>, &str)> = vec![
+    type Mutation = Box<dyn FnOnce(&mut serde_json::Value)>;
+    let cases: Vec<(Mutation, &str)> = vec![
         (
             Box::new(|t| t["server"]["protocols"]["websocket"]["idleTimeout"] = json!(999)),
             "[CONFIG] server.protocols.websocket.idleTimeout: must be 0 (disabled) or at least 1000 milliseconds (got 999)",
@@ -181,7 +232,10 @@ fn validation_errors_name_the_key_and_the_value() {
             }),
             "[CONFIG] server.protocols: HTTP and WebSocket cannot both be disabled",
         ),
-        (Box::new(|t| t["server"]["protocols"]["mqtt"]["enabled"] = json!(true)), "[CONFIG] server.protocols.mqtt.enabled"),
+        (
+            Box::new(|t| t["server"]["protocols"]["mqtt"]["enabled"] = json!(true)),
+            "[CONFIG] server.protocols.mqtt.enabled",
+        ),
         (
             Box::new(|t| t["cluster"]["minimumNodes"] = json!(3)),
             "[CONFIG] cluster.minimumNodes: a cluster of more than one node needs services.storage.backend = \"redis\" (got 3)",
@@ -190,7 +244,10 @@ fn validation_errors_name_the_key_and_the_value() {
             Box::new(|t| t["limits"]["concurrentRequests"] = json!(60000)),
             "[CONFIG] limits.concurrentRequests: must be lower than limits.requestsBufferSize (got 60000)",
         ),
-        (Box::new(|t| t["limits"]["loginsPerSecond"] = json!(0)), "[CONFIG] limits.loginsPerSecond: must be at least 1 (got 0)"),
+        (
+            Box::new(|t| t["limits"]["loginsPerSecond"] = json!(0)),
+            "[CONFIG] limits.loginsPerSecond: must be at least 1 (got 0)",
+        ),
         (
             Box::new(|t| t["security"]["authToken"]["algorithm"] = json!("RS256")),
             "[CONFIG] security.authToken.algorithm: must be HS256, HS384 or HS512 (got \"RS256\")",
@@ -221,7 +278,10 @@ fn validation_errors_name_the_key_and_the_value() {
     ];
     for (mutate, expected) in cases {
         let err = load_error(mutate);
-        assert!(err.starts_with(expected), "expected {expected:?}\n     got {err:?}");
+        assert!(
+            err.starts_with(expected),
+            "expected {expected:?}\n     got {err:?}"
+        );
     }
 }
 
@@ -233,7 +293,11 @@ fn deprecated_jwt_keys_fill_null_auth_token_keys() {
     tree["security"]["jwt"]["expiresIn"] = json!("2h");
     let s = config::from_json(tree).unwrap();
     assert_eq!(s.security.grace_period(), 5000);
-    assert_eq!(s.security.expires_in(), json!("1h"), "authToken wins when set");
+    assert_eq!(
+        s.security.expires_in(),
+        json!("1h"),
+        "authToken wins when set"
+    );
     assert_eq!(s.services.storage.backend, StorageBackend::Embedded);
 }
 

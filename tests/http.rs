@@ -15,10 +15,17 @@ use futures_util::stream;
 use kuzzle_rt::config::Size;
 use serde_json::{Value, json};
 
-async fn get(node: &kuzzle_rt::server::RunningNode, path: &str) -> (StatusCode, awc::http::header::HeaderMap, Value) {
+async fn get(
+    node: &kuzzle_rt::server::RunningNode,
+    path: &str,
+) -> (StatusCode, awc::http::header::HeaderMap, Value) {
     let mut res = Client::default().get(url(node, path)).send().await.unwrap();
     let body = res.body().limit(1 << 22).await.unwrap();
-    (res.status(), res.headers().clone(), serde_json::from_slice(&body).unwrap_or(Value::Null))
+    (
+        res.status(),
+        res.headers().clone(),
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    )
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -34,17 +41,57 @@ async fn route_answers_with_envelope_and_headers() {
     assert_eq!(status, 200);
     let h = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_owned());
     assert_eq!(h("x-kuzzle-node").as_deref(), Some(&*node.node.id));
-    assert_eq!(h("x-kuzzle-request-id").unwrap(), body["requestId"].as_str().unwrap());
+    assert_eq!(
+        h("x-kuzzle-request-id").unwrap(),
+        body["requestId"].as_str().unwrap()
+    );
     assert_eq!(h("content-type").as_deref(), Some("application/json"));
     assert_eq!(h("content-encoding").as_deref(), Some("identity"));
-    assert_eq!(h("accept-encoding").as_deref(), Some("gzip,deflate,identity"));
-    assert_eq!(h("access-control-allow-credentials").as_deref(), Some("true"));
-    assert_eq!(h("access-control-allow-methods").as_deref(), Some("GET,POST,PUT,PATCH,DELETE,OPTIONS,HEAD"));
-    assert!(h("access-control-allow-headers").unwrap().contains("X-Kuzzle-Volatile"));
-    assert!(h("access-control-allow-origin").is_none(), "no Origin, nothing reflected");
-    let keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(keys, ["action", "controller", "error", "headers", "node", "requestId", "result", "status", "volatile"]);
-    assert_eq!((body["controller"].as_str(), body["action"].as_str()), (Some("server"), Some("now")));
+    assert_eq!(
+        h("accept-encoding").as_deref(),
+        Some("gzip,deflate,identity")
+    );
+    assert_eq!(
+        h("access-control-allow-credentials").as_deref(),
+        Some("true")
+    );
+    assert_eq!(
+        h("access-control-allow-methods").as_deref(),
+        Some("GET,POST,PUT,PATCH,DELETE,OPTIONS,HEAD")
+    );
+    assert!(
+        h("access-control-allow-headers")
+            .unwrap()
+            .contains("X-Kuzzle-Volatile")
+    );
+    assert!(
+        h("access-control-allow-origin").is_none(),
+        "no Origin, nothing reflected"
+    );
+    let keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "action",
+            "controller",
+            "error",
+            "headers",
+            "node",
+            "requestId",
+            "result",
+            "status",
+            "volatile"
+        ]
+    );
+    assert_eq!(
+        (body["controller"].as_str(), body["action"].as_str()),
+        (Some("server"), Some("now"))
+    );
 }
 
 #[actix_rt::test]
@@ -64,11 +111,23 @@ async fn request_id_volatile_and_pretty() {
     assert_eq!(body["requestId"], "my-id");
     assert_eq!(body["volatile"], json!({"a":1}));
 
-    let mut res = Client::default().get(url(&node, "/_now")).insert_header(("X-Kuzzle-Volatile", "{bad")).send().await.unwrap();
+    let mut res = Client::default()
+        .get(url(&node, "/_now"))
+        .insert_header(("X-Kuzzle-Volatile", "{bad"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 400);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"]["id"], "network.http.volatile_parse_failed");
-    assert_eq!(body["requestId"], res.headers().get("x-kuzzle-request-id").unwrap().to_str().unwrap());
+    assert_eq!(
+        body["requestId"],
+        res.headers()
+            .get("x-kuzzle-request-id")
+            .unwrap()
+            .to_str()
+            .unwrap()
+    );
 }
 
 #[actix_rt::test]
@@ -112,7 +171,7 @@ async fn query_endpoint_takes_a_whole_envelope() {
         .send_body(multipart)
         .await
         .unwrap();
-    assert_eq!(res.json::<Value>().await.unwrap()["result"]["now"].is_u64(), true);
+    assert!(res.json::<Value>().await.unwrap()["result"]["now"].is_u64());
 }
 
 #[actix_rt::test]
@@ -125,7 +184,10 @@ async fn query_booleans_are_lenient_but_typed() {
         .unwrap();
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"]["id"], "api.assert.unexpected_argument");
-    assert_eq!(body["error"]["message"], "Unexpected argument \"nope\" (accepted arguments: [ 'kuzzle', 'app' ])");
+    assert_eq!(
+        body["error"]["message"],
+        "Unexpected argument \"nope\" (accepted arguments: [ 'kuzzle', 'app' ])"
+    );
 }
 
 #[actix_rt::test]
@@ -134,26 +196,56 @@ async fn unknown_url_and_verb() {
     let (status, _, body) = get(&node, "/nowhere/at/all/?x=1").await;
     assert_eq!(status, 404);
     assert_eq!(body["error"]["id"], "network.http.url_not_found");
-    assert_eq!(body["error"]["message"], "API URL not found: /nowhere/at/all.");
+    assert_eq!(
+        body["error"]["message"],
+        "API URL not found: /nowhere/at/all."
+    );
     assert_eq!(body["action"], Value::Null);
     // Trailing slashes and empty segments are ignored; paths are case-sensitive.
     assert_eq!(get(&node, "//_now//").await.0, 200);
     assert_eq!(get(&node, "/_NOW").await.0, 404);
     // A route of an action this build does not implement yet is not served.
-    assert_eq!(get(&node, "/_me").await.2["error"]["id"], "network.http.url_not_found");
-    let mut res = Client::default().request(Method::from_bytes(b"PROPFIND").unwrap(), url(&node, "/_now")).send().await.unwrap();
+    assert_eq!(
+        get(&node, "/_me").await.2["error"]["id"],
+        "network.http.url_not_found"
+    );
+    let mut res = Client::default()
+        .request(
+            Method::from_bytes(b"PROPFIND").unwrap(),
+            url(&node, "/_now"),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 400);
     let body: Value = res.json().await.unwrap();
-    assert_eq!(body["error"]["message"], "Unsupported HTTP verb \"PROPFIND\".");
-    let mut res = Client::default().delete(url(&node, "/_now")).send().await.unwrap();
+    assert_eq!(
+        body["error"]["message"],
+        "Unsupported HTTP verb \"PROPFIND\"."
+    );
+    let mut res = Client::default()
+        .delete(url(&node, "/_now"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 404);
-    assert_eq!(res.json::<Value>().await.unwrap()["error"]["id"], "network.http.url_not_found");
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["id"],
+        "network.http.url_not_found"
+    );
 }
 
 #[actix_rt::test]
 async fn content_type_and_charset_are_checked_before_anything() {
-    let node = start_node(|s| s.server.protocols.http.additional_content_types = vec!["application/x-kuzzle".into()]).await;
-    let post = |ct: &str| Client::default().post(url(&node, "/_query")).content_type(ct.to_owned());
+    let node = start_node(|s| {
+        s.server.protocols.http.additional_content_types = vec!["application/x-kuzzle".into()]
+    })
+    .await;
+    let post = |ct: &str| {
+        Client::default()
+            .post(url(&node, "/_query"))
+            .content_type(ct.to_owned())
+    };
     let mut res = post("text/plain").send_body("{}").await.unwrap();
     assert_eq!(res.status(), 400);
     let body: Value = res.json().await.unwrap();
@@ -162,12 +254,27 @@ async fn content_type_and_charset_are_checked_before_anything() {
         json!({"code":50397192,"id":"network.http.unsupported_content","message":"Invalid request content-type. Expected \"application/json\", got: \"text/plain\".","props":["text/plain"],"status":400}),
         "a bare error object"
     );
-    assert!(res.headers().get("x-kuzzle-node").is_some(), "bare errors carry X-Kuzzle-* too (CN-10)");
-    let mut res = post("application/json; charset=ISO-8859-1").send_body("{}").await.unwrap();
-    assert_eq!(res.json::<Value>().await.unwrap()["message"], "Unsupported request charset. Expected \"utf-8\", got: \"iso-8859-1\".");
-    let mut res = post("application/json; charset=UTF-8").send_body(r#"{"controller":"server","action":"now"}"#).await.unwrap();
+    assert!(
+        res.headers().get("x-kuzzle-node").is_some(),
+        "bare errors carry X-Kuzzle-* too (CN-10)"
+    );
+    let mut res = post("application/json; charset=ISO-8859-1")
+        .send_body("{}")
+        .await
+        .unwrap();
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["message"],
+        "Unsupported request charset. Expected \"utf-8\", got: \"iso-8859-1\"."
+    );
+    let mut res = post("application/json; charset=UTF-8")
+        .send_body(r#"{"controller":"server","action":"now"}"#)
+        .await
+        .unwrap();
     assert_eq!(res.json::<Value>().await.unwrap()["status"], 200);
-    let mut res = post("application/x-kuzzle").send_body(r#"{"controller":"server","action":"now"}"#).await.unwrap();
+    let mut res = post("application/x-kuzzle")
+        .send_body(r#"{"controller":"server","action":"now"}"#)
+        .await
+        .unwrap();
     assert_eq!(res.json::<Value>().await.unwrap()["status"], 200);
 }
 
@@ -175,11 +282,19 @@ async fn content_type_and_charset_are_checked_before_anything() {
 async fn bad_json_body_is_a_bare_error_quoting_50_characters() {
     let node = start_node(|_| {}).await;
     let payload = format!("{{oops {}", "z".repeat(80));
-    let mut res = Client::default().post(url(&node, "/_query")).content_type("application/json").send_body(payload.clone()).await.unwrap();
+    let mut res = Client::default()
+        .post(url(&node, "/_query"))
+        .content_type("application/json")
+        .send_body(payload.clone())
+        .await
+        .unwrap();
     assert_eq!(res.status(), 400);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["id"], "network.http.body_parse_failed");
-    assert_eq!(body["props"], json!([payload.chars().take(50).collect::<String>()]));
+    assert_eq!(
+        body["props"],
+        json!([payload.chars().take(50).collect::<String>()])
+    );
     assert_serving(node.addr).await;
 }
 
@@ -193,12 +308,23 @@ async fn oversized_bodies_get_413() {
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-    assert!(answer.contains("\"id\":\"network.http.request_too_large\""), "{answer}");
+    assert!(
+        answer.contains("\"id\":\"network.http.request_too_large\""),
+        "{answer}"
+    );
     // No length announced (chunked): the bytes are counted.
     let chunks = (0..20).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b' '; 100])));
-    let mut res = Client::default().post(url(&node, "/_query")).content_type("application/json").send_stream(stream::iter(chunks)).await.unwrap();
+    let mut res = Client::default()
+        .post(url(&node, "/_query"))
+        .content_type("application/json")
+        .send_stream(stream::iter(chunks))
+        .await
+        .unwrap();
     assert_eq!(res.status(), 413);
-    assert_eq!(res.json::<Value>().await.unwrap()["message"], "Maximum HTTP request size exceeded.");
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["message"],
+        "Maximum HTTP request size exceeded."
+    );
     // Small compressed, large once inflated (CN-5).
     let bomb = gzip(&vec![b' '; 100_000]);
     assert!(bomb.len() < 1000);
@@ -210,7 +336,10 @@ async fn oversized_bodies_get_413() {
         .await
         .unwrap();
     assert_eq!(res.status(), 413);
-    assert_eq!(res.json::<Value>().await.unwrap()["id"], "network.http.request_too_large");
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["id"],
+        "network.http.request_too_large"
+    );
     assert_serving(node.addr).await;
 }
 
@@ -226,21 +355,58 @@ async fn content_encodings() {
             .send_body(body)
     };
     let twice = gzip(&gzip(envelope));
-    assert_eq!(post("gzip, gzip", twice).await.unwrap().json::<Value>().await.unwrap()["status"], 200);
+    assert_eq!(
+        post("gzip, gzip", twice)
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()["status"],
+        200
+    );
     let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), Compression::default());
     zlib.write_all(envelope).unwrap();
-    assert_eq!(post("deflate", zlib.finish().unwrap()).await.unwrap().json::<Value>().await.unwrap()["status"], 200);
-    assert_eq!(post("identity", envelope.to_vec()).await.unwrap().json::<Value>().await.unwrap()["status"], 200);
+    assert_eq!(
+        post("deflate", zlib.finish().unwrap())
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()["status"],
+        200
+    );
+    assert_eq!(
+        post("identity", envelope.to_vec())
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()["status"],
+        200
+    );
 
     let mut res = post("br", envelope.to_vec()).await.unwrap();
-    assert_eq!(res.json::<Value>().await.unwrap()["message"], "Unsupported compression algorithm \"br\".");
-    let mut res = post("identity, identity, identity, identity", envelope.to_vec()).await.unwrap();
-    assert_eq!(res.json::<Value>().await.unwrap()["id"], "network.http.too_many_encodings");
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["message"],
+        "Unsupported compression algorithm \"br\"."
+    );
+    let mut res = post("identity, identity, identity, identity", envelope.to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["id"],
+        "network.http.too_many_encodings"
+    );
     let mut res = post("gzip", b"not gzip at all".to_vec()).await.unwrap();
     assert_eq!(res.status(), 400);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["id"], "network.http.unexpected_error");
-    assert!(body["message"].as_str().unwrap().starts_with("Caught an unexpected HTTP error: "));
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Caught an unexpected HTTP error: ")
+    );
 
     let node = start_node(|s| s.server.protocols.http.allow_compression = false).await;
     let mut res = Client::default()
@@ -251,13 +417,21 @@ async fn content_encodings() {
         .await
         .unwrap();
     assert_eq!(res.headers().get("accept-encoding").unwrap(), "identity");
-    assert_eq!(res.json::<Value>().await.unwrap()["id"], "network.http.compression_disabled");
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["id"],
+        "network.http.compression_disabled"
+    );
 }
 
 #[actix_rt::test]
 async fn responses_follow_accept_encoding() {
     let node = start_node(|_| {}).await;
-    let mut res = Client::default().get(url(&node, "/_now")).insert_header(("Accept-Encoding", "deflate;q=0.5, gzip")).send().await.unwrap();
+    let mut res = Client::default()
+        .get(url(&node, "/_now"))
+        .insert_header(("Accept-Encoding", "deflate;q=0.5, gzip"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.headers().get("content-encoding").unwrap(), "gzip");
     let raw = res.body().await.unwrap();
     let mut text = String::new();
@@ -265,7 +439,12 @@ async fn responses_follow_accept_encoding() {
     assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["status"], 200);
 
     let node = start_node(|s| s.server.protocols.http.allow_compression = false).await;
-    let res = Client::default().get(url(&node, "/_now")).insert_header(("Accept-Encoding", "gzip")).send().await.unwrap();
+    let res = Client::default()
+        .get(url(&node, "/_now"))
+        .insert_header(("Accept-Encoding", "gzip"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.headers().get("content-encoding").unwrap(), "identity");
 }
 
@@ -279,11 +458,18 @@ async fn cors_preflight_head_and_special_endpoints() {
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(res.headers().get("access-control-allow-origin").unwrap(), "http://app.example");
+    assert_eq!(
+        res.headers().get("access-control-allow-origin").unwrap(),
+        "http://app.example"
+    );
     assert_eq!(res.headers().get("vary").unwrap(), "Origin");
     assert_eq!(res.json::<Value>().await.unwrap()["result"], json!({}));
 
-    let mut res = Client::default().head(url(&node, "/")).send().await.unwrap();
+    let mut res = Client::default()
+        .head(url(&node, "/"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     assert!(res.headers().get("x-kuzzle-node").is_some());
     assert!(res.body().await.unwrap().is_empty());
@@ -297,12 +483,30 @@ async fn cors_preflight_head_and_special_endpoints() {
 
 #[actix_rt::test]
 async fn disallowed_origin_is_401_with_the_origin_reflected() {
-    let node = start_node(|s| s.http.access_control_allow_origin = vec!["http://good.example".into()]).await;
-    let mut res = Client::default().get(url(&node, "/_now")).insert_header(("Origin", "http://evil.example")).send().await.unwrap();
+    let node =
+        start_node(|s| s.http.access_control_allow_origin = vec!["http://good.example".into()])
+            .await;
+    let mut res = Client::default()
+        .get(url(&node, "/_now"))
+        .insert_header(("Origin", "http://evil.example"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 401);
-    assert_eq!(res.headers().get("access-control-allow-origin").unwrap(), "http://evil.example");
-    assert_eq!(res.json::<Value>().await.unwrap()["error"]["id"], "api.process.unauthorized_origin");
-    let res = Client::default().get(url(&node, "/_now")).insert_header(("Origin", "http://good.example")).send().await.unwrap();
+    assert_eq!(
+        res.headers().get("access-control-allow-origin").unwrap(),
+        "http://evil.example"
+    );
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["id"],
+        "api.process.unauthorized_origin"
+    );
+    let res = Client::default()
+        .get(url(&node, "/_now"))
+        .insert_header(("Origin", "http://good.example"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
 
     let node = start_node(|s| {
@@ -310,9 +514,19 @@ async fn disallowed_origin_is_401_with_the_origin_reflected() {
         s.http.access_control_allow_origin_use_regexp = true;
     })
     .await;
-    let ok = Client::default().get(url(&node, "/_now")).insert_header(("Origin", "https://app.example")).send().await.unwrap();
+    let ok = Client::default()
+        .get(url(&node, "/_now"))
+        .insert_header(("Origin", "https://app.example"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
-    let refused = Client::default().get(url(&node, "/_now")).insert_header(("Origin", "https://app.example.evil")).send().await.unwrap();
+    let refused = Client::default()
+        .get(url(&node, "/_now"))
+        .insert_header(("Origin", "https://app.example.evil"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(refused.status(), 401);
 }
 
@@ -325,14 +539,23 @@ async fn server_controller_actions() {
     assert_eq!(kuzzle["implementation"]["name"], "kuzzle-rt");
     assert!(kuzzle["memoryUsed"].as_u64().unwrap() > 0);
     assert!(kuzzle["uptime"].as_str().unwrap().ends_with('s'));
-    assert_eq!(kuzzle["api"]["routes"]["server"]["now"]["http"], json!([{"path":"/_now","url":"/_now","verb":"GET"}]));
-    assert_eq!(info["result"]["serverInfo"]["services"]["internalCache"]["backend"], "embedded");
+    assert_eq!(
+        kuzzle["api"]["routes"]["server"]["now"]["http"],
+        json!([{"path":"/_now","url":"/_now","verb":"GET"}])
+    );
+    assert_eq!(
+        info["result"]["serverInfo"]["services"]["internalCache"]["backend"],
+        "embedded"
+    );
     let (_, _, root) = get(&node, "/").await;
     assert_eq!(root["action"], "info", "GET / is server:info too");
     assert_eq!(root["result"]["serverInfo"]["kuzzle"]["api"], kuzzle["api"]);
 
     let (_, _, health) = get(&node, "/_healthCheck").await;
-    assert_eq!(health["result"], json!({"status":"green","services":{"internalCache":"green"}}));
+    assert_eq!(
+        health["result"],
+        json!({"status":"green","services":{"internalCache":"green"}})
+    );
     let (_, _, health) = get(&node, "/_healthCheck?services=other").await;
     assert_eq!(health["result"], json!({"status":"green","services":{}}));
 
@@ -340,28 +563,67 @@ async fn server_controller_actions() {
     let config = &config["result"];
     assert_eq!(config["version"], "2.56.0");
     assert!(config.get("security").is_none());
-    assert!(config["services"]["storage"]["options"].get("password").is_none());
-    assert_eq!(config["server"]["protocols"]["websocket"]["heartbeat"], 60000);
+    assert!(
+        config["services"]["storage"]["options"]
+            .get("password")
+            .is_none()
+    );
+    assert_eq!(
+        config["server"]["protocols"]["websocket"]["heartbeat"],
+        60000
+    );
 
     let (_, _, api) = get(&node, "/_publicApi").await;
-    assert_eq!(api["result"]["server"]["info"]["http"].as_array().unwrap().len(), 2);
-    assert!(api["result"].get("auth").is_none(), "only implemented actions");
+    assert_eq!(
+        api["result"]["server"]["info"]["http"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(
+        api["result"].get("auth").is_none(),
+        "only implemented actions"
+    );
 
-    let mut res = Client::default().get(url(&node, "/_openapi")).send().await.unwrap();
-    assert_eq!(res.headers().get("content-type").unwrap(), "application/json");
+    let mut res = Client::default()
+        .get(url(&node, "/_openapi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers().get("content-type").unwrap(),
+        "application/json"
+    );
     let doc: Value = res.json().limit(1 << 20).await.unwrap();
     assert_eq!(doc["swagger"], "2.0");
     assert_eq!(doc["paths"]["/_now"]["get"]["summary"], "Action: now.");
-    let mut res = Client::default().get(url(&node, "/_openapi?format=yaml&scope=app")).send().await.unwrap();
-    assert_eq!(res.headers().get("content-type").unwrap(), "application/yaml");
+    let mut res = Client::default()
+        .get(url(&node, "/_openapi?format=yaml&scope=app"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers().get("content-type").unwrap(),
+        "application/yaml"
+    );
     let yaml = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
-    assert!(yaml.contains("\"swagger\": \"2.0\"") && yaml.contains("\"paths\": {}"), "{yaml}");
+    assert!(
+        yaml.contains("\"swagger\": \"2.0\"") && yaml.contains("\"paths\": {}"),
+        "{yaml}"
+    );
     let (status, _, bad) = get(&node, "/_openapi?format=xml").await;
     assert_eq!(status, 400);
-    assert_eq!(bad["error"]["message"], "Invalid argument \"format\". Expected: \"json\" or \"yaml\"");
+    assert_eq!(
+        bad["error"]["message"],
+        "Invalid argument \"format\". Expected: \"json\" or \"yaml\""
+    );
 
     let (_, _, metrics) = get(&node, "/_metrics").await;
-    assert_eq!(metrics["result"]["network"]["connections"], json!({"http": 1}));
+    assert_eq!(
+        metrics["result"]["network"]["connections"],
+        json!({"http": 1})
+    );
     let (_, _, caps) = get(&node, "/_capabilities").await;
     assert_eq!(caps["result"]["limits"]["concurrentRequests"], 100);
     assert_eq!(caps["result"]["version"], "2.56.0");
@@ -383,16 +645,31 @@ async fn draining_node_refuses_new_work() {
     let node = start_node(|_| {}).await;
     let mut ws = Ws::connect(node.addr).await;
     node.node.start_draining();
-    let res = ws.request(json!({"controller":"server","action":"now"})).await;
+    let res = ws
+        .request(json!({"controller":"server","action":"now"}))
+        .await;
     assert_eq!(res["error"]["id"], "api.process.shutting_down");
     assert_eq!(res["status"], 503);
-    let mut res = Client::default().get(url(&node, "/_now")).send().await.unwrap();
+    let mut res = Client::default()
+        .get(url(&node, "/_now"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 503);
     assert_eq!(res.headers().get("connection").unwrap(), "close");
-    assert_eq!(res.json::<Value>().await.unwrap()["error"]["message"], "Rejected: this node is shutting down.");
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["message"],
+        "Rejected: this node is shutting down."
+    );
     assert_eq!(get(&node, "/_ready").await.0, 503);
     assert_eq!(get(&node, "/_healthcheck").await.0, 200);
-    let refused = Ws::connect_with(node.addr, WsOptions::default()).await.err().unwrap();
+    let refused = Ws::connect_with(node.addr, WsOptions::default())
+        .await
+        .err()
+        .unwrap();
     assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
-    assert!(refused.contains("\"id\":\"api.process.shutting_down\""), "{refused}");
+    assert!(
+        refused.contains("\"id\":\"api.process.shutting_down\""),
+        "{refused}"
+    );
 }

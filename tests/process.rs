@@ -10,9 +10,16 @@ async fn sigterm_drains_closes_sockets_with_1001_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, addr) = spawn_binary(dir.path(), &[]);
     let mut ws = Ws::connect(addr).await;
-    assert_eq!(ws.request(json!({"controller":"server","action":"now"})).await["status"], 200);
+    assert_eq!(
+        ws.request(json!({"controller":"server","action":"now"}))
+            .await["status"],
+        200
+    );
     send_signal(&child, "TERM");
-    assert_eq!(ws.expect_close().await, (Some(1001), "server shutting down".into()));
+    assert_eq!(
+        ws.expect_close().await,
+        (Some(1001), "server shutting down".into())
+    );
     assert!(wait_exit(&mut child).success());
 }
 
@@ -22,6 +29,9 @@ async fn sigint_does_the_same() {
     let (mut child, addr) = spawn_binary(dir.path(), &[]);
     let mut ws = Ws::connect(addr).await;
     send_signal(&child, "INT");
-    assert_eq!(ws.expect_close().await, (Some(1001), "server shutting down".into()));
+    assert_eq!(
+        ws.expect_close().await,
+        (Some(1001), "server shutting down".into())
+    );
     assert_eq!(wait_exit(&mut child).code(), Some(0));
 }

@@ -55,8 +55,17 @@ pub struct Action {
 
 use Verb::*;
 
-const fn todo(controller: &'static str, name: &'static str, routes: &'static [(Verb, &'static str)]) -> Action {
-    Action { controller, name, routes, handler: None }
+const fn todo(
+    controller: &'static str,
+    name: &'static str,
+    routes: &'static [(Verb, &'static str)],
+) -> Action {
+    Action {
+        controller,
+        name,
+        routes,
+        handler: None,
+    }
 }
 
 const fn action(
@@ -65,55 +74,167 @@ const fn action(
     routes: &'static [(Verb, &'static str)],
     handler: Handler,
 ) -> Action {
-    Action { controller, name, routes, handler: Some(handler) }
+    Action {
+        controller,
+        name,
+        routes,
+        handler: Some(handler),
+    }
 }
 
 pub static ACTIONS: &[Action] = &[
     todo("auth", "checkToken", &[(Post, "/_checkToken")]),
-    todo("auth", "createMyCredentials", &[(Post, "/_me/credentials/:strategy/_create"), (Post, "/credentials/:strategy/_me/_create")]),
-    todo("auth", "credentialsExist", &[(Get, "/_me/credentials/:strategy/_exists"), (Get, "/credentials/:strategy/_me/_exists")]),
-    todo("auth", "deleteMyCredentials", &[(Delete, "/_me/credentials/:strategy"), (Delete, "/credentials/:strategy/_me")]),
-    todo("auth", "getCurrentUser", &[(Get, "/_me"), (Get, "/users/_me")]),
-    todo("auth", "getMyCredentials", &[(Get, "/_me/credentials/:strategy"), (Get, "/credentials/:strategy/_me")]),
-    todo("auth", "getMyRights", &[(Get, "/_me/_rights"), (Get, "/users/_me/_rights")]),
+    todo(
+        "auth",
+        "createMyCredentials",
+        &[
+            (Post, "/_me/credentials/:strategy/_create"),
+            (Post, "/credentials/:strategy/_me/_create"),
+        ],
+    ),
+    todo(
+        "auth",
+        "credentialsExist",
+        &[
+            (Get, "/_me/credentials/:strategy/_exists"),
+            (Get, "/credentials/:strategy/_me/_exists"),
+        ],
+    ),
+    todo(
+        "auth",
+        "deleteMyCredentials",
+        &[
+            (Delete, "/_me/credentials/:strategy"),
+            (Delete, "/credentials/:strategy/_me"),
+        ],
+    ),
+    todo(
+        "auth",
+        "getCurrentUser",
+        &[(Get, "/_me"), (Get, "/users/_me")],
+    ),
+    todo(
+        "auth",
+        "getMyCredentials",
+        &[
+            (Get, "/_me/credentials/:strategy"),
+            (Get, "/credentials/:strategy/_me"),
+        ],
+    ),
+    todo(
+        "auth",
+        "getMyRights",
+        &[(Get, "/_me/_rights"), (Get, "/users/_me/_rights")],
+    ),
     todo("auth", "getStrategies", &[(Get, "/strategies")]),
-    todo("auth", "login", &[(Get, "/_login/:strategy"), (Post, "/_login/:strategy")]),
+    todo(
+        "auth",
+        "login",
+        &[(Get, "/_login/:strategy"), (Post, "/_login/:strategy")],
+    ),
     todo("auth", "logout", &[(Post, "/_logout")]),
     todo("auth", "refreshToken", &[(Post, "/_refreshToken")]),
-    todo("auth", "updateMyCredentials", &[(Put, "/_me/credentials/:strategy/_update"), (Put, "/credentials/:strategy/_me/_update")]),
-    todo("auth", "updateSelf", &[(Put, "/_me"), (Put, "/_updateSelf")]),
-    todo("auth", "validateMyCredentials", &[(Post, "/_me/credentials/:strategy/_validate"), (Post, "/credentials/:strategy/_me/_validate")]),
-    todo("security", "createFirstAdmin", &[(Post, "/_createFirstAdmin"), (Post, "/_createFirstAdmin/:_id")]),
-    todo("security", "createUser", &[(Post, "/users/_create"), (Post, "/users/:_id/_create")]),
-    todo("security", "createRestrictedUser", &[(Post, "/users/_createRestricted"), (Post, "/users/:_id/_createRestricted")]),
+    todo(
+        "auth",
+        "updateMyCredentials",
+        &[
+            (Put, "/_me/credentials/:strategy/_update"),
+            (Put, "/credentials/:strategy/_me/_update"),
+        ],
+    ),
+    todo(
+        "auth",
+        "updateSelf",
+        &[(Put, "/_me"), (Put, "/_updateSelf")],
+    ),
+    todo(
+        "auth",
+        "validateMyCredentials",
+        &[
+            (Post, "/_me/credentials/:strategy/_validate"),
+            (Post, "/credentials/:strategy/_me/_validate"),
+        ],
+    ),
+    todo(
+        "security",
+        "createFirstAdmin",
+        &[
+            (Post, "/_createFirstAdmin"),
+            (Post, "/_createFirstAdmin/:_id"),
+        ],
+    ),
+    todo(
+        "security",
+        "createUser",
+        &[(Post, "/users/_create"), (Post, "/users/:_id/_create")],
+    ),
+    todo(
+        "security",
+        "createRestrictedUser",
+        &[
+            (Post, "/users/_createRestricted"),
+            (Post, "/users/:_id/_createRestricted"),
+        ],
+    ),
     todo("security", "getUser", &[(Get, "/users/:_id")]),
     todo("security", "updateUser", &[(Put, "/users/:_id/_update")]),
     todo("security", "replaceUser", &[(Put, "/users/:_id/_replace")]),
     todo("security", "deleteUser", &[(Delete, "/users/:_id")]),
     todo("security", "searchUsers", &[(Post, "/users/_search")]),
-    todo("security", "updateCredentials", &[(Put, "/credentials/:strategy/:_id/_update")]),
+    todo(
+        "security",
+        "updateCredentials",
+        &[(Put, "/credentials/:strategy/:_id/_update")],
+    ),
     todo("security", "createOrReplaceRole", &[(Put, "/roles/:_id")]),
     todo("security", "getRole", &[(Get, "/roles/:_id")]),
     todo("security", "deleteRole", &[(Delete, "/roles/:_id")]),
-    todo("security", "createOrReplaceProfile", &[(Put, "/profiles/:_id")]),
+    todo(
+        "security",
+        "createOrReplaceProfile",
+        &[(Put, "/profiles/:_id")],
+    ),
     todo("security", "getProfile", &[(Get, "/profiles/:_id")]),
     todo("security", "deleteProfile", &[(Delete, "/profiles/:_id")]),
     todo("realtime", "count", &[]),
     todo("realtime", "join", &[]),
     todo("realtime", "list", &[(Get, "/_listSubscriptions")]),
-    todo("realtime", "publish", &[(Post, "/:index/:collection/_publish")]),
+    todo(
+        "realtime",
+        "publish",
+        &[(Post, "/:index/:collection/_publish")],
+    ),
     todo("realtime", "subscribe", &[]),
     todo("realtime", "unsubscribe", &[]),
     todo("realtime", "validate", &[]),
     todo("server", "adminExists", &[(Get, "/_adminExists")]),
-    action("server", "capabilities", &[(Get, "/_capabilities")], |c| Box::pin(server::capabilities(c))),
-    action("server", "getConfig", &[(Get, "/_getConfig")], |c| Box::pin(server::get_config(c))),
-    action("server", "healthCheck", &[(Get, "/_healthCheck")], |c| Box::pin(server::health_check(c))),
-    action("server", "info", &[(Get, "/"), (Get, "/_serverInfo")], |c| Box::pin(server::info(c))),
-    action("server", "metrics", &[(Get, "/_metrics")], |c| Box::pin(server::metrics(c))),
-    action("server", "now", &[(Get, "/_now")], |c| Box::pin(server::now(c))),
-    action("server", "openapi", &[(Get, "/_openapi")], |c| Box::pin(server::openapi(c))),
-    action("server", "publicApi", &[(Get, "/_publicApi")], |c| Box::pin(server::public_api(c))),
+    action("server", "capabilities", &[(Get, "/_capabilities")], |c| {
+        Box::pin(server::capabilities(c))
+    }),
+    action("server", "getConfig", &[(Get, "/_getConfig")], |c| {
+        Box::pin(server::get_config(c))
+    }),
+    action("server", "healthCheck", &[(Get, "/_healthCheck")], |c| {
+        Box::pin(server::health_check(c))
+    }),
+    action(
+        "server",
+        "info",
+        &[(Get, "/"), (Get, "/_serverInfo")],
+        |c| Box::pin(server::info(c)),
+    ),
+    action("server", "metrics", &[(Get, "/_metrics")], |c| {
+        Box::pin(server::metrics(c))
+    }),
+    action("server", "now", &[(Get, "/_now")], |c| {
+        Box::pin(server::now(c))
+    }),
+    action("server", "openapi", &[(Get, "/_openapi")], |c| {
+        Box::pin(server::openapi(c))
+    }),
+    action("server", "publicApi", &[(Get, "/_publicApi")], |c| {
+        Box::pin(server::public_api(c))
+    }),
     todo("cluster", "status", &[(Get, "/cluster/_status")]),
 ];
 
@@ -134,14 +255,18 @@ pub fn lookup(controller: &str, action: &str) -> Lookup {
     for a in implemented() {
         if a.controller == controller {
             controller_known = true;
-            if a.name == action {
-                if let Some(handler) = a.handler {
-                    return Lookup::Found(handler);
-                }
+            if a.name == action
+                && let Some(handler) = a.handler
+            {
+                return Lookup::Found(handler);
             }
         }
     }
-    if controller_known { Lookup::NoAction } else { Lookup::NoController }
+    if controller_known {
+        Lookup::NoAction
+    } else {
+        Lookup::NoController
+    }
 }
 
 /// Routes of implemented actions, in the order of PROTOCOL.md §4.8.
@@ -226,7 +351,11 @@ mod tests {
         assert_eq!(ordered.len(), ROUTE_ORDER.len(), "duplicate in ROUTE_ORDER");
         let declared: Vec<_> = ACTIONS.iter().flat_map(|a| a.routes.iter()).collect();
         let declared_set: HashSet<_> = declared.iter().copied().collect();
-        assert_eq!(declared.len(), declared_set.len(), "a route belongs to two actions");
+        assert_eq!(
+            declared.len(),
+            declared_set.len(),
+            "a route belongs to two actions"
+        );
         assert_eq!(declared_set, ordered);
     }
 

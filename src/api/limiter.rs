@@ -49,7 +49,10 @@ impl RequestLimiter {
             return Err(Overloaded);
         }
         if queued > self.warning_threshold && !self.warned.swap(true, Ordering::Relaxed) {
-            log::warn!("request queue holds {queued} requests (warning threshold {})", self.warning_threshold);
+            log::warn!(
+                "request queue holds {queued} requests (warning threshold {})",
+                self.warning_threshold
+            );
         } else if queued <= self.warning_threshold / 2 {
             self.warned.store(false, Ordering::Relaxed);
         }

@@ -23,7 +23,10 @@ pub enum Reply {
     JsonWithError(Value, ApiError),
     /// A document that HTTP sends as is, not in an envelope (`server:openapi`).
     /// Over WebSocket it is the `result`.
-    Raw { content_type: &'static str, document: Value },
+    Raw {
+        content_type: &'static str,
+        document: Value,
+    },
 }
 
 pub type ActionResult = Result<Reply, ApiError>;
@@ -83,16 +86,25 @@ pub async fn dispatch(node: &Arc<Node>, caller: &Caller, request: Request) -> Op
         },
     };
     Some(match outcome {
-        Ok(Reply::Json(result)) => Dispatched { response: Response::to_request(&node.id, &request, Ok(result)), raw: None },
+        Ok(Reply::Json(result)) => Dispatched {
+            response: Response::to_request(&node.id, &request, Ok(result)),
+            raw: None,
+        },
         Ok(Reply::JsonWithError(result, error)) => Dispatched {
             response: Response::with_result_and_error(&node.id, &request, result, Some(error)),
             raw: None,
         },
-        Ok(Reply::Raw { content_type, document }) => Dispatched {
+        Ok(Reply::Raw {
+            content_type,
+            document,
+        }) => Dispatched {
             response: Response::to_request(&node.id, &request, Ok(document.clone())),
             raw: Some((content_type, document)),
         },
-        Err(error) => Dispatched { response: Response::to_request(&node.id, &request, Err(error)), raw: None },
+        Err(error) => Dispatched {
+            response: Response::to_request(&node.id, &request, Err(error)),
+            raw: None,
+        },
     })
 }
 
@@ -107,13 +119,21 @@ fn admit(node: &Node, caller: &Caller, request: &Request) -> Result<(), ApiError
     if request.action.is_empty() {
         return Err(ApiError::missing_argument("action"));
     }
-    if request.args.contains_key("targets") && (request.args.contains_key("index") || request.args.contains_key("collection")) {
-        return Err(ApiError::new(errors::MUTUALLY_EXCLUSIVE, ["index, collection", "targets"]));
+    if request.args.contains_key("targets")
+        && (request.args.contains_key("index") || request.args.contains_key("collection"))
+    {
+        return Err(ApiError::new(
+            errors::MUTUALLY_EXCLUSIVE,
+            ["index, collection", "targets"],
+        ));
     }
-    if let Some(origin) = &caller.origin {
-        if !node.origins.allows(origin) {
-            return Err(ApiError::new(errors::UNAUTHORIZED_ORIGIN, [origin.as_str()]));
-        }
+    if let Some(origin) = &caller.origin
+        && !node.origins.allows(origin)
+    {
+        return Err(ApiError::new(
+            errors::UNAUTHORIZED_ORIGIN,
+            [origin.as_str()],
+        ));
     }
     Ok(())
 }
@@ -124,28 +144,47 @@ async fn execute(node: &Arc<Node>, caller: &Caller, request: &Request) -> Action
     let handler = match actions::lookup(&request.controller, &request.action) {
         actions::Lookup::Found(handler) => handler,
         actions::Lookup::NoController => {
-            return Err(ApiError::new(errors::CONTROLLER_NOT_FOUND, [request.controller.as_str()]));
+            return Err(ApiError::new(
+                errors::CONTROLLER_NOT_FOUND,
+                [request.controller.as_str()],
+            ));
         }
         actions::Lookup::NoAction => {
-            return Err(ApiError::new(errors::ACTION_NOT_FOUND, [request.controller.as_str(), request.action.as_str()]));
+            return Err(ApiError::new(
+                errors::ACTION_NOT_FOUND,
+                [request.controller.as_str(), request.action.as_str()],
+            ));
         }
     };
     if node.settings.server.strict_sdk_version {
         check_sdk_version(request)?;
     }
-    let call = Call { node, caller, request };
+    let call = Call {
+        node,
+        caller,
+        request,
+    };
     handler(&call).await
 }
 
 /// Step 15: refuse SDKs older than the minimum major version for their name.
 fn check_sdk_version(request: &Request) -> Result<(), ApiError> {
-    let Some(volatile) = request.volatile.as_ref() else { return Ok(()) };
+    let Some(volatile) = request.volatile.as_ref() else {
+        return Ok(());
+    };
     if let Some(v1) = volatile.get("sdkVersion") {
         let version = v1.as_str().map_or_else(|| v1.to_string(), str::to_owned);
-        return Err(ApiError::new(errors::INCOMPATIBLE_SDK_VERSION, [version, "Kuzzle v2".to_owned()]));
+        return Err(ApiError::new(
+            errors::INCOMPATIBLE_SDK_VERSION,
+            [version, "Kuzzle v2".to_owned()],
+        ));
     }
-    let Some(sdk_name) = volatile.get("sdkName").and_then(Value::as_str) else { return Ok(()) };
-    let Some((name, version)) = sdk_name.split_once('@') else { return Ok(()) };
+    let Some(sdk_name) = volatile.get("sdkName").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    let Some((name, version)) = sdk_name.split_once('@') else {
+        return Ok(());
+    };
     if name.is_empty() || version.is_empty() {
         return Ok(());
     }
@@ -158,7 +197,9 @@ fn check_sdk_version(request: &Request) -> Result<(), ApiError> {
         _ => return Ok(()),
     };
     let major_text = version.split('.').next().unwrap_or_default();
-    let Ok(major) = major_text.parse::<u64>() else { return Ok(()) };
+    let Ok(major) = major_text.parse::<u64>() else {
+        return Ok(());
+    };
     if major < minimum {
         return Err(ApiError::new(
             errors::INCOMPATIBLE_SDK_VERSION,
@@ -175,14 +216,22 @@ mod tests {
     use serde_json::json;
 
     fn with_volatile(volatile: Value) -> Request {
-        Request::from_value(json!({"controller":"server","action":"now","volatile":volatile}), Protocol::Websocket, BoolArgs::Strict, 0)
-            .unwrap()
+        Request::from_value(
+            json!({"controller":"server","action":"now","volatile":volatile}),
+            Protocol::Websocket,
+            BoolArgs::Strict,
+            0,
+        )
+        .unwrap()
     }
 
     #[test]
     fn sdk_version_check() {
         assert!(check_sdk_version(&with_volatile(json!({"sdkName":"js@7.17.1"}))).is_ok());
-        assert!(check_sdk_version(&with_volatile(json!({"sdkName":"js@10.0.0"}))).is_ok(), "numeric compare (CN-14)");
+        assert!(
+            check_sdk_version(&with_volatile(json!({"sdkName":"js@10.0.0"}))).is_ok(),
+            "numeric compare (CN-14)"
+        );
         assert!(check_sdk_version(&with_volatile(json!({"sdkName":"unknown@1.0"}))).is_ok());
         assert!(check_sdk_version(&with_volatile(json!({"sdkName":"js@beta"}))).is_ok());
         assert!(check_sdk_version(&with_volatile(json!({"sdkName":"js@"}))).is_ok());
@@ -192,6 +241,9 @@ mod tests {
             "Incompatible SDK client. Your SDK version (6.2.0) does not match Kuzzle requirement (min: 7, max: none)."
         );
         let err = check_sdk_version(&with_volatile(json!({"sdkVersion":"5.0.1"}))).unwrap_err();
-        assert_eq!(err.message(), "Incompatible SDK client. Your SDK version (5.0.1) does not match Kuzzle requirement (Kuzzle v2).");
+        assert_eq!(
+            err.message(),
+            "Incompatible SDK client. Your SDK version (5.0.1) does not match Kuzzle requirement (Kuzzle v2)."
+        );
     }
 }

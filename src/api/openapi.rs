@@ -20,7 +20,9 @@ pub fn public_api() -> Value {
         if !http.is_empty() {
             entry.insert("http".into(), Value::Array(http));
         }
-        let controller = out.entry(action.controller).or_insert_with(|| Value::Object(Map::new()));
+        let controller = out
+            .entry(action.controller)
+            .or_insert_with(|| Value::Object(Map::new()));
         if let Value::Object(map) = controller {
             map.insert(action.name.into(), Value::Object(entry));
         }
@@ -30,7 +32,10 @@ pub fn public_api() -> Value {
 
 fn capitalised(word: &str) -> String {
     let mut chars = word.chars();
-    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 /// The document for `scope` `kuzzle` (every route) or `app` (no paths).
@@ -44,15 +49,24 @@ pub fn document(with_paths: bool) -> Value {
     let mut paths = Map::new();
     if with_paths {
         for (verb, path, action) in actions::routes() {
-            let params: Vec<&str> = path.split('/').filter_map(|s| s.strip_prefix(':')).collect();
+            let params: Vec<&str> = path
+                .split('/')
+                .filter_map(|s| s.strip_prefix(':'))
+                .collect();
             let openapi_path: String = path
                 .split('/')
-                .map(|s| s.strip_prefix(':').map_or_else(|| s.to_owned(), |p| format!("{{{p}}}")))
+                .map(|s| {
+                    s.strip_prefix(':')
+                        .map_or_else(|| s.to_owned(), |p| format!("{{{p}}}"))
+                })
                 .collect::<Vec<_>>()
                 .join("/");
             let mut operation = Map::new();
             operation.insert("tags".into(), json!([action.controller]));
-            operation.insert("description".into(), format!("Controller: {}.", action.controller).into());
+            operation.insert(
+                "description".into(),
+                format!("Controller: {}.", action.controller).into(),
+            );
             operation.insert("summary".into(), format!("Action: {}.", action.name).into());
             if !params.is_empty() {
                 let parameters: Vec<Value> = params
@@ -70,7 +84,9 @@ pub fn document(with_paths: bool) -> Value {
                 Verb::Delete => "delete",
                 Verb::Head => "head",
             };
-            let item = paths.entry(openapi_path).or_insert_with(|| Value::Object(Map::new()));
+            let item = paths
+                .entry(openapi_path)
+                .or_insert_with(|| Value::Object(Map::new()));
             if let Value::Object(map) = item {
                 map.insert(verb_name.into(), Value::Object(operation));
             }
@@ -139,7 +155,10 @@ mod tests {
     #[test]
     fn yaml_of_nested_values() {
         let v = json!({"a": {"b": [1, "x", {"c": true}], "e": {}}, "n": null});
-        assert_eq!(to_yaml(&v), "\"a\":\n  \"b\":\n    - 1\n    - \"x\"\n    -\n      \"c\": true\n  \"e\": {}\n\"n\": null\n");
+        assert_eq!(
+            to_yaml(&v),
+            "\"a\":\n  \"b\":\n    - 1\n    - \"x\"\n    -\n      \"c\": true\n  \"e\": {}\n\"n\": null\n"
+        );
     }
 
     #[test]

@@ -37,16 +37,27 @@ pub async fn health_check(call: &Call<'_>) -> ActionResult {
     let wanted: Option<Vec<String>> = match call.request.arg("services") {
         None | Some(Value::Null) => None,
         Some(Value::String(list)) => Some(list.split(',').map(|s| s.trim().to_owned()).collect()),
-        Some(Value::Array(items)) => Some(items.iter().filter_map(Value::as_str).map(str::to_owned).collect()),
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+        ),
         Some(_) => return Err(ApiError::invalid_type("services", "string")),
     };
-    let checks_cache = wanted.as_ref().is_none_or(|w| w.iter().any(|s| s == "internalCache"));
+    let checks_cache = wanted
+        .as_ref()
+        .is_none_or(|w| w.iter().any(|s| s == "internalCache"));
     let mut services = serde_json::Map::new();
     let mut red = Vec::new();
     if checks_cache {
         // The embedded store is in-process: it is up while the node is.
         let healthy = true;
-        services.insert("internalCache".into(), (if healthy { "green" } else { "red" }).into());
+        services.insert(
+            "internalCache".into(),
+            (if healthy { "green" } else { "red" }).into(),
+        );
         if !healthy {
             red.push("internalCache");
         }
@@ -56,12 +67,16 @@ pub async fn health_check(call: &Call<'_>) -> ActionResult {
     if red.is_empty() {
         Ok(Reply::Json(result))
     } else {
-        Ok(Reply::JsonWithError(result, ApiError::new(errors::SERVICE_UNAVAILABLE, [red.join(", ")])))
+        Ok(Reply::JsonWithError(
+            result,
+            ApiError::new(errors::SERVICE_UNAVAILABLE, [red.join(", ")]),
+        ))
     }
 }
 
 pub async fn get_config(call: &Call<'_>) -> ActionResult {
-    let mut config = serde_json::to_value(call.node.settings.as_ref()).map_err(ApiError::unexpected)?;
+    let mut config =
+        serde_json::to_value(call.node.settings.as_ref()).map_err(ApiError::unexpected)?;
     if let Value::Object(map) = &mut config {
         map.remove("security");
         map.insert("version".into(), crate::API_VERSION.into());
@@ -79,13 +94,27 @@ pub async fn openapi(call: &Call<'_>) -> ActionResult {
     let with_paths = match scope {
         "kuzzle" => true,
         "app" => false,
-        other => return Err(ApiError::new(errors::UNEXPECTED_ARGUMENT, [json!(other), json!(["kuzzle", "app"])])),
+        other => {
+            return Err(ApiError::new(
+                errors::UNEXPECTED_ARGUMENT,
+                [json!(other), json!(["kuzzle", "app"])],
+            ));
+        }
     };
     let document = openapi::document(with_paths);
     match call.request.string_arg("format")?.unwrap_or("json") {
-        "json" => Ok(Reply::Raw { content_type: "application/json", document }),
-        "yaml" => Ok(Reply::Raw { content_type: "application/yaml", document: Value::String(openapi::to_yaml(&document)) }),
-        _ => Err(ApiError::new(errors::INVALID_ARGUMENT, ["format", "\"json\" or \"yaml\""])),
+        "json" => Ok(Reply::Raw {
+            content_type: "application/json",
+            document,
+        }),
+        "yaml" => Ok(Reply::Raw {
+            content_type: "application/yaml",
+            document: Value::String(openapi::to_yaml(&document)),
+        }),
+        _ => Err(ApiError::new(
+            errors::INVALID_ARGUMENT,
+            ["format", "\"json\" or \"yaml\""],
+        )),
     }
 }
 
@@ -93,7 +122,9 @@ pub async fn metrics(call: &Call<'_>) -> ActionResult {
     let node = call.node;
     let mut connections = serde_json::Map::new();
     let websocket = node.connections.len();
-    let http = node.http_in_flight.load(std::sync::atomic::Ordering::Relaxed);
+    let http = node
+        .http_in_flight
+        .load(std::sync::atomic::Ordering::Relaxed);
     if websocket > 0 {
         connections.insert("websocket".into(), websocket.into());
     }

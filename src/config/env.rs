@@ -26,7 +26,10 @@ impl KuzzleEnv {
             if !head.eq_ignore_ascii_case(PREFIX) || name.eq_ignore_ascii_case("kuzzle_config") {
                 return None;
             }
-            let path: Vec<&str> = name[PREFIX.len()..].split("__").filter(|s| !s.is_empty()).collect();
+            let path: Vec<&str> = name[PREFIX.len()..]
+                .split("__")
+                .filter(|s| !s.is_empty())
+                .collect();
             (!path.is_empty()).then_some((path, value.as_str()))
         })
     }
@@ -48,8 +51,12 @@ impl KuzzleEnv {
         Ok(match raw {
             "true" => ValueKind::Boolean(true),
             "false" => ValueKind::Boolean(false),
-            _ if is_integer(raw) => raw.parse::<i64>().map_or_else(|_| ValueKind::String(raw.into()), ValueKind::I64),
-            _ if is_float(raw) => raw.parse::<f64>().map_or_else(|_| ValueKind::String(raw.into()), ValueKind::Float),
+            _ if is_integer(raw) => raw
+                .parse::<i64>()
+                .map_or_else(|_| ValueKind::String(raw.into()), ValueKind::I64),
+            _ if is_float(raw) => raw
+                .parse::<f64>()
+                .map_or_else(|_| ValueKind::String(raw.into()), ValueKind::Float),
             _ => ValueKind::String(raw.to_owned()),
         })
     }
@@ -79,8 +86,17 @@ fn json_to_kind(value: serde_json::Value) -> ValueKind {
             .or_else(|| n.as_u64().map(ValueKind::U64))
             .unwrap_or_else(|| ValueKind::Float(n.as_f64().unwrap_or_default())),
         J::String(s) => ValueKind::String(s),
-        J::Array(items) => ValueKind::Array(items.into_iter().map(|v| Value::new(None, json_to_kind(v))).collect()),
-        J::Object(map) => ValueKind::Table(map.into_iter().map(|(k, v)| (k, Value::new(None, json_to_kind(v)))).collect()),
+        J::Array(items) => ValueKind::Array(
+            items
+                .into_iter()
+                .map(|v| Value::new(None, json_to_kind(v)))
+                .collect(),
+        ),
+        J::Object(map) => ValueKind::Table(
+            map.into_iter()
+                .map(|(k, v)| (k, Value::new(None, json_to_kind(v))))
+                .collect(),
+        ),
     }
 }
 
@@ -127,7 +143,9 @@ mod tests {
 
     fn collect(vars: &[(&str, &str)]) -> serde_json::Value {
         let env = KuzzleEnv::new(
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            vars.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             vec!["services.storage.options.password".into()],
         );
         let config = config::Config::builder().add_source(env).build().unwrap();
@@ -137,12 +155,20 @@ mod tests {
     #[test]
     fn nests_keys_and_keeps_their_case() {
         let v = collect(&[("kuzzle_server__protocols__websocket__idleTimeout", "5000")]);
-        assert_eq!(v, serde_json::json!({"server":{"protocols":{"websocket":{"idleTimeout":5000}}}}));
+        assert_eq!(
+            v,
+            serde_json::json!({"server":{"protocols":{"websocket":{"idleTimeout":5000}}}})
+        );
     }
 
     #[test]
     fn prefix_is_case_insensitive_and_config_is_excluded() {
-        let v = collect(&[("KUZZLE_limits__loginsPerSecond", "50"), ("kuzzle_config", "/x"), ("KUZZLE_CONFIG", "/y"), ("other_x", "1")]);
+        let v = collect(&[
+            ("KUZZLE_limits__loginsPerSecond", "50"),
+            ("kuzzle_config", "/x"),
+            ("KUZZLE_CONFIG", "/y"),
+            ("other_x", "1"),
+        ]);
         assert_eq!(v, serde_json::json!({"limits":{"loginsPerSecond":50}}));
     }
 
@@ -175,7 +201,13 @@ mod tests {
 
     #[test]
     fn bad_json_names_the_key() {
-        let env = KuzzleEnv::new(vec![("kuzzle_security__restrictedProfileIds".into(), "*json:[oops".into())], vec![]);
+        let env = KuzzleEnv::new(
+            vec![(
+                "kuzzle_security__restrictedProfileIds".into(),
+                "*json:[oops".into(),
+            )],
+            vec![],
+        );
         let err = env.collect().unwrap_err().to_string();
         assert_eq!(
             err,

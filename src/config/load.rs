@@ -54,13 +54,26 @@ impl ConfigSources {
 
     /// The candidate files, lowest precedence first.
     pub fn files(&self) -> Vec<PathBuf> {
-        let mut files = vec![self.etc_dir.join("kuzzle/config"), self.etc_dir.join("kuzzlerc")];
+        let mut files = vec![
+            self.etc_dir.join("kuzzle/config"),
+            self.etc_dir.join("kuzzlerc"),
+        ];
         if let Some(home) = &self.home {
-            for rel in [".config/kuzzle/config", ".config/kuzzle", ".kuzzle/config", ".kuzzlerc"] {
+            for rel in [
+                ".config/kuzzle/config",
+                ".config/kuzzle",
+                ".kuzzle/config",
+                ".kuzzlerc",
+            ] {
                 files.push(home.join(rel));
             }
         }
-        if let Some(found) = self.cwd.ancestors().map(|dir| dir.join(".kuzzlerc")).find(|p| p.is_file()) {
+        if let Some(found) = self
+            .cwd
+            .ancestors()
+            .map(|dir| dir.join(".kuzzlerc"))
+            .find(|p| p.is_file())
+        {
             files.push(found);
         }
         if let Some((_, path)) = self.env.iter().find(|(k, _)| k == "kuzzle_config") {
@@ -73,7 +86,8 @@ impl ConfigSources {
 
 /// Loads, merges, deserialises and validates every source.
 pub fn load(sources: &ConfigSources) -> Result<Settings, ConfigError> {
-    let defaults = serde_json::to_value(Settings::default()).map_err(|e| ConfigError(e.to_string()))?;
+    let defaults =
+        serde_json::to_value(Settings::default()).map_err(|e| ConfigError(e.to_string()))?;
     let mut builder = Config::builder().add_source(json_source(&defaults)?);
     for path in sources.files() {
         if let Some(text) = read_file(&path)? {
@@ -106,7 +120,11 @@ pub fn parse_kuzzlerc(text: &str) -> Result<Value, ConfigError> {
         .add_source(File::from_str(text, FileFormat::Json5))
         .build()
         .and_then(Config::try_deserialize)
-        .map_err(|e| ConfigError(format!("[CONFIG] Unable to read kuzzlerc configuration file: {e}")))
+        .map_err(|e| {
+            ConfigError(format!(
+                "[CONFIG] Unable to read kuzzlerc configuration file: {e}"
+            ))
+        })
 }
 
 fn read_file(path: &Path) -> Result<Option<String>, ConfigError> {
@@ -114,7 +132,10 @@ fn read_file(path: &Path) -> Result<Option<String>, ConfigError> {
         return Ok(None);
     }
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError(format!("[CONFIG] Unable to read kuzzlerc configuration file: {}: {e}", path.display()))
+        ConfigError(format!(
+            "[CONFIG] Unable to read kuzzlerc configuration file: {}: {e}",
+            path.display()
+        ))
     })?;
     // Parse now, so that the message names the file.
     parse_kuzzlerc(&text).map_err(|e| {
@@ -138,7 +159,11 @@ fn string_key_paths(defaults: &Value) -> Vec<String> {
         match value {
             Value::Object(map) => {
                 for (k, v) in map {
-                    let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
                     walk(v, &path, out);
                 }
             }
@@ -152,9 +177,15 @@ fn string_key_paths(defaults: &Value) -> Vec<String> {
 }
 
 fn lookup<'a>(root: &'a Value, dotted: &str) -> Option<&'a Value> {
-    dotted.split('.').try_fold(root, |node, segment| match node {
-        Value::Object(map) => map.get(segment),
-        Value::Array(items) => segment.trim_matches(['[', ']']).parse::<usize>().ok().and_then(|i| items.get(i)),
-        _ => None,
-    })
+    dotted
+        .split('.')
+        .try_fold(root, |node, segment| match node {
+            Value::Object(map) => map.get(segment),
+            Value::Array(items) => segment
+                .trim_matches(['[', ']'])
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| items.get(i)),
+            _ => None,
+        })
 }

@@ -142,7 +142,12 @@ fn origin_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>
     match Raw::deserialize(deserializer)
         .map_err(|_| serde::de::Error::custom("expected a string or an array of strings"))?
     {
-        Raw::Text(t) => Ok(t.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()),
+        Raw::Text(t) => Ok(t
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()),
         Raw::List(l) => Ok(l),
     }
 }
@@ -213,15 +218,26 @@ impl Default for SecuritySettings {
 
 impl SecuritySettings {
     pub fn algorithm(&self) -> &str {
-        self.auth_token.algorithm.as_deref().or(self.jwt.algorithm.as_deref()).unwrap_or("HS256")
+        self.auth_token
+            .algorithm
+            .as_deref()
+            .or(self.jwt.algorithm.as_deref())
+            .unwrap_or("HS256")
     }
 
     pub fn expires_in(&self) -> Value {
-        self.auth_token.expires_in.clone().or_else(|| self.jwt.expires_in.clone()).unwrap_or_else(|| json!("1h"))
+        self.auth_token
+            .expires_in
+            .clone()
+            .or_else(|| self.jwt.expires_in.clone())
+            .unwrap_or_else(|| json!("1h"))
     }
 
     pub fn grace_period(&self) -> u64 {
-        self.auth_token.grace_period.or(self.jwt.grace_period).unwrap_or(1000)
+        self.auth_token
+            .grace_period
+            .or(self.jwt.grace_period)
+            .unwrap_or(1000)
     }
 
     pub fn max_ttl(&self) -> i64 {
@@ -229,7 +245,10 @@ impl SecuritySettings {
     }
 
     pub fn secret(&self) -> Option<&str> {
-        self.auth_token.secret.as_deref().or(self.jwt.secret.as_deref())
+        self.auth_token
+            .secret
+            .as_deref()
+            .or(self.jwt.secret.as_deref())
     }
 }
 
@@ -252,7 +271,9 @@ pub struct DefaultSecurity {
 
 impl Default for DefaultSecurity {
     fn default() -> Self {
-        DefaultSecurity { role: json!({"controllers": {"*": {"actions": {"*": true}}}}) }
+        DefaultSecurity {
+            role: json!({"controllers": {"*": {"actions": {"*": true}}}}),
+        }
     }
 }
 
@@ -285,7 +306,10 @@ impl Default for StandardSecurity {
             Value::Object(m) => m,
             _ => Map::new(),
         };
-        StandardSecurity { roles: as_map(roles), profiles: as_map(profiles) }
+        StandardSecurity {
+            roles: as_map(roles),
+            profiles: as_map(profiles),
+        }
     }
 }
 
@@ -364,7 +388,10 @@ pub struct RedisNode {
 
 impl Default for RedisNode {
     fn default() -> Self {
-        RedisNode { host: "localhost".into(), port: 6379 }
+        RedisNode {
+            host: "localhost".into(),
+            port: 6379,
+        }
     }
 }
 
@@ -417,7 +444,10 @@ pub struct ClusterPorts {
 
 impl Default for ClusterPorts {
     fn default() -> Self {
-        ClusterPorts { command: 7510, sync: 7511 }
+        ClusterPorts {
+            command: 7510,
+            sync: 7511,
+        }
     }
 }
 

@@ -16,12 +16,16 @@ impl Size {
     }
 
     pub fn parse(text: &str) -> Option<Size> {
-        let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let digits_end = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
         if digits_end == 0 {
             return None;
         }
         let number: u64 = text[..digits_end].parse().ok()?;
-        let rest = text[digits_end..].strip_prefix(' ').unwrap_or(&text[digits_end..]);
+        let rest = text[digits_end..]
+            .strip_prefix(' ')
+            .unwrap_or(&text[digits_end..]);
         let shift = match rest.to_ascii_lowercase().as_str() {
             "b" => 0,
             "kb" => 10,
@@ -53,7 +57,9 @@ impl<'de> Deserialize<'de> for Size {
         })? {
             Raw::Bytes(n) => Ok(Size(n)),
             Raw::Text(t) => Size::parse(&t).ok_or_else(|| {
-                serde::de::Error::custom("expected a size such as 512, \"512KB\" or \"1 MB\" (units B, KB, MB, GB, TB)")
+                serde::de::Error::custom(
+                    "expected a size such as 512, \"512KB\" or \"1 MB\" (units B, KB, MB, GB, TB)",
+                )
             }),
         }
     }
@@ -70,7 +76,9 @@ mod tests {
         assert_eq!(Size::parse("512kB"), Some(Size(512 << 10)));
         assert_eq!(Size::parse("10B"), Some(Size(10)));
         assert_eq!(Size::parse("2TB"), Some(Size(2 << 40)));
-        for bad in ["1.5MB", "MB", "1  MB", "1 XB", "-1MB", "1MBs", "", " 1MB", "1024"] {
+        for bad in [
+            "1.5MB", "MB", "1  MB", "1 XB", "-1MB", "1MBs", "", " 1MB", "1024",
+        ] {
             assert_eq!(Size::parse(bad), None, "{bad}");
         }
     }

@@ -66,12 +66,24 @@ mod tests {
 
     #[test]
     fn parses_units_and_numbers() {
-        assert_eq!(parse_lifetime(&json!("1h")), Some(Lifetime::Millis(3_600_000)));
+        assert_eq!(
+            parse_lifetime(&json!("1h")),
+            Some(Lifetime::Millis(3_600_000))
+        );
         assert_eq!(parse_lifetime(&json!("2s")), Some(Lifetime::Millis(2000)));
-        assert_eq!(parse_lifetime(&json!("1.5 Hours")), Some(Lifetime::Millis(5_400_000)));
-        assert_eq!(parse_lifetime(&json!("3600000")), Some(Lifetime::Millis(3_600_000)));
+        assert_eq!(
+            parse_lifetime(&json!("1.5 Hours")),
+            Some(Lifetime::Millis(5_400_000))
+        );
+        assert_eq!(
+            parse_lifetime(&json!("3600000")),
+            Some(Lifetime::Millis(3_600_000))
+        );
         assert_eq!(parse_lifetime(&json!(".5s")), Some(Lifetime::Millis(500)));
-        assert_eq!(parse_lifetime(&json!("1y")), Some(Lifetime::Millis(31_557_600_000)));
+        assert_eq!(
+            parse_lifetime(&json!("1y")),
+            Some(Lifetime::Millis(31_557_600_000))
+        );
         assert_eq!(parse_lifetime(&json!(1500.9)), Some(Lifetime::Millis(1500)));
         assert_eq!(parse_lifetime(&json!(-1)), Some(Lifetime::Infinite));
         assert_eq!(parse_lifetime(&json!("-1")), Some(Lifetime::Infinite));
@@ -79,7 +91,17 @@ mod tests {
 
     #[test]
     fn refuses_zero_negatives_and_garbage() {
-        for bad in [json!(0), json!("0"), json!(-5), json!("-2h"), json!("soon"), json!("1.h"), json!("1..2s"), json!(true), json!("1 fortnight")] {
+        for bad in [
+            json!(0),
+            json!("0"),
+            json!(-5),
+            json!("-2h"),
+            json!("soon"),
+            json!("1.h"),
+            json!("1..2s"),
+            json!(true),
+            json!("1 fortnight"),
+        ] {
             assert_eq!(parse_lifetime(&bad), None, "{bad}");
         }
         assert_eq!(parse_timespan(&"1".repeat(101)), None);

@@ -11,12 +11,20 @@ fn fail(path: &str, problem: &str, got: impl Into<Value>) -> Result<(), ConfigEr
 }
 
 fn at_least(path: &str, value: u64, min: u64) -> Result<(), ConfigError> {
-    if value < min { fail(path, &format!("must be at least {min}"), value) } else { Ok(()) }
+    if value < min {
+        fail(path, &format!("must be at least {min}"), value)
+    } else {
+        Ok(())
+    }
 }
 
 fn zero_or_at_least_1000(path: &str, value: u64) -> Result<(), ConfigError> {
     if value != 0 && value < 1000 {
-        fail(path, "must be 0 (disabled) or at least 1000 milliseconds", value)
+        fail(
+            path,
+            "must be 0 (disabled) or at least 1000 milliseconds",
+            value,
+        )
     } else {
         Ok(())
     }
@@ -35,7 +43,11 @@ pub fn validate(s: &Settings) -> Result<(), ConfigError> {
         )?;
     }
     if s.server.protocols.mqtt.enabled {
-        fail("server.protocols.mqtt.enabled", "MQTT is not supported by kuzzle-rt", true)?;
+        fail(
+            "server.protocols.mqtt.enabled",
+            "MQTT is not supported by kuzzle-rt",
+            true,
+        )?;
     }
     if !ws.enabled && !http.enabled {
         fail(
@@ -44,13 +56,25 @@ pub fn validate(s: &Settings) -> Result<(), ConfigError> {
             json!({"http": {"enabled": false}, "websocket": {"enabled": false}}),
         )?;
     }
-    at_least("server.protocols.http.maxEncodingLayers", http.max_encoding_layers.into(), 1)?;
+    at_least(
+        "server.protocols.http.maxEncodingLayers",
+        http.max_encoding_layers.into(),
+        1,
+    )?;
 
     let l = &s.limits;
     at_least("limits.concurrentRequests", l.concurrent_requests.into(), 1)?;
-    at_least("limits.requestsBufferSize", l.requests_buffer_size.into(), 1)?;
+    at_least(
+        "limits.requestsBufferSize",
+        l.requests_buffer_size.into(),
+        1,
+    )?;
     if l.concurrent_requests >= l.requests_buffer_size {
-        fail("limits.concurrentRequests", "must be lower than limits.requestsBufferSize", l.concurrent_requests)?;
+        fail(
+            "limits.concurrentRequests",
+            "must be lower than limits.requestsBufferSize",
+            l.concurrent_requests,
+        )?;
     }
     if l.requests_buffer_warning_threshold < l.concurrent_requests
         || l.requests_buffer_warning_threshold > l.requests_buffer_size
@@ -62,20 +86,44 @@ pub fn validate(s: &Settings) -> Result<(), ConfigError> {
         )?;
     }
     at_least("limits.loginsPerSecond", l.logins_per_second.into(), 1)?;
-    at_least("limits.subscriptionConditionsCount", l.subscription_conditions_count.into(), 1)?;
-    at_least("limits.documentsFetchCount", l.documents_fetch_count.into(), 1)?;
-    at_least("limits.documentsWriteCount", l.documents_write_count.into(), 1)?;
+    at_least(
+        "limits.subscriptionConditionsCount",
+        l.subscription_conditions_count.into(),
+        1,
+    )?;
+    at_least(
+        "limits.documentsFetchCount",
+        l.documents_fetch_count.into(),
+        1,
+    )?;
+    at_least(
+        "limits.documentsWriteCount",
+        l.documents_write_count.into(),
+        1,
+    )?;
 
     let sec = &s.security;
     if !matches!(sec.algorithm(), "HS256" | "HS384" | "HS512") {
-        fail("security.authToken.algorithm", "must be HS256, HS384 or HS512", sec.algorithm())?;
+        fail(
+            "security.authToken.algorithm",
+            "must be HS256, HS384 or HS512",
+            sec.algorithm(),
+        )?;
     }
     let max_ttl = sec.max_ttl();
     if max_ttl < -1 {
-        fail("security.authToken.maxTTL", "must be -1 (no maximum) or a number of milliseconds", max_ttl)?;
+        fail(
+            "security.authToken.maxTTL",
+            "must be -1 (no maximum) or a number of milliseconds",
+            max_ttl,
+        )?;
     }
     if sec.api_key.max_ttl < -1 {
-        fail("security.apiKey.maxTTL", "must be -1 (no maximum) or a number of milliseconds", sec.api_key.max_ttl)?;
+        fail(
+            "security.apiKey.maxTTL",
+            "must be -1 (no maximum) or a number of milliseconds",
+            sec.api_key.max_ttl,
+        )?;
     }
     let expires_in = sec.expires_in();
     match parse_lifetime(&expires_in) {
@@ -90,7 +138,11 @@ pub fn validate(s: &Settings) -> Result<(), ConfigError> {
                 Lifetime::Millis(ms) => ms > max_ttl as u64,
             };
             if exceeds {
-                fail("security.authToken.expiresIn", "exceeds security.authToken.maxTTL", expires_in)?;
+                fail(
+                    "security.authToken.expiresIn",
+                    "exceeds security.authToken.maxTTL",
+                    expires_in,
+                )?;
             }
         }
         Some(_) => {}
@@ -99,7 +151,11 @@ pub fn validate(s: &Settings) -> Result<(), ConfigError> {
     if s.http.access_control_allow_origin_use_regexp {
         for origin in &s.http.access_control_allow_origin {
             if let Err(e) = regex::Regex::new(origin) {
-                fail("http.accessControlAllowOrigin", &format!("invalid regular expression: {e}"), origin.as_str())?;
+                fail(
+                    "http.accessControlAllowOrigin",
+                    &format!("invalid regular expression: {e}"),
+                    origin.as_str(),
+                )?;
             }
         }
     }
@@ -111,14 +167,18 @@ pub fn validate(s: &Settings) -> Result<(), ConfigError> {
     at_least("cluster.joinTimeout", c.join_timeout, 1)?;
     at_least("cluster.syncTimeout", c.sync_timeout, 1)?;
     if c.sync_timeout >= c.join_timeout {
-        fail("cluster.syncTimeout", "must be lower than cluster.joinTimeout", c.sync_timeout)?;
+        fail(
+            "cluster.syncTimeout",
+            "must be lower than cluster.joinTimeout",
+            c.sync_timeout,
+        )?;
     }
     at_least("cluster.ports.command", c.ports.command.into(), 1)?;
     at_least("cluster.ports.sync", c.ports.sync.into(), 1)?;
-    if let Some(ip) = c.ip.as_deref() {
-        if !matches!(ip, "private" | "public" | "" | "null") {
-            fail("cluster.ip", "must be \"private\", \"public\" or null", ip)?;
-        }
+    if let Some(ip) = c.ip.as_deref()
+        && !matches!(ip, "private" | "public" | "" | "null")
+    {
+        fail("cluster.ip", "must be \"private\", \"public\" or null", ip)?;
     }
     if c.minimum_nodes > 1 && s.services.storage.backend != StorageBackend::Redis {
         fail(

@@ -33,22 +33,44 @@ pub fn content_kind(req: &HttpRequest, settings: &Settings) -> Result<BodyKind, 
     let media = parts.next().unwrap_or_default();
     let params: Vec<(String, String)> = parts
         .filter_map(|p| p.split_once('='))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_owned()))
+        .map(|(k, v)| {
+            (
+                k.trim().to_ascii_lowercase(),
+                v.trim().trim_matches('"').to_owned(),
+            )
+        })
         .collect();
     let kind = match media {
         "application/json" => BodyKind::Json,
         "application/x-www-form-urlencoded" => BodyKind::UrlEncoded,
         "multipart/form-data" => {
-            let boundary = params.iter().find(|(k, _)| k == "boundary").map(|(_, v)| v.clone()).unwrap_or_default();
+            let boundary = params
+                .iter()
+                .find(|(k, _)| k == "boundary")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
             BodyKind::Multipart { boundary }
         }
-        other if settings.server.protocols.http.additional_content_types.iter().any(|t| t == other) => BodyKind::Json,
+        other
+            if settings
+                .server
+                .protocols
+                .http
+                .additional_content_types
+                .iter()
+                .any(|t| t == other) =>
+        {
+            BodyKind::Json
+        }
         _ => return Err(ApiError::new(errors::HTTP_UNSUPPORTED_CONTENT, [media])),
     };
-    if let Some((_, charset)) = params.iter().find(|(k, _)| k == "charset") {
-        if !charset.eq_ignore_ascii_case("utf-8") {
-            return Err(ApiError::new(errors::HTTP_UNSUPPORTED_CHARSET, [charset.to_ascii_lowercase()]));
-        }
+    if let Some((_, charset)) = params.iter().find(|(k, _)| k == "charset")
+        && !charset.eq_ignore_ascii_case("utf-8")
+    {
+        return Err(ApiError::new(
+            errors::HTTP_UNSUPPORTED_CHARSET,
+            [charset.to_ascii_lowercase()],
+        ));
     }
     Ok(kind)
 }
@@ -59,7 +81,11 @@ fn too_large() -> ApiError {
 
 /// Step 3: reads the body, refusing it as soon as it passes `limit` bytes. A
 /// `Content-Length` over the limit is refused before anything is read.
-pub async fn read_body(req: &HttpRequest, mut payload: Payload, limit: usize) -> Result<Bytes, ApiError> {
+pub async fn read_body(
+    req: &HttpRequest,
+    mut payload: Payload,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -70,7 +96,8 @@ pub async fn read_body(req: &HttpRequest, mut payload: Payload, limit: usize) ->
     }
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::new(errors::HTTP_UNEXPECTED_ERROR, [e.to_string()]))?;
+        let chunk =
+            chunk.map_err(|e| ApiError::new(errors::HTTP_UNEXPECTED_ERROR, [e.to_string()]))?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
         }
@@ -99,7 +126,10 @@ pub fn decode(req: &HttpRequest, body: Bytes, settings: &Settings) -> Result<Byt
     let mut data = body;
     for coding in codings.iter().rev() {
         if !matches!(coding.as_str(), "gzip" | "deflate" | "identity") {
-            return Err(ApiError::new(errors::HTTP_UNSUPPORTED_COMPRESSION, [coding.as_str()]));
+            return Err(ApiError::new(
+                errors::HTTP_UNSUPPORTED_COMPRESSION,
+                [coding.as_str()],
+            ));
         }
         if coding == "identity" {
             continue;
@@ -111,7 +141,8 @@ pub fn decode(req: &HttpRequest, body: Bytes, settings: &Settings) -> Result<Byt
             inflate(GzDecoder::new(&data[..]), limit)?
         } else {
             // HTTP's "deflate" is zlib-wrapped; some clients send raw deflate.
-            inflate(ZlibDecoder::new(&data[..]), limit).or_else(|_| inflate(DeflateDecoder::new(&data[..]), limit))?
+            inflate(ZlibDecoder::new(&data[..]), limit)
+                .or_else(|_| inflate(DeflateDecoder::new(&data[..]), limit))?
         };
     }
     Ok(data)
@@ -142,10 +173,17 @@ pub fn parse(kind: &BodyKind, body: &[u8], settings: &Settings) -> Result<Value,
         }),
         BodyKind::UrlEncoded => {
             let text = String::from_utf8_lossy(body);
-            let map: Map<String, Value> = parse_query(&text).into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+            let map: Map<String, Value> = parse_query(&text)
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect();
             Ok(Value::Object(map))
         }
-        BodyKind::Multipart { boundary } => parse_multipart(body, boundary, settings.server.protocols.http.max_form_file_size.as_usize()),
+        BodyKind::Multipart { boundary } => parse_multipart(
+            body,
+            boundary,
+            settings.server.protocols.http.max_form_file_size.as_usize(),
+        ),
     }
 }
 
@@ -162,7 +200,10 @@ pub fn parse_query(text: &str) -> Vec<(String, String)> {
 }
 
 fn malformed_multipart() -> ApiError {
-    ApiError::new(errors::HTTP_BODY_PARSE_FAILED, ["malformed multipart/form-data body"])
+    ApiError::new(
+        errors::HTTP_BODY_PARSE_FAILED,
+        ["malformed multipart/form-data body"],
+    )
 }
 
 /// Text fields become strings; file parts become `{encoding, file (base64), filename}`.
@@ -180,7 +221,8 @@ fn parse_multipart(body: &[u8], boundary: &str, max_file: usize) -> Result<Value
             break;
         }
         rest = rest.strip_prefix(b"\r\n").ok_or_else(malformed_multipart)?;
-        let end = find(rest, format!("\r\n{delimiter}").as_bytes()).ok_or_else(malformed_multipart)?;
+        let end =
+            find(rest, format!("\r\n{delimiter}").as_bytes()).ok_or_else(malformed_multipart)?;
         let part = &rest[..end];
         rest = &rest[end + 2 + delimiter.len()..];
         let split = find(part, b"\r\n\r\n").ok_or_else(malformed_multipart)?;
@@ -190,7 +232,9 @@ fn parse_multipart(body: &[u8], boundary: &str, max_file: usize) -> Result<Value
         let mut filename = None;
         let mut content_type = None;
         for line in headers.lines() {
-            let Some((key, value)) = line.split_once(':') else { continue };
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
             match key.trim().to_ascii_lowercase().as_str() {
                 "content-disposition" => {
                     for param in value.split(';').map(str::trim) {
@@ -205,7 +249,9 @@ fn parse_multipart(body: &[u8], boundary: &str, max_file: usize) -> Result<Value
                 _ => {}
             }
         }
-        let Some(name) = name else { return Err(malformed_multipart()) };
+        let Some(name) = name else {
+            return Err(malformed_multipart());
+        };
         let value = match filename {
             Some(filename) => {
                 if content.len() > max_file {
@@ -236,16 +282,31 @@ mod tests {
     fn multipart_fields_and_files() {
         let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nhello\r\n--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"x.txt\"\r\nContent-Type: text/plain\r\n\r\nabc\r\n--XyZ--\r\n";
         let v = parse_multipart(body, "XyZ", 1024).unwrap();
-        assert_eq!(v, serde_json::json!({"a":"hello","f":{"encoding":"text/plain","file":"YWJj","filename":"x.txt"}}));
-        assert_eq!(parse_multipart(body, "XyZ", 2).unwrap_err().id(), Some("network.http.file_too_large"));
-        assert_eq!(parse_multipart(b"garbage", "XyZ", 2).unwrap_err().id(), Some("network.http.body_parse_failed"));
+        assert_eq!(
+            v,
+            serde_json::json!({"a":"hello","f":{"encoding":"text/plain","file":"YWJj","filename":"x.txt"}})
+        );
+        assert_eq!(
+            parse_multipart(body, "XyZ", 2).unwrap_err().id(),
+            Some("network.http.file_too_large")
+        );
+        assert_eq!(
+            parse_multipart(b"garbage", "XyZ", 2).unwrap_err().id(),
+            Some("network.http.body_parse_failed")
+        );
     }
 
     #[test]
     fn query_pairs() {
         assert_eq!(
             parse_query("a=1&b=x+y&c&a=2&d=%41"),
-            vec![("a".into(), "1".into()), ("b".into(), "x y".into()), ("c".into(), "".into()), ("a".into(), "2".into()), ("d".into(), "A".into())]
+            vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "x y".into()),
+                ("c".into(), "".into()),
+                ("a".into(), "2".into()),
+                ("d".into(), "A".into())
+            ]
         );
     }
 }

@@ -26,7 +26,11 @@ use reply::Reply;
 /// Keys of the query string that never become arguments.
 const RESERVED_QUERY_KEYS: &[&str] = &["controller", "action", "body", "volatile", "requestId"];
 
-pub async fn entry(req: HttpRequest, payload: web::Payload, node: web::Data<Arc<Node>>) -> HttpResponse {
+pub async fn entry(
+    req: HttpRequest,
+    payload: web::Payload,
+    node: web::Data<Arc<Node>>,
+) -> HttpResponse {
     let node = node.get_ref();
     let protocols = &node.settings.server.protocols;
     if protocols.websocket.enabled && ws::is_upgrade(&req) {
@@ -51,22 +55,48 @@ fn request_id_of(req: &HttpRequest) -> String {
         .map_or_else(new_request_id, str::to_owned)
 }
 
-async fn serve(req: &HttpRequest, payload: web::Payload, node: &Arc<Node>, reply: &Reply) -> HttpResponse {
+async fn serve(
+    req: &HttpRequest,
+    payload: web::Payload,
+    node: &Arc<Node>,
+    reply: &Reply,
+) -> HttpResponse {
     let path = req.path();
     let method = req.method();
     if method == Method::GET && path == "/_healthcheck" {
-        return reply.envelope(&Response::empty(&node.id, reply.request_id.clone(), 200, Value::Null, None));
+        return reply.envelope(&Response::empty(
+            &node.id,
+            reply.request_id.clone(),
+            200,
+            Value::Null,
+            None,
+        ));
     }
     if method == Method::GET && path == "/_ready" {
         let ready = !node.is_draining() && node.limiter.pending() == 0;
         let status = if ready { 200 } else { 503 };
-        return reply.envelope(&Response::empty(&node.id, reply.request_id.clone(), status, Value::Null, None));
+        return reply.envelope(&Response::empty(
+            &node.id,
+            reply.request_id.clone(),
+            status,
+            Value::Null,
+            None,
+        ));
     }
     if !node.settings.server.protocols.http.enabled {
-        return reply.bare(&ApiError::new(errors::HTTP_URL_NOT_FOUND, [router::display_path(path)]));
+        return reply.bare(&ApiError::new(
+            errors::HTTP_URL_NOT_FOUND,
+            [router::display_path(path)],
+        ));
     }
     if method == Method::OPTIONS {
-        return reply.envelope(&Response::empty(&node.id, reply.request_id.clone(), 200, Value::Object(Map::new()), None));
+        return reply.envelope(&Response::empty(
+            &node.id,
+            reply.request_id.clone(),
+            200,
+            Value::Object(Map::new()),
+            None,
+        ));
     }
     if method == Method::HEAD && router::display_path(path) == "/" {
         return reply.head();
@@ -90,9 +120,18 @@ async fn serve(req: &HttpRequest, payload: web::Payload, node: &Arc<Node>, reply
         Err(error) => return reply.bare(&error),
     };
 
-    let request = match build_request(req, node, reply, body) {
+    let request = match build_request(req, reply, body) {
         Ok(request) => request,
-        Err(response) => return reply.envelope(&response),
+        Err(error) => {
+            let response = Response::empty(
+                &node.id,
+                reply.request_id.clone(),
+                error.status(),
+                Value::Null,
+                Some(error),
+            );
+            return reply.envelope(&response);
+        }
     };
     let caller = Caller::new(Protocol::Http, reply.origin.clone());
     match api::dispatch(node, &caller, request).await {
@@ -107,9 +146,8 @@ async fn serve(req: &HttpRequest, payload: web::Payload, node: &Arc<Node>, reply
     }
 }
 
-/// The request behind `/_query` or a route; an envelope error response otherwise.
-fn build_request(req: &HttpRequest, node: &Arc<Node>, reply: &Reply, body: Value) -> Result<Request, Response> {
-    let envelope_error = |error: ApiError| Response::empty(&node.id, reply.request_id.clone(), error.status(), Value::Null, Some(error));
+/// The request behind `/_query` or a route; its errors are answered in an envelope.
+fn build_request(req: &HttpRequest, reply: &Reply, body: Value) -> Result<Request, ApiError> {
     let bearer = bearer_token(req);
     let header_volatile = match req.headers().get("x-kuzzle-volatile") {
         None => None,
@@ -118,39 +156,58 @@ fn build_request(req: &HttpRequest, node: &Arc<Node>, reply: &Reply, body: Value
             match serde_json::from_str::<Value>(text) {
                 Ok(v @ Value::Object(_)) => Some(v),
                 Ok(_) => {
-                    return Err(envelope_error(ApiError::new(errors::HTTP_VOLATILE_PARSE_FAILED, ["not a JSON object"])));
+                    return Err(ApiError::new(
+                        errors::HTTP_VOLATILE_PARSE_FAILED,
+                        ["not a JSON object"],
+                    ));
                 }
-                Err(e) => return Err(envelope_error(ApiError::new(errors::HTTP_VOLATILE_PARSE_FAILED, [e.to_string()]))),
+                Err(e) => {
+                    return Err(ApiError::new(
+                        errors::HTTP_VOLATILE_PARSE_FAILED,
+                        [e.to_string()],
+                    ));
+                }
             }
         }
     };
 
     let Some(verb) = Verb::parse(req.method().as_str()) else {
-        return Err(envelope_error(ApiError::new(errors::HTTP_UNSUPPORTED_VERB, [req.method().as_str()])));
+        return Err(ApiError::new(
+            errors::HTTP_UNSUPPORTED_VERB,
+            [req.method().as_str()],
+        ));
     };
 
     if verb == Verb::Post && router::display_path(req.path()) == "/_query" {
         let Value::Object(mut envelope) = body else {
-            return Err(envelope_error(ApiError::plain(errors::BODY_REQUIRED)));
+            return Err(ApiError::plain(errors::BODY_REQUIRED));
         };
         envelope.remove("requestId");
         envelope.insert("requestId".into(), reply.request_id.clone().into());
-        if !envelope.contains_key("jwt") {
-            if let Some(token) = bearer {
-                envelope.insert("jwt".into(), token.into());
-            }
+        if !envelope.contains_key("jwt")
+            && let Some(token) = bearer
+        {
+            envelope.insert("jwt".into(), token.into());
         }
-        if !envelope.contains_key("volatile") {
-            if let Some(volatile) = header_volatile {
-                envelope.insert("volatile".into(), volatile);
-            }
+        if !envelope.contains_key("volatile")
+            && let Some(volatile) = header_volatile
+        {
+            envelope.insert("volatile".into(), volatile);
         }
-        return Request::from_value(Value::Object(envelope), Protocol::Http, BoolArgs::Lenient, now_ms())
-            .map_err(|e| envelope_error(e.error));
+        return Request::from_value(
+            Value::Object(envelope),
+            Protocol::Http,
+            BoolArgs::Lenient,
+            now_ms(),
+        )
+        .map_err(|e| e.error);
     }
 
     let Some(matched) = router::router().find(verb, req.path()) else {
-        return Err(envelope_error(ApiError::new(errors::HTTP_URL_NOT_FOUND, [router::display_path(req.path())])));
+        return Err(ApiError::new(
+            errors::HTTP_URL_NOT_FOUND,
+            [router::display_path(req.path())],
+        ));
     };
     let mut args = Map::new();
     let mut query_jwt = None;
@@ -192,5 +249,7 @@ fn build_request(req: &HttpRequest, node: &Arc<Node>, reply: &Reply, body: Value
 fn bearer_token(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
 }

@@ -42,13 +42,27 @@ pub struct Reply {
 impl Reply {
     pub fn new(req: &HttpRequest, node: &Arc<Node>, request_id: String) -> Self {
         let allow_compression = node.settings.server.protocols.http.allow_compression;
-        let accepted = req.headers().get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let accepted = req
+            .headers()
+            .get(header::ACCEPT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
         Reply {
             request_id,
-            origin: req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_owned),
+            origin: req
+                .headers()
+                .get(header::ORIGIN)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
             node: node.clone(),
-            encoding: if allow_compression { negotiate(accepted) } else { Encoding::Identity },
-            pretty: super::body::parse_query(req.query_string()).iter().any(|(k, _)| k == "pretty"),
+            encoding: if allow_compression {
+                negotiate(accepted)
+            } else {
+                Encoding::Identity
+            },
+            pretty: super::body::parse_query(req.query_string())
+                .iter()
+                .any(|(k, _)| k == "pretty"),
         }
     }
 
@@ -58,7 +72,12 @@ impl Reply {
         } else {
             response.to_json()
         };
-        self.send(response.status, "application/json", text.into_bytes(), false)
+        self.send(
+            response.status,
+            "application/json",
+            text.into_bytes(),
+            false,
+        )
     }
 
     /// Steps 1–5 fail with the error object alone as the body.
@@ -85,23 +104,41 @@ impl Reply {
 
     fn builder(&self, status: u16, content_type: &str, bare: bool) -> HttpResponseBuilder {
         let settings = &self.node.settings;
-        let mut builder = HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+        let mut builder = HttpResponse::build(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        );
         builder
             .insert_header(("X-Kuzzle-Request-Id", self.request_id.as_str()))
             .insert_header(("X-Kuzzle-Node", &*self.node.id))
             .insert_header((header::CONTENT_TYPE, content_type))
             .insert_header((
                 header::ACCEPT_ENCODING,
-                if settings.server.protocols.http.allow_compression { "gzip,deflate,identity" } else { "identity" },
+                if settings.server.protocols.http.allow_compression {
+                    "gzip,deflate,identity"
+                } else {
+                    "identity"
+                },
             ))
-            .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, settings.http.access_control_allow_headers.as_str()))
-            .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, settings.http.access_control_allow_methods.as_str()));
+            .insert_header((
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                settings.http.access_control_allow_headers.as_str(),
+            ))
+            .insert_header((
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                settings.http.access_control_allow_methods.as_str(),
+            ));
         if settings.http.cookie_authentication {
             builder.insert_header((header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true"));
         }
         if let Some(origin) = &self.origin {
-            let allow = if bare && self.node.origins.allows_any() { "*" } else { origin.as_str() };
-            builder.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, allow)).insert_header((header::VARY, "Origin"));
+            let allow = if bare && self.node.origins.allows_any() {
+                "*"
+            } else {
+                origin.as_str()
+            };
+            builder
+                .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, allow))
+                .insert_header((header::VARY, "Origin"));
         }
         if self.node.is_draining() {
             builder.force_close();
@@ -167,7 +204,11 @@ mod tests {
     fn negotiation_follows_q_values() {
         assert_eq!(negotiate(""), Encoding::Identity);
         assert_eq!(negotiate("gzip"), Encoding::Gzip);
-        assert_eq!(negotiate("deflate, gzip"), Encoding::Gzip, "gzip wins a tie");
+        assert_eq!(
+            negotiate("deflate, gzip"),
+            Encoding::Gzip,
+            "gzip wins a tie"
+        );
         assert_eq!(negotiate("gzip;q=0.5, deflate"), Encoding::Deflate);
         assert_eq!(negotiate("gzip;q=0, br"), Encoding::Identity);
         assert_eq!(negotiate("br, identity"), Encoding::Identity);

@@ -39,7 +39,12 @@ impl Router {
             let mut level = &mut root;
             for segment in path.split('/').filter(|s| !s.is_empty()) {
                 level = match segment.strip_prefix(':') {
-                    Some(name) => &mut level.placeholder.get_or_insert_with(|| (name, Box::default())).1,
+                    Some(name) => {
+                        &mut level
+                            .placeholder
+                            .get_or_insert_with(|| (name, Box::default()))
+                            .1
+                    }
                     None => level.literals.entry(segment).or_default(),
                 };
             }
@@ -63,7 +68,10 @@ impl Router {
                 return None;
             }
         }
-        level.actions.get(&verb).map(|action| Matched { action, params })
+        level
+            .actions
+            .get(&verb)
+            .map(|action| Matched { action, params })
     }
 }
 
@@ -74,7 +82,9 @@ pub fn percent_decode(input: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
             if let Some(b) = hex {
                 out.push(b);
                 i += 3;
@@ -90,7 +100,11 @@ pub fn percent_decode(input: &str) -> String {
 /// The path as `url_not_found` names it: without query string or trailing slash.
 pub fn display_path(raw_path: &str) -> String {
     let trimmed = raw_path.trim_end_matches('/');
-    if trimmed.is_empty() { "/".to_owned() } else { trimmed.to_owned() }
+    if trimmed.is_empty() {
+        "/".to_owned()
+    } else {
+        trimmed.to_owned()
+    }
 }
 
 #[cfg(test)]
@@ -100,8 +114,14 @@ mod tests {
     #[test]
     fn matches_literals_placeholders_and_slashes() {
         let r = router();
-        assert_eq!(r.find(Verb::Get, "/_now").map(|m| m.action.name), Some("now"));
-        assert_eq!(r.find(Verb::Get, "//_now/").map(|m| m.action.name), Some("now"));
+        assert_eq!(
+            r.find(Verb::Get, "/_now").map(|m| m.action.name),
+            Some("now")
+        );
+        assert_eq!(
+            r.find(Verb::Get, "//_now/").map(|m| m.action.name),
+            Some("now")
+        );
         assert_eq!(r.find(Verb::Get, "/").map(|m| m.action.name), Some("info"));
         assert!(r.find(Verb::Post, "/_now").is_none());
         assert!(r.find(Verb::Get, "/_NOW").is_none(), "case-sensitive");

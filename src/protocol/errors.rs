@@ -103,22 +103,37 @@ catalogue! {
 /// errors of PROTOCOL.md §3.6.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ApiError {
-    Known { def: &'static ErrorDef, props: Vec<Value> },
-    Bare { status: u16, message: String },
+    Known {
+        def: &'static ErrorDef,
+        props: Vec<Value>,
+    },
+    Bare {
+        status: u16,
+        message: String,
+    },
 }
 
 impl ApiError {
     pub fn new<P: Into<Value>>(def: &'static ErrorDef, props: impl IntoIterator<Item = P>) -> Self {
-        ApiError::Known { def, props: props.into_iter().map(Into::into).collect() }
+        ApiError::Known {
+            def,
+            props: props.into_iter().map(Into::into).collect(),
+        }
     }
 
     /// A catalogued error whose template has no placeholder.
     pub fn plain(def: &'static ErrorDef) -> Self {
-        ApiError::Known { def, props: Vec::new() }
+        ApiError::Known {
+            def,
+            props: Vec::new(),
+        }
     }
 
     pub fn bare(status: u16, message: impl Into<String>) -> Self {
-        ApiError::Bare { status, message: message.into() }
+        ApiError::Bare {
+            status,
+            message: message.into(),
+        }
     }
 
     pub fn missing_argument(name: &str) -> Self {
@@ -286,7 +301,10 @@ mod tests {
 
     #[test]
     fn surplus_props_are_appended() {
-        let err = ApiError::new(RIGHTS_UNAUTHORIZED, [Value::from("auth"), "logout".into(), (-1).into()]);
+        let err = ApiError::new(
+            RIGHTS_UNAUTHORIZED,
+            [Value::from("auth"), "logout".into(), (-1).into()],
+        );
         assert_eq!(
             err.message(),
             "Unauthorized: authentication required to execute the action \"auth:logout\". -1"
@@ -295,8 +313,14 @@ mod tests {
 
     #[test]
     fn array_props_render_like_kuzzle() {
-        let err = ApiError::new(UNEXPECTED_ARGUMENT, [Value::from("foo"), serde_json::json!(["kuzzle", "app"])]);
-        assert_eq!(err.message(), "Unexpected argument \"foo\" (accepted arguments: [ 'kuzzle', 'app' ])");
+        let err = ApiError::new(
+            UNEXPECTED_ARGUMENT,
+            [Value::from("foo"), serde_json::json!(["kuzzle", "app"])],
+        );
+        assert_eq!(
+            err.message(),
+            "Unexpected argument \"foo\" (accepted arguments: [ 'kuzzle', 'app' ])"
+        );
     }
 
     #[test]

@@ -67,7 +67,10 @@ pub fn readable_request_id(value: &Value) -> Option<String> {
 }
 
 fn type_error(attribute: &str, expected: &str) -> ApiError {
-    ApiError::bare(400, format!("Attribute {attribute} must be of type \"{expected}\""))
+    ApiError::bare(
+        400,
+        format!("Attribute {attribute} must be of type \"{expected}\""),
+    )
 }
 
 impl Request {
@@ -85,7 +88,12 @@ impl Request {
                 request_id: None,
             });
         };
-        let fail = |error| Err(EnvelopeError { error, request_id: request_id.clone() });
+        let fail = |error| {
+            Err(EnvelopeError {
+                error,
+                request_id: request_id.clone(),
+            })
+        };
 
         let jwt = match map.remove("jwt") {
             None | Some(Value::Null) => None,
@@ -101,7 +109,12 @@ impl Request {
         let body = match map.remove("body") {
             None | Some(Value::Null) => None,
             Some(v @ (Value::Object(_) | Value::Array(_))) => Some(v),
-            Some(_) => return fail(ApiError::bare(400, "Attribute body must be of type \"object\" or \"array\"")),
+            Some(_) => {
+                return fail(ApiError::bare(
+                    400,
+                    "Attribute body must be of type \"object\" or \"array\"",
+                ));
+            }
         };
         let mut text_field = |name: &str| match map.remove(name) {
             None | Some(Value::Null) => Ok(String::new()),
@@ -121,7 +134,10 @@ impl Request {
             Err(e) => return fail(e),
         };
         let timestamp = match map.remove("timestamp") {
-            Some(Value::Number(n)) => n.as_f64().filter(|t| *t >= 0.0).map_or(received_at, |t| t as u64),
+            Some(Value::Number(n)) => n
+                .as_f64()
+                .filter(|t| *t >= 0.0)
+                .map_or(received_at, |t| t as u64),
             _ => received_at,
         };
         Ok(Request {
@@ -129,7 +145,11 @@ impl Request {
             bool_args,
             controller,
             action,
-            request_id: if request_id_field.is_empty() { new_request_id() } else { request_id_field },
+            request_id: if request_id_field.is_empty() {
+                new_request_id()
+            } else {
+                request_id_field
+            },
             jwt,
             volatile,
             body,
@@ -179,7 +199,14 @@ mod tests {
     #[test]
     fn splits_envelope_from_arguments() {
         let req = decode(json!({"controller":"server","action":"now","requestId":"r1","index":"i","timestamp":7})).unwrap();
-        assert_eq!((req.controller.as_str(), req.action.as_str(), req.request_id.as_str()), ("server", "now", "r1"));
+        assert_eq!(
+            (
+                req.controller.as_str(),
+                req.action.as_str(),
+                req.request_id.as_str()
+            ),
+            ("server", "now", "r1")
+        );
         assert_eq!(req.timestamp, 7);
         assert_eq!(req.args.get("index"), Some(&json!("i")));
         assert!(req.args.get("controller").is_none());
@@ -202,18 +229,36 @@ mod tests {
     #[test]
     fn type_checks_run_in_documented_order() {
         let err = decode(json!({"jwt":1,"volatile":2,"controller":3,"requestId":"r"})).unwrap_err();
-        assert_eq!(err.error.message(), "Attribute jwt must be of type \"string\"");
+        assert_eq!(
+            err.error.message(),
+            "Attribute jwt must be of type \"string\""
+        );
         assert_eq!(err.request_id.as_deref(), Some("r"));
         let err = decode(json!({"volatile":[],"controller":3})).unwrap_err();
-        assert_eq!(err.error.message(), "Attribute volatile must be of type \"object\"");
+        assert_eq!(
+            err.error.message(),
+            "Attribute volatile must be of type \"object\""
+        );
         let err = decode(json!({"body":"x","controller":3})).unwrap_err();
-        assert_eq!(err.error.message(), "Attribute body must be of type \"object\" or \"array\"");
+        assert_eq!(
+            err.error.message(),
+            "Attribute body must be of type \"object\" or \"array\""
+        );
         let err = decode(json!({"controller":3,"action":4})).unwrap_err();
-        assert_eq!(err.error.message(), "Attribute controller must be of type \"string\"");
+        assert_eq!(
+            err.error.message(),
+            "Attribute controller must be of type \"string\""
+        );
         let err = decode(json!({"controller":"a","action":4})).unwrap_err();
-        assert_eq!(err.error.message(), "Attribute action must be of type \"string\"");
+        assert_eq!(
+            err.error.message(),
+            "Attribute action must be of type \"string\""
+        );
         let err = decode(json!({"controller":"a","action":"b","requestId":5})).unwrap_err();
-        assert_eq!(err.error.message(), "Attribute requestId must be of type \"string\"");
+        assert_eq!(
+            err.error.message(),
+            "Attribute requestId must be of type \"string\""
+        );
         assert_eq!(err.request_id, None);
         assert_eq!(err.error.status(), 400);
     }
@@ -221,16 +266,23 @@ mod tests {
     #[test]
     fn non_object_is_a_500() {
         let err = decode(json!([1, 2])).unwrap_err();
-        assert_eq!(err.error, ApiError::bare(500, "Input request data must be a non-null object"));
+        assert_eq!(
+            err.error,
+            ApiError::bare(500, "Input request data must be a non-null object")
+        );
     }
 
     #[test]
     fn booleans_follow_the_transport() {
-        let mut req = decode(json!({"controller":"a","action":"b","t":true,"n":null,"s":"false"})).unwrap();
+        let mut req =
+            decode(json!({"controller":"a","action":"b","t":true,"n":null,"s":"false"})).unwrap();
         assert_eq!(req.bool_arg("t"), Ok(true));
         assert_eq!(req.bool_arg("n"), Ok(false));
         assert_eq!(req.bool_arg("absent"), Ok(false));
-        assert_eq!(req.bool_arg("s"), Err(ApiError::invalid_type("s", "boolean")));
+        assert_eq!(
+            req.bool_arg("s"),
+            Err(ApiError::invalid_type("s", "boolean"))
+        );
         req.bool_args = BoolArgs::Lenient;
         assert_eq!(req.bool_arg("s"), Ok(true));
         req.args.insert("f".into(), json!(false));

@@ -34,7 +34,11 @@ pub struct Response {
 
 impl Response {
     /// The response to `request`: its result on success, its error otherwise.
-    pub fn to_request(node: &Arc<str>, request: &Request, outcome: Result<Value, ApiError>) -> Self {
+    pub fn to_request(
+        node: &Arc<str>,
+        request: &Request,
+        outcome: Result<Value, ApiError>,
+    ) -> Self {
         let (result, error) = match outcome {
             Ok(result) => (result, None),
             Err(error) => (Value::Null, Some(error)),
@@ -43,7 +47,12 @@ impl Response {
     }
 
     /// A response that carries both a result and an error (`server:healthCheck` when red).
-    pub fn with_result_and_error(node: &Arc<str>, request: &Request, result: Value, error: Option<ApiError>) -> Self {
+    pub fn with_result_and_error(
+        node: &Arc<str>,
+        request: &Request,
+        result: Value,
+        error: Option<ApiError>,
+    ) -> Self {
         let status = error.as_ref().map_or(200, ApiError::status);
         Response {
             action: non_empty(&request.action),
@@ -63,7 +72,11 @@ impl Response {
 
     /// A transport-level error (bad JSON, rate limit, envelope): controller, action and
     /// volatile are null; `room` and `requestId` are the client's id when readable (CN-16).
-    pub fn transport_error(node: &Arc<str>, client_request_id: Option<String>, error: ApiError) -> Self {
+    pub fn transport_error(
+        node: &Arc<str>,
+        client_request_id: Option<String>,
+        error: ApiError,
+    ) -> Self {
         Response {
             action: None,
             collection: None,
@@ -81,7 +94,13 @@ impl Response {
     }
 
     /// An envelope with a null result and no request behind it (`/_healthcheck`, `/_ready`).
-    pub fn empty(node: &Arc<str>, request_id: String, status: u16, result: Value, error: Option<ApiError>) -> Self {
+    pub fn empty(
+        node: &Arc<str>,
+        request_id: String,
+        status: u16,
+        result: Value,
+        error: Option<ApiError>,
+    ) -> Self {
         Response {
             action: None,
             collection: None,
@@ -121,7 +140,12 @@ pub fn strip_secrets(value: &mut Value) {
 }
 
 pub fn object(pairs: impl IntoIterator<Item = (&'static str, Value)>) -> Value {
-    Value::Object(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect::<Map<_, _>>())
+    Value::Object(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect::<Map<_, _>>(),
+    )
 }
 
 #[cfg(test)]
@@ -159,7 +183,8 @@ mod tests {
             0,
         )
         .unwrap();
-        let mut res = Response::to_request(&node, &req, Err(ApiError::plain(errors::TOKEN_INVALID)));
+        let mut res =
+            Response::to_request(&node, &req, Err(ApiError::plain(errors::TOKEN_INVALID)));
         res.room = Some("r1".into());
         assert_eq!(
             res.to_json(),

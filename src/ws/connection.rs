@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, StreamHandler, WrapFuture};
+use actix::{
+    Actor, ActorContext, ActorFutureExt, AsyncContext, Context, StreamHandler, WrapFuture,
+};
 use actix_ws::{Item, Message, ProtocolError, Session};
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
@@ -73,7 +75,10 @@ impl Connection {
         }
         self.closing = true;
         self.caller.open.store(false, Ordering::Release);
-        log::debug!("closing connection {} with {code} {reason}", self.caller.connection_id);
+        log::debug!(
+            "closing connection {} with {code} {reason}",
+            self.caller.connection_id
+        );
         if flush {
             self.outbox.close(code, reason);
         } else {
@@ -84,7 +89,11 @@ impl Connection {
     fn send_control(&self, ctx: &mut Context<Self>, ping: bool, payload: Bytes) {
         let mut session = self.session.clone();
         let send = async move {
-            let _ = if ping { session.ping(&payload).await } else { session.pong(&payload).await };
+            let _ = if ping {
+                session.ping(&payload).await
+            } else {
+                session.pong(&payload).await
+            };
         };
         ctx.spawn(send.into_actor(self));
     }
@@ -93,11 +102,11 @@ impl Connection {
         if self.closing {
             return;
         }
-        if let Some(ping_at) = self.heartbeat_ping {
-            if self.last_inbound < ping_at {
-                self.close(close::GOING_AWAY, close::HEARTBEAT_TIMEOUT, false);
-                return;
-            }
+        if let Some(ping_at) = self.heartbeat_ping
+            && self.last_inbound < ping_at
+        {
+            self.close(close::GOING_AWAY, close::HEARTBEAT_TIMEOUT, false);
+            return;
         }
         self.heartbeat_ping = Some(Instant::now());
         self.send_control(ctx, true, Bytes::new());
@@ -124,7 +133,8 @@ impl Connection {
             self.close(close::GOING_AWAY, close::IDLE_TIMEOUT, false);
             return;
         }
-        let wants_ping = self.options.send_pings_automatically && self.idle_pinged_for != Some(since);
+        let wants_ping =
+            self.options.send_pings_automatically && self.idle_pinged_for != Some(since);
         if wants_ping && idle >= half {
             self.idle_pinged_for = Some(since);
             self.send_control(ctx, true, Bytes::new());
@@ -134,7 +144,10 @@ impl Connection {
         } else {
             timeout
         };
-        ctx.run_later(next.saturating_sub(idle).max(Duration::from_millis(1)), Self::idle_check);
+        ctx.run_later(
+            next.saturating_sub(idle).max(Duration::from_millis(1)),
+            Self::idle_check,
+        );
     }
 
     fn on_protocol_error(&mut self, error: ProtocolError) {
@@ -144,7 +157,10 @@ impl Connection {
                 self.close(close::INVALID_PAYLOAD, close::INVALID_UTF8, false)
             }
             ProtocolError::Io(e) => {
-                log::debug!("connection {}: transport error: {e}", self.caller.connection_id);
+                log::debug!(
+                    "connection {}: transport error: {e}",
+                    self.caller.connection_id
+                );
                 self.close(close::PROTOCOL_ERROR, "", false)
             }
             other => self.close(close::PROTOCOL_ERROR, &other.to_string(), false),
@@ -172,7 +188,11 @@ impl Connection {
         buffer.extend_from_slice(&chunk);
         if last {
             let is_text = *is_text;
-            let message = self.fragments.take().map(|(_, b)| b.freeze()).unwrap_or_default();
+            let message = self
+                .fragments
+                .take()
+                .map(|(_, b)| b.freeze())
+                .unwrap_or_default();
             if is_text && std::str::from_utf8(&message).is_err() {
                 self.close(close::INVALID_PAYLOAD, close::INVALID_UTF8, false);
                 return;
@@ -187,14 +207,20 @@ impl Connection {
             return;
         }
         if self.over_rate_limit() {
-            let request_id = serde_json::from_slice::<Value>(&data).ok().as_ref().and_then(readable_request_id);
+            let request_id = serde_json::from_slice::<Value>(&data)
+                .ok()
+                .as_ref()
+                .and_then(readable_request_id);
             self.send_transport_error(request_id, ApiError::plain(errors::WS_RATELIMIT_EXCEEDED));
             return;
         }
         let value: Value = match serde_json::from_slice(&data) {
             Ok(v) => v,
             Err(e) => {
-                self.send_transport_error(None, ApiError::new(errors::WS_UNEXPECTED_ERROR, [e.to_string()]));
+                self.send_transport_error(
+                    None,
+                    ApiError::new(errors::WS_UNEXPECTED_ERROR, [e.to_string()]),
+                );
                 return;
             }
         };
@@ -202,13 +228,14 @@ impl Connection {
             self.outbox.push(ByteString::from_static(APP_PONG));
             return;
         }
-        let request = match Request::from_value(value, Protocol::Websocket, BoolArgs::Strict, now_ms()) {
-            Ok(request) => request,
-            Err(e) => {
-                self.send_transport_error(e.request_id, e.error);
-                return;
-            }
-        };
+        let request =
+            match Request::from_value(value, Protocol::Websocket, BoolArgs::Strict, now_ms()) {
+                Ok(request) => request,
+                Err(e) => {
+                    self.send_transport_error(e.request_id, e.error);
+                    return;
+                }
+            };
         let node = self.node.clone();
         let caller = self.caller.clone();
         let outbox = self.outbox.clone();
@@ -265,7 +292,8 @@ async fn write_loop(outbox: Outbox, mut session: Session) {
                 outbox.mark_sent();
             }
             Next::Close(reason) => {
-                let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, session.close(Some(reason))).await;
+                let _ =
+                    tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, session.close(Some(reason))).await;
                 return;
             }
         }
@@ -276,12 +304,17 @@ impl Actor for Connection {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.node.connections.insert(self.caller.connection_id.clone(), self.outbox.clone());
+        self.node
+            .connections
+            .insert(self.caller.connection_id.clone(), self.outbox.clone());
         log::debug!("connection {} opened", self.caller.connection_id);
         let writer = write_loop(self.outbox.clone(), self.session.clone());
         ctx.spawn(writer.into_actor(self).map(|_, _, ctx| ctx.stop()));
         if self.options.heartbeat > 0 {
-            ctx.run_interval(Duration::from_millis(self.options.heartbeat), Self::heartbeat_tick);
+            ctx.run_interval(
+                Duration::from_millis(self.options.heartbeat),
+                Self::heartbeat_tick,
+            );
         }
         if self.options.idle_timeout > 0 {
             self.idle_check(ctx);
@@ -309,7 +342,8 @@ impl StreamHandler<Result<Message, ProtocolError>> for Connection {
                 // Echo the client's close; this is the only way a 1000 close is sent.
                 self.closing = true;
                 self.caller.open.store(false, Ordering::Release);
-                self.outbox.abort_with(reason.unwrap_or_else(|| close_reason(1000, "")));
+                self.outbox
+                    .abort_with(reason.unwrap_or_else(|| close_reason(1000, "")));
             }
             Ok(Message::Text(text)) => self.on_message(text.into_bytes(), ctx),
             Ok(Message::Binary(data)) => self.on_message(data, ctx),

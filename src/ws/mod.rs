@@ -31,10 +31,11 @@ pub fn upgrade(req: &HttpRequest, payload: web::Payload, node: &Arc<Node>) -> Ht
         .and_then(|v| v.split(',').map(str::trim).find(|p| !p.is_empty()))
         .map(str::to_owned);
     let protocols: Vec<&str> = first_protocol.iter().map(String::as_str).collect();
-    let (response, session, stream) = match actix_ws::handle_with_protocols(req, payload, &protocols) {
-        Ok(parts) => parts,
-        Err(e) => return e.error_response(),
-    };
+    let (response, session, stream) =
+        match actix_ws::handle_with_protocols(req, payload, &protocols) {
+            Ok(parts) => parts,
+            Err(e) => return e.error_response(),
+        };
     let origin = req
         .headers()
         .get(actix_web::http::header::ORIGIN)

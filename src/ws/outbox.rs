@@ -167,7 +167,10 @@ impl Outbox {
 }
 
 pub fn close_reason(code: u16, reason: &str) -> CloseReason {
-    CloseReason { code: CloseCode::from(code), description: (!reason.is_empty()).then(|| reason.to_owned()) }
+    CloseReason {
+        code: CloseCode::from(code),
+        description: (!reason.is_empty()).then(|| reason.to_owned()),
+    }
 }
 
 #[cfg(test)]
@@ -188,7 +191,10 @@ mod tests {
         assert!(matches!(outbox.next().await, Next::Send(m) if m == "a"));
         assert!(matches!(outbox.next().await, Next::Send(m) if m == "b"));
         match outbox.next().await {
-            Next::Close(r) => assert_eq!((u16::from(r.code), r.description.as_deref()), (1001, Some("bye"))),
+            Next::Close(r) => assert_eq!(
+                (u16::from(r.code), r.description.as_deref()),
+                (1001, Some("bye"))
+            ),
             Next::Send(_) => panic!("expected close"),
         }
     }

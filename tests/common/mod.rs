@@ -61,13 +61,19 @@ pub struct WsOptions<'a> {
 
 impl Default for WsOptions<'_> {
     fn default() -> Self {
-        WsOptions { path: "/", headers: &[], recv_buffer: None }
+        WsOptions {
+            path: "/",
+            headers: &[],
+            recv_buffer: None,
+        }
     }
 }
 
 impl Ws {
     pub async fn connect(addr: SocketAddr) -> Ws {
-        Self::connect_with(addr, WsOptions::default()).await.expect("upgrade accepted")
+        Self::connect_with(addr, WsOptions::default())
+            .await
+            .expect("upgrade accepted")
     }
 
     /// Err carries the raw HTTP answer when the upgrade is refused.
@@ -91,7 +97,10 @@ impl Ws {
             if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break pos + 4;
             }
-            let n = tokio::time::timeout(WAIT, stream.read_buf(&mut buf)).await.expect("handshake answer").unwrap();
+            let n = tokio::time::timeout(WAIT, stream.read_buf(&mut buf))
+                .await
+                .expect("handshake answer")
+                .unwrap();
             if n == 0 {
                 return Err(String::from_utf8_lossy(&buf).into_owned());
             }
@@ -99,11 +108,17 @@ impl Ws {
         let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
         if !head.starts_with("HTTP/1.1 101") {
             // Read the rest of the refusal for the caller to inspect.
-            let _ = tokio::time::timeout(Duration::from_millis(300), stream.read_buf(&mut buf)).await;
+            let _ =
+                tokio::time::timeout(Duration::from_millis(300), stream.read_buf(&mut buf)).await;
             return Err(String::from_utf8_lossy(&buf).into_owned());
         }
         buf.advance(head_end);
-        Ok(Ws { stream, buf, handshake: head, next_id: 0 })
+        Ok(Ws {
+            stream,
+            buf,
+            handshake: head,
+            next_id: 0,
+        })
     }
 
     /// Writes one frame exactly as given (masked unless told otherwise).
@@ -167,7 +182,10 @@ impl Ws {
         let opcode = b[0] & 0x0f;
         let (len, header) = match b[1] & 0x7f {
             126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
-            127 if b.len() >= 10 => (u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize, 10),
+            127 if b.len() >= 10 => (
+                u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
             126 | 127 => return None,
             n => (n as usize, 2),
         };
@@ -182,8 +200,12 @@ impl Ws {
             BINARY => Frame::Binary(payload),
             CONTINUATION => Frame::Continuation(payload),
             CLOSE => {
-                let code = (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
-                Frame::Close(code, String::from_utf8_lossy(payload.get(2..).unwrap_or_default()).into_owned())
+                let code =
+                    (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                Frame::Close(
+                    code,
+                    String::from_utf8_lossy(payload.get(2..).unwrap_or_default()).into_owned(),
+                )
             }
             PING => Frame::Ping(payload),
             10 => Frame::Pong(payload),
@@ -195,7 +217,9 @@ impl Ws {
     pub async fn next_json(&mut self) -> Value {
         loop {
             match self.next_frame().await {
-                Some(Frame::Text(t)) => return serde_json::from_str(&t).expect("server sends JSON"),
+                Some(Frame::Text(t)) => {
+                    return serde_json::from_str(&t).expect("server sends JSON");
+                }
                 Some(Frame::Ping(p)) => self.send_frame(true, 10, &p, true).await,
                 Some(Frame::Pong(_)) => {}
                 other => panic!("expected a message, got {other:?}"),
@@ -231,14 +255,17 @@ impl Ws {
     }
 
     pub async fn close(mut self) {
-        self.send_frame(true, CLOSE, &1000u16.to_be_bytes(), true).await;
+        self.send_frame(true, CLOSE, &1000u16.to_be_bytes(), true)
+            .await;
     }
 }
 
 /// True when the node still serves a fresh client.
 pub async fn assert_serving(addr: SocketAddr) {
     let mut other = Ws::connect(addr).await;
-    let res = other.request(json!({"controller":"server","action":"now"})).await;
+    let res = other
+        .request(json!({"controller":"server","action":"now"}))
+        .await;
     assert_eq!(res["status"], 200, "{res}");
     assert!(res["result"]["now"].as_u64().is_some());
 }
@@ -258,7 +285,10 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> String {
 
 /// The real binary, started on 127.0.0.1 with a free port, in `dir` (its working and
 /// home directory). Returns the child and the address it announced.
-pub fn spawn_binary(dir: &std::path::Path, env: &[(&str, &str)]) -> (std::process::Child, SocketAddr) {
+pub fn spawn_binary(
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (std::process::Child, SocketAddr) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kuzzle-rt"))
         .current_dir(dir)
@@ -273,19 +303,32 @@ pub fn spawn_binary(dir: &std::path::Path, env: &[(&str, &str)]) -> (std::proces
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             if let Some(rest) = line.split(" listening on ").nth(1) {
-                let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                let addr = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
                 let _ = tx.send(addr);
             }
         }
     });
-    let addr = rx.recv_timeout(WAIT).expect("the node announces its address");
+    let addr = rx
+        .recv_timeout(WAIT)
+        .expect("the node announces its address");
     (child, addr.parse().unwrap())
 }
 
 pub fn send_signal(child: &std::process::Child, signal: &str) {
-    let status = std::process::Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
@@ -296,7 +339,10 @@ pub fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
-        assert!(std::time::Instant::now() < deadline, "the node did not exit");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node did not exit"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
