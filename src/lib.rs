@@ -9,6 +9,7 @@ pub mod protocol; // envelopes, error catalogue, close codes (pure data)
 pub mod server; // binds, runs, drains
 pub mod system; // host facts for server:info
 pub mod ws; // one actor per WebSocket, with its bounded Outbox
+pub mod wsclient; // a minimal WebSocket client for the load tool and the tests
 
 /// The Kuzzle API level this server speaks.
 pub const API_VERSION: &str = "2.56.0";

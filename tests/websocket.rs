@@ -420,7 +420,7 @@ async fn client_answering_pings_survives_heartbeats() {
             Err(()) => break,
             Ok(Some(Frame::Ping(p))) => {
                 pings += 1;
-                ws.send_frame(true, 10, &p, true).await;
+                ws.send_frame(true, PONG, &p, true).await;
             }
             Ok(other) => panic!("unexpected {other:?}"),
         }
@@ -484,7 +484,7 @@ async fn automatic_pings_keep_a_live_client() {
             Err(()) => break,
             Ok(Some(Frame::Ping(p))) => {
                 pings += 1;
-                ws.send_frame(true, 10, &p, true).await;
+                ws.send_frame(true, PONG, &p, true).await;
             }
             Ok(other) => panic!("unexpected {other:?}"),
         }
