@@ -1,0 +1,249 @@
+//! kuzzle-load: measures a real kuzzle-rt node started as a child process.
+//!
+//! 1. Idle connections: opens N WebSockets, checks the node holds them all, and reports
+//!    the node's resident memory per idle connection.
+//! 2. Request round trips: C clients each send R `server:now` requests one after the
+//!    other; reports throughput and latency percentiles.
+//!
+//! Everything runs on 127.0.0.1. The figures in the README come from this tool.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use kuzzle_rt::wsclient::{Client, Connected, Options};
+use serde_json::{Value, json};
+
+struct Args {
+    binary: PathBuf,
+    connections: usize,
+    clients: usize,
+    requests: usize,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let sibling = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("kuzzle-rt")))
+        .unwrap_or_else(|| PathBuf::from("kuzzle-rt"));
+    let mut args = Args { binary: sibling, connections: 10_000, clients: 50, requests: 2_000 };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--binary" => args.binary = PathBuf::from(value()?),
+            "--connections" => args.connections = value()?.parse().map_err(|e| format!("--connections: {e}"))?,
+            "--clients" => args.clients = value()?.parse().map_err(|e| format!("--clients: {e}"))?,
+            "--requests" => args.requests = value()?.parse().map_err(|e| format!("--requests: {e}"))?,
+            "-h" | "--help" => {
+                println!("usage: kuzzle-load [--binary PATH] [--connections N] [--clients C] [--requests R]");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(args)
+}
+
+/// A node started for the measurement; stopped when dropped.
+struct NodeProcess {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl NodeProcess {
+    fn start(binary: &PathBuf) -> Result<NodeProcess, String> {
+        let dir = std::env::temp_dir().join(format!("kuzzle-load-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let mut child = Command::new(binary)
+            .current_dir(&dir)
+            .env("HOME", &dir)
+            .env("RUST_LOG", "info")
+            .env("kuzzle_server__host", "127.0.0.1")
+            .env("kuzzle_server__port", "0")
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split(" listening on ").nth(1) {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(15))
+            .map_err(|_| "the node did not announce its address".to_owned())?
+            .parse()
+            .map_err(|e| format!("bad address: {e}"))?;
+        Ok(NodeProcess { child, addr, dir })
+    }
+
+    /// Resident memory of the node process, in bytes.
+    fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Result<Client, String> {
+    match Client::connect(addr, Options::default()).await.map_err(|e| e.to_string())? {
+        Connected::Upgraded(client) => Ok(client),
+        Connected::Refused(answer) => Err(format!("upgrade refused: {}", answer.lines().next().unwrap_or_default())),
+    }
+}
+
+async fn request(client: &mut Client, controller: &str, action: &str, id: &str) -> Result<Value, String> {
+    let text = json!({"controller": controller, "action": action, "requestId": id}).to_string();
+    client.send_text(&text).await.map_err(|e| e.to_string())?;
+    loop {
+        let reply: Value = serde_json::from_str(&client.next_text().await.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        if reply["requestId"] == id {
+            return Ok(reply);
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn measure(args: &Args, node: &NodeProcess) -> Result<(), String> {
+    let mut probe = connect(node.addr).await?;
+    for i in 0..200 {
+        request(&mut probe, "server", "now", &format!("warm-{i}")).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_before = node.rss();
+
+    // 1. Idle connections.
+    let started = Instant::now();
+    let mut idle = Vec::with_capacity(args.connections);
+    for batch in (0..args.connections).collect::<Vec<_>>().chunks(500) {
+        let opened = join_all(batch.iter().map(|_| connect(node.addr))).await;
+        for result in opened {
+            idle.push(result?);
+        }
+    }
+    let open_time = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let rss_after = node.rss();
+    let metrics = request(&mut probe, "server", "metrics", "metrics").await?;
+    let held = metrics["result"]["network"]["connections"]["websocket"].as_u64().unwrap_or(0);
+    // Every idle socket still answers.
+    let mut alive = 0;
+    for (i, client) in idle.iter_mut().enumerate().step_by((args.connections / 100).max(1)) {
+        if request(client, "server", "now", &format!("alive-{i}")).await.is_ok() {
+            alive += 1;
+        }
+    }
+    let per_connection = rss_after.saturating_sub(rss_before) as f64 / args.connections.max(1) as f64;
+    println!("## Idle connections");
+    println!();
+    println!("| connections opened | held by the node | sampled and answering | time to open | node RSS before | node RSS after | RSS per idle connection |");
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| {} | {} | {alive}/{alive} | {:.2} s | {:.1} MiB | {:.1} MiB | {:.1} KiB |",
+        args.connections,
+        held.saturating_sub(1),
+        open_time.as_secs_f64(),
+        rss_before as f64 / 1048576.0,
+        rss_after as f64 / 1048576.0,
+        per_connection / 1024.0
+    );
+    drop(idle);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // 2. Request round trips.
+    let mut clients = Vec::with_capacity(args.clients);
+    for _ in 0..args.clients {
+        clients.push(connect(node.addr).await?);
+    }
+    let started = Instant::now();
+    let runs = clients.into_iter().enumerate().map(|(c, mut client)| async move {
+        let mut latencies = Vec::with_capacity(args.requests);
+        for i in 0..args.requests {
+            let sent = Instant::now();
+            request(&mut client, "server", "now", &format!("{c}-{i}")).await?;
+            latencies.push(sent.elapsed());
+        }
+        Ok::<_, String>(latencies)
+    });
+    let mut latencies = Vec::with_capacity(args.clients * args.requests);
+    for result in join_all(runs).await {
+        latencies.extend(result?);
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    println!();
+    println!("## Request round trips (server:now over WebSocket)");
+    println!();
+    println!("| clients | requests | throughput | p50 | p99 | max |");
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| {} | {} | {:.0} req/s | {} | {} | {} |",
+        args.clients,
+        latencies.len(),
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        ms(percentile(&latencies, 50.0)),
+        ms(percentile(&latencies, 99.0)),
+        ms(latencies.last().copied().unwrap_or_default())
+    );
+    Ok(())
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("kuzzle-load: {message}");
+            std::process::exit(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kuzzle-load: {e}");
+            std::process::exit(1);
+        }
+    };
+    let node = match NodeProcess::start(&args.binary) {
+        Ok(node) => node,
+        Err(message) => {
+            eprintln!("kuzzle-load: {message}");
+            std::process::exit(1);
+        }
+    };
+    println!("# kuzzle-load against {} (node {})", node.addr, args.binary.display());
+    println!();
+    if let Err(message) = runtime.block_on(measure(&args, &node)) {
+        eprintln!("kuzzle-load: {message}");
+        std::process::exit(1);
+    }
+}
