@@ -68,14 +68,8 @@ async fn route_answers_with_envelope_and_headers() {
         h("access-control-allow-origin").is_none(),
         "no Origin, nothing reflected"
     );
-    let keys: Vec<&str> = body
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
     assert_eq!(
-        keys,
+        keys_of(&body),
         [
             "action",
             "controller",

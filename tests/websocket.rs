@@ -14,14 +14,8 @@ async fn request_gets_envelope_with_room() {
     let res = ws
         .request(json!({"controller":"server","action":"now","requestId":"abc","volatile":{"sdkName":"js@7.17.1","x":[1]}}))
         .await;
-    let keys: Vec<&str> = res
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
     assert_eq!(
-        keys,
+        keys_of(&res),
         [
             "action",
             "controller",
@@ -58,11 +52,7 @@ async fn upgrade_on_any_path_and_first_subprotocol() {
         "{}",
         ws.handshake
     );
-    assert_eq!(
-        ws.request(json!({"controller":"server","action":"now"}))
-            .await["status"],
-        200
-    );
+    ws.assert_now_ok().await;
 }
 
 #[actix_rt::test]
@@ -117,11 +107,7 @@ async fn bad_json_gets_unexpected_error_without_room() {
         (Value::Null, Value::Null, Value::Null)
     );
     // The socket stays usable.
-    assert_eq!(
-        ws.request(json!({"controller":"server","action":"now"}))
-            .await["status"],
-        200
-    );
+    ws.assert_now_ok().await;
     assert_serving(node.addr).await;
 }
 
@@ -314,11 +300,7 @@ async fn binary_frames_are_json_too() {
     ws.send_frame(true, BINARY, b"{\"a\":\"\xff\"}", true).await;
     let res = ws.next_json().await;
     assert_eq!(res["error"]["id"], "network.websocket.unexpected_error");
-    assert_eq!(
-        ws.request(json!({"controller":"server","action":"now"}))
-            .await["status"],
-        200
-    );
+    ws.assert_now_ok().await;
 }
 
 #[actix_rt::test]
@@ -375,11 +357,7 @@ async fn rate_limit_rejects_extra_frames_and_keeps_the_socket() {
     assert_eq!(limited, ["r3", "r4", "r5"]);
     // App pings count too; once the window has passed the socket is served again.
     actix_rt::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(
-        ws.request(json!({"controller":"server","action":"now"}))
-            .await["status"],
-        200
-    );
+    ws.assert_now_ok().await;
     assert_serving(node.addr).await;
 }
 
@@ -410,27 +388,9 @@ async fn silent_client_gets_heartbeat_timeout() {
 async fn client_answering_pings_survives_heartbeats() {
     let node = start_node(|s| s.server.protocols.websocket.heartbeat = 1000).await;
     let mut ws = Ws::connect(node.addr).await;
-    let until = Instant::now() + Duration::from_millis(3500);
-    let mut pings = 0;
-    while Instant::now() < until {
-        match ws
-            .next_frame_within(until.saturating_duration_since(Instant::now()))
-            .await
-        {
-            Err(()) => break,
-            Ok(Some(Frame::Ping(p))) => {
-                pings += 1;
-                ws.send_frame(true, PONG, &p, true).await;
-            }
-            Ok(other) => panic!("unexpected {other:?}"),
-        }
-    }
+    let pings = ws.answer_pings_for(Duration::from_millis(3500)).await;
     assert!(pings >= 3, "pings: {pings}");
-    assert_eq!(
-        ws.request(json!({"controller":"server","action":"now"}))
-            .await["status"],
-        200
-    );
+    ws.assert_now_ok().await;
 }
 
 #[actix_rt::test]
@@ -474,27 +434,9 @@ async fn automatic_pings_keep_a_live_client() {
     })
     .await;
     let mut ws = Ws::connect(node.addr).await;
-    let until = Instant::now() + Duration::from_millis(3000);
-    let mut pings = 0;
-    while Instant::now() < until {
-        match ws
-            .next_frame_within(until.saturating_duration_since(Instant::now()))
-            .await
-        {
-            Err(()) => break,
-            Ok(Some(Frame::Ping(p))) => {
-                pings += 1;
-                ws.send_frame(true, PONG, &p, true).await;
-            }
-            Ok(other) => panic!("unexpected {other:?}"),
-        }
-    }
+    let pings = ws.answer_pings_for(Duration::from_millis(3000)).await;
     assert!(pings >= 4, "a ping every half idle period, got {pings}");
-    assert_eq!(
-        ws.request(json!({"controller":"server","action":"now"}))
-            .await["status"],
-        200
-    );
+    ws.assert_now_ok().await;
 }
 
 #[actix_rt::test]
@@ -579,11 +521,7 @@ async fn handshake_origin_applies_to_every_request() {
         ..WsOptions::default()
     };
     let mut ws = Ws::connect_with(node.addr, options).await.unwrap();
-    assert_eq!(
-        ws.request(json!({"controller":"server","action":"now"}))
-            .await["status"],
-        200
-    );
+    ws.assert_now_ok().await;
 }
 
 #[actix_rt::test]

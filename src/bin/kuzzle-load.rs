@@ -29,17 +29,32 @@ fn parse_args() -> Result<Args, String> {
         .ok()
         .and_then(|exe| exe.parent().map(|dir| dir.join("kuzzle-rt")))
         .unwrap_or_else(|| PathBuf::from("kuzzle-rt"));
-    let mut args = Args { binary: sibling, connections: 10_000, clients: 50, requests: 2_000 };
+    let mut args = Args {
+        binary: sibling,
+        connections: 10_000,
+        clients: 50,
+        requests: 2_000,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--binary" => args.binary = PathBuf::from(value()?),
-            "--connections" => args.connections = value()?.parse().map_err(|e| format!("--connections: {e}"))?,
-            "--clients" => args.clients = value()?.parse().map_err(|e| format!("--clients: {e}"))?,
-            "--requests" => args.requests = value()?.parse().map_err(|e| format!("--requests: {e}"))?,
+            "--connections" => {
+                args.connections = value()?
+                    .parse()
+                    .map_err(|e| format!("--connections: {e}"))?
+            }
+            "--clients" => {
+                args.clients = value()?.parse().map_err(|e| format!("--clients: {e}"))?
+            }
+            "--requests" => {
+                args.requests = value()?.parse().map_err(|e| format!("--requests: {e}"))?
+            }
             "-h" | "--help" => {
-                println!("usage: kuzzle-load [--binary PATH] [--connections N] [--clients C] [--requests R]");
+                println!(
+                    "usage: kuzzle-load [--binary PATH] [--connections N] [--clients C] [--requests R]"
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}")),
@@ -73,7 +88,12 @@ impl NodeProcess {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split(" listening on ").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
+                    let _ = tx.send(
+                        rest.split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    );
                 }
             }
         });
@@ -87,7 +107,8 @@ impl NodeProcess {
 
     /// Resident memory of the node process, in bytes.
     fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -105,17 +126,30 @@ impl Drop for NodeProcess {
 }
 
 async fn connect(addr: SocketAddr) -> Result<Client, String> {
-    match Client::connect(addr, Options::default()).await.map_err(|e| e.to_string())? {
+    match Client::connect(addr, Options::default())
+        .await
+        .map_err(|e| e.to_string())?
+    {
         Connected::Upgraded(client) => Ok(client),
-        Connected::Refused(answer) => Err(format!("upgrade refused: {}", answer.lines().next().unwrap_or_default())),
+        Connected::Refused(answer) => Err(format!(
+            "upgrade refused: {}",
+            answer.lines().next().unwrap_or_default()
+        )),
     }
 }
 
-async fn request(client: &mut Client, controller: &str, action: &str, id: &str) -> Result<Value, String> {
+async fn request(
+    client: &mut Client,
+    controller: &str,
+    action: &str,
+    id: &str,
+) -> Result<Value, String> {
     let text = json!({"controller": controller, "action": action, "requestId": id}).to_string();
     client.send_text(&text).await.map_err(|e| e.to_string())?;
     loop {
-        let reply: Value = serde_json::from_str(&client.next_text().await.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        let reply: Value =
+            serde_json::from_str(&client.next_text().await.map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
         if reply["requestId"] == id {
             return Ok(reply);
         }
@@ -155,18 +189,30 @@ async fn measure(args: &Args, node: &NodeProcess) -> Result<(), String> {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let rss_after = node.rss();
     let metrics = request(&mut probe, "server", "metrics", "metrics").await?;
-    let held = metrics["result"]["network"]["connections"]["websocket"].as_u64().unwrap_or(0);
+    let held = metrics["result"]["network"]["connections"]["websocket"]
+        .as_u64()
+        .unwrap_or(0);
     // Every idle socket still answers.
     let mut alive = 0;
-    for (i, client) in idle.iter_mut().enumerate().step_by((args.connections / 100).max(1)) {
-        if request(client, "server", "now", &format!("alive-{i}")).await.is_ok() {
+    for (i, client) in idle
+        .iter_mut()
+        .enumerate()
+        .step_by((args.connections / 100).max(1))
+    {
+        if request(client, "server", "now", &format!("alive-{i}"))
+            .await
+            .is_ok()
+        {
             alive += 1;
         }
     }
-    let per_connection = rss_after.saturating_sub(rss_before) as f64 / args.connections.max(1) as f64;
+    let per_connection =
+        rss_after.saturating_sub(rss_before) as f64 / args.connections.max(1) as f64;
     println!("## Idle connections");
     println!();
-    println!("| connections opened | held by the node | sampled and answering | time to open | node RSS before | node RSS after | RSS per idle connection |");
+    println!(
+        "| connections opened | held by the node | sampled and answering | time to open | node RSS before | node RSS after | RSS per idle connection |"
+    );
     println!("|---|---|---|---|---|---|---|");
     println!(
         "| {} | {} | {alive}/{alive} | {:.2} s | {:.1} MiB | {:.1} MiB | {:.1} KiB |",
@@ -186,15 +232,18 @@ async fn measure(args: &Args, node: &NodeProcess) -> Result<(), String> {
         clients.push(connect(node.addr).await?);
     }
     let started = Instant::now();
-    let runs = clients.into_iter().enumerate().map(|(c, mut client)| async move {
-        let mut latencies = Vec::with_capacity(args.requests);
-        for i in 0..args.requests {
-            let sent = Instant::now();
-            request(&mut client, "server", "now", &format!("{c}-{i}")).await?;
-            latencies.push(sent.elapsed());
-        }
-        Ok::<_, String>(latencies)
-    });
+    let runs = clients
+        .into_iter()
+        .enumerate()
+        .map(|(c, mut client)| async move {
+            let mut latencies = Vec::with_capacity(args.requests);
+            for i in 0..args.requests {
+                let sent = Instant::now();
+                request(&mut client, "server", "now", &format!("{c}-{i}")).await?;
+                latencies.push(sent.elapsed());
+            }
+            Ok::<_, String>(latencies)
+        });
     let mut latencies = Vec::with_capacity(args.clients * args.requests);
     for result in join_all(runs).await {
         latencies.extend(result?);
@@ -226,7 +275,10 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kuzzle-load: {e}");
@@ -240,7 +292,11 @@ fn main() {
             std::process::exit(1);
         }
     };
-    println!("# kuzzle-load against {} (node {})", node.addr, args.binary.display());
+    println!(
+        "# kuzzle-load against {} (node {})",
+        node.addr,
+        args.binary.display()
+    );
     println!();
     if let Err(message) = runtime.block_on(measure(&args, &node)) {
         eprintln!("kuzzle-load: {message}");

@@ -214,3 +214,38 @@ pub fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+impl Ws {
+    /// Reads for `duration`, answering every PING; returns how many came. Any other frame fails.
+    pub async fn answer_pings_for(&mut self, duration: Duration) -> usize {
+        let until = std::time::Instant::now() + duration;
+        let mut pings = 0;
+        loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            match self.next_frame_within(left).await {
+                Err(()) => return pings,
+                Ok(Some(Frame::Ping(payload))) => {
+                    pings += 1;
+                    self.send_frame(true, PONG, &payload, true).await;
+                }
+                Ok(other) => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// `server:now` on this socket succeeds.
+    pub async fn assert_now_ok(&mut self) {
+        let res = self
+            .request(json!({"controller":"server","action":"now"}))
+            .await;
+        assert_eq!(res["status"], 200, "{res}");
+    }
+}
+
+/// The keys of a JSON object, in order.
+pub fn keys_of(value: &Value) -> Vec<&str> {
+    value
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default()
+}
