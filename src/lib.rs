@@ -6,6 +6,7 @@ pub mod http; // the HTTP side of the shared port
 pub mod names; // random readable ids (node ids)
 pub mod node; // what one node's parts share
 pub mod protocol; // envelopes, error catalogue, close codes (pure data)
+pub mod realtime; // filters, rooms, channels, notifications
 pub mod server; // binds, runs, drains
 pub mod system; // host facts for server:info
 pub mod ws; // one actor per WebSocket, with its bounded Outbox

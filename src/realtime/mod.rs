@@ -1,0 +1,3 @@
+//! Realtime: Kuzzle's filter language, rooms and channels, notifications.
+
+pub mod filter;
