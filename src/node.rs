@@ -8,6 +8,7 @@ use regex::Regex;
 
 use crate::api::limiter::RequestLimiter;
 use crate::config::Settings;
+use crate::realtime::Hub;
 use crate::ws::registry::ConnectionRegistry;
 
 pub struct Node {
@@ -17,6 +18,7 @@ pub struct Node {
     pub limiter: RequestLimiter,
     pub origins: OriginPolicy,
     pub connections: ConnectionRegistry,
+    pub hub: Hub,
     pub http_in_flight: AtomicUsize,
     draining: AtomicBool,
 }
@@ -33,8 +35,11 @@ impl Node {
             &settings.http.access_control_allow_origin,
             settings.http.access_control_allow_origin_use_regexp,
         );
+        let id: Arc<str> = Arc::from(crate::names::random_name("knode"));
+        let hub = Hub::new(id.clone(), settings.limits.subscription_rooms);
         Arc::new(Node {
-            id: Arc::from(crate::names::random_name("knode")),
+            id,
+            hub,
             settings: Arc::new(settings),
             started: Instant::now(),
             limiter,

@@ -7,7 +7,7 @@
 use futures_util::future::LocalBoxFuture;
 
 use super::{ActionResult, Call};
-use crate::api::server;
+use crate::api::{realtime, server};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Verb {
@@ -196,17 +196,26 @@ pub static ACTIONS: &[Action] = &[
     ),
     todo("security", "getProfile", &[(Get, "/profiles/:_id")]),
     todo("security", "deleteProfile", &[(Delete, "/profiles/:_id")]),
-    todo("realtime", "count", &[]),
-    todo("realtime", "join", &[]),
-    todo("realtime", "list", &[(Get, "/_listSubscriptions")]),
-    todo(
+    action("realtime", "count", &[], |c| Box::pin(realtime::count(c))),
+    action("realtime", "join", &[], |c| Box::pin(realtime::join(c))),
+    action("realtime", "list", &[(Get, "/_listSubscriptions")], |c| {
+        Box::pin(realtime::list(c))
+    }),
+    action(
         "realtime",
         "publish",
         &[(Post, "/:index/:collection/_publish")],
+        |c| Box::pin(realtime::publish(c)),
     ),
-    todo("realtime", "subscribe", &[]),
-    todo("realtime", "unsubscribe", &[]),
-    todo("realtime", "validate", &[]),
+    action("realtime", "subscribe", &[], |c| {
+        Box::pin(realtime::subscribe(c))
+    }),
+    action("realtime", "unsubscribe", &[], |c| {
+        Box::pin(realtime::unsubscribe(c))
+    }),
+    action("realtime", "validate", &[], |c| {
+        Box::pin(realtime::validate(c))
+    }),
     todo("server", "adminExists", &[(Get, "/_adminExists")]),
     action("server", "capabilities", &[(Get, "/_capabilities")], |c| {
         Box::pin(server::capabilities(c))

@@ -4,6 +4,7 @@
 pub mod actions;
 pub mod limiter;
 mod openapi;
+mod realtime;
 mod server;
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use serde_json::Value;
 use crate::node::Node;
 use crate::protocol::errors::{self, ApiError};
 use crate::protocol::{Protocol, Request, Response};
+use crate::ws::outbox::Outbox;
 
 /// What an action answers.
 #[derive(Debug)]
@@ -39,15 +41,18 @@ pub struct Caller {
     pub origin: Option<String>,
     /// Cleared when the connection closes (step 7).
     pub open: Arc<AtomicBool>,
+    /// Where notifications for this connection go; HTTP callers have none.
+    pub outbox: Option<Outbox>,
 }
 
 impl Caller {
-    pub fn new(protocol: Protocol, origin: Option<String>) -> Self {
+    pub fn new(protocol: Protocol, origin: Option<String>, outbox: Option<Outbox>) -> Self {
         Caller {
             protocol,
             connection_id: Arc::from(uuid::Uuid::new_v4().to_string()),
             origin,
             open: Arc::new(AtomicBool::new(true)),
+            outbox,
         }
     }
 

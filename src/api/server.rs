@@ -131,11 +131,11 @@ pub async fn metrics(call: &Call<'_>) -> ActionResult {
     if http > 0 {
         connections.insert("http".into(), http.into());
     }
+    let (rooms, subscriptions) = node.hub.metrics();
     Ok(Reply::Json(json!({
         "api": {"concurrentRequests": node.limiter.running(), "pendingRequests": node.limiter.pending()},
         "network": {"connections": connections},
-        // No realtime engine yet: a node has no rooms and no subscriptions.
-        "realtime": {"rooms": 0, "subscriptions": 0},
+        "realtime": {"rooms": rooms, "subscriptions": subscriptions},
     })))
 }
 

@@ -133,7 +133,7 @@ async fn serve(
             return reply.envelope(&response);
         }
     };
-    let caller = Caller::new(Protocol::Http, reply.origin.clone());
+    let caller = Caller::new(Protocol::Http, reply.origin.clone(), None);
     match api::dispatch(node, &caller, request).await {
         Some(dispatched) => match dispatched.raw {
             Some((content_type, document)) if dispatched.response.error.is_none() => {

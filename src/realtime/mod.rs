@@ -1,3 +1,7 @@
 //! Realtime: Kuzzle's filter language, rooms and channels, notifications.
 
 pub mod filter;
+pub mod hub;
+pub mod notify;
+
+pub use hub::{Hub, Member, Scope, Users};

@@ -52,11 +52,16 @@ impl Connection {
         let options = node.settings.server.protocols.websocket.clone();
         let max_message = node.settings.server.max_request_size.as_usize();
         let now = Instant::now();
+        let outbox = Outbox::new();
         Connection {
-            caller: Rc::new(Caller::new(Protocol::Websocket, origin)),
+            caller: Rc::new(Caller::new(
+                Protocol::Websocket,
+                origin,
+                Some(outbox.clone()),
+            )),
             node,
             session,
-            outbox: Outbox::new(),
+            outbox,
             options,
             max_message,
             last_inbound: now,
@@ -323,6 +328,11 @@ impl Actor for Connection {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.caller.open.store(false, Ordering::Release);
+        // A node shutting down drops subscriptions without "out" notifications.
+        let notify = !self.node.is_draining();
+        self.node
+            .hub
+            .remove_connection(&self.caller.connection_id, notify);
         self.node.connections.remove(&self.caller.connection_id);
         log::debug!("connection {} closed", self.caller.connection_id);
     }

@@ -33,7 +33,11 @@ pub fn parse_point(value: &Value) -> Option<Point> {
         },
         Value::Object(map) => {
             if let Some(inner) = map.get("latLon").or_else(|| map.get("lat_lon")) {
-                return if map.len() == 1 { parse_point(inner) } else { None };
+                return if map.len() == 1 {
+                    parse_point(inner)
+                } else {
+                    None
+                };
             }
             if map.len() != 2 {
                 return None;
@@ -48,7 +52,11 @@ const GEOHASH_ALPHABET: &[u8] = b"0123456789bcdefghjkmnpqrstuvwxyz";
 
 /// The centre of a geohash cell; geohashes have at least 4 characters.
 fn decode_geohash(hash: &str) -> Option<Point> {
-    if hash.len() < 4 || !hash.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase()) {
+    if hash.len() < 4
+        || !hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+    {
         return None;
     }
     let (mut lat, mut lon) = ((-90.0f64, 90.0f64), (-180.0f64, 180.0f64));
@@ -77,8 +85,14 @@ pub fn parse_distance(value: &Value) -> Option<f64> {
         Value::String(s) => s,
         _ => return None,
     };
-    let cleaned: String = text.chars().filter(|c| *c != ' ' && *c != '-').map(|c| if c == ',' { '.' } else { c }).collect();
-    let split = cleaned.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(cleaned.len());
+    let cleaned: String = text
+        .chars()
+        .filter(|c| *c != ' ' && *c != '-')
+        .map(|c| if c == ',' { '.' } else { c })
+        .collect();
+    let split = cleaned
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(cleaned.len());
     let (number, unit) = cleaned.split_at(split);
     let amount: f64 = number.parse().ok()?;
     let metres_per_unit = unit_in_metres(&unit.to_ascii_lowercase())?;
@@ -108,8 +122,13 @@ fn unit_in_metres(unit: &str) -> Option<f64> {
         ("m", "milli", 1e-3),
     ];
     PREFIXES.iter().find_map(|(short, long, factor)| {
-        let rest = unit.strip_prefix(long).or_else(|| unit.strip_prefix(short))?;
-        (!rest.is_empty()).then(|| base(rest)).flatten().map(|b| b * factor)
+        let rest = unit
+            .strip_prefix(long)
+            .or_else(|| unit.strip_prefix(short))?;
+        (!rest.is_empty())
+            .then(|| base(rest))
+            .flatten()
+            .map(|b| b * factor)
     })
 }
 
@@ -148,13 +167,24 @@ pub fn parse_box(value: &Value) -> Option<BoundingBox> {
     let map = value.as_object()?;
     if map.len() == 4 {
         let get = |k: &str| map.get(k).and_then(number);
-        let b = BoundingBox { top: get("top")?, left: get("left")?, bottom: get("bottom")?, right: get("right")? };
+        let b = BoundingBox {
+            top: get("top")?,
+            left: get("left")?,
+            bottom: get("bottom")?,
+            right: get("right")?,
+        };
         return (b.top >= b.bottom).then_some(b);
     }
     if map.len() == 2 {
         let top_left = parse_point(map.get("topLeft").or_else(|| map.get("top_left"))?)?;
-        let bottom_right = parse_point(map.get("bottomRight").or_else(|| map.get("bottom_right"))?)?;
-        let b = BoundingBox { top: top_left.lat, left: top_left.lon, bottom: bottom_right.lat, right: bottom_right.lon };
+        let bottom_right =
+            parse_point(map.get("bottomRight").or_else(|| map.get("bottom_right"))?)?;
+        let b = BoundingBox {
+            top: top_left.lat,
+            left: top_left.lon,
+            bottom: bottom_right.lat,
+            right: bottom_right.lon,
+        };
         return (b.top >= b.bottom).then_some(b);
     }
     None
@@ -166,7 +196,9 @@ pub fn polygon_contains(points: &[Point], p: Point) -> bool {
     let mut j = points.len() - 1;
     for i in 0..points.len() {
         let (a, b) = (points[i], points[j]);
-        if (a.lat > p.lat) != (b.lat > p.lat) && p.lon < (b.lon - a.lon) * (p.lat - a.lat) / (b.lat - a.lat) + a.lon {
+        if (a.lat > p.lat) != (b.lat > p.lat)
+            && p.lon < (b.lon - a.lon) * (p.lat - a.lat) / (b.lat - a.lat) + a.lon
+        {
             inside = !inside;
         }
         j = i;
@@ -181,7 +213,10 @@ mod tests {
 
     #[test]
     fn every_point_format() {
-        let p = Point { lat: 43.6, lon: 3.9 };
+        let p = Point {
+            lat: 43.6,
+            lon: 3.9,
+        };
         assert_eq!(parse_point(&json!([43.6, 3.9])), Some(p));
         assert_eq!(parse_point(&json!("43.6, 3.9")), Some(p));
         assert_eq!(parse_point(&json!({"lat": 43.6, "lon": 3.9})), Some(p));
@@ -189,8 +224,18 @@ mod tests {
         assert_eq!(parse_point(&json!({"latLon": [43.6, 3.9]})), Some(p));
         assert_eq!(parse_point(&json!({"lat_lon": "43.6,3.9"})), Some(p));
         let hashed = parse_point(&json!("spfb05ngm")).unwrap();
-        assert!((hashed.lat - 43.6108).abs() < 0.0001 && (hashed.lon - 3.8767).abs() < 0.0001, "{hashed:?}");
-        for bad in [json!("abc"), json!([1]), json!({"lat": 1}), json!([100, 0]), json!(true), json!("ailo")] {
+        assert!(
+            (hashed.lat - 43.6108).abs() < 0.0001 && (hashed.lon - 3.8767).abs() < 0.0001,
+            "{hashed:?}"
+        );
+        for bad in [
+            json!("abc"),
+            json!([1]),
+            json!({"lat": 1}),
+            json!([100, 0]),
+            json!(true),
+            json!("ailo"),
+        ] {
             assert_eq!(parse_point(&bad), None, "{bad}");
         }
     }
@@ -209,15 +254,49 @@ mod tests {
 
     #[test]
     fn haversine_and_shapes() {
-        let montpellier = Point { lat: 43.6108, lon: 3.8767 };
-        let paris = Point { lat: 48.8566, lon: 2.3522 };
+        let montpellier = Point {
+            lat: 43.6108,
+            lon: 3.8767,
+        };
+        let paris = Point {
+            lat: 48.8566,
+            lon: 2.3522,
+        };
         let d = distance(montpellier, paris);
         assert!((d - 595_000.0).abs() < 5_000.0, "{d}");
-        let b = BoundingBox { top: 50.0, left: 0.0, bottom: 40.0, right: 10.0 };
+        let b = BoundingBox {
+            top: 50.0,
+            left: 0.0,
+            bottom: 40.0,
+            right: 10.0,
+        };
         assert!(b.contains(paris) && b.contains(montpellier));
-        assert!(!b.contains(Point { lat: 51.0, lon: 2.0 }));
-        let square = [Point { lat: 0.0, lon: 0.0 }, Point { lat: 0.0, lon: 10.0 }, Point { lat: 10.0, lon: 10.0 }, Point { lat: 10.0, lon: 0.0 }];
+        assert!(!b.contains(Point {
+            lat: 51.0,
+            lon: 2.0
+        }));
+        let square = [
+            Point { lat: 0.0, lon: 0.0 },
+            Point {
+                lat: 0.0,
+                lon: 10.0,
+            },
+            Point {
+                lat: 10.0,
+                lon: 10.0,
+            },
+            Point {
+                lat: 10.0,
+                lon: 0.0,
+            },
+        ];
         assert!(polygon_contains(&square, Point { lat: 5.0, lon: 5.0 }));
-        assert!(!polygon_contains(&square, Point { lat: 15.0, lon: 5.0 }));
+        assert!(!polygon_contains(
+            &square,
+            Point {
+                lat: 15.0,
+                lon: 5.0
+            }
+        ));
     }
 }

@@ -79,7 +79,11 @@ fn product(children: &[Node], negated: bool) -> Result<Vec<Conjunction>, TooComp
         }
         result = result
             .iter()
-            .flat_map(|left| parts.iter().map(move |right| left.iter().chain(right).cloned().collect()))
+            .flat_map(|left| {
+                parts
+                    .iter()
+                    .map(move |right| left.iter().chain(right).cloned().collect())
+            })
             .collect();
     }
     Ok(result)
@@ -97,20 +101,32 @@ fn simplify(mut conjunction: Conjunction) -> Option<Conjunction> {
     conjunction.sort_by(|a, b| a.key.cmp(&b.key));
     conjunction.dedup_by(|a, b| a.key == b.key);
     let contradiction = conjunction.iter().any(|a| {
-        conjunction.iter().any(|b| a.negated != b.negated && a.term.canonical() == b.term.canonical())
+        conjunction
+            .iter()
+            .any(|b| a.negated != b.negated && a.term.canonical() == b.term.canonical())
     });
     (!contradiction).then_some(conjunction)
 }
 
 fn conjunction_key(conjunction: &Conjunction) -> String {
-    conjunction.iter().map(|l| l.key.as_str()).collect::<Vec<_>>().join(",")
+    conjunction
+        .iter()
+        .map(|l| l.key.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 pub fn canonical_dnf(conjunctions: &[Conjunction]) -> Value {
     Value::Array(
         conjunctions
             .iter()
-            .map(|c| Value::Array(c.iter().map(|l| json!({"not": l.negated, "term": l.term.canonical()})).collect()))
+            .map(|c| {
+                Value::Array(
+                    c.iter()
+                        .map(|l| json!({"not": l.negated, "term": l.term.canonical()}))
+                        .collect(),
+                )
+            })
             .collect(),
     )
 }
@@ -121,10 +137,18 @@ pub fn matches_dnf(conjunctions: &[Conjunction], doc: &Value) -> bool {
 
 /// Lowercase hex HMAC-SHA256 of `{"filter": <normal form>, "index": "<index>/<collection>"}`.
 pub fn room_id(index: &str, collection: &str, conjunctions: &[Conjunction]) -> String {
-    let payload = canonical_string(&json!({"filter": canonical_dnf(conjunctions), "index": format!("{index}/{collection}")}));
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(ROOM_KEY) else { return String::new() };
+    let payload = canonical_string(
+        &json!({"filter": canonical_dnf(conjunctions), "index": format!("{index}/{collection}")}),
+    );
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(ROOM_KEY) else {
+        return String::new();
+    };
     mac.update(payload.as_bytes());
-    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Integral values as integers, others in shortest round-trip form.

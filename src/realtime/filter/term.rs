@@ -16,17 +16,57 @@ pub struct Bound {
 #[derive(Debug, Clone)]
 pub enum Term {
     Everything,
-    Equals { field: String, value: Value },
+    Equals {
+        field: String,
+        value: Value,
+    },
     /// The path exists; with `value`, the field is an array containing it.
-    Exists { field: String, value: Option<Value> },
-    Range { field: String, lower: Option<Bound>, upper: Option<Bound> },
-    Regexp { field: String, pattern: String, flags: String, compiled: Regex },
-    Match { value: Value },
-    Select { field: String, index: i64, query: Box<Node>, dnf: Vec<Conjunction> },
-    GeoBox { field: String, top: f64, left: f64, bottom: f64, right: f64 },
-    GeoDistance { field: String, center: Point, distance: f64 },
-    GeoDistanceRange { field: String, center: Point, from: f64, to: f64 },
-    GeoPolygon { field: String, points: Vec<Point> },
+    Exists {
+        field: String,
+        value: Option<Value>,
+    },
+    Range {
+        field: String,
+        lower: Option<Bound>,
+        upper: Option<Bound>,
+    },
+    Regexp {
+        field: String,
+        pattern: String,
+        flags: String,
+        compiled: Regex,
+    },
+    Match {
+        value: Value,
+    },
+    Select {
+        field: String,
+        index: i64,
+        query: Box<Node>,
+        dnf: Vec<Conjunction>,
+    },
+    GeoBox {
+        field: String,
+        top: f64,
+        left: f64,
+        bottom: f64,
+        right: f64,
+    },
+    GeoDistance {
+        field: String,
+        center: Point,
+        distance: f64,
+    },
+    GeoDistanceRange {
+        field: String,
+        center: Point,
+        from: f64,
+        to: f64,
+    },
+    GeoPolygon {
+        field: String,
+        points: Vec<Point>,
+    },
 }
 
 impl Term {
@@ -34,7 +74,12 @@ impl Term {
         // A nested query of a valid filter is never too complex on its own: the whole
         // filter's normal form is bounded when the outer filter is normalised.
         let dnf = to_dnf(&query).unwrap_or_default();
-        Term::Select { field, index, query: Box::new(query), dnf }
+        Term::Select {
+            field,
+            index,
+            query: Box::new(query),
+            dnf,
+        }
     }
 
     /// The field an equality index can use, with its value.
@@ -47,7 +92,8 @@ impl Term {
 
     /// A deterministic JSON form: equal conditions give equal forms.
     pub fn canonical(&self) -> Value {
-        let point = |p: &Point| json!({"lat": canonical_number(p.lat), "lon": canonical_number(p.lon)});
+        let point =
+            |p: &Point| json!({"lat": canonical_number(p.lat), "lon": canonical_number(p.lon)});
         match self {
             Term::Everything => json!({"everything": true}),
             Term::Equals { field, value } => json!({"equals": {field: canonical_value(value)}}),
@@ -55,28 +101,60 @@ impl Term {
                 None => json!({"exists": {"field": field}}),
                 Some(v) => json!({"exists": {"field": field, "value": canonical_value(v)}}),
             },
-            Term::Range { field, lower, upper } => {
+            Term::Range {
+                field,
+                lower,
+                upper,
+            } => {
                 let mut bounds = Map::new();
                 if let Some(b) = lower {
-                    bounds.insert((if b.inclusive { "gte" } else { "gt" }).into(), canonical_number(b.limit));
+                    bounds.insert(
+                        (if b.inclusive { "gte" } else { "gt" }).into(),
+                        canonical_number(b.limit),
+                    );
                 }
                 if let Some(b) = upper {
-                    bounds.insert((if b.inclusive { "lte" } else { "lt" }).into(), canonical_number(b.limit));
+                    bounds.insert(
+                        (if b.inclusive { "lte" } else { "lt" }).into(),
+                        canonical_number(b.limit),
+                    );
                 }
                 json!({"range": {field: bounds}})
             }
-            Term::Regexp { field, pattern, flags, .. } => json!({"regexp": {field: {"flags": flags, "value": pattern}}}),
+            Term::Regexp {
+                field,
+                pattern,
+                flags,
+                ..
+            } => json!({"regexp": {field: {"flags": flags, "value": pattern}}}),
             Term::Match { value } => json!({"match": canonical_value(value)}),
-            Term::Select { field, index, dnf, .. } => {
+            Term::Select {
+                field, index, dnf, ..
+            } => {
                 json!({"select": {"field": field, "index": index, "query": super::normalize::canonical_dnf(dnf)}})
             }
-            Term::GeoBox { field, top, left, bottom, right } => json!({"geoBoundingBox": {field: {
+            Term::GeoBox {
+                field,
+                top,
+                left,
+                bottom,
+                right,
+            } => json!({"geoBoundingBox": {field: {
                 "bottom": canonical_number(*bottom), "left": canonical_number(*left),
                 "right": canonical_number(*right), "top": canonical_number(*top)}}}),
-            Term::GeoDistance { field, center, distance } => {
+            Term::GeoDistance {
+                field,
+                center,
+                distance,
+            } => {
                 json!({"geoDistance": {field: point(center), "distance": canonical_number(*distance)}})
             }
-            Term::GeoDistanceRange { field, center, from, to } => json!({"geoDistanceRange": {
+            Term::GeoDistanceRange {
+                field,
+                center,
+                from,
+                to,
+            } => json!({"geoDistanceRange": {
                 field: point(center), "from": canonical_number(*from), "to": canonical_number(*to)}}),
             Term::GeoPolygon { field, points } => {
                 json!({"geoPolygon": {field: {"points": points.iter().map(point).collect::<Vec<_>>()}}})
@@ -87,36 +165,92 @@ impl Term {
     pub fn eval(&self, doc: &Value) -> bool {
         match self {
             Term::Everything => true,
-            Term::Equals { field, value } => get_path(doc, field).is_some_and(|v| scalar_eq(v, value)),
+            Term::Equals { field, value } => {
+                get_path(doc, field).is_some_and(|v| scalar_eq(v, value))
+            }
             Term::Exists { field, value: None } => get_path(doc, field).is_some(),
-            Term::Exists { field, value: Some(wanted) } => {
+            Term::Exists {
+                field,
+                value: Some(wanted),
+            } => {
                 matches!(get_path(doc, field), Some(Value::Array(items)) if items.iter().any(|i| scalar_eq(i, wanted)))
             }
-            Term::Range { field, lower, upper } => match get_path(doc, field).and_then(Value::as_f64) {
+            Term::Range {
+                field,
+                lower,
+                upper,
+            } => match get_path(doc, field).and_then(Value::as_f64) {
                 None => false,
                 Some(n) => {
-                    lower.is_none_or(|b| if b.inclusive { n >= b.limit } else { n > b.limit })
-                        && upper.is_none_or(|b| if b.inclusive { n <= b.limit } else { n < b.limit })
+                    lower.is_none_or(|b| {
+                        if b.inclusive {
+                            n >= b.limit
+                        } else {
+                            n > b.limit
+                        }
+                    }) && upper.is_none_or(|b| {
+                        if b.inclusive {
+                            n <= b.limit
+                        } else {
+                            n < b.limit
+                        }
+                    })
                 }
             },
-            Term::Regexp { field, compiled, .. } => get_path(doc, field).and_then(Value::as_str).is_some_and(|s| compiled.is_match(s)),
+            Term::Regexp {
+                field, compiled, ..
+            } => get_path(doc, field)
+                .and_then(Value::as_str)
+                .is_some_and(|s| compiled.is_match(s)),
             Term::Match { value } => partial_match(value, doc),
-            Term::Select { field, index, dnf, .. } => {
-                let Some(Value::Array(items)) = get_path(doc, field) else { return false };
-                let position = if *index < 0 { items.len() as i64 + index } else { *index };
-                let Some(item) = usize::try_from(position).ok().and_then(|i| items.get(i)) else { return false };
+            Term::Select {
+                field, index, dnf, ..
+            } => {
+                let Some(Value::Array(items)) = get_path(doc, field) else {
+                    return false;
+                };
+                let position = if *index < 0 {
+                    items.len() as i64 + index
+                } else {
+                    *index
+                };
+                let Some(item) = usize::try_from(position).ok().and_then(|i| items.get(i)) else {
+                    return false;
+                };
                 matches_dnf(dnf, &json!({"value": item}))
             }
-            Term::GeoBox { field, top, left, bottom, right } => {
-                let shape = BoundingBox { top: *top, left: *left, bottom: *bottom, right: *right };
+            Term::GeoBox {
+                field,
+                top,
+                left,
+                bottom,
+                right,
+            } => {
+                let shape = BoundingBox {
+                    top: *top,
+                    left: *left,
+                    bottom: *bottom,
+                    right: *right,
+                };
                 point_at(doc, field).is_some_and(|p| shape.contains(p))
             }
-            Term::GeoDistance { field, center, distance } => point_at(doc, field).is_some_and(|p| geo::distance(*center, p) <= *distance),
-            Term::GeoDistanceRange { field, center, from, to } => point_at(doc, field).is_some_and(|p| {
+            Term::GeoDistance {
+                field,
+                center,
+                distance,
+            } => point_at(doc, field).is_some_and(|p| geo::distance(*center, p) <= *distance),
+            Term::GeoDistanceRange {
+                field,
+                center,
+                from,
+                to,
+            } => point_at(doc, field).is_some_and(|p| {
                 let d = geo::distance(*center, p);
                 d >= *from && d <= *to
             }),
-            Term::GeoPolygon { field, points } => point_at(doc, field).is_some_and(|p| geo::polygon_contains(points, p)),
+            Term::GeoPolygon { field, points } => {
+                point_at(doc, field).is_some_and(|p| geo::polygon_contains(points, p))
+            }
         }
     }
 }
@@ -127,7 +261,9 @@ fn point_at(doc: &Value, field: &str) -> Option<Point> {
 
 /// A dotted path through nested objects; paths do not step into arrays.
 pub fn get_path<'a>(doc: &'a Value, field: &str) -> Option<&'a Value> {
-    field.split('.').try_fold(doc, |node, key| node.as_object().and_then(|m| m.get(key)))
+    field
+        .split('.')
+        .try_fold(doc, |node, key| node.as_object().and_then(|m| m.get(key)))
 }
 
 /// Same JSON type and value; numbers compare numerically.
@@ -141,8 +277,12 @@ pub fn scalar_eq(doc_value: &Value, wanted: &Value) -> bool {
 
 fn partial_match(filter: &Value, doc: &Value) -> bool {
     match (filter, doc) {
-        (Value::Object(f), Value::Object(d)) => f.iter().all(|(k, fv)| d.get(k).is_some_and(|dv| partial_match(fv, dv))),
-        (Value::Array(f), Value::Array(d)) => f.iter().all(|fv| d.iter().any(|dv| partial_match(fv, dv))),
+        (Value::Object(f), Value::Object(d)) => f
+            .iter()
+            .all(|(k, fv)| d.get(k).is_some_and(|dv| partial_match(fv, dv))),
+        (Value::Array(f), Value::Array(d)) => {
+            f.iter().all(|fv| d.iter().any(|dv| partial_match(fv, dv)))
+        }
         (Value::Object(_) | Value::Array(_), _) => false,
         (f, d) => scalar_eq(d, f),
     }
@@ -153,7 +293,11 @@ fn canonical_value(value: &Value) -> Value {
     match value {
         Value::Number(n) => n.as_f64().map_or_else(|| value.clone(), canonical_number),
         Value::Array(items) => Value::Array(items.iter().map(canonical_value).collect()),
-        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), canonical_value(v))).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), canonical_value(v)))
+                .collect(),
+        ),
         other => other.clone(),
     }
 }

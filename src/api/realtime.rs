@@ -1,0 +1,193 @@
+//! The `realtime` controller (PROTOCOL.md §4.5).
+
+use serde_json::{Value, json};
+
+use super::{ActionResult, Call, Reply};
+use crate::protocol::errors::{self, ApiError};
+use crate::protocol::{Request, now_ms};
+use crate::realtime::filter::Filter;
+use crate::realtime::hub::{Member, Scope, SubscribeError, Users, channel_name};
+use crate::realtime::notify::Published;
+
+/// `index` or `collection`: a non-empty string without `/` (CN-18).
+fn name_arg<'a>(request: &'a Request, name: &str) -> Result<&'a str, ApiError> {
+    match request.arg(name) {
+        None | Some(Value::Null) => Err(ApiError::missing_argument(name)),
+        Some(Value::String(s)) if s.is_empty() => Err(ApiError::missing_argument(name)),
+        Some(Value::String(s)) if s.contains('/') => Err(ApiError::new(
+            errors::INVALID_ARGUMENT,
+            [name, "a string without \"/\""],
+        )),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(ApiError::invalid_type(name, "string")),
+    }
+}
+
+/// The body as an object: `body_required` when absent, `invalid_type` otherwise (CN-46).
+fn object_body(request: &Request) -> Result<&Value, ApiError> {
+    match &request.body {
+        None => Err(ApiError::plain(errors::BODY_REQUIRED)),
+        Some(body @ Value::Object(_)) => Ok(body),
+        Some(_) => Err(ApiError::invalid_type("body", "object")),
+    }
+}
+
+fn room_id_arg(request: &Request) -> Result<&str, ApiError> {
+    match request.body.as_ref().and_then(|b| b.get("roomId")) {
+        None | Some(Value::Null) => Err(ApiError::missing_argument("body.roomId")),
+        Some(Value::String(id)) => Ok(id),
+        Some(_) => Err(ApiError::invalid_type("body.roomId", "string")),
+    }
+}
+
+fn scope_arg(request: &Request) -> Result<Scope, ApiError> {
+    match request.arg("scope") {
+        None => Ok(Scope::All),
+        Some(Value::String(s)) => {
+            Scope::parse(s).ok_or_else(|| ApiError::plain(errors::INVALID_SCOPE))
+        }
+        Some(_) => Err(ApiError::plain(errors::INVALID_SCOPE)),
+    }
+}
+
+fn users_arg(request: &Request) -> Result<Users, ApiError> {
+    match request.arg("users") {
+        None => Ok(Users::None),
+        Some(Value::String(s)) => {
+            Users::parse(s).ok_or_else(|| ApiError::plain(errors::INVALID_USERS))
+        }
+        Some(_) => Err(ApiError::plain(errors::INVALID_USERS)),
+    }
+}
+
+/// The caller as a room member; HTTP callers have no socket to deliver to.
+fn member(call: &Call<'_>) -> Option<Member> {
+    let outbox = call.caller.outbox.clone()?;
+    Some(Member {
+        connection_id: call.caller.connection_id.clone(),
+        outbox,
+        protocol: call.caller.protocol,
+    })
+}
+
+fn subscription_result(room_id: &str, channel: &str) -> Reply {
+    Reply::Json(json!({"channel": channel, "roomId": room_id}))
+}
+
+pub async fn subscribe(call: &Call<'_>) -> ActionResult {
+    let request = call.request;
+    let index = name_arg(request, "index")?;
+    let collection = name_arg(request, "collection")?;
+    let body = object_body(request)?;
+    let max_conditions = call.node.settings.limits.subscription_conditions_count as usize;
+    let filter = Filter::compile(body, max_conditions)
+        .map_err(|m| ApiError::new(errors::KONCORDE_DSL_ERROR, [m]))?;
+    let room_id = filter.room_id(index, collection);
+    let hub = &call.node.hub;
+    if hub.is_full_for(&room_id) {
+        return Err(ApiError::plain(errors::TOO_MANY_ROOMS));
+    }
+    let scope = scope_arg(request)?;
+    let users = users_arg(request)?;
+    let Some(member) = member(call) else {
+        // Over HTTP the subscription would end with the request: answer, register nothing.
+        return Ok(subscription_result(
+            &room_id,
+            &channel_name(&room_id, scope, users),
+        ));
+    };
+    match hub.subscribe(
+        &member,
+        index,
+        collection,
+        filter,
+        scope,
+        users,
+        request.volatile.clone(),
+    ) {
+        Ok(s) => Ok(subscription_result(&s.room_id, &s.channel)),
+        Err(_) => Err(ApiError::plain(errors::TOO_MANY_ROOMS)),
+    }
+}
+
+pub async fn join(call: &Call<'_>) -> ActionResult {
+    let request = call.request;
+    let room_id = room_id_arg(request)?;
+    let hub = &call.node.hub;
+    if !hub.room_exists(room_id) {
+        return Err(ApiError::new(errors::ROOM_NOT_FOUND, [room_id]));
+    }
+    let scope = scope_arg(request)?;
+    let users = users_arg(request)?;
+    let Some(member) = member(call) else {
+        return Ok(subscription_result(
+            room_id,
+            &channel_name(room_id, scope, users),
+        ));
+    };
+    match hub.join(&member, room_id, scope, users, request.volatile.clone()) {
+        Ok(s) => Ok(subscription_result(&s.room_id, &s.channel)),
+        Err(SubscribeError::RoomNotFound | SubscribeError::TooManyRooms) => {
+            Err(ApiError::new(errors::ROOM_NOT_FOUND, [room_id]))
+        }
+    }
+}
+
+pub async fn unsubscribe(call: &Call<'_>) -> ActionResult {
+    let room_id = room_id_arg(call.request)?;
+    call.node
+        .hub
+        .unsubscribe(&call.caller.connection_id, room_id)
+        .map_err(|_| {
+            ApiError::new(
+                errors::NOT_SUBSCRIBED,
+                [&*call.caller.connection_id, room_id],
+            )
+        })?;
+    Ok(Reply::Json(json!({"roomId": room_id})))
+}
+
+pub async fn count(call: &Call<'_>) -> ActionResult {
+    let room_id = room_id_arg(call.request)?;
+    Ok(Reply::Json(json!({"count": call.node.hub.count(room_id)})))
+}
+
+pub async fn list(call: &Call<'_>) -> ActionResult {
+    Ok(Reply::Json(call.node.hub.list()))
+}
+
+pub async fn publish(call: &Call<'_>) -> ActionResult {
+    let request = call.request;
+    let body = object_body(request)?;
+    let index = name_arg(request, "index")?;
+    let collection = name_arg(request, "collection")?;
+    let id = request.string_arg("_id")?;
+    let mut source = body.clone();
+    if let Value::Object(map) = &mut source {
+        // The server's own record of who published and when; a client value is replaced.
+        map.insert(
+            "_kuzzle_info".into(),
+            json!({"author": "-1", "createdAt": now_ms()}),
+        );
+    }
+    call.node.hub.publish(&Published {
+        node: &call.node.id,
+        index,
+        collection,
+        id,
+        source: &source,
+        request_id: &request.request_id,
+        timestamp: request.timestamp,
+        volatile: request.volatile.as_ref(),
+        protocol: request.protocol,
+    });
+    Ok(Reply::Json(json!({"published": true})))
+}
+
+pub async fn validate(call: &Call<'_>) -> ActionResult {
+    let request = call.request;
+    object_body(request)?;
+    name_arg(request, "index")?;
+    name_arg(request, "collection")?;
+    Ok(Reply::Json(json!({"errorMessages": {}, "valid": true})))
+}
