@@ -135,15 +135,16 @@ pub async fn join(call: &Call<'_>) -> ActionResult {
 
 pub async fn unsubscribe(call: &Call<'_>) -> ActionResult {
     let room_id = room_id_arg(call.request)?;
-    call.node
+    if !call
+        .node
         .hub
         .unsubscribe(&call.caller.connection_id, room_id)
-        .map_err(|_| {
-            ApiError::new(
-                errors::NOT_SUBSCRIBED,
-                [&*call.caller.connection_id, room_id],
-            )
-        })?;
+    {
+        return Err(ApiError::new(
+            errors::NOT_SUBSCRIBED,
+            [&*call.caller.connection_id, room_id],
+        ));
+    }
     Ok(Reply::Json(json!({"roomId": room_id})))
 }
 

@@ -364,16 +364,16 @@ impl Hub {
         user_deliveries(room, &event, &member.connection_id)
     }
 
-    /// Removes the connection from every channel of the room. Err when it was in none.
-    pub fn unsubscribe(&self, connection_id: &str, room_id: &str) -> Result<(), ()> {
+    /// Removes the connection from every channel of the room; false when it was in none.
+    pub fn unsubscribe(&self, connection_id: &str, room_id: &str) -> bool {
         let mut state = self.state.lock();
         let Some(list) = state.connections.get_mut(connection_id) else {
-            return Err(());
+            return false;
         };
         let before = list.len();
         list.retain(|(room, _)| &**room != room_id);
         if list.len() == before {
-            return Err(());
+            return false;
         }
         if list.is_empty() {
             state.connections.remove(connection_id);

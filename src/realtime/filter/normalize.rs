@@ -43,7 +43,7 @@ pub struct TooComplex;
 pub fn to_dnf(node: &Node) -> Result<Vec<Conjunction>, TooComplex> {
     let raw = dnf(node, false)?;
     let mut conjunctions: Vec<Conjunction> = raw.into_iter().filter_map(simplify).collect();
-    conjunctions.sort_by_cached_key(|c| conjunction_key(c));
+    conjunctions.sort_by_cached_key(conjunction_key);
     conjunctions.dedup_by(|a, b| conjunction_key(a) == conjunction_key(b));
     Ok(conjunctions)
 }
