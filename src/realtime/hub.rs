@@ -1,10 +1,11 @@
 //! The node's rooms, channels and subscribers, and the index that finds the rooms a
 //! message matches (PROTOCOL.md §7.2–7.8).
 //!
-//! Matching is indexed by index/collection, then by equality: a conjunction holding a
-//! positive `equals` (or an expanded `in`/`ids`) is filed under that (field, value) and
-//! evaluated only for messages that carry it; other conjunctions are scanned. The cost
-//! of a publish grows with the rooms it can match, not with all rooms.
+//! Matching is indexed by index/collection, then per conjunction: one holding a positive
+//! `equals` (or an expanded `in`/`ids`) is filed under that (field, value) and evaluated
+//! only for messages that carry it; else one holding a positive `range` is filed in that
+//! field's range index and evaluated only for values inside its bounds; the others are
+//! scanned. The cost of a publish grows with the rooms it can match, not with all rooms.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -113,46 +114,122 @@ struct Channel {
 struct Room {
     index: String,
     collection: String,
-    filter: Filter,
     channels: HashMap<String, Channel>,
     /// Distinct connections in the room, with how many of its channels each joined.
     members: HashMap<Arc<str>, usize>,
 }
 
-#[derive(Clone, PartialEq, Eq)]
+/// One conjunction of one room's filter. It holds the filter, so that evaluating a
+/// candidate needs no lookup.
+#[derive(Clone)]
 struct ConjunctionRef {
     room: Arc<str>,
+    filter: Arc<Filter>,
     conjunction: usize,
+}
+
+impl ConjunctionRef {
+    fn matches(&self, doc: &Value) -> bool {
+        self.filter
+            .conjunctions
+            .get(self.conjunction)
+            .is_some_and(|c| c.iter().all(|l| l.eval(doc)))
+    }
+}
+
+/// Conjunctions whose field must lie in [lower, upper], sorted by lower bound, with the
+/// largest upper bound of each block of `RANGE_BLOCK`: a lookup skips whole blocks.
+#[derive(Default)]
+struct RangeIndex {
+    entries: Vec<(f64, f64, ConjunctionRef)>,
+    block_max_upper: Vec<f64>,
+}
+
+const RANGE_BLOCK: usize = 64;
+
+impl RangeIndex {
+    fn insert(&mut self, lower: f64, upper: f64, entry: ConjunctionRef) {
+        let at = self.entries.partition_point(|(l, _, _)| *l <= lower);
+        self.entries.insert(at, (lower, upper, entry));
+        self.reblock();
+    }
+
+    fn remove(&mut self, room: &str) {
+        self.entries.retain(|(_, _, c)| &*c.room != room);
+        self.reblock();
+    }
+
+    fn reblock(&mut self) {
+        self.block_max_upper = self
+            .entries
+            .chunks(RANGE_BLOCK)
+            .map(|block| {
+                block
+                    .iter()
+                    .map(|(_, u, _)| *u)
+                    .fold(f64::NEG_INFINITY, f64::max)
+            })
+            .collect();
+    }
+
+    fn candidates<'a>(&'a self, value: f64, out: &mut Vec<&'a ConjunctionRef>) {
+        let end = self.entries.partition_point(|(l, _, _)| *l <= value);
+        for (block, max_upper) in self.block_max_upper.iter().enumerate() {
+            let start = block * RANGE_BLOCK;
+            if start >= end {
+                break;
+            }
+            if *max_upper < value {
+                continue;
+            }
+            let stop = (start + RANGE_BLOCK).min(end);
+            out.extend(
+                self.entries[start..stop]
+                    .iter()
+                    .filter(|(_, u, _)| *u >= value)
+                    .map(|(_, _, c)| c),
+            );
+        }
+    }
 }
 
 #[derive(Default)]
 struct CollectionIndex {
     /// field → scalar key → conjunctions that need that value.
     by_equality: HashMap<String, HashMap<String, Vec<ConjunctionRef>>>,
+    /// field → conjunctions that need a number within bounds.
+    by_range: HashMap<String, RangeIndex>,
     scan: Vec<ConjunctionRef>,
 }
 
 impl CollectionIndex {
-    fn add(&mut self, room: &Arc<str>, filter: &Filter) {
+    fn add(&mut self, room: &Arc<str>, filter: &Arc<Filter>) {
         for (i, conjunction) in filter.conjunctions.iter().enumerate() {
             let entry = ConjunctionRef {
                 room: room.clone(),
+                filter: filter.clone(),
                 conjunction: i,
             };
-            let key = conjunction.iter().filter(|l| !l.negated).find_map(|l| {
+            let positive = || conjunction.iter().filter(|l| !l.negated);
+            let equality = positive().find_map(|l| {
                 l.term
                     .equality()
                     .and_then(|(f, v)| scalar_key(v).map(|k| (f.to_owned(), k)))
             });
-            match key {
-                Some((field, value)) => self
-                    .by_equality
+            if let Some((field, value)) = equality {
+                self.by_equality
                     .entry(field)
                     .or_default()
                     .entry(value)
                     .or_default()
-                    .push(entry),
-                None => self.scan.push(entry),
+                    .push(entry);
+            } else if let Some((field, lower, upper)) = positive().find_map(|l| l.term.range()) {
+                self.by_range
+                    .entry(field.to_owned())
+                    .or_default()
+                    .insert(lower, upper, entry);
+            } else {
+                self.scan.push(entry);
             }
         }
     }
@@ -166,10 +243,33 @@ impl CollectionIndex {
             });
             !values.is_empty()
         });
+        self.by_range.retain(|_, index| {
+            index.remove(room);
+            !index.entries.is_empty()
+        });
     }
 
     fn is_empty(&self) -> bool {
-        self.scan.is_empty() && self.by_equality.is_empty()
+        self.scan.is_empty() && self.by_equality.is_empty() && self.by_range.is_empty()
+    }
+
+    /// The conjunctions worth evaluating for `doc`.
+    fn candidates<'a>(&'a self, doc: &Value) -> Vec<&'a ConjunctionRef> {
+        let mut out: Vec<&ConjunctionRef> = self.scan.iter().collect();
+        for (field, values) in &self.by_equality {
+            if let Some(refs) = get_path(doc, field)
+                .and_then(scalar_key)
+                .and_then(|key| values.get(&key))
+            {
+                out.extend(refs);
+            }
+        }
+        for (field, index) in &self.by_range {
+            if let Some(value) = get_path(doc, field).and_then(Value::as_f64) {
+                index.candidates(value, &mut out);
+            }
+        }
+        out
     }
 }
 
@@ -244,6 +344,7 @@ impl Hub {
             if self.max_rooms > 0 && state.rooms.len() as u64 >= self.max_rooms {
                 return Err(SubscribeError::TooManyRooms);
             }
+            let filter = Arc::new(filter);
             state
                 .collections
                 .entry((index.to_owned(), collection.to_owned()))
@@ -252,7 +353,6 @@ impl Hub {
             let room = Room {
                 index: index.to_owned(),
                 collection: collection.to_owned(),
-                filter,
                 channels: HashMap::new(),
                 members: HashMap::new(),
             };
@@ -545,29 +645,18 @@ fn matching_rooms(state: &State, index: &str, collection: &str, doc: &Value) -> 
     else {
         return Vec::new();
     };
-    let mut candidates: Vec<&ConjunctionRef> = collection_index.scan.iter().collect();
-    for (field, values) in &collection_index.by_equality {
-        if let Some(refs) = get_path(doc, field)
-            .and_then(scalar_key)
-            .and_then(|key| values.get(&key))
-        {
-            candidates.extend(refs);
-        }
-    }
     let mut matched: Vec<Arc<str>> = Vec::new();
-    let mut seen: HashSet<&str> = HashSet::new();
-    for candidate in candidates {
-        if seen.contains(&*candidate.room) {
+    // A room whose filter has several conjunctions can match through more than one.
+    let mut seen: HashSet<*const Filter> = HashSet::new();
+    for candidate in collection_index.candidates(doc) {
+        let several = candidate.filter.conjunctions.len() > 1;
+        if several && seen.contains(&Arc::as_ptr(&candidate.filter)) {
             continue;
         }
-        let Some(room) = state.rooms.get(&candidate.room) else {
-            continue;
-        };
-        let Some(conjunction) = room.filter.conjunctions.get(candidate.conjunction) else {
-            continue;
-        };
-        if conjunction.iter().all(|l| l.eval(doc)) {
-            seen.insert(&candidate.room);
+        if candidate.matches(doc) {
+            if several {
+                seen.insert(Arc::as_ptr(&candidate.filter));
+            }
             matched.push(candidate.room.clone());
         }
     }
@@ -740,6 +829,66 @@ mod tests {
             hub.state.lock().collections.is_empty(),
             "and so is its index"
         );
+    }
+
+    #[test]
+    fn indexed_matching_equals_brute_force() {
+        let hub = Hub::new(Arc::from("n"), 0);
+        let mut filters = Vec::new();
+        let mut shapes = vec![
+            json!({"range": {"n": {"gte": 5}}}),
+            json!({"range": {"n": {"lt": 3}}}),
+            json!({"range": {"n": {"gt": 2, "lte": 4}}}),
+            json!({"not": {"range": {"n": {"gt": 2, "lt": 8}}}}),
+            json!({"or": [{"range": {"n": {"gt": 7}}}, {"equals": {"k": "a"}}]}),
+            json!({"and": [{"equals": {"k": "b"}}, {"range": {"n": {"gte": 1, "lt": 6}}}]}),
+            json!({"exists": "n"}),
+            json!({"in": {"k": ["a", "c"]}}),
+            json!({}),
+        ];
+        for lower in 0..200 {
+            shapes.push(json!({"range": {"n": {"gte": lower as f64 / 4.0, "lt": lower as f64 / 4.0 + 1.5}}}));
+        }
+        for (i, shape) in shapes.into_iter().enumerate() {
+            let filter = filter(shape);
+            let sub = hub
+                .subscribe(
+                    &member(&format!("m{i}")),
+                    "i",
+                    "c",
+                    filter.clone(),
+                    Scope::All,
+                    Users::None,
+                    None,
+                )
+                .unwrap();
+            filters.push((sub.room_id, filter));
+        }
+        for n in 0..220 {
+            for k in ["a", "b", "c", "z"] {
+                let value = n as f64 / 4.0 - 0.5;
+                for doc in [
+                    json!({"n": value, "k": k}),
+                    json!({"k": k}),
+                    json!({"n": value}),
+                ] {
+                    let state = hub.state.lock();
+                    let mut indexed: Vec<String> = matching_rooms(&state, "i", "c", &doc)
+                        .iter()
+                        .map(|r| r.to_string())
+                        .collect();
+                    let mut brute: Vec<String> = filters
+                        .iter()
+                        .filter(|(_, f)| f.matches(&doc))
+                        .map(|(r, _)| r.to_string())
+                        .collect();
+                    indexed.sort();
+                    brute.sort();
+                    brute.dedup();
+                    assert_eq!(indexed, brute, "{doc}");
+                }
+            }
+        }
     }
 
     #[test]

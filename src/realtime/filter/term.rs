@@ -90,6 +90,23 @@ impl Term {
         }
     }
 
+    /// The field a range index can use, with its bounds (open sides infinite). The
+    /// index treats bounds as inclusive; the full evaluation settles exclusive ones.
+    pub fn range(&self) -> Option<(&str, f64, f64)> {
+        match self {
+            Term::Range {
+                field,
+                lower,
+                upper,
+            } => Some((
+                field,
+                lower.map_or(f64::NEG_INFINITY, |b| b.limit),
+                upper.map_or(f64::INFINITY, |b| b.limit),
+            )),
+            _ => None,
+        }
+    }
+
     /// A deterministic JSON form: equal conditions give equal forms.
     pub fn canonical(&self) -> Value {
         let point =
