@@ -545,3 +545,36 @@ async fn a_slow_subscriber_is_closed_while_a_fast_one_gets_everything() {
     assert!(slow_got < total);
     assert_serving(node.addr).await;
 }
+
+/// A subscriber that never sends anything while notifications keep arriving.
+async fn quiet_subscriber_survives(reset_on_send: bool) -> bool {
+    let node = start_node(|s| {
+        s.server.protocols.websocket.heartbeat = 0;
+        s.server.protocols.websocket.idle_timeout = 1000;
+        s.server.protocols.websocket.reset_idle_timeout_on_send = reset_on_send;
+    })
+    .await;
+    let mut quiet = Ws::connect(node.addr).await;
+    subscribed(&mut quiet, json!({}), json!({})).await;
+    let mut publisher = Ws::connect(node.addr).await;
+    for _ in 0..8 {
+        actix_rt::time::sleep(Duration::from_millis(300)).await;
+        // The publisher is active, so only the quiet socket can go idle.
+        publisher.request(publish(json!({"tick": true}))).await;
+        match quiet.next_frame().await {
+            Some(Frame::Text(_)) => {}
+            Some(Frame::Close(code, reason)) => {
+                assert_eq!((code, reason.as_str()), (Some(1001), "idle timeout"));
+                return false;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    true
+}
+
+#[actix_rt::test]
+async fn reset_idle_timeout_on_send_keeps_a_receiving_socket_open() {
+    assert!(quiet_subscriber_survives(true).await, "server sends reset the idle clock");
+    assert!(!quiet_subscriber_survives(false).await, "without the option only inbound frames count");
+}

@@ -4,6 +4,8 @@
 //!    the node's resident memory per idle connection.
 //! 2. Request round trips: C clients each send R `server:now` requests one after the
 //!    other; reports throughput and latency percentiles.
+//! 3. Fan-out: S sockets subscribe to one room; one publisher sends P messages; reports
+//!    deliveries per second and publish-to-delivery latency percentiles.
 //!
 //! Everything runs on 127.0.0.1. The figures in the README come from this tool.
 
@@ -22,6 +24,8 @@ struct Args {
     connections: usize,
     clients: usize,
     requests: usize,
+    subscribers: usize,
+    publishes: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -34,6 +38,8 @@ fn parse_args() -> Result<Args, String> {
         connections: 10_000,
         clients: 50,
         requests: 2_000,
+        subscribers: 1_000,
+        publishes: 200,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -51,9 +57,17 @@ fn parse_args() -> Result<Args, String> {
             "--requests" => {
                 args.requests = value()?.parse().map_err(|e| format!("--requests: {e}"))?
             }
+            "--subscribers" => {
+                args.subscribers = value()?
+                    .parse()
+                    .map_err(|e| format!("--subscribers: {e}"))?
+            }
+            "--publishes" => {
+                args.publishes = value()?.parse().map_err(|e| format!("--publishes: {e}"))?
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: kuzzle-load [--binary PATH] [--connections N] [--clients C] [--requests R]"
+                    "usage: kuzzle-load [--binary PATH] [--connections N] [--clients C] [--requests R] [--subscribers S] [--publishes P]"
                 );
                 std::process::exit(0);
             }
@@ -144,16 +158,95 @@ async fn request(
     action: &str,
     id: &str,
 ) -> Result<Value, String> {
-    let text = json!({"controller": controller, "action": action, "requestId": id}).to_string();
-    client.send_text(&text).await.map_err(|e| e.to_string())?;
+    send_request(
+        client,
+        json!({"controller": controller, "action": action, "requestId": id}),
+    )
+    .await
+}
+
+/// Sends a request carrying a `requestId` and waits for its response.
+async fn send_request(client: &mut Client, request: Value) -> Result<Value, String> {
+    let id = request["requestId"].clone();
+    client
+        .send_text(&request.to_string())
+        .await
+        .map_err(|e| e.to_string())?;
     loop {
-        let reply: Value =
-            serde_json::from_str(&client.next_text().await.map_err(|e| e.to_string())?)
-                .map_err(|e| e.to_string())?;
+        let text = client.next_text().await.map_err(|e| e.to_string())?;
+        let reply: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
         if reply["requestId"] == id {
             return Ok(reply);
         }
     }
+}
+
+/// S subscribers on one room, P publishes: deliveries per second and latency.
+async fn fan_out(args: &Args, node: &NodeProcess) -> Result<(), String> {
+    let clock = Instant::now();
+    let mut subscribers = Vec::with_capacity(args.subscribers);
+    for i in 0..args.subscribers {
+        let mut client = connect(node.addr).await?;
+        let subscribe = json!({"controller": "realtime", "action": "subscribe", "index": "load", "collection": "fanout",
+            "body": {"range": {"sent": {"gte": 0}}}, "requestId": format!("sub-{i}")});
+        let reply = send_request(&mut client, subscribe).await?;
+        if reply["status"] != 200 {
+            return Err(format!("subscribe failed: {reply}"));
+        }
+        subscribers.push(client);
+    }
+    let expected = args.publishes;
+    let receivers = subscribers.into_iter().map(|mut client| async move {
+        let mut latencies = Vec::with_capacity(expected);
+        while latencies.len() < expected {
+            let text = client.next_text().await.map_err(|e| e.to_string())?;
+            let notification: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            let sent = notification["result"]["_source"]["sent"]
+                .as_u64()
+                .unwrap_or(0);
+            let now = clock.elapsed().as_micros() as u64;
+            latencies.push(Duration::from_micros(now.saturating_sub(sent)));
+        }
+        Ok::<_, String>(latencies)
+    });
+    let mut publisher = connect(node.addr).await?;
+    let started = Instant::now();
+    let publishing = async {
+        for p in 0..args.publishes {
+            let sent = clock.elapsed().as_micros() as u64;
+            let message = json!({"controller": "realtime", "action": "publish", "index": "load", "collection": "fanout",
+                "body": {"sent": sent, "seq": p, "text": "a notification of a realistic size, with a few fields"},
+                "requestId": format!("pub-{p}")});
+            send_request(&mut publisher, message).await?;
+        }
+        Ok::<_, String>(())
+    };
+    let (received, published) = futures_util::join!(join_all(receivers), publishing);
+    published?;
+    let elapsed = started.elapsed();
+    let mut latencies = Vec::with_capacity(args.subscribers * args.publishes);
+    for result in received {
+        latencies.extend(result?);
+    }
+    latencies.sort();
+    println!();
+    println!("## Fan-out (one room, realtime:publish over WebSocket)");
+    println!();
+    println!(
+        "| subscribers | publishes | deliveries | deliveries/s | p50 publish→delivery | p99 | max |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| {} | {} | {} | {:.0} | {} | {} | {} |",
+        args.subscribers,
+        args.publishes,
+        latencies.len(),
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        ms(percentile(&latencies, 50.0)),
+        ms(percentile(&latencies, 99.0)),
+        ms(latencies.last().copied().unwrap_or_default())
+    );
+    Ok(())
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -264,7 +357,7 @@ async fn measure(args: &Args, node: &NodeProcess) -> Result<(), String> {
         ms(percentile(&latencies, 99.0)),
         ms(latencies.last().copied().unwrap_or_default())
     );
-    Ok(())
+    fan_out(args, node).await
 }
 
 fn main() {
