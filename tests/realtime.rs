@@ -527,14 +527,7 @@ async fn a_slow_subscriber_is_closed_while_a_fast_one_gets_everything() {
         received += 1;
     }
     assert_eq!(received, total);
-    let mut slow_got = 0;
-    let close = loop {
-        match slow.next_frame().await {
-            Some(Frame::Text(_)) => slow_got += 1,
-            Some(Frame::Close(code, reason)) => break (code, reason),
-            other => panic!("unexpected {other:?}"),
-        }
-    };
+    let (slow_got, close) = slow.count_until_close().await;
     assert_eq!(
         close,
         (
@@ -575,6 +568,12 @@ async fn quiet_subscriber_survives(reset_on_send: bool) -> bool {
 
 #[actix_rt::test]
 async fn reset_idle_timeout_on_send_keeps_a_receiving_socket_open() {
-    assert!(quiet_subscriber_survives(true).await, "server sends reset the idle clock");
-    assert!(!quiet_subscriber_survives(false).await, "without the option only inbound frames count");
+    assert!(
+        quiet_subscriber_survives(true).await,
+        "server sends reset the idle clock"
+    );
+    assert!(
+        !quiet_subscriber_survives(false).await,
+        "without the option only inbound frames count"
+    );
 }

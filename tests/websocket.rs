@@ -458,14 +458,7 @@ async fn client_that_stops_reading_is_closed_with_1011() {
     // The node keeps serving others meanwhile.
     assert_serving(node.addr).await;
     actix_rt::time::sleep(Duration::from_millis(500)).await;
-    let mut received = 0;
-    let close = loop {
-        match slow.next_frame().await {
-            Some(Frame::Text(_)) => received += 1,
-            Some(Frame::Close(code, reason)) => break (code, reason),
-            other => panic!("unexpected {other:?}"),
-        }
-    };
+    let (received, close) = slow.count_until_close().await;
     assert_eq!(
         close,
         (

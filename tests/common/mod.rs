@@ -233,6 +233,19 @@ impl Ws {
         }
     }
 
+    /// Reads until the close frame: how many text messages came first, and the close.
+    pub async fn count_until_close(&mut self) -> (usize, (Option<u16>, String)) {
+        let mut texts = 0;
+        loop {
+            match self.next_frame().await {
+                Some(Frame::Text(_)) => texts += 1,
+                Some(Frame::Close(code, reason)) => return (texts, (code, reason)),
+                Some(_) => {}
+                None => panic!("connection dropped without a close frame"),
+            }
+        }
+    }
+
     /// `server:now` on this socket succeeds.
     pub async fn assert_now_ok(&mut self) {
         let res = self
