@@ -572,3 +572,32 @@ async fn metrics_count_websocket_connections() {
         json!({"rooms": 0, "subscriptions": 0})
     );
 }
+
+#[actix_rt::test]
+async fn a_ping_flood_from_a_client_that_does_not_read_harms_no_one() {
+    let node = start_node(|_| {}).await;
+    let options = WsOptions {
+        recv_buffer: Some(4096),
+        ..WsOptions::default()
+    };
+    let mut flooder = Ws::connect_with(node.addr, options).await.unwrap();
+    let payload = vec![b'p'; 125];
+    for _ in 0..20_000 {
+        flooder.send_frame(true, PING, &payload, true).await;
+    }
+    assert_serving(node.addr).await;
+    // Once it reads again, the flooder is still served: PONGs, then its requests.
+    let mut pongs = 0;
+    loop {
+        match flooder.next_frame_within(Duration::from_millis(500)).await {
+            Ok(Some(Frame::Pong(p))) => {
+                assert_eq!(p, payload);
+                pongs += 1;
+            }
+            Err(()) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(pongs > 0);
+    flooder.assert_now_ok().await;
+}

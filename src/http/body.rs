@@ -271,7 +271,7 @@ fn parse_multipart(body: &[u8], boundary: &str, max_file: usize) -> Result<Value
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(haystack, needle)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! into requests, runs them concurrently through `api::dispatch`, and queues what comes
 //! back in the socket's `Outbox`.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -29,6 +30,11 @@ const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 const APP_PONG: &str = r#"{"p":2}"#;
 
+/// Control frames (PING/PONG) waiting for room in the transport. Past this, PINGs from the
+/// client get no PONG: RFC 6455 only asks to answer the most recent one, and a client that
+/// floods PINGs without reading must not grow the node's memory.
+const MAX_PENDING_CONTROL_FRAMES: usize = 8;
+
 pub struct Connection {
     node: Arc<Node>,
     caller: Rc<Caller>,
@@ -44,6 +50,7 @@ pub struct Connection {
     rate_window: (Instant, u32),
     /// A fragmented message being reassembled: (is text, bytes so far).
     fragments: Option<(bool, BytesMut)>,
+    pending_control_frames: Rc<Cell<usize>>,
     closing: bool,
 }
 
@@ -69,6 +76,7 @@ impl Connection {
             idle_pinged_for: None,
             rate_window: (now, 0),
             fragments: None,
+            pending_control_frames: Rc::new(Cell::new(0)),
             closing: false,
         }
     }
@@ -92,6 +100,11 @@ impl Connection {
     }
 
     fn send_control(&self, ctx: &mut Context<Self>, ping: bool, payload: Bytes) {
+        let pending = self.pending_control_frames.clone();
+        if pending.get() >= MAX_PENDING_CONTROL_FRAMES {
+            return;
+        }
+        pending.set(pending.get() + 1);
         let mut session = self.session.clone();
         let send = async move {
             let _ = if ping {
@@ -99,6 +112,7 @@ impl Connection {
             } else {
                 session.pong(&payload).await
             };
+            pending.set(pending.get() - 1);
         };
         ctx.spawn(send.into_actor(self));
     }
