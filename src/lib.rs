@@ -8,6 +8,7 @@ pub mod node; // what one node's parts share
 pub mod protocol; // envelopes, error catalogue, close codes (pure data)
 pub mod realtime; // filters, rooms, channels, notifications
 pub mod server; // binds, runs, drains
+pub mod storage; // users, rights, tokens, secret: embedded (redb) or Redis
 pub mod system; // host facts for server:info
 pub mod ws; // one actor per WebSocket, with its bounded Outbox
 pub mod wsclient; // a minimal WebSocket client for the load tool and the tests

@@ -262,3 +262,64 @@ pub fn keys_of(value: &Value) -> Vec<&str> {
         .map(|o| o.keys().map(String::as_str).collect())
         .unwrap_or_default()
 }
+
+/// A `redis-server` of the test's own, on a free loopback port; killed when dropped.
+pub struct RedisServer {
+    child: std::process::Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (apt-get install redis-server)");
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        RedisServer { child, port, dir }
+    }
+
+    pub fn settings(&self) -> kuzzle_rt::config::StorageSettings {
+        kuzzle_rt::config::StorageSettings {
+            backend: kuzzle_rt::config::StorageBackend::Redis,
+            node: kuzzle_rt::config::RedisNode {
+                host: "127.0.0.1".into(),
+                port: self.port,
+            },
+            path: self.dir.path().display().to_string(),
+            ..Default::default()
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

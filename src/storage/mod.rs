@@ -1,0 +1,150 @@
+//! What must persist: users, roles, profiles, credentials, tokens and the JWT secret.
+//! Two backends behind one type: `embedded` (an on-disk redb file, one node, nothing to
+//! install) and `redis` (shared by the nodes of a cluster). Both pass the same test suite.
+
+mod embedded;
+mod redis_store;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::config::{StorageBackend, StorageSettings};
+
+pub use embedded::EmbeddedStore;
+pub use redis_store::RedisStore;
+
+/// The kinds of JSON documents the store keeps, each by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    User,
+    Role,
+    Profile,
+    /// Local credentials by username.
+    Credential,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::User => "users",
+            Kind::Role => "roles",
+            Kind::Profile => "profiles",
+            Kind::Credential => "credentials",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The store cannot be reached (Redis down): requests get 503-class errors.
+    Unavailable(String),
+    /// The store answered with an error, or its data is unreadable.
+    Failed(String),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Unavailable(reason) => write!(f, "store unavailable: {reason}"),
+            StoreError::Failed(reason) => write!(f, "store failure: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+pub enum Store {
+    Embedded(EmbeddedStore),
+    Redis(RedisStore),
+}
+
+macro_rules! each_backend {
+    ($self:ident, $store:ident => $body:expr) => {
+        match $self {
+            Store::Embedded($store) => $body,
+            Store::Redis($store) => $body,
+        }
+    };
+}
+
+impl Store {
+    /// Opens the configured backend; an error here stops the node's start.
+    pub async fn open(settings: &StorageSettings) -> StoreResult<Store> {
+        Ok(match settings.backend {
+            StorageBackend::Embedded => Store::Embedded(EmbeddedStore::open(&settings.path).await?),
+            StorageBackend::Redis => Store::Redis(RedisStore::open(settings).await?),
+        })
+    }
+
+    pub fn backend(&self) -> StorageBackend {
+        match self {
+            Store::Embedded(_) => StorageBackend::Embedded,
+            Store::Redis(_) => StorageBackend::Redis,
+        }
+    }
+
+    pub async fn get(&self, kind: Kind, id: &str) -> StoreResult<Option<Value>> {
+        each_backend!(self, s => s.get(kind, id).await)
+    }
+
+    pub async fn put(&self, kind: Kind, id: &str, value: &Value) -> StoreResult<()> {
+        each_backend!(self, s => s.put(kind, id, value).await)
+    }
+
+    /// Stores only when `id` is free; false when it was taken.
+    pub async fn insert_new(&self, kind: Kind, id: &str, value: &Value) -> StoreResult<bool> {
+        each_backend!(self, s => s.insert_new(kind, id, value).await)
+    }
+
+    /// False when there was nothing to delete.
+    pub async fn delete(&self, kind: Kind, id: &str) -> StoreResult<bool> {
+        each_backend!(self, s => s.delete(kind, id).await)
+    }
+
+    /// Every document of a kind, sorted by id.
+    pub async fn list(&self, kind: Kind) -> StoreResult<Vec<(String, Value)>> {
+        let mut all = each_backend!(self, s => s.list(kind).await)?;
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(all)
+    }
+
+    /// Records an issued token for `kuid`; it disappears after `ttl` (never when None).
+    pub async fn put_token(
+        &self,
+        token: &str,
+        kuid: &str,
+        ttl: Option<Duration>,
+    ) -> StoreResult<()> {
+        each_backend!(self, s => s.put_token(token, kuid, ttl).await)
+    }
+
+    /// The user of a live token; None when revoked, expired or unknown.
+    pub async fn token_owner(&self, token: &str) -> StoreResult<Option<String>> {
+        each_backend!(self, s => s.token_owner(token).await)
+    }
+
+    pub async fn delete_token(&self, token: &str) -> StoreResult<()> {
+        each_backend!(self, s => s.delete_token(token).await)
+    }
+
+    /// The live tokens of a user.
+    pub async fn user_tokens(&self, kuid: &str) -> StoreResult<Vec<String>> {
+        let mut tokens = each_backend!(self, s => s.user_tokens(kuid).await)?;
+        tokens.sort();
+        Ok(tokens)
+    }
+
+    /// The stored JWT secret, storing `generated` first when there is none. The flag
+    /// says whether `generated` was stored (the first node to start generates it).
+    pub async fn secret_or_init(&self, generated: &str) -> StoreResult<(String, bool)> {
+        each_backend!(self, s => s.secret_or_init(generated).await)
+    }
+
+    /// A round trip to the store (healthCheck).
+    pub async fn ping(&self) -> StoreResult<()> {
+        each_backend!(self, s => s.ping().await)
+    }
+}

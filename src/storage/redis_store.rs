@@ -1,0 +1,250 @@
+//! The cluster store: Redis, shared by every node. Keys live under
+//! `services.storage.keyPrefix`; tokens are keys whose TTL is their remaining life.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{
+    AsyncCommands, Client, ConnectionAddr, IntoConnectionInfo, ProtocolVersion, RedisConnectionInfo,
+};
+use serde_json::Value;
+
+use super::{Kind, StoreError, StoreResult};
+use crate::config::StorageSettings;
+
+pub struct RedisStore {
+    connection: ConnectionManager,
+    prefix: String,
+}
+
+fn classify(e: redis::RedisError) -> StoreError {
+    if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() || e.is_timeout() {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Failed(e.to_string())
+    }
+}
+
+/// `*`, `?`, `[`, `]` and `\` are glob characters in SCAN patterns.
+fn glob_escape(text: &str) -> String {
+    text.chars().fold(String::new(), |mut out, c| {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+        out
+    })
+}
+
+impl RedisStore {
+    pub async fn open(settings: &StorageSettings) -> StoreResult<RedisStore> {
+        if settings.options.tls {
+            return Err(StoreError::Unavailable(
+                "services.storage.options.tls: TLS to Redis is not supported by this build".into(),
+            ));
+        }
+        let mut redis = RedisConnectionInfo::default()
+            .set_db(i64::from(settings.database))
+            .set_protocol(ProtocolVersion::RESP2);
+        if let Some(username) = &settings.options.username {
+            redis = redis.set_username(username);
+        }
+        if let Some(password) = &settings.options.password {
+            redis = redis.set_password(password);
+        }
+        let info = ConnectionAddr::Tcp(settings.node.host.clone(), settings.node.port)
+            .into_connection_info()
+            .map_err(classify)?
+            .set_redis_settings(redis);
+        let client = Client::open(info).map_err(classify)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let connection = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "cannot reach Redis at {}:{}: {e}",
+                    settings.node.host, settings.node.port
+                ))
+            })?;
+        Ok(RedisStore {
+            connection,
+            prefix: settings.key_prefix.clone(),
+        })
+    }
+
+    fn key(&self, kind: Kind, id: &str) -> String {
+        format!("{}{}/{id}", self.prefix, kind.name())
+    }
+
+    fn token_key(&self, token: &str) -> String {
+        format!("{}tokens/{token}", self.prefix)
+    }
+
+    fn user_tokens_key(&self, kuid: &str) -> String {
+        format!("{}user-tokens/{kuid}", self.prefix)
+    }
+
+    pub async fn get(&self, kind: Kind, id: &str) -> StoreResult<Option<Value>> {
+        let text: Option<String> = self
+            .connection
+            .clone()
+            .get(self.key(kind, id))
+            .await
+            .map_err(classify)?;
+        text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Failed(e.to_string())))
+            .transpose()
+    }
+
+    pub async fn put(&self, kind: Kind, id: &str, value: &Value) -> StoreResult<()> {
+        self.connection
+            .clone()
+            .set::<_, _, ()>(self.key(kind, id), value.to_string())
+            .await
+            .map_err(classify)
+    }
+
+    pub async fn insert_new(&self, kind: Kind, id: &str, value: &Value) -> StoreResult<bool> {
+        self.connection
+            .clone()
+            .set_nx(self.key(kind, id), value.to_string())
+            .await
+            .map_err(classify)
+    }
+
+    pub async fn delete(&self, kind: Kind, id: &str) -> StoreResult<bool> {
+        let removed: u64 = self
+            .connection
+            .clone()
+            .del(self.key(kind, id))
+            .await
+            .map_err(classify)?;
+        Ok(removed > 0)
+    }
+
+    pub async fn list(&self, kind: Kind) -> StoreResult<Vec<(String, Value)>> {
+        let prefix = self.key(kind, "");
+        let pattern = format!("{}*", glob_escape(&prefix));
+        let mut connection = self.connection.clone();
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut connection)
+                .await
+                .map_err(classify)?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        keys.sort();
+        keys.dedup();
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(500) {
+            let values: Vec<Option<String>> = connection.mget(chunk).await.map_err(classify)?;
+            for (key, text) in chunk.iter().zip(values) {
+                let Some(text) = text else { continue };
+                let value =
+                    serde_json::from_str(&text).map_err(|e| StoreError::Failed(e.to_string()))?;
+                out.push((key[prefix.len()..].to_owned(), value));
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn put_token(
+        &self,
+        token: &str,
+        kuid: &str,
+        ttl: Option<Duration>,
+    ) -> StoreResult<()> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        match ttl {
+            Some(ttl) => pipe
+                .pset_ex(self.token_key(token), kuid, ttl.as_millis().max(1) as u64)
+                .ignore(),
+            None => pipe.set(self.token_key(token), kuid).ignore(),
+        };
+        pipe.sadd(self.user_tokens_key(kuid), token).ignore();
+        pipe.query_async::<()>(&mut self.connection.clone())
+            .await
+            .map_err(classify)
+    }
+
+    pub async fn token_owner(&self, token: &str) -> StoreResult<Option<String>> {
+        self.connection
+            .clone()
+            .get(self.token_key(token))
+            .await
+            .map_err(classify)
+    }
+
+    pub async fn delete_token(&self, token: &str) -> StoreResult<()> {
+        let mut connection = self.connection.clone();
+        let owner: Option<String> = connection
+            .get(self.token_key(token))
+            .await
+            .map_err(classify)?;
+        let mut pipe = redis::pipe();
+        pipe.atomic().del(self.token_key(token)).ignore();
+        if let Some(owner) = owner {
+            pipe.srem(self.user_tokens_key(&owner), token).ignore();
+        }
+        pipe.query_async::<()>(&mut connection)
+            .await
+            .map_err(classify)
+    }
+
+    /// Live tokens of a user; the index forgets tokens that expired on their own.
+    pub async fn user_tokens(&self, kuid: &str) -> StoreResult<Vec<String>> {
+        let mut connection = self.connection.clone();
+        let index = self.user_tokens_key(kuid);
+        let tokens: Vec<String> = connection.smembers(&index).await.map_err(classify)?;
+        if tokens.is_empty() {
+            return Ok(tokens);
+        }
+        let keys: Vec<String> = tokens.iter().map(|t| self.token_key(t)).collect();
+        let owners: Vec<Option<String>> = connection.mget(&keys).await.map_err(classify)?;
+        let (live, gone): (Vec<_>, Vec<_>) = tokens
+            .into_iter()
+            .zip(owners)
+            .partition(|(_, owner)| owner.is_some());
+        if !gone.is_empty() {
+            let gone: Vec<String> = gone.into_iter().map(|(t, _)| t).collect();
+            connection
+                .srem::<_, _, ()>(&index, gone)
+                .await
+                .map_err(classify)?;
+        }
+        Ok(live.into_iter().map(|(t, _)| t).collect())
+    }
+
+    pub async fn secret_or_init(&self, generated: &str) -> StoreResult<(String, bool)> {
+        let mut connection = self.connection.clone();
+        let key = format!("{}secret", self.prefix);
+        let created: bool = connection.set_nx(&key, generated).await.map_err(classify)?;
+        let secret: Option<String> = connection.get(&key).await.map_err(classify)?;
+        let secret =
+            secret.ok_or_else(|| StoreError::Failed("the stored secret vanished".into()))?;
+        Ok((secret, created))
+    }
+
+    pub async fn ping(&self) -> StoreResult<()> {
+        redis::cmd("PING")
+            .query_async::<String>(&mut self.connection.clone())
+            .await
+            .map(|_| ())
+            .map_err(classify)
+    }
+}
