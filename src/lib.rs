@@ -1,6 +1,7 @@
 //! kuzzle-rt: a Kuzzle-compatible, clustered realtime server.
 
 pub mod api; // dispatch: the processing order, controllers, the action table
+pub mod auth; // tokens
 pub mod config; // kuzzlerc files + kuzzle_* environment → validated Settings
 pub mod http; // the HTTP side of the shared port
 pub mod names; // random readable ids (node ids)

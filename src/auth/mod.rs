@@ -1,0 +1,3 @@
+//! Authentication: tokens (and, with issue 3, the session registry and the controllers).
+
+pub mod token;
