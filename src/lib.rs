@@ -8,6 +8,7 @@ pub mod names; // random readable ids (node ids)
 pub mod node; // what one node's parts share
 pub mod protocol; // envelopes, error catalogue, close codes (pure data)
 pub mod realtime; // filters, rooms, channels, notifications
+pub mod security; // roles, profiles, rights
 pub mod server; // binds, runs, drains
 pub mod storage; // users, rights, tokens, secret: embedded (redb) or Redis
 pub mod system; // host facts for server:info

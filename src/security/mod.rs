@@ -1,0 +1,3 @@
+//! The security model (PROTOCOL.md §4.3): roles, profiles, the rights check.
+
+pub mod model;
