@@ -9,6 +9,7 @@ use regex::Regex;
 use crate::api::limiter::RequestLimiter;
 use crate::config::Settings;
 use crate::realtime::Hub;
+use crate::storage::Store;
 use crate::ws::registry::ConnectionRegistry;
 
 pub struct Node {
@@ -19,12 +20,15 @@ pub struct Node {
     pub origins: OriginPolicy,
     pub connections: ConnectionRegistry,
     pub hub: Hub,
+    pub store: Store,
+    /// The JWT signing secret, shared by every node of the store.
+    pub secret: String,
     pub http_in_flight: AtomicUsize,
     draining: AtomicBool,
 }
 
 impl Node {
-    pub fn new(settings: Settings) -> Arc<Node> {
+    pub fn new(settings: Settings, store: Store, secret: String) -> Arc<Node> {
         let limits = &settings.limits;
         let limiter = RequestLimiter::new(
             limits.concurrent_requests as usize,
@@ -40,6 +44,8 @@ impl Node {
         Arc::new(Node {
             id,
             hub,
+            store,
+            secret,
             settings: Arc::new(settings),
             started: Instant::now(),
             limiter,

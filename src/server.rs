@@ -11,6 +11,8 @@ use actix_web::{App, HttpServer, web};
 use crate::config::Settings;
 use crate::node::Node;
 use crate::protocol::close;
+use crate::security::bootstrap::bootstrap;
+use crate::storage::Store;
 
 /// A node that is serving.
 pub struct RunningNode {
@@ -21,7 +23,16 @@ pub struct RunningNode {
 
 /// Binds `server.host:server.port` and starts serving on the current actix system.
 pub async fn start(settings: Settings) -> io::Result<RunningNode> {
-    let node = Node::new(settings);
+    let store = Store::open(&settings.services.storage)
+        .await
+        .map_err(|e| io::Error::other(format!("[STORAGE] {e}")))?;
+    let ready = bootstrap(&store, &settings)
+        .await
+        .map_err(|e| io::Error::other(format!("[STORAGE] {e}")))?;
+    for warning in &ready.warnings {
+        log::warn!("{warning}");
+    }
+    let node = Node::new(settings, store, ready.secret);
     let data = web::Data::new(node.clone());
     let s = &node.settings.server;
     let grace_secs = s.shutdown_grace_period.div_ceil(1000).max(1);

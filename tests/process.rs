@@ -8,7 +8,7 @@ use serde_json::json;
 #[actix_rt::test]
 async fn sigterm_drains_closes_sockets_with_1001_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr) = spawn_binary(dir.path(), &[]);
+    let (mut child, addr, _) = spawn_binary(dir.path(), &[]);
     let mut ws = Ws::connect(addr).await;
     assert_eq!(
         ws.request(json!({"controller":"server","action":"now"}))
@@ -26,7 +26,7 @@ async fn sigterm_drains_closes_sockets_with_1001_and_exits_0() {
 #[actix_rt::test]
 async fn sigint_does_the_same() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr) = spawn_binary(dir.path(), &[]);
+    let (mut child, addr, _) = spawn_binary(dir.path(), &[]);
     let mut ws = Ws::connect(addr).await;
     send_signal(&child, "INT");
     assert_eq!(

@@ -216,7 +216,9 @@ pub static ACTIONS: &[Action] = &[
     action("realtime", "validate", &[], |c| {
         Box::pin(realtime::validate(c))
     }),
-    todo("server", "adminExists", &[(Get, "/_adminExists")]),
+    action("server", "adminExists", &[(Get, "/_adminExists")], |c| {
+        Box::pin(server::admin_exists(c))
+    }),
     action("server", "capabilities", &[(Get, "/_capabilities")], |c| {
         Box::pin(server::capabilities(c))
     }),

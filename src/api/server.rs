@@ -6,6 +6,7 @@ use super::{ActionResult, Call, Reply, openapi};
 use crate::protocol::errors::{self, ApiError};
 use crate::protocol::now_ms;
 use crate::protocol::response::strip_secrets;
+use crate::security::bootstrap::admin_exists as admin_exists_in;
 use crate::system;
 
 pub async fn now(_: &Call<'_>) -> ActionResult {
@@ -13,7 +14,7 @@ pub async fn now(_: &Call<'_>) -> ActionResult {
 }
 
 fn internal_cache(call: &Call<'_>) -> Value {
-    let backend = call.node.settings.services.storage.backend.name();
+    let backend = call.node.store.backend().name();
     json!({"backend": backend, "version": env!("CARGO_PKG_VERSION")})
 }
 
@@ -50,15 +51,34 @@ pub async fn health_check(call: &Call<'_>) -> ActionResult {
         .as_ref()
         .is_none_or(|w| w.iter().any(|s| s == "internalCache"));
     let mut services = serde_json::Map::new();
+    let mut failure = None;
     if checks_cache {
-        // No external store exists yet: the cache is this process's own memory. When the
-        // Redis store lands, a failed check here answers `Reply::JsonWithError` with
-        // `core.fatal.service_unavailable`.
-        services.insert("internalCache".into(), "green".into());
+        let ping = call.node.store.ping().await;
+        services.insert(
+            "internalCache".into(),
+            (if ping.is_ok() { "green" } else { "red" }).into(),
+        );
+        failure = ping.err();
     }
-    Ok(Reply::Json(
-        json!({"status": "green", "services": services}),
-    ))
+    let status = if failure.is_none() { "green" } else { "red" };
+    let result = json!({"status": status, "services": services});
+    Ok(match failure {
+        None => Reply::Json(result),
+        Some(e) => Reply::JsonWithError(
+            result,
+            ApiError::new(
+                errors::SERVICE_UNAVAILABLE,
+                [format!("internalCache ({e})")],
+            ),
+        ),
+    })
+}
+
+pub async fn admin_exists(call: &Call<'_>) -> ActionResult {
+    let exists = admin_exists_in(&call.node.store)
+        .await
+        .map_err(|e| ApiError::new(errors::CACHE_READ_FAILED, [e.to_string()]))?;
+    Ok(Reply::Json(json!({"exists": exists})))
 }
 
 pub async fn get_config(call: &Call<'_>) -> ActionResult {

@@ -1,3 +1,4 @@
 //! The security model (PROTOCOL.md §4.3): roles, profiles, the rights check.
 
+pub mod bootstrap;
 pub mod model;

@@ -22,11 +22,31 @@ pub fn test_settings() -> Settings {
     settings
 }
 
-/// Starts a node in this test's actix system.
-pub async fn start_node(configure: impl FnOnce(&mut Settings)) -> RunningNode {
+/// A node started in this test's actix system, with its own store directory.
+pub struct TestNode {
+    running: RunningNode,
+    _store: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TestNode {
+    type Target = RunningNode;
+
+    fn deref(&self) -> &RunningNode {
+        &self.running
+    }
+}
+
+/// Starts a node on 127.0.0.1:0 with an embedded store in a fresh directory.
+pub async fn start_node(configure: impl FnOnce(&mut Settings)) -> TestNode {
+    let store = tempfile::tempdir().unwrap();
     let mut settings = test_settings();
+    settings.services.storage.path = store.path().display().to_string();
     configure(&mut settings);
-    server::start(settings).await.expect("node starts")
+    let running = server::start(settings).await.expect("node starts");
+    TestNode {
+        running,
+        _store: store,
+    }
 }
 
 pub use kuzzle_rt::wsclient::{
@@ -152,11 +172,15 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> String {
 }
 
 /// The real binary, started on 127.0.0.1 with a free port, in `dir` (its working and
-/// home directory). Returns the child and the address it announced.
+/// home directory). Returns the child, the address it announced, and its log so far.
 pub fn spawn_binary(
     dir: &std::path::Path,
     env: &[(&str, &str)],
-) -> (std::process::Child, SocketAddr) {
+) -> (
+    std::process::Child,
+    SocketAddr,
+    std::sync::Arc<std::sync::Mutex<String>>,
+) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kuzzle-rt"))
         .current_dir(dir)
@@ -169,7 +193,9 @@ pub fn spawn_binary(
         .spawn()
         .expect("binary starts");
     let stderr = child.stderr.take().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let (tx, rx) = std::sync::mpsc::channel();
+    let sink = log.clone();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr)
             .lines()
@@ -183,12 +209,16 @@ pub fn spawn_binary(
                     .to_owned();
                 let _ = tx.send(addr);
             }
+            if let Ok(mut log) = sink.lock() {
+                log.push_str(&line);
+                log.push('\n');
+            }
         }
     });
     let addr = rx
         .recv_timeout(WAIT)
         .expect("the node announces its address");
-    (child, addr.parse().unwrap())
+    (child, addr.parse().unwrap(), log)
 }
 
 pub fn send_signal(child: &std::process::Child, signal: &str) {
