@@ -40,11 +40,26 @@ pub async fn entry(
         }
         return ws::upgrade(&req, payload, node);
     }
-    node.http_in_flight.fetch_add(1, Ordering::Relaxed);
+    let _in_flight = InFlight::enter(node);
     let reply = Reply::new(&req, node, request_id_of(&req));
-    let response = serve(&req, payload, node, &reply).await;
-    node.http_in_flight.fetch_sub(1, Ordering::Relaxed);
-    response
+    serve(&req, payload, node, &reply).await
+}
+
+/// Counts an HTTP request for `server:metrics` until it ends, also when actix drops
+/// the handler because the client went away.
+struct InFlight<'a>(&'a Node);
+
+impl<'a> InFlight<'a> {
+    fn enter(node: &'a Node) -> Self {
+        node.http_in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(node)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.http_in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn request_id_of(req: &HttpRequest) -> String {
