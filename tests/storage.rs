@@ -106,6 +106,12 @@ async fn suite(store: &Store) {
         ("first".to_owned(), false)
     );
     store.ping().await.unwrap();
+
+    // The security version only goes up.
+    let start = store.security_version().await.unwrap();
+    assert_eq!(store.bump_security_version().await.unwrap(), start + 1);
+    assert_eq!(store.bump_security_version().await.unwrap(), start + 2);
+    assert_eq!(store.security_version().await.unwrap(), start + 2);
 }
 
 #[actix_rt::test]

@@ -1,3 +1,5 @@
-//! Authentication: tokens (and, with issue 3, the session registry and the controllers).
+//! Authentication: tokens and local credentials (the session registry and the
+//! controllers come with the rest of issue 3).
 
+pub mod credentials;
 pub mod token;

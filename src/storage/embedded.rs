@@ -20,6 +20,8 @@ const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
 const FILE_NAME: &str = "kuzzle-rt.redb";
 
+const SECURITY_VERSION: &str = "security-version";
+
 pub struct EmbeddedStore {
     db: Arc<Database>,
 }
@@ -215,6 +217,37 @@ impl EmbeddedStore {
             }
             table.insert("secret", generated.as_str()).map_err(failed)?;
             Ok((generated, true))
+        })
+        .await
+    }
+
+    pub async fn security_version(&self) -> StoreResult<u64> {
+        self.run(|db| {
+            let tx = db.begin_read().map_err(failed)?;
+            let table = match tx.open_table(META) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+                Err(e) => return Err(failed(e)),
+            };
+            let version = table.get(SECURITY_VERSION).map_err(failed)?;
+            Ok(version.and_then(|v| v.value().parse().ok()).unwrap_or(0))
+        })
+        .await
+    }
+
+    pub async fn bump_security_version(&self) -> StoreResult<u64> {
+        self.write(|tx| {
+            let mut table = tx.open_table(META).map_err(failed)?;
+            let current: u64 = table
+                .get(SECURITY_VERSION)
+                .map_err(failed)?
+                .and_then(|v| v.value().parse().ok())
+                .unwrap_or(0);
+            let next = current + 1;
+            table
+                .insert(SECURITY_VERSION, next.to_string().as_str())
+                .map_err(failed)?;
+            Ok(next)
         })
         .await
     }

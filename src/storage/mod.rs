@@ -20,8 +20,10 @@ pub enum Kind {
     User,
     Role,
     Profile,
-    /// Local credentials by username.
+    /// Local credentials by username: `{"kuid", "hash"}`.
     Credential,
+    /// The username of each user's local credentials, by kuid: `{"username"}`.
+    Login,
 }
 
 impl Kind {
@@ -31,6 +33,7 @@ impl Kind {
             Kind::Role => "roles",
             Kind::Profile => "profiles",
             Kind::Credential => "credentials",
+            Kind::Login => "logins",
         }
     }
 }
@@ -141,6 +144,17 @@ impl Store {
     /// says whether `generated` was stored (the first node to start generates it).
     pub async fn secret_or_init(&self, generated: &str) -> StoreResult<(String, bool)> {
         each_backend!(self, s => s.secret_or_init(generated).await)
+    }
+
+    /// A counter bumped by every change of roles, profiles or users, so that each node
+    /// knows when its cached copies are stale.
+    pub async fn security_version(&self) -> StoreResult<u64> {
+        each_backend!(self, s => s.security_version().await)
+    }
+
+    /// Records a change of roles, profiles or users; returns the new version.
+    pub async fn bump_security_version(&self) -> StoreResult<u64> {
+        each_backend!(self, s => s.bump_security_version().await)
     }
 
     /// A round trip to the store (healthCheck).

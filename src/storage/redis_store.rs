@@ -240,6 +240,24 @@ impl RedisStore {
         Ok((secret, created))
     }
 
+    pub async fn security_version(&self) -> StoreResult<u64> {
+        let version: Option<u64> = self
+            .connection
+            .clone()
+            .get(format!("{}security-version", self.prefix))
+            .await
+            .map_err(classify)?;
+        Ok(version.unwrap_or(0))
+    }
+
+    pub async fn bump_security_version(&self) -> StoreResult<u64> {
+        self.connection
+            .clone()
+            .incr(format!("{}security-version", self.prefix), 1u64)
+            .await
+            .map_err(classify)
+    }
+
     pub async fn ping(&self) -> StoreResult<()> {
         redis::cmd("PING")
             .query_async::<String>(&mut self.connection.clone())
