@@ -6,9 +6,11 @@ use std::time::Instant;
 
 use regex::Regex;
 
+use crate::api::identity::RateCounter;
 use crate::api::limiter::RequestLimiter;
 use crate::config::Settings;
 use crate::realtime::Hub;
+use crate::security::cache::SecurityCache;
 use crate::storage::Store;
 use crate::ws::registry::ConnectionRegistry;
 
@@ -21,6 +23,9 @@ pub struct Node {
     pub connections: ConnectionRegistry,
     pub hub: Hub,
     pub store: Store,
+    pub security: SecurityCache,
+    /// Requests per kuid in the current second (profiles' `rateLimit`).
+    pub user_rates: RateCounter,
     /// The JWT signing secret, shared by every node of the store.
     pub secret: String,
     pub http_in_flight: AtomicUsize,
@@ -46,6 +51,8 @@ impl Node {
             hub,
             store,
             secret,
+            security: SecurityCache::default(),
+            user_rates: RateCounter::default(),
             settings: Arc::new(settings),
             started: Instant::now(),
             limiter,

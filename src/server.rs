@@ -33,6 +33,10 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
         log::warn!("{warning}");
     }
     let node = Node::new(settings, store, ready.secret);
+    node.security
+        .current(&node.store)
+        .await
+        .map_err(|e| io::Error::other(format!("[STORAGE] {e}")))?;
     let data = web::Data::new(node.clone());
     let s = &node.settings.server;
     let grace_secs = s.shutdown_grace_period.div_ceil(1000).max(1);

@@ -7,7 +7,7 @@
 use futures_util::future::LocalBoxFuture;
 
 use super::{ActionResult, Call};
-use crate::api::{realtime, server};
+use crate::api::{auth, realtime, security, server};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Verb {
@@ -83,7 +83,9 @@ const fn action(
 }
 
 pub static ACTIONS: &[Action] = &[
-    todo("auth", "checkToken", &[(Post, "/_checkToken")]),
+    action("auth", "checkToken", &[(Post, "/_checkToken")], |c| {
+        Box::pin(auth::check_token(c))
+    }),
     todo(
         "auth",
         "createMyCredentials",
@@ -108,10 +110,11 @@ pub static ACTIONS: &[Action] = &[
             (Delete, "/credentials/:strategy/_me"),
         ],
     ),
-    todo(
+    action(
         "auth",
         "getCurrentUser",
         &[(Get, "/_me"), (Get, "/users/_me")],
+        |c| Box::pin(auth::get_current_user(c)),
     ),
     todo(
         "auth",
@@ -121,18 +124,24 @@ pub static ACTIONS: &[Action] = &[
             (Get, "/credentials/:strategy/_me"),
         ],
     ),
-    todo(
+    action(
         "auth",
         "getMyRights",
         &[(Get, "/_me/_rights"), (Get, "/users/_me/_rights")],
+        |c| Box::pin(auth::get_my_rights(c)),
     ),
-    todo("auth", "getStrategies", &[(Get, "/strategies")]),
-    todo(
+    action("auth", "getStrategies", &[(Get, "/strategies")], |c| {
+        Box::pin(auth::get_strategies(c))
+    }),
+    action(
         "auth",
         "login",
         &[(Get, "/_login/:strategy"), (Post, "/_login/:strategy")],
+        |c| Box::pin(auth::login(c)),
     ),
-    todo("auth", "logout", &[(Post, "/_logout")]),
+    action("auth", "logout", &[(Post, "/_logout")], |c| {
+        Box::pin(auth::logout(c))
+    }),
     todo("auth", "refreshToken", &[(Post, "/_refreshToken")]),
     todo(
         "auth",
@@ -155,13 +164,14 @@ pub static ACTIONS: &[Action] = &[
             (Post, "/credentials/:strategy/_me/_validate"),
         ],
     ),
-    todo(
+    action(
         "security",
         "createFirstAdmin",
         &[
             (Post, "/_createFirstAdmin"),
             (Post, "/_createFirstAdmin/:_id"),
         ],
+        |c| Box::pin(security::create_first_admin(c)),
     ),
     todo(
         "security",

@@ -2,9 +2,12 @@
 //! HTTP routes and `/_query`, so behaviour cannot drift between protocols.
 
 pub mod actions;
+mod auth;
+pub mod identity;
 pub mod limiter;
 mod openapi;
 mod realtime;
+mod security;
 mod server;
 
 use std::sync::Arc;
@@ -16,6 +19,9 @@ use crate::node::Node;
 use crate::protocol::errors::{self, ApiError};
 use crate::protocol::{Protocol, Request, Response};
 use crate::ws::outbox::Outbox;
+use identity::{
+    Identity, RateCounter, authenticate, check_rights, check_user_rate, store_read_error,
+};
 
 /// What an action answers.
 #[derive(Debug)]
@@ -43,6 +49,8 @@ pub struct Caller {
     pub open: Arc<AtomicBool>,
     /// Where notifications for this connection go; HTTP callers have none.
     pub outbox: Option<Outbox>,
+    /// `auth:login` calls in the current second (`limits.loginsPerSecond`).
+    logins: RateCounter,
 }
 
 impl Caller {
@@ -53,6 +61,7 @@ impl Caller {
             origin,
             open: Arc::new(AtomicBool::new(true)),
             outbox,
+            logins: RateCounter::default(),
         }
     }
 
@@ -66,6 +75,7 @@ pub struct Call<'a> {
     pub node: &'a Arc<Node>,
     pub caller: &'a Caller,
     pub request: &'a Request,
+    pub identity: &'a Identity,
 }
 
 /// The response and, for HTTP, how to send it.
@@ -143,9 +153,28 @@ fn admit(node: &Node, caller: &Caller, request: &Request) -> Result<(), ApiError
     Ok(())
 }
 
-/// Steps 8 to 16. Authentication, rights and per-user limits (8–13) arrive with the auth
-/// module; until then every caller is anonymous and, as no administrator exists, allowed.
+/// Steps 9 to 16. Cookies (step 8) and token linking (step 11) come with the session
+/// registry.
 async fn execute(node: &Arc<Node>, caller: &Caller, request: &Request) -> ActionResult {
+    let identity = authenticate(node, request).await?;
+    let security = node
+        .security
+        .current(&node.store)
+        .await
+        .map_err(store_read_error)?;
+    let profiles: Vec<_> = identity
+        .profile_ids
+        .iter()
+        .filter_map(|id| security.profiles.get(id))
+        .collect();
+    check_rights(&identity, &profiles, &security.roles, request)?;
+    if request.controller == "auth" && request.action == "login" {
+        let limit = u64::from(node.settings.limits.logins_per_second);
+        if !caller.logins.admit("login", limit) {
+            return Err(ApiError::plain(errors::TOO_MANY_LOGINS_REQUESTS));
+        }
+    }
+    check_user_rate(node, &identity, &profiles, request)?;
     let handler = match actions::lookup(&request.controller, &request.action) {
         actions::Lookup::Found(handler) => handler,
         actions::Lookup::NoController => {
@@ -168,6 +197,7 @@ async fn execute(node: &Arc<Node>, caller: &Caller, request: &Request) -> Action
         node,
         caller,
         request,
+        identity: &identity,
     };
     handler(&call).await
 }

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -24,6 +25,9 @@ const SECURITY_VERSION: &str = "security-version";
 
 pub struct EmbeddedStore {
     db: Arc<Database>,
+    /// Only this process writes the file, so the security version is mirrored here and
+    /// reading it costs nothing.
+    security_version: AtomicU64,
 }
 
 fn failed(e: impl std::fmt::Display) -> StoreError {
@@ -36,7 +40,13 @@ impl EmbeddedStore {
         let db = tokio::task::spawn_blocking(move || open_file(&dir))
             .await
             .map_err(failed)??;
-        Ok(EmbeddedStore { db: Arc::new(db) })
+        let store = EmbeddedStore {
+            db: Arc::new(db),
+            security_version: AtomicU64::new(0),
+        };
+        let stored = store.stored_security_version().await?;
+        store.security_version.store(stored, Ordering::Release);
+        Ok(store)
     }
 
     /// Runs `work` with the database on the blocking pool.
@@ -222,6 +232,10 @@ impl EmbeddedStore {
     }
 
     pub async fn security_version(&self) -> StoreResult<u64> {
+        Ok(self.security_version.load(Ordering::Acquire))
+    }
+
+    async fn stored_security_version(&self) -> StoreResult<u64> {
         self.run(|db| {
             let tx = db.begin_read().map_err(failed)?;
             let table = match tx.open_table(META) {
@@ -236,20 +250,23 @@ impl EmbeddedStore {
     }
 
     pub async fn bump_security_version(&self) -> StoreResult<u64> {
-        self.write(|tx| {
-            let mut table = tx.open_table(META).map_err(failed)?;
-            let current: u64 = table
-                .get(SECURITY_VERSION)
-                .map_err(failed)?
-                .and_then(|v| v.value().parse().ok())
-                .unwrap_or(0);
-            let next = current + 1;
-            table
-                .insert(SECURITY_VERSION, next.to_string().as_str())
-                .map_err(failed)?;
-            Ok(next)
-        })
-        .await
+        let next = self
+            .write(|tx| {
+                let mut table = tx.open_table(META).map_err(failed)?;
+                let current: u64 = table
+                    .get(SECURITY_VERSION)
+                    .map_err(failed)?
+                    .and_then(|v| v.value().parse().ok())
+                    .unwrap_or(0);
+                let next = current + 1;
+                table
+                    .insert(SECURITY_VERSION, next.to_string().as_str())
+                    .map_err(failed)?;
+                Ok(next)
+            })
+            .await?;
+        self.security_version.store(next, Ordering::Release);
+        Ok(next)
     }
 
     pub async fn ping(&self) -> StoreResult<()> {

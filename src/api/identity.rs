@@ -1,0 +1,191 @@
+//! Steps 9 to 13 of the processing order: who is asking (token, user), may they
+//! (rights), and not too often (rate limits).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde_json::Value;
+
+use crate::auth::token::{self, Algorithm, TokenError};
+use crate::node::Node;
+use crate::protocol::errors::{self, ApiError};
+use crate::protocol::{Request, now_ms};
+use crate::security::model::{Profile, is_allowed, user_rate_limit};
+use crate::storage::{Kind, StoreError};
+
+pub const ANONYMOUS: &str = "-1";
+
+/// The caller of one request.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub kuid: String,
+    pub profile_ids: Vec<String>,
+    /// The stored user; None for anonymous.
+    pub user: Option<Value>,
+    /// The verified token; None for anonymous.
+    pub token: Option<String>,
+    /// When the token expires, in ms since the epoch (second precision); None if never.
+    pub expires_at: Option<u64>,
+}
+
+impl Identity {
+    pub fn anonymous() -> Identity {
+        Identity {
+            kuid: ANONYMOUS.into(),
+            profile_ids: vec!["anonymous".into()],
+            user: None,
+            token: None,
+            expires_at: None,
+        }
+    }
+
+    pub fn is_anonymous(&self) -> bool {
+        self.token.is_none()
+    }
+}
+
+pub fn store_read_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Unavailable(_) => ApiError::plain(errors::CACHE_NOT_CONNECTED),
+        StoreError::Failed(reason) => ApiError::new(errors::CACHE_READ_FAILED, [reason]),
+    }
+}
+
+pub fn store_write_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Unavailable(_) => ApiError::plain(errors::CACHE_NOT_CONNECTED),
+        StoreError::Failed(reason) => ApiError::new(errors::CACHE_WRITE_FAILED, [reason]),
+    }
+}
+
+pub fn algorithm(node: &Node) -> Algorithm {
+    Algorithm::parse(node.settings.security.algorithm()).unwrap_or(Algorithm::Hs256)
+}
+
+/// Checks a token: signature and expiry (§5.4 steps 2–3), then the store (4–5).
+pub async fn verify_token(node: &Node, token: &str) -> Result<(String, Option<u64>), ApiError> {
+    let claims = token::verify(algorithm(node), node.secret.as_bytes(), token, now_ms()).map_err(
+        |e| match e {
+            TokenError::Invalid => ApiError::plain(errors::TOKEN_INVALID),
+            TokenError::Expired => ApiError::plain(errors::TOKEN_EXPIRED),
+        },
+    )?;
+    let owner = node
+        .store
+        .token_owner(token)
+        .await
+        .map_err(|e| ApiError::new(errors::TOKEN_VERIFICATION_ERROR, [e.to_string()]))?;
+    if owner.as_deref() != Some(claims.kuid.as_str()) {
+        return Err(ApiError::plain(errors::TOKEN_INVALID));
+    }
+    Ok((claims.kuid, claims.exp.map(|s| s * 1000)))
+}
+
+/// Steps 9 and 10: no token is anonymous; a token must verify and name a stored user.
+pub async fn authenticate(node: &Node, request: &Request) -> Result<Identity, ApiError> {
+    let Some(token) = request.jwt.as_deref() else {
+        return Ok(Identity::anonymous());
+    };
+    let (kuid, expires_at) = verify_token(node, token).await?;
+    let user = node
+        .store
+        .get(Kind::User, &kuid)
+        .await
+        .map_err(store_read_error)?
+        .ok_or_else(|| ApiError::new(errors::USER_NOT_FOUND, [kuid.as_str()]))?;
+    let profile_ids = profile_ids(&user);
+    Ok(Identity {
+        kuid,
+        profile_ids,
+        user: Some(user),
+        token: Some(token.to_owned()),
+        expires_at,
+    })
+}
+
+pub fn profile_ids(user: &Value) -> Vec<String> {
+    user.get("profileIds")
+        .and_then(Value::as_array)
+        .map(|ids| {
+            ids.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Step 12: anonymous callers get 401, users 403.
+pub fn check_rights(
+    identity: &Identity,
+    profiles: &[&Profile],
+    roles: &HashMap<String, crate::security::model::Role>,
+    request: &Request,
+) -> Result<(), ApiError> {
+    let index = request.arg("index").and_then(Value::as_str);
+    let collection = request.arg("collection").and_then(Value::as_str);
+    if is_allowed(
+        profiles,
+        roles,
+        &request.controller,
+        &request.action,
+        index,
+        collection,
+    ) {
+        return Ok(());
+    }
+    let (controller, action) = (request.controller.as_str(), request.action.as_str());
+    Err(if identity.is_anonymous() {
+        ApiError::new(errors::RIGHTS_UNAUTHORIZED, [controller, action, ANONYMOUS])
+    } else {
+        ApiError::new(
+            errors::RIGHTS_FORBIDDEN,
+            [controller, action, identity.kuid.as_str()],
+        )
+    })
+}
+
+/// Counts events per key in fixed one-second windows.
+#[derive(Default)]
+pub struct RateCounter {
+    windows: Mutex<HashMap<String, (Instant, u64)>>,
+}
+
+impl RateCounter {
+    /// Counts one event for `key`; false when it is past `limit` in this second.
+    pub fn admit(&self, key: &str, limit: u64) -> bool {
+        let mut windows = self.windows.lock();
+        let now = Instant::now();
+        if windows.len() > 10_000 {
+            windows.retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(1));
+        }
+        let (start, count) = windows.entry(key.to_owned()).or_insert((now, 0));
+        if now.duration_since(*start) >= Duration::from_secs(1) {
+            *start = now;
+            *count = 0;
+        }
+        *count += 1;
+        *count <= limit
+    }
+}
+
+/// Step 13 for everything but `auth:login`: the user's profiles' rate limit, per node.
+pub fn check_user_rate(
+    node: &Node,
+    identity: &Identity,
+    profiles: &[&Profile],
+    request: &Request,
+) -> Result<(), ApiError> {
+    if request.controller == "auth"
+        && (request.action == "login" || (request.action == "logout" && !identity.is_anonymous()))
+    {
+        return Ok(());
+    }
+    match user_rate_limit(profiles) {
+        Some(limit) if !node.user_rates.admit(&identity.kuid, limit) => {
+            Err(ApiError::plain(errors::TOO_MANY_REQUESTS))
+        }
+        _ => Ok(()),
+    }
+}
