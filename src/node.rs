@@ -6,8 +6,11 @@ use std::time::Instant;
 
 use regex::Regex;
 
+use actix::{Actor, Addr};
+
 use crate::api::identity::RateCounter;
 use crate::api::limiter::RequestLimiter;
+use crate::auth::registry::SessionRegistry;
 use crate::config::Settings;
 use crate::realtime::Hub;
 use crate::security::cache::SecurityCache;
@@ -21,7 +24,9 @@ pub struct Node {
     pub limiter: RequestLimiter,
     pub origins: OriginPolicy,
     pub connections: ConnectionRegistry,
-    pub hub: Hub,
+    pub hub: Arc<Hub>,
+    /// Links tokens to WebSocket connections (TokenExpired).
+    pub sessions: Addr<SessionRegistry>,
     pub store: Store,
     pub security: SecurityCache,
     /// Requests per kuid in the current second (profiles' `rateLimit`).
@@ -45,10 +50,12 @@ impl Node {
             settings.http.access_control_allow_origin_use_regexp,
         );
         let id: Arc<str> = Arc::from(crate::names::random_name("knode"));
-        let hub = Hub::new(id.clone(), settings.limits.subscription_rooms);
+        let hub = Arc::new(Hub::new(id.clone(), settings.limits.subscription_rooms));
+        let sessions = SessionRegistry::new(id.clone(), hub.clone()).start();
         Arc::new(Node {
             id,
             hub,
+            sessions,
             store,
             secret,
             security: SecurityCache::default(),

@@ -354,3 +354,104 @@ async fn profile_rate_limit_applies_per_user() {
         assert_eq!(ws.next_json().await["status"], 200);
     }
 }
+
+const TOKEN_EXPIRED: &str = r#"{"status":200,"info":"This is an automated server notification","message":"Authentication Token Expired","type":"TokenExpired","node":"NODE","room":"kuzzle:notification:server"}"#;
+
+async fn subscribe_with(ws: &mut Ws, jwt: Option<&str>, users: &str) -> String {
+    let mut request = json!({"controller":"realtime","action":"subscribe","index":"i","collection":"c","body":{},"users":users});
+    if let Some(jwt) = jwt {
+        request["jwt"] = json!(jwt);
+    }
+    let res = ws.request(request).await;
+    assert_eq!(res["status"], 200, "{res}");
+    res["result"]["roomId"].as_str().unwrap().to_owned()
+}
+
+#[actix_rt::test]
+async fn an_expiring_token_pushes_token_expired_and_drops_subscriptions() {
+    let node = start_node(|_| {}).await;
+    let mut setup = Ws::connect(node.addr).await;
+    setup.request(first_admin(false)).await;
+    let mut user = Ws::connect(node.addr).await;
+    let jwt = jwt_of(&mut user, json!({"expiresIn": "2s"})).await;
+    let room = subscribe_with(&mut user, Some(&jwt), "none").await;
+    let mut watcher = Ws::connect(node.addr).await;
+    subscribe_with(&mut watcher, None, "all").await;
+
+    let pushed = user.next_frame().await;
+    assert_eq!(
+        pushed,
+        Some(Frame::Text(TOKEN_EXPIRED.replace("NODE", &node.node.id)))
+    );
+    let out = watcher.next_json().await;
+    assert_eq!(
+        (out["user"].as_str(), out["result"]["count"].as_u64()),
+        (Some("out"), Some(1))
+    );
+    let count = watcher
+        .request(json!({"controller":"realtime","action":"count","body":{"roomId": room}}))
+        .await;
+    assert_eq!(
+        count["result"]["count"], 1,
+        "the expired user's subscription is gone"
+    );
+    user.assert_now_ok().await;
+}
+
+#[actix_rt::test]
+async fn logout_revokes_other_sockets_of_the_token_but_not_the_caller() {
+    let node = start_node(|_| {}).await;
+    let mut setup = Ws::connect(node.addr).await;
+    setup.request(first_admin(false)).await;
+    let mut caller = Ws::connect(node.addr).await;
+    let jwt = jwt_of(&mut caller, json!({})).await;
+    let caller_room = subscribe_with(&mut caller, Some(&jwt), "none").await;
+    let mut other = Ws::connect(node.addr).await;
+    subscribe_with(&mut other, Some(&jwt), "none").await;
+
+    let res = caller
+        .request(json!({"controller":"auth","action":"logout","jwt": jwt}))
+        .await;
+    assert_eq!(res["status"], 200);
+    assert_eq!(
+        other.next_frame().await,
+        Some(Frame::Text(TOKEN_EXPIRED.replace("NODE", &node.node.id)))
+    );
+    // The caller got its response only, and keeps its subscription.
+    match caller.next_frame_within(Duration::from_millis(300)).await {
+        Err(()) => {}
+        Ok(frame) => panic!("the caller got {frame:?}"),
+    }
+    let count = setup
+        .request(json!({"controller":"realtime","action":"count","body":{"roomId": caller_room}}))
+        .await;
+    assert_eq!(
+        count["result"]["count"], 1,
+        "only the caller remains in the room"
+    );
+}
+
+#[actix_rt::test]
+async fn without_realtime_notifications_nothing_is_pushed() {
+    let node = start_node(|s| s.server.protocols.websocket.realtime_notifications = false).await;
+    let mut setup = Ws::connect(node.addr).await;
+    setup.request(first_admin(false)).await;
+    let mut user = Ws::connect(node.addr).await;
+    let jwt = jwt_of(&mut user, json!({"expiresIn": "1s"})).await;
+    let room = subscribe_with(&mut user, Some(&jwt), "none").await;
+    match user.next_frame_within(Duration::from_millis(1800)).await {
+        Err(()) => {}
+        Ok(frame) => panic!("nothing should arrive, got {frame:?}"),
+    }
+    let count = setup
+        .request(json!({"controller":"realtime","action":"count","body":{"roomId": room}}))
+        .await;
+    assert_eq!(count["result"]["count"], 1, "subscriptions survive expiry");
+    let res = user
+        .request(json!({"controller":"server","action":"now","jwt": jwt}))
+        .await;
+    assert_eq!(
+        res["error"]["id"], "security.token.expired",
+        "but the token is still checked"
+    );
+}

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::identity::{ANONYMOUS, algorithm, store_read_error, store_write_error, verify_token};
 use super::{ActionResult, Call, Reply};
+use crate::auth::messages::{Revoke, Unlink};
 use crate::auth::{credentials, token};
 use crate::config::timespan::{Lifetime, parse_lifetime};
 use crate::protocol::errors::{self, ApiError};
@@ -122,6 +123,7 @@ pub async fn login(call: &Call<'_>) -> ActionResult {
         .put_token(&issued.token, &kuid, issued.ttl.map(Duration::from_millis))
         .await
         .map_err(|e| ApiError::new(errors::TOKEN_GENERATION_FAILED, [e.to_string()]))?;
+    super::link_connection(call.node, call.caller, &issued.token, issued.expires_at);
     Ok(Reply::Json(json!({
         "_id": kuid,
         "expiresAt": issued.expires_at.map_or(json!(-1), Value::from),
@@ -141,12 +143,14 @@ pub async fn logout(call: &Call<'_>) -> ActionResult {
     } else {
         call.identity.token.iter().cloned().collect()
     };
-    for token in tokens {
-        store
-            .delete_token(&token)
-            .await
-            .map_err(store_write_error)?;
+    // The caller keeps its subscriptions and gets no TokenExpired; the others do.
+    call.node.sessions.do_send(Unlink {
+        connection_id: call.caller.connection_id.clone(),
+    });
+    for token in &tokens {
+        store.delete_token(token).await.map_err(store_write_error)?;
     }
+    call.node.sessions.do_send(Revoke { tokens });
     Ok(Reply::Json(json!({"acknowledged": true})))
 }
 

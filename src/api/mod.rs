@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
 
+use crate::auth::messages::Link;
 use crate::node::Node;
 use crate::protocol::errors::{self, ApiError};
 use crate::protocol::{Protocol, Request, Response};
@@ -157,6 +158,9 @@ fn admit(node: &Node, caller: &Caller, request: &Request) -> Result<(), ApiError
 /// registry.
 async fn execute(node: &Arc<Node>, caller: &Caller, request: &Request) -> ActionResult {
     let identity = authenticate(node, request).await?;
+    if let Some(token) = &identity.token {
+        link_connection(node, caller, token, identity.expires_at);
+    }
     let security = node
         .security
         .current(&node.store)
@@ -200,6 +204,27 @@ async fn execute(node: &Arc<Node>, caller: &Caller, request: &Request) -> Action
         identity: &identity,
     };
     handler(&call).await
+}
+
+/// Step 11: a WebSocket that uses a token is linked to it, so that it learns when the
+/// token expires or is revoked. Off with `realtimeNotifications: false`.
+pub(crate) fn link_connection(node: &Node, caller: &Caller, token: &str, expires_at: Option<u64>) {
+    let Some(outbox) = &caller.outbox else { return };
+    if !node
+        .settings
+        .server
+        .protocols
+        .websocket
+        .realtime_notifications
+    {
+        return;
+    }
+    node.sessions.do_send(Link {
+        token: token.to_owned(),
+        expires_at,
+        connection_id: caller.connection_id.clone(),
+        outbox: outbox.clone(),
+    });
 }
 
 /// Step 15: refuse SDKs older than the minimum major version for their name.

@@ -1,5 +1,6 @@
-//! Authentication: tokens and local credentials (the session registry and the
-//! controllers come with the rest of issue 3).
+//! Authentication: tokens, local credentials and the session registry.
 
 pub mod credentials;
+pub mod messages;
+pub mod registry;
 pub mod token;

@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use super::outbox::{Next, Outbox, close_reason};
 use crate::api::{self, Caller};
+use crate::auth::messages::Unlink;
 use crate::config::WebsocketProtocol;
 use crate::node::Node;
 use crate::protocol::errors::{self, ApiError};
@@ -347,6 +348,9 @@ impl Actor for Connection {
         self.node
             .hub
             .remove_connection(&self.caller.connection_id, notify);
+        self.node.sessions.do_send(Unlink {
+            connection_id: self.caller.connection_id.clone(),
+        });
         self.node.connections.remove(&self.caller.connection_id);
         log::debug!("connection {} closed", self.caller.connection_id);
     }
