@@ -9,11 +9,13 @@ const path = require("node:path");
 const BINARY = process.env.KUZZLE_RT_BIN || path.resolve(__dirname, "../../target/debug/kuzzle-rt");
 
 /**
- * Starts a node on 127.0.0.1 and a free port, in a fresh directory.
- * `env` holds kuzzle_* overrides. Resolves to { port, stop(), child }.
+ * Starts a node on 127.0.0.1 and a free port, in `dir` (its embedded store is
+ * `dir/data`), or in a fresh directory removed when the node stops.
+ * `env` holds kuzzle_* overrides. Resolves to { port, dir, stop(), child }.
  */
-function startNode(env = {}) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kuzzle-rt-sdk-"));
+function startNode(env = {}, dir = null) {
+  const owned = dir === null;
+  if (owned) dir = fs.mkdtempSync(path.join(os.tmpdir(), "kuzzle-rt-sdk-"));
   const child = spawn(BINARY, [], {
     cwd: dir,
     env: {
@@ -37,6 +39,7 @@ function startNode(env = {}) {
         clearTimeout(timer);
         resolve({
           port: Number(match[1]),
+          dir,
           child,
           log: () => log,
           stop: () =>
@@ -44,7 +47,7 @@ function startNode(env = {}) {
               if (child.exitCode !== null) return done(child.exitCode);
               child.removeAllListeners("exit");
               child.on("exit", (code) => {
-                fs.rmSync(dir, { recursive: true, force: true });
+                if (owned) fs.rmSync(dir, { recursive: true, force: true });
                 done(code);
               });
               child.kill("SIGTERM");

@@ -1,0 +1,100 @@
+// Users and tokens with the official kuzzle-sdk against a real kuzzle-rt node.
+"use strict";
+
+const test = require("node:test");
+const assert = require("node:assert/strict");
+const fs = require("node:fs");
+const os = require("node:os");
+const path = require("node:path");
+const { Kuzzle, WebSocket } = require("kuzzle-sdk");
+const { startNode } = require("./node");
+
+const credentials = { username: "ada", password: "correct horse battery" };
+
+async function client(port) {
+  const kuzzle = new Kuzzle(new WebSocket("127.0.0.1", { port }), { reconnectionDelay: 200 });
+  await kuzzle.connect();
+  return kuzzle;
+}
+
+test("createFirstAdmin, login, checkToken, getCurrentUser, logout", async () => {
+  const node = await startNode();
+  const kuzzle = await client(node.port);
+  try {
+    assert.equal(await kuzzle.server.adminExists(), false);
+    const admin = await kuzzle.security.createFirstAdmin("ada", { content: { name: "Ada" }, credentials: { local: credentials } });
+    assert.equal(admin._id, "ada");
+
+    const jwt = await kuzzle.auth.login("local", credentials, "1h");
+    assert.match(jwt, /^kauth-/);
+    assert.equal(kuzzle.jwt, jwt);
+    const check = await kuzzle.auth.checkToken();
+    assert.equal(check.valid, true);
+    assert.equal(check.kuid, "ada");
+    const me = await kuzzle.auth.getCurrentUser();
+    assert.equal(me._id, "ada");
+    assert.equal(me.content.name, "Ada");
+    assert.deepEqual(me.content.profileIds, ["admin"]);
+
+    // Another connection: logins are limited to one per second per connection.
+    const other = await client(node.port);
+    await assert.rejects(other.auth.login("local", { username: "ada", password: "nope" }), (err) => {
+      assert.equal(err.id, "plugin.strategy.missing_user");
+      assert.equal(err.message, "wrong username or password");
+      return true;
+    });
+    other.disconnect();
+
+    await kuzzle.auth.logout();
+    assert.equal(kuzzle.jwt, null);
+    const after = await kuzzle.auth.checkToken(jwt);
+    assert.equal(after.valid, false);
+  } finally {
+    kuzzle.disconnect();
+    await node.stop();
+  }
+});
+
+test("an expiring token fires the SDK's tokenExpired event", async () => {
+  const node = await startNode();
+  const kuzzle = await client(node.port);
+  try {
+    await kuzzle.security.createFirstAdmin("ada", { credentials: { local: credentials } });
+    await kuzzle.auth.login("local", credentials, "2s");
+    const expired = new Promise((resolve) => kuzzle.once("tokenExpired", resolve));
+    await kuzzle.realtime.subscribe("i", "c", {}, () => {});
+    const started = Date.now();
+    await expired;
+    assert.ok(Date.now() - started < 5000);
+    assert.equal(kuzzle.jwt, null);
+  } finally {
+    kuzzle.disconnect();
+    await node.stop();
+  }
+});
+
+test("a node restarted on its embedded store still accepts the token and the user", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kuzzle-rt-sdk-restart-"));
+  try {
+    const first = await startNode({}, dir);
+    const kuzzle = await client(first.port);
+    await kuzzle.security.createFirstAdmin("ada", { credentials: { local: credentials } });
+    const jwt = await kuzzle.auth.login("local", credentials, "1h");
+    kuzzle.disconnect();
+    assert.equal(await first.stop(), 0);
+
+    const second = await startNode({}, dir);
+    const again = await client(second.port);
+    try {
+      const check = await again.auth.checkToken(jwt);
+      assert.equal(check.valid, true, "tokens outlive restarts");
+      again.jwt = jwt;
+      assert.equal((await again.auth.getCurrentUser())._id, "ada");
+    } finally {
+      again.disconnect();
+      await second.stop();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
