@@ -173,39 +173,72 @@ pub static ACTIONS: &[Action] = &[
         ],
         |c| Box::pin(security::create_first_admin(c)),
     ),
-    todo(
+    action(
         "security",
         "createUser",
         &[(Post, "/users/_create"), (Post, "/users/:_id/_create")],
+        |c| Box::pin(security::create_user(c)),
     ),
-    todo(
+    action(
         "security",
         "createRestrictedUser",
         &[
             (Post, "/users/_createRestricted"),
             (Post, "/users/:_id/_createRestricted"),
         ],
+        |c| Box::pin(security::create_restricted_user(c)),
     ),
-    todo("security", "getUser", &[(Get, "/users/:_id")]),
-    todo("security", "updateUser", &[(Put, "/users/:_id/_update")]),
-    todo("security", "replaceUser", &[(Put, "/users/:_id/_replace")]),
-    todo("security", "deleteUser", &[(Delete, "/users/:_id")]),
+    action("security", "getUser", &[(Get, "/users/:_id")], |c| {
+        Box::pin(security::get_user(c))
+    }),
+    action(
+        "security",
+        "updateUser",
+        &[(Put, "/users/:_id/_update")],
+        |c| Box::pin(security::update_user(c)),
+    ),
+    action(
+        "security",
+        "replaceUser",
+        &[(Put, "/users/:_id/_replace")],
+        |c| Box::pin(security::replace_user(c)),
+    ),
+    action("security", "deleteUser", &[(Delete, "/users/:_id")], |c| {
+        Box::pin(security::delete_user(c))
+    }),
     todo("security", "searchUsers", &[(Post, "/users/_search")]),
     todo(
         "security",
         "updateCredentials",
         &[(Put, "/credentials/:strategy/:_id/_update")],
     ),
-    todo("security", "createOrReplaceRole", &[(Put, "/roles/:_id")]),
-    todo("security", "getRole", &[(Get, "/roles/:_id")]),
-    todo("security", "deleteRole", &[(Delete, "/roles/:_id")]),
-    todo(
+    action(
+        "security",
+        "createOrReplaceRole",
+        &[(Put, "/roles/:_id")],
+        |c| Box::pin(security::create_or_replace_role(c)),
+    ),
+    action("security", "getRole", &[(Get, "/roles/:_id")], |c| {
+        Box::pin(security::get_role(c))
+    }),
+    action("security", "deleteRole", &[(Delete, "/roles/:_id")], |c| {
+        Box::pin(security::delete_role(c))
+    }),
+    action(
         "security",
         "createOrReplaceProfile",
         &[(Put, "/profiles/:_id")],
+        |c| Box::pin(security::create_or_replace_profile(c)),
     ),
-    todo("security", "getProfile", &[(Get, "/profiles/:_id")]),
-    todo("security", "deleteProfile", &[(Delete, "/profiles/:_id")]),
+    action("security", "getProfile", &[(Get, "/profiles/:_id")], |c| {
+        Box::pin(security::get_profile(c))
+    }),
+    action(
+        "security",
+        "deleteProfile",
+        &[(Delete, "/profiles/:_id")],
+        |c| Box::pin(security::delete_profile(c)),
+    ),
     action("realtime", "count", &[], |c| Box::pin(realtime::count(c))),
     action("realtime", "join", &[], |c| Box::pin(realtime::join(c))),
     action("realtime", "list", &[(Get, "/_listSubscriptions")], |c| {
