@@ -455,3 +455,161 @@ async fn without_realtime_notifications_nothing_is_pushed() {
         "but the token is still checked"
     );
 }
+
+#[actix_rt::test]
+async fn refresh_token_moves_sockets_and_keeps_the_old_one_for_the_grace_period() {
+    let node = start_node(|s| s.security.auth_token.grace_period = Some(1000)).await;
+    let mut setup = Ws::connect(node.addr).await;
+    setup.request(first_admin(false)).await;
+    let mut ws = Ws::connect(node.addr).await;
+    let old = jwt_of(&mut ws, json!({"expiresIn": "2s"})).await;
+    let room = subscribe_with(&mut ws, Some(&old), "none").await;
+    let res = ws
+        .request(json!({"controller":"auth","action":"refreshToken","expiresIn":"1h","jwt": old}))
+        .await;
+    let new = res["result"]["jwt"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    assert_eq!(res["result"]["ttl"], 3_600_000);
+    // Another socket: a request carrying the old token would link this socket back to it.
+    let mut elsewhere = Ws::connect(node.addr).await;
+    let again = elsewhere
+        .request(json!({"controller":"auth","action":"refreshToken","jwt": old}))
+        .await;
+    assert_eq!(
+        again["error"]["id"], "security.token.invalid",
+        "a refreshed token cannot be refreshed again"
+    );
+    let check = ws
+        .request(json!({"controller":"auth","action":"checkToken","body":{"token": old}}))
+        .await;
+    assert_eq!(
+        check["result"]["valid"], true,
+        "still valid during the grace period"
+    );
+    // Past the old token's expiry the socket, moved to the new token, gets nothing.
+    match ws.next_frame_within(Duration::from_millis(2500)).await {
+        Err(()) => {}
+        Ok(frame) => panic!("the moved socket got {frame:?}"),
+    }
+    let check = ws
+        .request(json!({"controller":"auth","action":"checkToken","body":{"token": old}}))
+        .await;
+    assert_eq!(
+        check["result"]["valid"], false,
+        "gone after the grace period"
+    );
+    let count = ws
+        .request(json!({"controller":"realtime","action":"count","body":{"roomId": room}}))
+        .await;
+    assert_eq!(
+        count["result"]["count"], 1,
+        "subscriptions survive the refresh"
+    );
+    let infinite = jwt_of(&mut Ws::connect(node.addr).await, json!({"expiresIn": -1})).await;
+    let res = ws
+        .request(json!({"controller":"auth","action":"refreshToken","jwt": infinite}))
+        .await;
+    assert_eq!(
+        res["error"]["message"],
+        "Token with infinite TTL cannot be refreshed."
+    );
+}
+
+#[actix_rt::test]
+async fn my_credentials_and_password_changes() {
+    let node = start_node(|_| {}).await;
+    let mut ws = Ws::connect(node.addr).await;
+    ws.request(first_admin(false)).await;
+    let jwt = jwt_of(&mut ws, json!({})).await;
+    let other_socket_token = jwt_of(&mut Ws::connect(node.addr).await, json!({})).await;
+    let auth = |action: &str, extra: Value| {
+        let mut r = json!({"controller":"auth","action":action,"strategy":"local","jwt":jwt});
+        r.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        r
+    };
+    assert_eq!(
+        ws.request(auth("credentialsExist", json!({}))).await["result"],
+        true
+    );
+    assert_eq!(
+        ws.request(auth("getMyCredentials", json!({}))).await["result"],
+        json!({"username":"ada","kuid":"ada"})
+    );
+    let res = ws
+        .request(auth(
+            "createMyCredentials",
+            json!({"body":{"username":"x","password":"y"}}),
+        ))
+        .await;
+    assert_eq!(
+        res["error"],
+        json!({"message":"A strategy already exists for user \"ada\".","status":412})
+    );
+    assert_eq!(
+        ws.request(auth(
+            "validateMyCredentials",
+            json!({"body":{"username":"x"}})
+        ))
+        .await["error"]["message"],
+        "Password required."
+    );
+    assert_eq!(
+        ws.request(auth("updateMyCredentials", json!({"body":{}})))
+            .await["error"]["message"],
+        "Missing username or password."
+    );
+    let res = ws
+        .request(auth(
+            "updateMyCredentials",
+            json!({"body":{"password":"new secret"}}),
+        ))
+        .await;
+    assert_eq!(res["result"], json!({"username":"ada","kuid":"ada"}));
+    // Every other token of the user is revoked; the calling one is kept.
+    let check = ws
+        .request(
+            json!({"controller":"auth","action":"checkToken","body":{"token": other_socket_token}}),
+        )
+        .await;
+    assert_eq!(check["result"]["valid"], false);
+    let check = ws
+        .request(json!({"controller":"auth","action":"checkToken","body":{"token": jwt}}))
+        .await;
+    assert_eq!(check["result"]["valid"], true);
+    let mut fresh = Ws::connect(node.addr).await;
+    assert_eq!(
+        fresh.request(login("ada", "new secret", json!({}))).await["status"],
+        200
+    );
+
+    let res = ws.request(json!({"controller":"auth","action":"updateSelf","jwt":jwt,"body":{"profileIds":["default"]}})).await;
+    assert_eq!(
+        res["error"]["message"],
+        "The argument \"body.profileIds\" is not allowed by this API action."
+    );
+    let res = ws
+        .request(
+            json!({"controller":"auth","action":"updateSelf","jwt":jwt,"body":{"nick":"ada99"}}),
+        )
+        .await;
+    assert_eq!(res["result"]["_source"]["nick"], "ada99");
+    assert_eq!(res["result"]["_source"]["profileIds"], json!(["admin"]));
+    assert_eq!(
+        ws.request(auth("deleteMyCredentials", json!({}))).await["result"],
+        json!({"acknowledged": true})
+    );
+    assert_eq!(
+        ws.request(auth("credentialsExist", json!({}))).await["result"],
+        false
+    );
+    let res = ws
+        .request(json!({"controller":"auth","action":"getMyCredentials","strategy":"local"}))
+        .await;
+    assert_eq!(
+        res["error"]["message"],
+        "Unauthorized: authentication required to execute the action \"auth:getMyCredentials\".",
+        "requires a user"
+    );
+}

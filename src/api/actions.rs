@@ -86,29 +86,32 @@ pub static ACTIONS: &[Action] = &[
     action("auth", "checkToken", &[(Post, "/_checkToken")], |c| {
         Box::pin(auth::check_token(c))
     }),
-    todo(
+    action(
         "auth",
         "createMyCredentials",
         &[
             (Post, "/_me/credentials/:strategy/_create"),
             (Post, "/credentials/:strategy/_me/_create"),
         ],
+        |c| Box::pin(auth::create_my_credentials(c)),
     ),
-    todo(
+    action(
         "auth",
         "credentialsExist",
         &[
             (Get, "/_me/credentials/:strategy/_exists"),
             (Get, "/credentials/:strategy/_me/_exists"),
         ],
+        |c| Box::pin(auth::credentials_exist(c)),
     ),
-    todo(
+    action(
         "auth",
         "deleteMyCredentials",
         &[
             (Delete, "/_me/credentials/:strategy"),
             (Delete, "/credentials/:strategy/_me"),
         ],
+        |c| Box::pin(auth::delete_my_credentials(c)),
     ),
     action(
         "auth",
@@ -116,13 +119,14 @@ pub static ACTIONS: &[Action] = &[
         &[(Get, "/_me"), (Get, "/users/_me")],
         |c| Box::pin(auth::get_current_user(c)),
     ),
-    todo(
+    action(
         "auth",
         "getMyCredentials",
         &[
             (Get, "/_me/credentials/:strategy"),
             (Get, "/credentials/:strategy/_me"),
         ],
+        |c| Box::pin(auth::get_my_credentials(c)),
     ),
     action(
         "auth",
@@ -142,27 +146,32 @@ pub static ACTIONS: &[Action] = &[
     action("auth", "logout", &[(Post, "/_logout")], |c| {
         Box::pin(auth::logout(c))
     }),
-    todo("auth", "refreshToken", &[(Post, "/_refreshToken")]),
-    todo(
+    action("auth", "refreshToken", &[(Post, "/_refreshToken")], |c| {
+        Box::pin(auth::refresh_token(c))
+    }),
+    action(
         "auth",
         "updateMyCredentials",
         &[
             (Put, "/_me/credentials/:strategy/_update"),
             (Put, "/credentials/:strategy/_me/_update"),
         ],
+        |c| Box::pin(auth::update_my_credentials(c)),
     ),
-    todo(
+    action(
         "auth",
         "updateSelf",
         &[(Put, "/_me"), (Put, "/_updateSelf")],
+        |c| Box::pin(auth::update_self(c)),
     ),
-    todo(
+    action(
         "auth",
         "validateMyCredentials",
         &[
             (Post, "/_me/credentials/:strategy/_validate"),
             (Post, "/credentials/:strategy/_me/_validate"),
         ],
+        |c| Box::pin(auth::validate_my_credentials(c)),
     ),
     action(
         "security",
@@ -207,10 +216,11 @@ pub static ACTIONS: &[Action] = &[
         Box::pin(security::delete_user(c))
     }),
     todo("security", "searchUsers", &[(Post, "/users/_search")]),
-    todo(
+    action(
         "security",
         "updateCredentials",
         &[(Put, "/credentials/:strategy/:_id/_update")],
+        |c| Box::pin(security::update_credentials(c)),
     ),
     action(
         "security",

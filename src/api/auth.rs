@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::identity::{ANONYMOUS, algorithm, store_read_error, store_write_error, verify_token};
 use super::{ActionResult, Call, Reply};
-use crate::auth::messages::{Revoke, Unlink};
+use crate::auth::messages::{Move, Revoke, Unlink};
 use crate::auth::{credentials, token};
 use crate::config::timespan::{Lifetime, parse_lifetime};
 use crate::protocol::errors::{self, ApiError};
@@ -213,4 +213,328 @@ pub async fn get_my_rights(call: &Call<'_>) -> ActionResult {
 
 pub async fn get_strategies(_: &Call<'_>) -> ActionResult {
     Ok(Reply::Json(json!(["local"])))
+}
+
+/// The marker kept, for the grace period, of a token that was refreshed.
+fn refreshed_marker(token: &str) -> String {
+    format!("refreshed:{token}")
+}
+
+pub async fn refresh_token(call: &Call<'_>) -> ActionResult {
+    require_user(call)?;
+    if let Some(strategy) = call.request.string_arg("strategy")?
+        && strategy != "local"
+    {
+        return Err(ApiError::new(errors::UNKNOWN_STRATEGY, [strategy]));
+    }
+    let identity = call.identity;
+    let old = identity.token.clone().unwrap_or_default();
+    if identity.expires_at.is_none() {
+        return Err(ApiError::new(
+            errors::TOKEN_REFRESH_FORBIDDEN,
+            ["Token with infinite TTL"],
+        ));
+    }
+    let store = &call.node.store;
+    if store
+        .token_owner(&refreshed_marker(&old))
+        .await
+        .map_err(store_read_error)?
+        .is_some()
+    {
+        return Err(ApiError::plain(errors::TOKEN_INVALID));
+    }
+    let lifetime = lifetime(call)?;
+    let issued = token::issue(
+        algorithm(call.node),
+        call.node.secret.as_bytes(),
+        &identity.kuid,
+        lifetime,
+        now_ms(),
+    );
+    store
+        .put_token(
+            &issued.token,
+            &identity.kuid,
+            issued.ttl.map(Duration::from_millis),
+        )
+        .await
+        .map_err(|e| ApiError::new(errors::TOKEN_GENERATION_FAILED, [e.to_string()]))?;
+    // The old token stays valid for the grace period, and cannot be refreshed again.
+    let grace = Duration::from_millis(call.node.settings.security.grace_period().max(1));
+    store
+        .put_token(&old, &identity.kuid, Some(grace))
+        .await
+        .map_err(store_write_error)?;
+    store
+        .put_token(&refreshed_marker(&old), &identity.kuid, Some(grace))
+        .await
+        .map_err(store_write_error)?;
+    call.node.sessions.do_send(Move {
+        from: old,
+        to: issued.token.clone(),
+        expires_at: issued.expires_at,
+    });
+    super::link_connection(call.node, call.caller, &issued.token, issued.expires_at);
+    Ok(Reply::Json(json!({
+        "_id": identity.kuid,
+        "expiresAt": issued.expires_at.map_or(json!(-1), Value::from),
+        "jwt": issued.token,
+        "ttl": issued.ttl.map_or(json!(-1), Value::from),
+    })))
+}
+
+/// The caller's username for the local strategy, if it has credentials.
+async fn my_username(call: &Call<'_>) -> Result<Option<String>, ApiError> {
+    let login = call
+        .node
+        .store
+        .get(Kind::Login, &call.identity.kuid)
+        .await
+        .map_err(store_read_error)?;
+    Ok(login.and_then(|l| l.get("username").and_then(Value::as_str).map(str::to_owned)))
+}
+
+fn no_credentials(kuid: &str) -> ApiError {
+    ApiError::bare(412, format!("No credentials found for user \"{kuid}\"."))
+}
+
+pub async fn credentials_exist(call: &Call<'_>) -> ActionResult {
+    require_user(call)?;
+    strategy_arg(call)?;
+    Ok(Reply::Json(json!(my_username(call).await?.is_some())))
+}
+
+pub async fn get_my_credentials(call: &Call<'_>) -> ActionResult {
+    require_user(call)?;
+    strategy_arg(call)?;
+    let username = my_username(call)
+        .await?
+        .ok_or_else(|| no_credentials(&call.identity.kuid))?;
+    Ok(Reply::Json(
+        json!({"username": username, "kuid": call.identity.kuid}),
+    ))
+}
+
+/// `{username, password}` for create and validate: both required, no `kuid`.
+fn new_credentials(call: &Call<'_>) -> Result<(String, String), ApiError> {
+    let body = call.request.body.clone().unwrap_or_else(|| json!({}));
+    if body.get("kuid").is_some() {
+        return Err(ApiError::bare(
+            400,
+            "kuid cannot be specified in credentials.",
+        ));
+    }
+    let field = |name: &str, message: &str| {
+        body.get(name)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::bare(400, message))
+    };
+    Ok((
+        field("username", "Username required.")?,
+        field("password", "Password required.")?,
+    ))
+}
+
+pub async fn create_my_credentials(call: &Call<'_>) -> ActionResult {
+    require_user(call)?;
+    strategy_arg(call)?;
+    let (username, password) = new_credentials(call)?;
+    let kuid = &call.identity.kuid;
+    if my_username(call).await?.is_some() {
+        return Err(ApiError::bare(
+            412,
+            format!("A strategy already exists for user \"{kuid}\"."),
+        ));
+    }
+    store_credentials(call, kuid, &username, &password).await?;
+    Ok(Reply::Json(json!({"username": username, "kuid": kuid})))
+}
+
+async fn store_credentials(
+    call: &Call<'_>,
+    kuid: &str,
+    username: &str,
+    password: &str,
+) -> Result<(), ApiError> {
+    let hash = credentials::hash(password.to_owned())
+        .await
+        .map_err(|e| ApiError::new(errors::PLUGIN_UNEXPECTED_ERROR, [e]))?;
+    let store = &call.node.store;
+    let free = store
+        .insert_new(
+            Kind::Credential,
+            username,
+            &json!({"kuid": kuid, "hash": hash}),
+        )
+        .await
+        .map_err(store_write_error)?;
+    if !free {
+        return Err(ApiError::bare(
+            412,
+            format!("Login \"{username}\" is already used."),
+        ));
+    }
+    store
+        .put(Kind::Login, kuid, &json!({"username": username}))
+        .await
+        .map_err(store_write_error)
+}
+
+pub async fn validate_my_credentials(call: &Call<'_>) -> ActionResult {
+    require_user(call)?;
+    strategy_arg(call)?;
+    new_credentials(call)?;
+    Ok(Reply::Json(json!(true)))
+}
+
+pub async fn delete_my_credentials(call: &Call<'_>) -> ActionResult {
+    require_user(call)?;
+    strategy_arg(call)?;
+    let kuid = &call.identity.kuid;
+    let username = my_username(call)
+        .await?
+        .ok_or_else(|| no_credentials(kuid))?;
+    let store = &call.node.store;
+    store
+        .delete(Kind::Credential, &username)
+        .await
+        .map_err(store_write_error)?;
+    store
+        .delete(Kind::Login, kuid)
+        .await
+        .map_err(store_write_error)?;
+    Ok(Reply::Json(json!({"acknowledged": true})))
+}
+
+/// Changes the username and/or password of `kuid`. A new password revokes every other
+/// token of the user (CN-21); `keep` is the calling token.
+pub(super) async fn change_credentials(
+    call: &Call<'_>,
+    kuid: &str,
+    keep: Option<&str>,
+) -> ActionResult {
+    let body = call.request.body.clone().unwrap_or_else(|| json!({}));
+    if body.get("kuid").is_some() {
+        return Err(ApiError::bare(
+            400,
+            "The request must not contain a kuid attribute.",
+        ));
+    }
+    let text = |name: &str| {
+        body.get(name)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let (new_username, new_password) = (text("username"), text("password"));
+    if new_username.is_none() && new_password.is_none() {
+        return Err(ApiError::bare(400, "Missing username or password."));
+    }
+    let store = &call.node.store;
+    let login = store
+        .get(Kind::Login, kuid)
+        .await
+        .map_err(store_read_error)?;
+    let username = login
+        .and_then(|l| l.get("username").and_then(Value::as_str).map(str::to_owned))
+        .ok_or_else(|| no_credentials(kuid))?;
+    let stored = store
+        .get(Kind::Credential, &username)
+        .await
+        .map_err(store_read_error)?
+        .unwrap_or_else(|| json!({}));
+    let hash = match &new_password {
+        Some(password) => credentials::hash(password.clone())
+            .await
+            .map_err(|e| ApiError::new(errors::PLUGIN_UNEXPECTED_ERROR, [e]))?,
+        None => stored
+            .get("hash")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    let final_username = new_username.unwrap_or_else(|| username.clone());
+    let record = json!({"kuid": kuid, "hash": hash});
+    if final_username != username {
+        if !store
+            .insert_new(Kind::Credential, &final_username, &record)
+            .await
+            .map_err(store_write_error)?
+        {
+            return Err(ApiError::bare(
+                412,
+                format!("Login \"{final_username}\" is already used."),
+            ));
+        }
+        store
+            .delete(Kind::Credential, &username)
+            .await
+            .map_err(store_write_error)?;
+        store
+            .put(Kind::Login, kuid, &json!({"username": final_username}))
+            .await
+            .map_err(store_write_error)?;
+    } else {
+        store
+            .put(Kind::Credential, &username, &record)
+            .await
+            .map_err(store_write_error)?;
+    }
+    if new_password.is_some() {
+        let mut revoked = store.user_tokens(kuid).await.map_err(store_read_error)?;
+        revoked.retain(|t| Some(t.as_str()) != keep);
+        for token in &revoked {
+            store.delete_token(token).await.map_err(store_write_error)?;
+        }
+        call.node.sessions.do_send(Revoke { tokens: revoked });
+    }
+    Ok(Reply::Json(
+        json!({"username": final_username, "kuid": kuid}),
+    ))
+}
+
+pub async fn update_my_credentials(call: &Call<'_>) -> ActionResult {
+    require_user(call)?;
+    strategy_arg(call)?;
+    change_credentials(call, &call.identity.kuid, call.identity.token.as_deref()).await
+}
+
+pub async fn update_self(call: &Call<'_>) -> ActionResult {
+    require_user(call)?;
+    let Some(Value::Object(patch)) = &call.request.body else {
+        return Err(ApiError::plain(errors::BODY_REQUIRED));
+    };
+    for field in ["_id", "profileIds"] {
+        if patch.get(field).is_some_and(|v| {
+            !v.is_null() && v != &json!(false) && v != &json!("") && v != &json!(0)
+        }) {
+            return Err(ApiError::new(
+                errors::FORBIDDEN_ARGUMENT,
+                [format!("body.{field}")],
+            ));
+        }
+    }
+    let kuid = &call.identity.kuid;
+    let store = &call.node.store;
+    let mut user = store
+        .get(Kind::User, kuid)
+        .await
+        .map_err(store_read_error)?
+        .ok_or_else(|| ApiError::new(errors::USER_NOT_FOUND, [kuid.as_str()]))?;
+    let mut patch = Value::Object(patch.clone());
+    if let Value::Object(map) = &mut patch {
+        map.remove("_id");
+        map.remove("profileIds");
+        map.remove("_kuzzle_info");
+    }
+    super::security::deep_merge(&mut user, &patch);
+    super::security::touch(&mut user, call);
+    store
+        .put(Kind::User, kuid, &user)
+        .await
+        .map_err(store_write_error)?;
+    Ok(Reply::Json(json!({"_id": kuid, "_source": user})))
 }

@@ -151,7 +151,7 @@ fn info_for(call: &Call<'_>) -> Value {
 }
 
 /// Marks a stored document as updated by the caller.
-fn touch(document: &mut Value, call: &Call<'_>) {
+pub(super) fn touch(document: &mut Value, call: &Call<'_>) {
     let info = document
         .get("_kuzzle_info")
         .cloned()
@@ -341,7 +341,7 @@ pub async fn get_user(call: &Call<'_>) -> ActionResult {
 }
 
 /// Objects merge recursively; arrays and scalars replace.
-fn deep_merge(target: &mut Value, patch: &Value) {
+pub(super) fn deep_merge(target: &mut Value, patch: &Value) {
     match (target, patch) {
         (Value::Object(t), Value::Object(p)) => {
             for (k, v) in p {
@@ -650,4 +650,15 @@ pub async fn delete_profile(call: &Call<'_>) -> ActionResult {
         .await
         .map_err(store_write_error)?;
     Ok(Reply::Json(json!({"_id": id})))
+}
+
+pub async fn update_credentials(call: &Call<'_>) -> ActionResult {
+    match call.request.arg("strategy").and_then(Value::as_str) {
+        Some("local") => {}
+        Some(other) => return Err(ApiError::new(errors::UNKNOWN_STRATEGY, [other])),
+        None => return Err(ApiError::missing_argument("strategy")),
+    }
+    let kuid = id_arg(call)?;
+    existing_user(call, &kuid).await?;
+    super::auth::change_credentials(call, &kuid, call.identity.token.as_deref()).await
 }

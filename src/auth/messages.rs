@@ -36,3 +36,13 @@ pub struct Revoke {
 #[derive(Message)]
 #[rtype(result = "(usize, usize)")]
 pub struct Count;
+
+/// A token was refreshed: its connections move to the new token (and keep their
+/// subscriptions).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Move {
+    pub from: String,
+    pub to: String,
+    pub expires_at: Option<u64>,
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use actix::{Actor, AsyncContext, Context, Handler, MessageResult, SpawnHandle};
 
-use super::messages::{Count, Link, Revoke, Unlink};
+use super::messages::{Count, Link, Move, Revoke, Unlink};
 use crate::protocol::now_ms;
 use crate::realtime::Hub;
 use crate::realtime::notify::token_expired;
@@ -161,5 +161,28 @@ impl Handler<Count> for SessionRegistry {
 
     fn handle(&mut self, _: Count, _: &mut Context<Self>) -> Self::Result {
         MessageResult((self.tokens.len(), self.by_connection.len()))
+    }
+}
+
+impl Handler<Move> for SessionRegistry {
+    type Result = ();
+
+    fn handle(&mut self, moved: Move, ctx: &mut Context<Self>) {
+        let Some(linked) = self.forget(&moved.from) else {
+            return;
+        };
+        for (connection_id, outbox) in linked.connections {
+            self.by_connection.remove(&connection_id);
+            self.handle(
+                Link {
+                    token: moved.to.clone(),
+                    expires_at: moved.expires_at,
+                    connection_id,
+                    outbox,
+                },
+                ctx,
+            );
+        }
+        self.reschedule(ctx);
     }
 }

@@ -1,5 +1,5 @@
 //! Authentication tokens (PROTOCOL.md §5): `kauth-` + a compact HS256/384/512 JWS with
-//! `{"_id", "iat", "exp"?}`. Signatures are checked in constant time.
+//! `{"_id", "iat", "exp"?, "jti"}`. Signatures are checked in constant time.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -97,10 +97,12 @@ pub fn issue(
     now_ms: u64,
 ) -> Issued {
     let iat = now_ms / 1000;
+    // `jti` makes every token unique: two logins in the same second are two sessions.
+    let jti = uuid::Uuid::new_v4().to_string();
     let (payload, ttl) = match lifetime {
-        Lifetime::Infinite => (json!({"_id": kuid, "iat": iat}), None),
+        Lifetime::Infinite => (json!({"_id": kuid, "iat": iat, "jti": jti}), None),
         Lifetime::Millis(ttl) => (
-            json!({"_id": kuid, "iat": iat, "exp": iat + ttl / 1000}),
+            json!({"_id": kuid, "iat": iat, "exp": iat + ttl / 1000, "jti": jti}),
             Some(ttl),
         ),
     };
@@ -211,6 +213,20 @@ mod tests {
         let payload = issued.token.split('.').nth(1).unwrap();
         let payload: Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        assert_eq!(payload["jti"].as_str().map(str::len), Some(36));
+        let twin = issue(
+            Algorithm::Hs256,
+            SECRET,
+            "ada",
+            Lifetime::Millis(3_600_500),
+            NOW,
+        );
+        assert_ne!(
+            twin.token, issued.token,
+            "same user, same second: still two tokens"
+        );
+        let mut payload = payload;
+        payload.as_object_mut().unwrap().remove("jti");
         assert_eq!(
             payload,
             json!({"_id": "ada", "iat": 1_700_000_000u64, "exp": 1_700_003_600u64})
