@@ -199,22 +199,7 @@ async fn redis_comes_back() {
     drop(redis);
     assert!(store.ping().await.is_err());
     // A new server on the same port: the store reconnects by itself.
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let _back = RedisServer::start_on(port);
     let mut recovered = false;
     for _ in 0..100 {
         if store.ping().await.is_ok() {
@@ -223,7 +208,5 @@ async fn redis_comes_back() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = child.kill();
-    let _ = child.wait();
     assert!(recovered, "the store reconnects once Redis is back");
 }

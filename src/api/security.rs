@@ -6,7 +6,7 @@ use super::identity::{store_read_error, store_write_error};
 use super::{ActionResult, Call, Reply};
 use crate::auth::credentials;
 use crate::auth::messages::Revoke;
-use crate::protocol::errors::{self, ApiError};
+use crate::protocol::errors::{self, ApiError, ErrorDef};
 use crate::protocol::now_ms;
 use crate::security::bootstrap::admin_exists;
 use crate::security::model::{Profile, role_to_json, validate_profile, validate_role};
@@ -450,6 +450,62 @@ pub async fn delete_user(call: &Call<'_>) -> ActionResult {
 
 const PROTECTED: [&str; 3] = ["anonymous", "default", "admin"];
 
+/// A stored role or profile, or `not_found`.
+async fn get_document(call: &Call<'_>, kind: Kind, not_found: &'static ErrorDef) -> ActionResult {
+    let id = id_arg(call)?;
+    let document = call
+        .node
+        .store
+        .get(kind, &id)
+        .await
+        .map_err(store_read_error)?;
+    let document = document.ok_or_else(|| ApiError::new(not_found, [id.as_str()]))?;
+    Ok(Reply::Json(json!({"_id": id, "_source": document})))
+}
+
+/// Stores a role or profile and tells every node its rights cache is stale.
+async fn save_security_document(
+    call: &Call<'_>,
+    kind: Kind,
+    id: &str,
+    source: &Value,
+) -> Result<(), ApiError> {
+    let store = &call.node.store;
+    store
+        .put(kind, id, source)
+        .await
+        .map_err(store_write_error)?;
+    store
+        .bump_security_version()
+        .await
+        .map_err(store_write_error)?;
+    Ok(())
+}
+
+/// The id of a role or profile that may be deleted: not protected, and stored.
+async fn deletable_id(
+    call: &Call<'_>,
+    kind: Kind,
+    protected: &'static ErrorDef,
+    not_found: &'static ErrorDef,
+) -> Result<String, ApiError> {
+    let id = id_arg(call)?;
+    if PROTECTED.contains(&id.as_str()) {
+        return Err(ApiError::plain(protected));
+    }
+    if call
+        .node
+        .store
+        .get(kind, &id)
+        .await
+        .map_err(store_read_error)?
+        .is_none()
+    {
+        return Err(ApiError::new(not_found, [id.as_str()]));
+    }
+    Ok(id)
+}
+
 pub async fn create_or_replace_role(call: &Call<'_>) -> ActionResult {
     let id = id_arg(call)?;
     let body = call
@@ -464,44 +520,23 @@ pub async fn create_or_replace_role(call: &Call<'_>) -> ActionResult {
     }
     let mut source = role_to_json(&role);
     source["_kuzzle_info"] = info_for(call);
-    let store = &call.node.store;
-    store
-        .put(Kind::Role, &id, &source)
-        .await
-        .map_err(store_write_error)?;
-    store
-        .bump_security_version()
-        .await
-        .map_err(store_write_error)?;
+    save_security_document(call, Kind::Role, &id, &source).await?;
     Ok(Reply::Json(json!({"_id": id, "_source": source})))
 }
 
 pub async fn get_role(call: &Call<'_>) -> ActionResult {
-    let id = id_arg(call)?;
-    let role = call
-        .node
-        .store
-        .get(Kind::Role, &id)
-        .await
-        .map_err(store_read_error)?;
-    let role = role.ok_or_else(|| ApiError::new(errors::ROLE_NOT_FOUND, [id.as_str()]))?;
-    Ok(Reply::Json(json!({"_id": id, "_source": role})))
+    get_document(call, Kind::Role, errors::ROLE_NOT_FOUND).await
 }
 
 pub async fn delete_role(call: &Call<'_>) -> ActionResult {
-    let id = id_arg(call)?;
-    if PROTECTED.contains(&id.as_str()) {
-        return Err(ApiError::plain(errors::ROLE_CANNOT_DELETE));
-    }
+    let id = deletable_id(
+        call,
+        Kind::Role,
+        errors::ROLE_CANNOT_DELETE,
+        errors::ROLE_NOT_FOUND,
+    )
+    .await?;
     let store = &call.node.store;
-    if store
-        .get(Kind::Role, &id)
-        .await
-        .map_err(store_read_error)?
-        .is_none()
-    {
-        return Err(ApiError::new(errors::ROLE_NOT_FOUND, [id.as_str()]));
-    }
     let used = store
         .list(Kind::Profile)
         .await
@@ -567,43 +602,23 @@ pub async fn create_or_replace_profile(call: &Call<'_>) -> ActionResult {
         .collect();
     let profile = validate_profile(&id, &body, |role| roles.iter().any(|r| r == role))?;
     let source = json!({"policies": policies_to_json(&profile), "rateLimit": profile.rate_limit, "_kuzzle_info": info_for(call)});
-    store
-        .put(Kind::Profile, &id, &source)
-        .await
-        .map_err(store_write_error)?;
-    store
-        .bump_security_version()
-        .await
-        .map_err(store_write_error)?;
+    save_security_document(call, Kind::Profile, &id, &source).await?;
     Ok(Reply::Json(json!({"_id": id, "_source": source})))
 }
 
 pub async fn get_profile(call: &Call<'_>) -> ActionResult {
-    let id = id_arg(call)?;
-    let profile = call
-        .node
-        .store
-        .get(Kind::Profile, &id)
-        .await
-        .map_err(store_read_error)?;
-    let profile = profile.ok_or_else(|| ApiError::new(errors::PROFILE_NOT_FOUND, [id.as_str()]))?;
-    Ok(Reply::Json(json!({"_id": id, "_source": profile})))
+    get_document(call, Kind::Profile, errors::PROFILE_NOT_FOUND).await
 }
 
 pub async fn delete_profile(call: &Call<'_>) -> ActionResult {
-    let id = id_arg(call)?;
-    if PROTECTED.contains(&id.as_str()) {
-        return Err(ApiError::plain(errors::PROFILE_CANNOT_DELETE));
-    }
+    let id = deletable_id(
+        call,
+        Kind::Profile,
+        errors::PROFILE_CANNOT_DELETE,
+        errors::PROFILE_NOT_FOUND,
+    )
+    .await?;
     let store = &call.node.store;
-    if store
-        .get(Kind::Profile, &id)
-        .await
-        .map_err(store_read_error)?
-        .is_none()
-    {
-        return Err(ApiError::new(errors::PROFILE_NOT_FOUND, [id.as_str()]));
-    }
     let remove = match call.request.string_arg("onAssignedUsers")? {
         None | Some("fail") => false,
         Some("remove") => true,

@@ -302,12 +302,17 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        Self::start_on(port)
+    }
+
+    /// A server on a given port (to bring a stopped one back).
+    pub fn start_on(port: u16) -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
         let child = std::process::Command::new("redis-server")
             .args([
                 "--port",
