@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::identity::{ANONYMOUS, algorithm, store_read_error, store_write_error, verify_token};
 use super::{ActionResult, Call, Reply};
 use crate::auth::messages::{Move, Revoke, Unlink};
-use crate::auth::{credentials, token};
+use crate::auth::{cookie, credentials, token};
 use crate::config::timespan::{Lifetime, parse_lifetime};
 use crate::protocol::errors::{self, ApiError};
 use crate::protocol::now_ms;
@@ -124,16 +124,14 @@ pub async fn login(call: &Call<'_>) -> ActionResult {
         .await
         .map_err(|e| ApiError::new(errors::TOKEN_GENERATION_FAILED, [e.to_string()]))?;
     super::link_connection(call.node, call.caller, &issued.token, issued.expires_at);
-    Ok(Reply::Json(json!({
-        "_id": kuid,
-        "expiresAt": issued.expires_at.map_or(json!(-1), Value::from),
-        "jwt": issued.token,
-        "ttl": issued.ttl.map_or(json!(-1), Value::from),
-    })))
+    Ok(token_reply(call, &kuid, &issued))
 }
 
 pub async fn logout(call: &Call<'_>) -> ActionResult {
-    require_user(call)?;
+    let cookie_mode = call.resolved.cookie_mode;
+    if !cookie_mode {
+        require_user(call)?;
+    }
     let store = &call.node.store;
     let tokens = if call.request.bool_arg("global")? {
         store
@@ -151,15 +149,32 @@ pub async fn logout(call: &Call<'_>) -> ActionResult {
         store.delete_token(token).await.map_err(store_write_error)?;
     }
     call.node.sessions.do_send(Revoke { tokens });
-    Ok(Reply::Json(json!({"acknowledged": true})))
+    let acknowledged = json!({"acknowledged": true});
+    Ok(if cookie_mode {
+        Reply::JsonWithCookie(acknowledged, cookie::clear())
+    } else {
+        Reply::Json(acknowledged)
+    })
 }
 
 pub async fn check_token(call: &Call<'_>) -> ActionResult {
-    let token = match call.request.body.as_ref().and_then(|b| b.get("token")) {
-        None | Some(Value::Null) => None,
-        Some(Value::String(t)) => Some(t.as_str()).filter(|t| !t.is_empty()),
-        Some(_) => return Err(ApiError::invalid_type("body.token", "string")),
+    let token = if call.resolved.cookie_mode {
+        call.resolved.token.as_deref()
+    } else {
+        body_token(call)?
     };
+    check_token_value(call, token).await
+}
+
+fn body_token<'a>(call: &'a Call<'_>) -> Result<Option<&'a str>, ApiError> {
+    match call.request.body.as_ref().and_then(|b| b.get("token")) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(t)) => Ok(Some(t.as_str()).filter(|t| !t.is_empty())),
+        Some(_) => Err(ApiError::invalid_type("body.token", "string")),
+    }
+}
+
+async fn check_token_value(call: &Call<'_>, token: Option<&str>) -> ActionResult {
     let Some(token) = token else {
         return Ok(Reply::Json(
             json!({"expiresAt": null, "kuid": ANONYMOUS, "valid": true}),
@@ -213,6 +228,24 @@ pub async fn get_my_rights(call: &Call<'_>) -> ActionResult {
 
 pub async fn get_strategies(_: &Call<'_>) -> ActionResult {
     Ok(Reply::Json(json!(["local"])))
+}
+
+/// The result of login and refreshToken; in cookie mode the token goes in a cookie and
+/// `jwt` is omitted (the SDK detects cookie support by its absence).
+fn token_reply(call: &Call<'_>, kuid: &str, issued: &token::Issued) -> Reply {
+    let mut result = json!({
+        "_id": kuid,
+        "expiresAt": issued.expires_at.map_or(json!(-1), Value::from),
+        "jwt": issued.token,
+        "ttl": issued.ttl.map_or(json!(-1), Value::from),
+    });
+    if !call.resolved.cookie_mode {
+        return Reply::Json(result);
+    }
+    if let Value::Object(map) = &mut result {
+        map.remove("jwt");
+    }
+    Reply::JsonWithCookie(result, cookie::set(&issued.token, issued.expires_at))
 }
 
 /// The marker kept, for the grace period, of a token that was refreshed.
@@ -276,12 +309,7 @@ pub async fn refresh_token(call: &Call<'_>) -> ActionResult {
         expires_at: issued.expires_at,
     });
     super::link_connection(call.node, call.caller, &issued.token, issued.expires_at);
-    Ok(Reply::Json(json!({
-        "_id": identity.kuid,
-        "expiresAt": issued.expires_at.map_or(json!(-1), Value::from),
-        "jwt": issued.token,
-        "ttl": issued.ttl.map_or(json!(-1), Value::from),
-    })))
+    Ok(token_reply(call, &identity.kuid, &issued))
 }
 
 /// The caller's username for the local strategy, if it has credentials.

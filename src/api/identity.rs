@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde_json::Value;
 
+use crate::auth::cookie::AuthCookie;
 use crate::auth::token::{self, Algorithm, TokenError};
 use crate::node::Node;
 use crate::protocol::errors::{self, ApiError};
@@ -83,8 +84,8 @@ pub async fn verify_token(node: &Node, token: &str) -> Result<(String, Option<u6
 }
 
 /// Steps 9 and 10: no token is anonymous; a token must verify and name a stored user.
-pub async fn authenticate(node: &Node, request: &Request) -> Result<Identity, ApiError> {
-    let Some(token) = request.jwt.as_deref() else {
+pub async fn authenticate(node: &Node, token: Option<&str>) -> Result<Identity, ApiError> {
+    let Some(token) = token else {
         return Ok(Identity::anonymous());
     };
     let (kuid, expires_at) = verify_token(node, token).await?;
@@ -187,5 +188,122 @@ pub fn check_user_rate(
             Err(ApiError::plain(errors::TOO_MANY_REQUESTS))
         }
         _ => Ok(()),
+    }
+}
+
+/// The token a request authenticates with, after step 8 (PROTOCOL.md §6.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub token: Option<String>,
+    /// The token is the `authToken` cookie and the request asked for cookie mode.
+    pub cookie_mode_token: bool,
+    /// `http.cookieAuthentication` and the request's `cookieAuth` are both true.
+    pub cookie_mode: bool,
+}
+
+/// Step 8, the decision matrix of §6.2.
+pub fn resolve_token(
+    cookie_enabled: bool,
+    asked: bool,
+    cookie: &AuthCookie,
+    jwt: Option<&str>,
+) -> Result<Resolved, ApiError> {
+    if !cookie_enabled && asked {
+        return Err(ApiError::plain(errors::COOKIE_UNSUPPORTED));
+    }
+    let cookie = match cookie {
+        AuthCookie::Invalid => return Err(ApiError::plain(errors::COOKIE_INVALID)),
+        AuthCookie::Usable(value) => Some(value.as_str()),
+        AuthCookie::Unusable => None,
+    };
+    let cookie_mode = cookie_enabled && asked;
+    match (cookie, jwt) {
+        (Some(_), _) if !cookie_enabled => Err(ApiError::plain(errors::COOKIE_UNSUPPORTED)),
+        (Some(_), Some(_)) => Err(ApiError::new(
+            errors::TOKEN_VERIFICATION_ERROR,
+            ["Both token and cookie are present, could not decide which one to use"],
+        )),
+        (Some(cookie), None) => Ok(Resolved {
+            token: Some(cookie.to_owned()),
+            cookie_mode_token: cookie_mode,
+            cookie_mode,
+        }),
+        (None, jwt) => Ok(Resolved {
+            token: jwt.map(str::to_owned),
+            cookie_mode_token: false,
+            cookie_mode,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usable() -> AuthCookie {
+        AuthCookie::Usable("k".into())
+    }
+
+    fn id(r: Result<Resolved, ApiError>) -> Option<&'static str> {
+        r.err().and_then(|e| e.id())
+    }
+
+    #[test]
+    fn the_decision_matrix_row_by_row() {
+        // 1: cookies off, cookieAuth asked.
+        assert_eq!(
+            id(resolve_token(false, true, &AuthCookie::Unusable, None)),
+            Some("security.cookie.unsupported")
+        );
+        // 2: cookies off, a usable cookie anyway.
+        assert_eq!(
+            id(resolve_token(false, false, &usable(), Some("j"))),
+            Some("security.cookie.unsupported")
+        );
+        // 3: a cookie and a jwt.
+        let both = resolve_token(true, false, &usable(), Some("j")).unwrap_err();
+        assert_eq!(
+            both.message(),
+            "Error verifying token: Both token and cookie are present, could not decide which one to use"
+        );
+        // 4: cookie mode with a cookie.
+        assert_eq!(
+            resolve_token(true, true, &usable(), None).unwrap(),
+            Resolved {
+                token: Some("k".into()),
+                cookie_mode_token: true,
+                cookie_mode: true
+            }
+        );
+        // 5: a cookie without cookieAuth: still the token.
+        assert_eq!(
+            resolve_token(true, false, &usable(), None).unwrap(),
+            Resolved {
+                token: Some("k".into()),
+                cookie_mode_token: false,
+                cookie_mode: false
+            }
+        );
+        // 6 and 7: no cookie: the jwt or anonymous.
+        assert_eq!(
+            resolve_token(false, false, &AuthCookie::Unusable, Some("j"))
+                .unwrap()
+                .token
+                .as_deref(),
+            Some("j")
+        );
+        assert_eq!(
+            resolve_token(true, true, &AuthCookie::Unusable, None).unwrap(),
+            Resolved {
+                token: None,
+                cookie_mode_token: false,
+                cookie_mode: true
+            }
+        );
+        // An invalid cookie is refused before rows 2 to 5.
+        assert_eq!(
+            id(resolve_token(false, false, &AuthCookie::Invalid, None)),
+            Some("security.cookie.invalid")
+        );
     }
 }

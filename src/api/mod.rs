@@ -15,13 +15,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
 
+use crate::auth::cookie::AuthCookie;
 use crate::auth::messages::Link;
 use crate::node::Node;
 use crate::protocol::errors::{self, ApiError};
 use crate::protocol::{Protocol, Request, Response};
 use crate::ws::outbox::Outbox;
 use identity::{
-    Identity, RateCounter, authenticate, check_rights, check_user_rate, store_read_error,
+    Identity, RateCounter, Resolved, authenticate, check_rights, check_user_rate, resolve_token,
+    store_read_error,
 };
 
 /// What an action answers.
@@ -30,6 +32,8 @@ pub enum Reply {
     Json(Value),
     /// A result sent together with an error (`server:healthCheck` when a service is red).
     JsonWithError(Value, ApiError),
+    /// A result with a `Set-Cookie` for HTTP (cookie mode, §6.3).
+    JsonWithCookie(Value, String),
     /// A document that HTTP sends as is, not in an envelope (`server:openapi`).
     /// Over WebSocket it is the `result`.
     Raw {
@@ -52,10 +56,17 @@ pub struct Caller {
     pub outbox: Option<Outbox>,
     /// `auth:login` calls in the current second (`limits.loginsPerSecond`).
     logins: RateCounter,
+    /// The `authToken` cookie of the HTTP request or of the WebSocket handshake.
+    pub cookie: AuthCookie,
 }
 
 impl Caller {
-    pub fn new(protocol: Protocol, origin: Option<String>, outbox: Option<Outbox>) -> Self {
+    pub fn new(
+        protocol: Protocol,
+        origin: Option<String>,
+        outbox: Option<Outbox>,
+        cookie: AuthCookie,
+    ) -> Self {
         Caller {
             protocol,
             connection_id: Arc::from(uuid::Uuid::new_v4().to_string()),
@@ -63,6 +74,7 @@ impl Caller {
             open: Arc::new(AtomicBool::new(true)),
             outbox,
             logins: RateCounter::default(),
+            cookie,
         }
     }
 
@@ -77,6 +89,8 @@ pub struct Call<'a> {
     pub caller: &'a Caller,
     pub request: &'a Request,
     pub identity: &'a Identity,
+    /// The token source after step 8 (cookie mode and the effective token).
+    pub resolved: &'a Resolved,
 }
 
 /// The response and, for HTTP, how to send it.
@@ -84,6 +98,8 @@ pub struct Dispatched {
     pub response: Response,
     /// Set when HTTP must send this document instead of the envelope.
     pub raw: Option<(&'static str, Value)>,
+    /// `Set-Cookie` values for HTTP.
+    pub cookies: Vec<String>,
 }
 
 /// Runs one request through every step. `None` means nothing is to be delivered
@@ -105,10 +121,17 @@ pub async fn dispatch(node: &Arc<Node>, caller: &Caller, request: Request) -> Op
         Ok(Reply::Json(result)) => Dispatched {
             response: Response::to_request(&node.id, &request, Ok(result)),
             raw: None,
+            cookies: Vec::new(),
+        },
+        Ok(Reply::JsonWithCookie(result, cookie)) => Dispatched {
+            response: Response::to_request(&node.id, &request, Ok(result)),
+            raw: None,
+            cookies: vec![cookie],
         },
         Ok(Reply::JsonWithError(result, error)) => Dispatched {
             response: Response::with_result_and_error(&node.id, &request, result, Some(error)),
             raw: None,
+            cookies: Vec::new(),
         },
         Ok(Reply::Raw {
             content_type,
@@ -116,10 +139,12 @@ pub async fn dispatch(node: &Arc<Node>, caller: &Caller, request: Request) -> Op
         }) => Dispatched {
             response: Response::to_request(&node.id, &request, Ok(document.clone())),
             raw: Some((content_type, document)),
+            cookies: Vec::new(),
         },
         Err(error) => Dispatched {
             response: Response::to_request(&node.id, &request, Err(error)),
             raw: None,
+            cookies: Vec::new(),
         },
     })
 }
@@ -157,7 +182,32 @@ fn admit(node: &Node, caller: &Caller, request: &Request) -> Result<(), ApiError
 /// Steps 9 to 16. Cookies (step 8) and token linking (step 11) come with the session
 /// registry.
 async fn execute(node: &Arc<Node>, caller: &Caller, request: &Request) -> ActionResult {
-    let identity = authenticate(node, request).await?;
+    let resolved = resolve_token(
+        node.settings.http.cookie_authentication,
+        request.bool_arg("cookieAuth")?,
+        &caller.cookie,
+        request.jwt.as_deref(),
+    )?;
+    let is = |controller: &str, action: &str| {
+        request.controller == controller && request.action == action
+    };
+    // Cookie mode (§6.2 row 4): login and checkToken handle the cookie themselves, so a
+    // stale one cannot block a login; logout runs as the cookie's user when it verifies,
+    // else as anonymous without a rights check, since it can only clear the cookie.
+    let mut skip_rights = false;
+    let identity =
+        if resolved.cookie_mode_token && (is("auth", "login") || is("auth", "checkToken")) {
+            Identity::anonymous()
+        } else if resolved.cookie_mode_token && is("auth", "logout") {
+            authenticate(node, resolved.token.as_deref())
+                .await
+                .unwrap_or_else(|_| {
+                    skip_rights = true;
+                    Identity::anonymous()
+                })
+        } else {
+            authenticate(node, resolved.token.as_deref()).await?
+        };
     if let Some(token) = &identity.token {
         link_connection(node, caller, token, identity.expires_at);
     }
@@ -171,7 +221,9 @@ async fn execute(node: &Arc<Node>, caller: &Caller, request: &Request) -> Action
         .iter()
         .filter_map(|id| security.profiles.get(id))
         .collect();
-    check_rights(&identity, &profiles, &security.roles, request)?;
+    if !skip_rights {
+        check_rights(&identity, &profiles, &security.roles, request)?;
+    }
     if request.controller == "auth" && request.action == "login" {
         let limit = u64::from(node.settings.limits.logins_per_second);
         if !caller.logins.admit("login", limit) {
@@ -202,6 +254,7 @@ async fn execute(node: &Arc<Node>, caller: &Caller, request: &Request) -> Action
         caller,
         request,
         identity: &identity,
+        resolved: &resolved,
     };
     handler(&call).await
 }

@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 
 use crate::api::actions::Verb;
 use crate::api::{self, Caller};
+use crate::auth::cookie;
 use crate::node::Node;
 use crate::protocol::errors::{self, ApiError};
 use crate::protocol::request::new_request_id;
@@ -148,13 +149,18 @@ async fn serve(
             return reply.envelope(&response);
         }
     };
-    let caller = Caller::new(Protocol::Http, reply.origin.clone(), None);
+    let caller = Caller::new(
+        Protocol::Http,
+        reply.origin.clone(),
+        None,
+        cookie::parse(header_text(req, header::COOKIE)),
+    );
     match api::dispatch(node, &caller, request).await {
         Some(dispatched) => match dispatched.raw {
             Some((content_type, document)) if dispatched.response.error.is_none() => {
                 reply.raw(content_type, &document)
             }
-            _ => reply.envelope(&dispatched.response),
+            _ => reply.with_cookies(reply.envelope(&dispatched.response), &dispatched.cookies),
         },
         // HTTP requests cannot be dropped while waiting; answer as overloaded if it happens.
         None => reply.bare(&ApiError::plain(errors::OVERLOADED)),
@@ -258,6 +264,10 @@ fn build_request(req: &HttpRequest, reply: &Reply, body: Value) -> Result<Reques
         timestamp: now_ms(),
         args,
     })
+}
+
+fn header_text(req: &HttpRequest, name: header::HeaderName) -> Option<&str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
 /// `Authorization: Bearer <token>`, scheme case-insensitive; other schemes are ignored.

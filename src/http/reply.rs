@@ -96,6 +96,16 @@ impl Reply {
         self.send(200, content_type, body, false)
     }
 
+    /// Adds one `Set-Cookie` line per cookie.
+    pub fn with_cookies(&self, mut response: HttpResponse, cookies: &[String]) -> HttpResponse {
+        for cookie in cookies {
+            if let Ok(value) = header::HeaderValue::from_str(cookie) {
+                response.headers_mut().append(header::SET_COOKIE, value);
+            }
+        }
+        response
+    }
+
     pub fn head(&self) -> HttpResponse {
         let mut builder = self.builder(200, "application/json", false);
         builder.insert_header((header::CONTENT_ENCODING, Encoding::Identity.name()));

@@ -19,6 +19,7 @@ use serde_json::Value;
 
 use super::outbox::{Next, Outbox, close_reason};
 use crate::api::{self, Caller};
+use crate::auth::cookie::AuthCookie;
 use crate::auth::messages::Unlink;
 use crate::config::WebsocketProtocol;
 use crate::node::Node;
@@ -56,7 +57,12 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(node: Arc<Node>, session: Session, origin: Option<String>) -> Self {
+    pub fn new(
+        node: Arc<Node>,
+        session: Session,
+        origin: Option<String>,
+        cookie: AuthCookie,
+    ) -> Self {
         let options = node.settings.server.protocols.websocket.clone();
         let max_message = node.settings.server.max_request_size.as_usize();
         let now = Instant::now();
@@ -66,6 +72,7 @@ impl Connection {
                 Protocol::Websocket,
                 origin,
                 Some(outbox.clone()),
+                cookie,
             )),
             node,
             session,

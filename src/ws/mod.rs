@@ -42,7 +42,12 @@ pub fn upgrade(req: &HttpRequest, payload: web::Payload, node: &Arc<Node>) -> Ht
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let stream = stream.max_frame_size(node.settings.server.max_request_size.as_usize());
-    let connection = Connection::new(node.clone(), session, origin);
+    let cookie = crate::auth::cookie::parse(
+        req.headers()
+            .get(actix_web::http::header::COOKIE)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let connection = Connection::new(node.clone(), session, origin, cookie);
     Connection::create(move |ctx| {
         ctx.add_stream(stream);
         connection

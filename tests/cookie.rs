@@ -1,0 +1,238 @@
+//! Cookie authentication (PROTOCOL.md §6) over HTTP and through the WebSocket handshake.
+
+mod common;
+
+use awc::Client;
+use common::*;
+use serde_json::{Value, json};
+
+const CREDENTIALS: &str = r#"{"username":"ada","password":"correct horse"}"#;
+
+async fn with_admin(node: &TestNode, reset: bool) {
+    let mut ws = Ws::connect(node.addr).await;
+    let res = ws
+        .request(
+            json!({"controller":"security","action":"createFirstAdmin","_id":"ada","reset":reset,
+            "body":{"credentials":{"local":{"username":"ada","password":"correct horse"}}}}),
+        )
+        .await;
+    assert_eq!(res["status"], 200, "{res}");
+}
+
+/// POST with a JSON body; returns (status, Set-Cookie lines, body).
+async fn post(
+    node: &TestNode,
+    path: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Vec<String>, Value) {
+    let mut request = Client::default()
+        .post(url(node, path))
+        .content_type("application/json");
+    for (name, value) in headers {
+        request = request.insert_header((*name, *value));
+    }
+    let mut res = request.send_body(body.to_owned()).await.unwrap();
+    let cookies = res
+        .headers()
+        .get_all("set-cookie")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    (
+        res.status().as_u16(),
+        cookies,
+        res.json().await.unwrap_or(Value::Null),
+    )
+}
+
+async fn get(node: &TestNode, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut request = Client::default().get(url(node, path));
+    for (name, value) in headers {
+        request = request.insert_header((*name, *value));
+    }
+    let mut res = request.send().await.unwrap();
+    (
+        res.status().as_u16(),
+        res.json().await.unwrap_or(Value::Null),
+    )
+}
+
+fn token_of(set_cookie: &str) -> String {
+    set_cookie
+        .trim_start_matches("authToken=")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[actix_rt::test]
+async fn login_sets_the_cookie_and_the_cookie_authenticates() {
+    let node = start_node(|_| {}).await;
+    with_admin(&node, true).await;
+    let (status, cookies, body) = post(&node, "/_login/local?cookieAuth", CREDENTIALS, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["result"].get("jwt").is_none(),
+        "jwt omitted in cookie mode"
+    );
+    assert_eq!(body["result"]["_id"], "ada");
+    assert_eq!(cookies.len(), 1);
+    let cookie = &cookies[0];
+    assert!(cookie.starts_with("authToken=kauth-"), "{cookie}");
+    assert!(cookie.ends_with("; HttpOnly; SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("; Path=/; Expires=") && cookie.contains(" GMT;"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains("Secure") && !cookie.contains("Domain"),
+        "{cookie}"
+    );
+    let token = token_of(cookie);
+    let header = format!("authToken={token}");
+
+    let (status, me) = get(&node, "/_me", &[("Cookie", &header)]).await;
+    assert_eq!(
+        (status, me["result"]["_id"].as_str()),
+        (200, Some("ada")),
+        "{me}"
+    );
+    // checkToken in cookie mode checks the cookie and ignores body.token.
+    let (_, _, check) = post(
+        &node,
+        "/_checkToken?cookieAuth",
+        r#"{"token":"garbage"}"#,
+        &[("Cookie", &header)],
+    )
+    .await;
+    assert_eq!(
+        (
+            check["result"]["valid"].as_bool(),
+            check["result"]["kuid"].as_str()
+        ),
+        (Some(true), Some("ada"))
+    );
+    // A stale cookie does not block a new login.
+    let (status, cookies, _) = post(
+        &node,
+        "/_login/local?cookieAuth",
+        CREDENTIALS,
+        &[("Cookie", "authToken=kauth-stale")],
+    )
+    .await;
+    assert_eq!((status, cookies.len()), (200, 1));
+
+    // Refresh through the cookie: a new cookie, no jwt.
+    let (status, cookies, body) = post(
+        &node,
+        "/_refreshToken?cookieAuth",
+        "",
+        &[("Cookie", &header)],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["result"].get("jwt").is_none());
+    let refreshed = token_of(&cookies[0]);
+    assert_ne!(refreshed, token);
+
+    // Logout clears the cookie and revokes the token.
+    let fresh = format!("authToken={refreshed}");
+    let (status, cookies, body) =
+        post(&node, "/_logout?cookieAuth", "", &[("Cookie", &fresh)]).await;
+    assert_eq!(
+        (status, body["result"].clone()),
+        (200, json!({"acknowledged": true}))
+    );
+    assert_eq!(
+        cookies,
+        ["authToken=null; Path=/; HttpOnly; SameSite=Strict"]
+    );
+    let (status, me) = get(&node, "/_me", &[("Cookie", &fresh)]).await;
+    assert_eq!(
+        (status, me["error"]["id"].as_str()),
+        (401, Some("security.token.invalid"))
+    );
+    // Logout with a dead cookie, as anonymous without the right to log out: still cleared.
+    let (status, cookies, _) = post(&node, "/_logout?cookieAuth", "", &[("Cookie", &fresh)]).await;
+    assert_eq!((status, cookies.len()), (200, 1));
+}
+
+#[actix_rt::test]
+async fn the_decision_matrix_on_the_wire() {
+    let node = start_node(|_| {}).await;
+    with_admin(&node, false).await;
+    let (_, cookies, _) = post(&node, "/_login/local?cookieAuth", CREDENTIALS, &[]).await;
+    let header = format!("authToken={}", token_of(&cookies[0]));
+    let (status, body) = get(
+        &node,
+        "/_me",
+        &[("Cookie", &header), ("Authorization", "Bearer kauth-x")],
+    )
+    .await;
+    assert_eq!(status, 500);
+    assert_eq!(
+        body["error"]["message"],
+        "Error verifying token: Both token and cookie are present, could not decide which one to use"
+    );
+    let (status, body) = get(&node, "/_me", &[("Cookie", "authToken=%FF%FE")]).await;
+    assert_eq!(
+        (status, body["error"]["id"].as_str()),
+        (401, Some("security.cookie.invalid"))
+    );
+
+    let node = start_node(|s| s.http.cookie_authentication = false).await;
+    let (status, body) = get(&node, "/_me?cookieAuth", &[]).await;
+    assert_eq!(
+        (status, body["error"]["id"].as_str()),
+        (500, Some("security.cookie.unsupported"))
+    );
+    let (status, body) = get(&node, "/_me", &[("Cookie", "authToken=kauth-x")]).await;
+    assert_eq!(
+        (status, body["error"]["message"].as_str()),
+        (500, Some("Cookie authentication not supported."))
+    );
+    let res = Client::default()
+        .get(url(&node, "/_now"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        res.headers()
+            .get("access-control-allow-credentials")
+            .is_none()
+    );
+}
+
+#[actix_rt::test]
+async fn the_websocket_handshake_cookie_authenticates_every_frame() {
+    let node = start_node(|_| {}).await;
+    with_admin(&node, true).await;
+    let (_, cookies, _) = post(&node, "/_login/local?cookieAuth", CREDENTIALS, &[]).await;
+    let header = format!("authToken={}", token_of(&cookies[0]));
+    let options = WsOptions {
+        headers: &[("Cookie", &header)],
+        ..WsOptions::default()
+    };
+    let mut ws = Ws::connect_with(node.addr, options).await.unwrap();
+    let check = ws
+        .request(json!({"controller":"auth","action":"checkToken","cookieAuth":true}))
+        .await;
+    assert_eq!(
+        (
+            check["result"]["valid"].as_bool(),
+            check["result"]["kuid"].as_str()
+        ),
+        (Some(true), Some("ada"))
+    );
+    for _ in 0..2 {
+        let me = ws
+            .request(json!({"controller":"auth","action":"getCurrentUser"}))
+            .await;
+        assert_eq!(me["result"]["_id"], "ada");
+    }
+    let res = ws
+        .request(json!({"controller":"server","action":"metrics"}))
+        .await;
+    assert_eq!(res["status"], 200, "the admin's rights, not anonymous ones");
+}
