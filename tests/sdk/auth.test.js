@@ -98,3 +98,40 @@ test("a node restarted on its embedded store still accepts the token and the use
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("cookie flow: HTTP login sets authToken, a WebSocket opened with it is authenticated", async () => {
+  const node = await startNode();
+  const setup = await client(node.port);
+  try {
+    await setup.security.createFirstAdmin("ada", { credentials: { local: credentials } }, { reset: true });
+    const response = await fetch(`http://127.0.0.1:${node.port}/_login/local?cookieAuth`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(credentials),
+    });
+    const body = await response.json();
+    assert.equal(body.result.jwt, undefined, "no jwt in cookie mode");
+    const setCookie = response.headers.get("set-cookie");
+    assert.match(setCookie, /^authToken=kauth-[^;]+; Path=\/; Expires=[^;]+ GMT; HttpOnly; SameSite=Strict$/);
+    const cookie = setCookie.split(";")[0];
+
+    // What a browser does: the handshake carries the cookie (Node's ws can send it).
+    const kuzzle = new Kuzzle(new WebSocket("127.0.0.1", { port: node.port, headers: { Cookie: cookie } }));
+    await kuzzle.connect();
+    try {
+      const check = await kuzzle.query({ controller: "auth", action: "checkToken", cookieAuth: true });
+      assert.equal(check.result.valid, true);
+      assert.equal(check.result.kuid, "ada");
+      const me = await kuzzle.auth.getCurrentUser();
+      assert.equal(me._id, "ada");
+      // Under the standard rights only an authenticated admin may read metrics.
+      const metrics = await kuzzle.query({ controller: "server", action: "metrics" });
+      assert.equal(metrics.status, 200);
+    } finally {
+      kuzzle.disconnect();
+    }
+  } finally {
+    setup.disconnect();
+    await node.stop();
+  }
+});
