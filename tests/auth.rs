@@ -613,3 +613,25 @@ async fn my_credentials_and_password_changes() {
         "requires a user"
     );
 }
+
+#[actix_rt::test]
+async fn logging_in_again_on_a_linked_socket() {
+    let node = start_node(|s| s.limits.logins_per_second = 10).await;
+    let mut ws = Ws::connect(node.addr).await;
+    ws.request(first_admin(false)).await;
+    let infinite = jwt_of(&mut ws, json!({"expiresIn": -1})).await;
+    let again = jwt_of(&mut ws, json!({"expiresIn": "1h"})).await;
+    assert_eq!(
+        again, infinite,
+        "an infinite token linked to this socket is returned unchanged"
+    );
+    let mut other = Ws::connect(node.addr).await;
+    let finite = jwt_of(&mut other, json!({"expiresIn": "1s"})).await;
+    let renewed = jwt_of(&mut other, json!({"expiresIn": "1h"})).await;
+    assert_ne!(renewed, finite, "a finite token is replaced");
+    // The socket moved to the new token: the old one's expiry does not reach it.
+    match other.next_frame_within(Duration::from_millis(2200)).await {
+        Err(()) => {}
+        Ok(frame) => panic!("the moved socket got {frame:?}"),
+    }
+}

@@ -30,9 +30,18 @@ fn call(jwt: &str, action: &str, extra: Value) -> Value {
 }
 
 #[actix_rt::test]
-async fn users_lifecycle_and_errors() {
-    let node = start_node(|_| {}).await;
-    let (mut ws, jwt) = admin_session(&node).await;
+async fn users_lifecycle_and_errors_embedded() {
+    users_lifecycle_and_errors(&start_node(|_| {}).await).await;
+}
+
+#[actix_rt::test]
+async fn users_lifecycle_and_errors_redis() {
+    let redis = RedisServer::start();
+    users_lifecycle_and_errors(&start_node(|s| s.services.storage = redis.settings()).await).await;
+}
+
+async fn users_lifecycle_and_errors(node: &TestNode) {
+    let (mut ws, jwt) = admin_session(node).await;
     let res = ws
         .request(call(&jwt, "createUser", json!({"_id":"bob","body":{"content":{"profileIds":["default"],"name":"Bob","prefs":{"a":1,"b":2}},
             "credentials":{"local":{"username":"bob","password":"pw"}}}})))
@@ -189,9 +198,21 @@ async fn users_lifecycle_and_errors() {
 }
 
 #[actix_rt::test]
-async fn roles_and_profiles_change_rights_at_once() {
-    let node = start_node(|_| {}).await;
-    let (mut ws, jwt) = admin_session(&node).await;
+async fn roles_and_profiles_change_rights_at_once_embedded() {
+    roles_and_profiles_change_rights_at_once(&start_node(|_| {}).await).await;
+}
+
+#[actix_rt::test]
+async fn roles_and_profiles_change_rights_at_once_redis() {
+    let redis = RedisServer::start();
+    roles_and_profiles_change_rights_at_once(
+        &start_node(|s| s.services.storage = redis.settings()).await,
+    )
+    .await;
+}
+
+async fn roles_and_profiles_change_rights_at_once(node: &TestNode) {
+    let (mut ws, jwt) = admin_session(node).await;
     let role = json!({"controllers":{"realtime":{"actions":{"publish":true}},"auth":{"actions":{"login":true,"checkToken":true}}}});
     let res = ws
         .request(call(
@@ -296,4 +317,102 @@ async fn roles_and_profiles_change_rights_at_once() {
             .await["error"]["id"],
         "security.profile.not_found"
     );
+}
+
+#[actix_rt::test]
+async fn search_users() {
+    let node = start_node(|s| s.limits.documents_fetch_count = 50).await;
+    let (mut ws, jwt) = admin_session(&node).await;
+    for (id, team, tags) in [
+        ("u1", "red", json!(["a", "b"])),
+        ("u2", "blue", json!(["b"])),
+        ("u3", "red", json!([])),
+    ] {
+        let res = ws
+            .request(call(&jwt, "createUser", json!({"_id": id, "body": {"content": {"profileIds": ["default"], "team": team, "tags": tags}}})))
+            .await;
+        assert_eq!(res["status"], 200, "{res}");
+    }
+    let ids = |res: &Value| -> Vec<String> {
+        res["result"]["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let search = |query: Value, extra: Value| {
+        let mut r = call(&jwt, "searchUsers", json!({"body": {"query": query}}));
+        r.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        r
+    };
+    let all = ws.request(search(json!({}), json!({}))).await;
+    assert_eq!(ids(&all), ["root", "u1", "u2", "u3"], "sorted by _id");
+    assert_eq!(all["result"]["total"], 4);
+    assert_eq!(
+        ids(&ws
+            .request(search(json!({"term": {"team": "red"}}), json!({})))
+            .await),
+        ["u1", "u3"]
+    );
+    assert_eq!(
+        ids(&ws
+            .request(search(json!({"term": {"tags": "b"}}), json!({})))
+            .await),
+        ["u1", "u2"],
+        "array fields"
+    );
+    assert_eq!(
+        ids(&ws
+            .request(search(
+                json!({"terms": {"team": ["blue", "green"]}}),
+                json!({})
+            ))
+            .await),
+        ["u2"]
+    );
+    assert_eq!(
+        ids(&ws
+            .request(search(
+                json!({"ids": {"values": ["u3", "nobody"]}}),
+                json!({})
+            ))
+            .await),
+        ["u3"]
+    );
+    let bool_query = json!({"bool": {"must": [{"term": {"team": "red"}}], "must_not": [{"term": {"tags": "a"}}]}});
+    assert_eq!(
+        ids(&ws.request(search(bool_query, json!({}))).await),
+        ["u3"]
+    );
+    let page = ws
+        .request(search(
+            json!({"match_all": {}}),
+            json!({"from": 1, "size": 2}),
+        ))
+        .await;
+    assert_eq!(
+        (ids(&page), page["result"]["total"].as_u64()),
+        (vec!["u1".to_owned(), "u2".to_owned()], Some(4))
+    );
+    let koncorde = ws
+        .request(search(
+            json!({"and": [{"equals": {"team": "red"}}, {"exists": "tags[\"a\"]"}]}),
+            json!({"lang": "koncorde"}),
+        ))
+        .await;
+    assert_eq!(ids(&koncorde), ["u1"]);
+    let res = ws
+        .request(search(json!({"wildcard": {"team": "r*"}}), json!({})))
+        .await;
+    assert_eq!(
+        res["error"]["message"],
+        "Invalid argument \"body.query\". Expected: match_all, term, terms, ids or bool"
+    );
+    let res = ws.request(search(json!({}), json!({"lang": "sql"}))).await;
+    assert_eq!(res["error"]["id"], "api.assert.invalid_argument");
+    let res = ws.request(search(json!({}), json!({"size": 51}))).await;
+    assert_eq!(res["error"]["id"], "services.storage.get_limit_exceeded");
 }

@@ -215,7 +215,12 @@ pub static ACTIONS: &[Action] = &[
     action("security", "deleteUser", &[(Delete, "/users/:_id")], |c| {
         Box::pin(security::delete_user(c))
     }),
-    todo("security", "searchUsers", &[(Post, "/users/_search")]),
+    action(
+        "security",
+        "searchUsers",
+        &[(Post, "/users/_search")],
+        |c| Box::pin(security::search_users(c)),
+    ),
     action(
         "security",
         "updateCredentials",

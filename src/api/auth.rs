@@ -112,6 +112,31 @@ pub async fn login(call: &Call<'_>) -> ActionResult {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
+    // A socket already linked to a token of this user: an infinite token is returned
+    // unchanged; a finite one is replaced, and the sockets linked to it move along.
+    let previous = call
+        .caller
+        .linked
+        .borrow()
+        .clone()
+        .filter(|linked| linked.kuid == kuid);
+    if let Some(previous) = &previous
+        && previous.expires_at.is_none()
+        && store
+            .token_owner(&previous.token)
+            .await
+            .map_err(store_read_error)?
+            .as_deref()
+            == Some(kuid.as_str())
+    {
+        let unchanged = token::Issued {
+            token: previous.token.clone(),
+            kuid: kuid.clone(),
+            expires_at: None,
+            ttl: None,
+        };
+        return Ok(token_reply(call, &kuid, &unchanged));
+    }
     let issued = token::issue(
         algorithm(call.node),
         call.node.secret.as_bytes(),
@@ -123,7 +148,20 @@ pub async fn login(call: &Call<'_>) -> ActionResult {
         .put_token(&issued.token, &kuid, issued.ttl.map(Duration::from_millis))
         .await
         .map_err(|e| ApiError::new(errors::TOKEN_GENERATION_FAILED, [e.to_string()]))?;
-    super::link_connection(call.node, call.caller, &issued.token, issued.expires_at);
+    if let Some(previous) = previous {
+        call.node.sessions.do_send(Move {
+            from: previous.token,
+            to: issued.token.clone(),
+            expires_at: issued.expires_at,
+        });
+    }
+    super::link_connection(
+        call.node,
+        call.caller,
+        &kuid,
+        &issued.token,
+        issued.expires_at,
+    );
     Ok(token_reply(call, &kuid, &issued))
 }
 
@@ -145,6 +183,7 @@ pub async fn logout(call: &Call<'_>) -> ActionResult {
     call.node.sessions.do_send(Unlink {
         connection_id: call.caller.connection_id.clone(),
     });
+    call.caller.linked.borrow_mut().take();
     for token in &tokens {
         store.delete_token(token).await.map_err(store_write_error)?;
     }
@@ -308,7 +347,13 @@ pub async fn refresh_token(call: &Call<'_>) -> ActionResult {
         to: issued.token.clone(),
         expires_at: issued.expires_at,
     });
-    super::link_connection(call.node, call.caller, &issued.token, issued.expires_at);
+    super::link_connection(
+        call.node,
+        call.caller,
+        &identity.kuid,
+        &issued.token,
+        issued.expires_at,
+    );
     Ok(token_reply(call, &identity.kuid, &issued))
 }
 

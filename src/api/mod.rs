@@ -10,6 +10,7 @@ mod realtime;
 mod security;
 mod server;
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -58,6 +59,15 @@ pub struct Caller {
     logins: RateCounter,
     /// The `authToken` cookie of the HTTP request or of the WebSocket handshake.
     pub cookie: AuthCookie,
+    /// The token this WebSocket was last linked to (step 11).
+    pub linked: RefCell<Option<LinkedToken>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LinkedToken {
+    pub token: String,
+    pub kuid: String,
+    pub expires_at: Option<u64>,
 }
 
 impl Caller {
@@ -75,6 +85,7 @@ impl Caller {
             outbox,
             logins: RateCounter::default(),
             cookie,
+            linked: RefCell::new(None),
         }
     }
 
@@ -209,7 +220,7 @@ async fn execute(node: &Arc<Node>, caller: &Caller, request: &Request) -> Action
             authenticate(node, resolved.token.as_deref()).await?
         };
     if let Some(token) = &identity.token {
-        link_connection(node, caller, token, identity.expires_at);
+        link_connection(node, caller, &identity.kuid, token, identity.expires_at);
     }
     let security = node
         .security
@@ -261,8 +272,19 @@ async fn execute(node: &Arc<Node>, caller: &Caller, request: &Request) -> Action
 
 /// Step 11: a WebSocket that uses a token is linked to it, so that it learns when the
 /// token expires or is revoked. Off with `realtimeNotifications: false`.
-pub(crate) fn link_connection(node: &Node, caller: &Caller, token: &str, expires_at: Option<u64>) {
+pub(crate) fn link_connection(
+    node: &Node,
+    caller: &Caller,
+    kuid: &str,
+    token: &str,
+    expires_at: Option<u64>,
+) {
     let Some(outbox) = &caller.outbox else { return };
+    *caller.linked.borrow_mut() = Some(LinkedToken {
+        token: token.to_owned(),
+        kuid: kuid.to_owned(),
+        expires_at,
+    });
     if !node
         .settings
         .server
