@@ -135,3 +135,28 @@ test("cookie flow: HTTP login sets authToken, a WebSocket opened with it is auth
     await node.stop();
   }
 });
+
+test("refreshToken keeps the socket working past the old token's expiry", async () => {
+  const node = await startNode();
+  const kuzzle = await client(node.port);
+  try {
+    await kuzzle.security.createFirstAdmin("ada", { credentials: { local: credentials } });
+    const first = await kuzzle.auth.login("local", credentials, "2s");
+    let expired = false;
+    kuzzle.on("tokenExpired", () => (expired = true));
+    const received = [];
+    await kuzzle.realtime.subscribe("i", "c", {}, (n) => received.push(n));
+    const refreshed = await kuzzle.auth.refreshToken({ expiresIn: "1h" });
+    assert.notEqual(refreshed.jwt, first);
+    assert.equal(kuzzle.jwt, refreshed.jwt);
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    assert.equal(expired, false, "no tokenExpired: the socket moved to the new token");
+    assert.equal((await kuzzle.auth.checkToken()).valid, true);
+    await kuzzle.realtime.publish("i", "c", { after: "refresh" });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(received.length, 1, "the subscription survived");
+  } finally {
+    kuzzle.disconnect();
+    await node.stop();
+  }
+});
