@@ -206,8 +206,10 @@ fn validation_errors_name_the_key_and_the_value() {
             "[CONFIG] server.protocols.websocket.heartbeat: must be 0 (disabled) or at least 1000 milliseconds (got 1)",
         ),
         (
-            Box::new(|t| t["server"]["protocols"]["websocket"]["compression"] = json!(true)),
-            "[CONFIG] server.protocols.websocket.compression: [websocket] \"compression\" parameter: permessage-deflate is not supported by this build (got true)",
+            Box::new(|t| {
+                t["server"]["protocols"]["websocket"]["compressionThreshold"] = json!("lots")
+            }),
+            "[CONFIG] server.protocols.websocket.compressionThreshold: expected a size such as 512, \"512KB\" or \"1 MB\" (units B, KB, MB, GB, TB) (got \"lots\")",
         ),
         (
             Box::new(|t| t["server"]["port"] = json!(-1)),

@@ -14,6 +14,7 @@ use crate::protocol::now_ms;
 use crate::realtime::Hub;
 use crate::realtime::notify::token_expired;
 use crate::ws::outbox::Outbox;
+use crate::ws::writer::Outgoing;
 
 struct Linked {
     expires_at: Option<u64>,
@@ -68,7 +69,7 @@ impl SessionRegistry {
         let Some(linked) = self.forget(token) else {
             return;
         };
-        let message = token_expired(&self.node_id);
+        let message = Outgoing::from(token_expired(&self.node_id));
         for (connection_id, outbox) in linked.connections {
             self.by_connection.remove(&connection_id);
             outbox.push(message.clone());

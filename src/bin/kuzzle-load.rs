@@ -221,7 +221,7 @@ async fn fan_out(args: &Args, node: &NodeProcess) -> Result<(), String> {
         }
         Ok::<_, String>(())
     };
-    let (received, published) = futures_util::join!(join_all(receivers), publishing);
+    let (received, published) = tokio::join!(join_all(receivers), publishing);
     published?;
     let elapsed = started.elapsed();
     let mut latencies = Vec::with_capacity(args.subscribers * args.publishes);

@@ -82,6 +82,8 @@ pub struct WebsocketProtocol {
     pub send_pings_automatically: bool,
     pub reset_idle_timeout_on_send: bool,
     pub compression: bool,
+    /// kuzzle-rt extension: with compression, smaller messages are sent uncompressed.
+    pub compression_threshold: Size,
     pub rate_limit: u32,
     pub realtime_notifications: bool,
 }
@@ -95,6 +97,7 @@ impl Default for WebsocketProtocol {
             send_pings_automatically: false,
             reset_idle_timeout_on_send: false,
             compression: false,
+            compression_threshold: Size(1024),
             rate_limit: 0,
             realtime_notifications: true,
         }

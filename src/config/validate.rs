@@ -35,13 +35,6 @@ pub fn validate(s: &Settings) -> Result<(), ConfigError> {
     let http = &s.server.protocols.http;
     zero_or_at_least_1000("server.protocols.websocket.heartbeat", ws.heartbeat)?;
     zero_or_at_least_1000("server.protocols.websocket.idleTimeout", ws.idle_timeout)?;
-    if ws.compression {
-        fail(
-            "server.protocols.websocket.compression",
-            "[websocket] \"compression\" parameter: permessage-deflate is not supported by this build",
-            true,
-        )?;
-    }
     if s.server.protocols.mqtt.enabled {
         fail(
             "server.protocols.mqtt.enabled",

@@ -10,7 +10,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use bytestring::ByteString;
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
 
@@ -18,6 +17,7 @@ use super::filter::{Filter, get_path, scalar_key};
 use super::notify::{self, Published, UserEvent};
 use crate::protocol::{Protocol, now_ms};
 use crate::ws::outbox::Outbox;
+use crate::ws::writer::Outgoing;
 
 /// Which document notifications a channel receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,7 +282,8 @@ struct State {
 }
 
 /// Messages to push once the lock is released.
-type Deliveries = Vec<(Outbox, ByteString)>;
+/// One `Outgoing` per channel, shared by its subscribers (and so deflated once).
+type Deliveries = Vec<(Outbox, Outgoing)>;
 
 fn deliver(deliveries: Deliveries) {
     for (outbox, message) in deliveries {
@@ -568,7 +569,7 @@ impl Hub {
                 if !matches!(channel.scope, Scope::All | Scope::In) {
                     continue;
                 }
-                let text = prefix.for_room(name);
+                let text = Outgoing::from(prefix.for_room(name));
                 deliveries.extend(
                     channel
                         .subscribers
@@ -631,7 +632,7 @@ fn user_deliveries(room: &Room, event: &UserEvent<'_>, except: &str) -> Deliveri
             if &**connection == except {
                 continue;
             }
-            let text = text.get_or_insert_with(|| prefix.for_room(name));
+            let text = text.get_or_insert_with(|| Outgoing::from(prefix.for_room(name)));
             deliveries.push((subscriber.outbox.clone(), text.clone()));
         }
     }
@@ -699,7 +700,7 @@ mod tests {
         let mut out = Vec::new();
         while outbox.queued().0 > 0 {
             if let Next::Send(text) = outbox.next().await {
-                out.push(serde_json::from_str(&text).unwrap());
+                out.push(serde_json::from_slice(text.data()).unwrap());
             }
         }
         out

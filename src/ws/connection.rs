@@ -12,12 +12,14 @@ use std::time::{Duration, Instant};
 use actix::{
     Actor, ActorContext, ActorFutureExt, AsyncContext, Context, StreamHandler, WrapFuture,
 };
-use actix_ws::{Item, Message, ProtocolError, Session};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use bytestring::ByteString;
 use serde_json::Value;
 
+use super::frame::Violation;
 use super::outbox::{Next, Outbox, close_reason};
+use super::reader::Message;
+use super::writer::Transport;
 use crate::api::{self, Caller};
 use crate::auth::cookie::AuthCookie;
 use crate::auth::messages::Unlink;
@@ -40,18 +42,15 @@ const MAX_PENDING_CONTROL_FRAMES: usize = 8;
 pub struct Connection {
     node: Arc<Node>,
     caller: Rc<Caller>,
-    session: Session,
+    transport: Transport,
     outbox: Outbox,
     options: WebsocketProtocol,
-    max_message: usize,
     last_inbound: Instant,
     /// When the last heartbeat PING went out.
     heartbeat_ping: Option<Instant>,
     /// The idle period (its start) for which `sendPingsAutomatically` already pinged.
     idle_pinged_for: Option<Instant>,
     rate_window: (Instant, u32),
-    /// A fragmented message being reassembled: (is text, bytes so far).
-    fragments: Option<(bool, BytesMut)>,
     pending_control_frames: Rc<Cell<usize>>,
     closing: bool,
 }
@@ -59,12 +58,11 @@ pub struct Connection {
 impl Connection {
     pub fn new(
         node: Arc<Node>,
-        session: Session,
+        transport: Transport,
         origin: Option<String>,
         cookie: AuthCookie,
     ) -> Self {
         let options = node.settings.server.protocols.websocket.clone();
-        let max_message = node.settings.server.max_request_size.as_usize();
         let now = Instant::now();
         let outbox = Outbox::new();
         Connection {
@@ -75,15 +73,13 @@ impl Connection {
                 cookie,
             )),
             node,
-            session,
+            transport,
             outbox,
             options,
-            max_message,
             last_inbound: now,
             heartbeat_ping: None,
             idle_pinged_for: None,
             rate_window: (now, 0),
-            fragments: None,
             pending_control_frames: Rc::new(Cell::new(0)),
             closing: false,
         }
@@ -113,12 +109,12 @@ impl Connection {
             return;
         }
         pending.set(pending.get() + 1);
-        let mut session = self.session.clone();
+        let transport = self.transport.clone();
         let send = async move {
             let _ = if ping {
-                session.ping(&payload).await
+                transport.ping(&payload).await
             } else {
-                session.pong(&payload).await
+                transport.pong(&payload).await
             };
             pending.set(pending.get() - 1);
         };
@@ -175,57 +171,6 @@ impl Connection {
             next.saturating_sub(idle).max(Duration::from_millis(1)),
             Self::idle_check,
         );
-    }
-
-    fn on_protocol_error(&mut self, error: ProtocolError) {
-        match error {
-            ProtocolError::Overflow => self.close(close::MESSAGE_TOO_BIG, close::TOO_BIG, false),
-            ProtocolError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                self.close(close::INVALID_PAYLOAD, close::INVALID_UTF8, false)
-            }
-            ProtocolError::Io(e) => {
-                log::debug!(
-                    "connection {}: transport error: {e}",
-                    self.caller.connection_id
-                );
-                self.close(close::PROTOCOL_ERROR, "", false)
-            }
-            other => self.close(close::PROTOCOL_ERROR, &other.to_string(), false),
-        }
-    }
-
-    fn on_fragment(&mut self, item: Item, ctx: &mut Context<Self>) {
-        let (is_text, chunk, last) = match item {
-            Item::FirstText(b) => (Some(true), b, false),
-            Item::FirstBinary(b) => (Some(false), b, false),
-            Item::Continue(b) => (None, b, false),
-            Item::Last(b) => (None, b, true),
-        };
-        if let Some(is_text) = is_text {
-            self.fragments = Some((is_text, BytesMut::new()));
-        }
-        let Some((is_text, buffer)) = self.fragments.as_mut() else {
-            self.close(close::PROTOCOL_ERROR, "Continuation has not started", false);
-            return;
-        };
-        if buffer.len() + chunk.len() > self.max_message {
-            self.close(close::MESSAGE_TOO_BIG, close::TOO_BIG, false);
-            return;
-        }
-        buffer.extend_from_slice(&chunk);
-        if last {
-            let is_text = *is_text;
-            let message = self
-                .fragments
-                .take()
-                .map(|(_, b)| b.freeze())
-                .unwrap_or_default();
-            if is_text && std::str::from_utf8(&message).is_err() {
-                self.close(close::INVALID_PAYLOAD, close::INVALID_UTF8, false);
-                return;
-            }
-            self.on_message(message, ctx);
-        }
     }
 
     /// One whole data message, past the size and UTF-8 checks (frame-level steps of §3.2).
@@ -307,20 +252,23 @@ fn is_app_ping(value: &Value) -> bool {
 }
 
 /// Drains the outbox into the transport until it closes.
-async fn write_loop(outbox: Outbox, mut session: Session) {
+async fn write_loop(outbox: Outbox, transport: Transport) {
     loop {
         match outbox.next().await {
-            Next::Send(text) => {
+            Next::Send(message) => {
                 tokio::select! {
                     biased;
                     _ = outbox.aborted() => continue,
-                    sent = session.text(text) => if sent.is_err() { return },
+                    sent = transport.send(&message) => if sent.is_err() { return },
                 }
                 outbox.mark_sent();
             }
-            Next::Close(reason) => {
-                let _ =
-                    tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, session.close(Some(reason))).await;
+            Next::Close(close) => {
+                let _ = tokio::time::timeout(
+                    CLOSE_FLUSH_TIMEOUT,
+                    transport.close(close.code, &close.reason),
+                )
+                .await;
                 return;
             }
         }
@@ -335,7 +283,7 @@ impl Actor for Connection {
             .connections
             .insert(self.caller.connection_id.clone(), self.outbox.clone());
         log::debug!("connection {} opened", self.caller.connection_id);
-        let writer = write_loop(self.outbox.clone(), self.session.clone());
+        let writer = write_loop(self.outbox.clone(), self.transport.clone());
         ctx.spawn(writer.into_actor(self).map(|_, _, ctx| ctx.stop()));
         if self.options.heartbeat > 0 {
             ctx.run_interval(
@@ -363,32 +311,33 @@ impl Actor for Connection {
     }
 }
 
-impl StreamHandler<Result<Message, ProtocolError>> for Connection {
-    fn handle(&mut self, item: Result<Message, ProtocolError>, ctx: &mut Context<Self>) {
+impl StreamHandler<Result<Message, Violation>> for Connection {
+    fn handle(&mut self, item: Result<Message, Violation>, ctx: &mut Context<Self>) {
         self.last_inbound = Instant::now();
         if self.closing {
             return;
         }
         match item {
-            Err(error) => self.on_protocol_error(error),
+            Err(violation) => self.close(violation.code, violation.reason, false),
             Ok(Message::Ping(payload)) => self.send_control(ctx, false, payload),
-            Ok(Message::Pong(_)) | Ok(Message::Nop) => {}
+            Ok(Message::Pong(_)) => {}
             Ok(Message::Close(reason)) => {
                 // Echo the client's close; this is the only way a 1000 close is sent.
                 self.closing = true;
                 self.caller.open.store(false, Ordering::Release);
-                self.outbox
-                    .abort_with(reason.unwrap_or_else(|| close_reason(1000, "")));
+                let (code, reason) = reason.unwrap_or((1000, String::new()));
+                self.outbox.abort_with(close_reason(code, &reason));
             }
-            Ok(Message::Text(text)) => self.on_message(text.into_bytes(), ctx),
-            Ok(Message::Binary(data)) => self.on_message(data, ctx),
-            Ok(Message::Continuation(item)) => self.on_fragment(item, ctx),
+            Ok(Message::Text(data) | Message::Binary(data)) => self.on_message(data, ctx),
         }
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
-        // The client is gone; nothing more can be delivered.
-        ctx.stop();
+        // A closing socket stops once its close frame is written (the write loop ends
+        // the actor); otherwise the client is gone and nothing more can be delivered.
+        if !self.closing {
+            ctx.stop();
+        }
     }
 }
 

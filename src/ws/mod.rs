@@ -1,17 +1,24 @@
-//! WebSocket connections: the upgrade, the per-socket actor and its outbound queue.
+//! WebSocket connections: the upgrade, the framing (with permessage-deflate), the
+//! per-socket actor and its outbound queue.
 
 mod connection;
+pub mod deflate;
+pub mod frame;
+pub mod handshake;
 pub mod outbox;
+pub mod reader;
 pub mod registry;
+pub mod writer;
 
 use std::sync::Arc;
 
 use actix::{Actor, AsyncContext};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
 use crate::node::Node;
 
 pub use connection::Connection;
+pub use handshake::{SocketOptions, accept};
 
 /// True when the request asks for a WebSocket upgrade.
 pub fn is_upgrade(req: &HttpRequest) -> bool {
@@ -28,29 +35,33 @@ pub fn upgrade(req: &HttpRequest, payload: web::Payload, node: &Arc<Node>) -> Ht
         .headers()
         .get(actix_web::http::header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').map(str::trim).find(|p| !p.is_empty()))
-        .map(str::to_owned);
-    let protocols: Vec<&str> = first_protocol.iter().map(String::as_str).collect();
-    let (response, session, stream) =
-        match actix_ws::handle_with_protocols(req, payload, &protocols) {
-            Ok(parts) => parts,
-            Err(e) => return e.error_response(),
-        };
+        .and_then(|v| v.split(',').map(str::trim).find(|p| !p.is_empty()));
+    let websocket = &node.settings.server.protocols.websocket;
+    let options = SocketOptions {
+        max_message: node.settings.server.max_request_size.as_usize(),
+        compression_threshold: websocket
+            .compression
+            .then(|| websocket.compression_threshold.as_usize()),
+    };
+    let upgraded = match accept(req, payload, first_protocol, options) {
+        Ok(upgraded) => upgraded,
+        Err(refusal) => return refusal.error_response(),
+    };
     let origin = req
         .headers()
         .get(actix_web::http::header::ORIGIN)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let stream = stream.max_frame_size(node.settings.server.max_request_size.as_usize());
     let cookie = crate::auth::cookie::parse(
         req.headers()
             .get(actix_web::http::header::COOKIE)
             .and_then(|v| v.to_str().ok()),
     );
-    let connection = Connection::new(node.clone(), session, origin, cookie);
+    let connection = Connection::new(node.clone(), upgraded.transport, origin, cookie);
+    let reader = upgraded.reader;
     Connection::create(move |ctx| {
-        ctx.add_stream(stream);
+        ctx.add_stream(reader);
         connection
     });
-    response
+    upgraded.response
 }

@@ -7,11 +7,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_ws::{CloseCode, CloseReason};
-use bytestring::ByteString;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use super::writer::Outgoing;
 use crate::protocol::close;
 
 pub const MAX_MESSAGES: usize = 1000;
@@ -31,7 +30,7 @@ struct Inner {
 }
 
 struct State {
-    queue: VecDeque<ByteString>,
+    queue: VecDeque<Outgoing>,
     bytes: usize,
     close: Option<CloseReason>,
     aborted: bool,
@@ -40,7 +39,7 @@ struct State {
 
 /// What the writer must do next.
 pub enum Next {
-    Send(ByteString),
+    Send(Outgoing),
     Close(CloseReason),
 }
 
@@ -67,9 +66,10 @@ impl Outbox {
         }
     }
 
-    /// Queues one text message. Returns false when the socket is closing, or when this
+    /// Queues one message. Returns false when the socket is closing, or when this
     /// message made the queue overflow (the socket is then closed with 1011).
-    pub fn push(&self, message: ByteString) -> bool {
+    pub fn push(&self, message: impl Into<Outgoing>) -> bool {
+        let message = message.into();
         let mut state = self.inner.state.lock();
         if state.close.is_some() {
             return false;
@@ -166,16 +166,24 @@ impl Outbox {
     }
 }
 
+/// The code and reason of the close frame that ends a socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    pub code: u16,
+    pub reason: String,
+}
+
 pub fn close_reason(code: u16, reason: &str) -> CloseReason {
     CloseReason {
-        code: CloseCode::from(code),
-        description: (!reason.is_empty()).then(|| reason.to_owned()),
+        code,
+        reason: reason.to_owned(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytestring::ByteString;
 
     fn text(s: &str) -> ByteString {
         ByteString::from(s.to_owned())
@@ -188,13 +196,10 @@ mod tests {
         assert!(outbox.push(text("b")));
         outbox.close(1001, "bye");
         assert!(!outbox.push(text("c")), "closing refuses new messages");
-        assert!(matches!(outbox.next().await, Next::Send(m) if m == "a"));
-        assert!(matches!(outbox.next().await, Next::Send(m) if m == "b"));
+        assert!(matches!(outbox.next().await, Next::Send(m) if m.data() == "a"));
+        assert!(matches!(outbox.next().await, Next::Send(m) if m.data() == "b"));
         match outbox.next().await {
-            Next::Close(r) => assert_eq!(
-                (u16::from(r.code), r.description.as_deref()),
-                (1001, Some("bye"))
-            ),
+            Next::Close(r) => assert_eq!(r, close_reason(1001, "bye")),
             Next::Send(_) => panic!("expected close"),
         }
     }
@@ -209,10 +214,7 @@ mod tests {
         assert_eq!(outbox.queued(), (0, 0), "the backlog is dropped");
         outbox.aborted().await;
         match outbox.next().await {
-            Next::Close(r) => {
-                assert_eq!(u16::from(r.code), 1011);
-                assert_eq!(r.description.as_deref(), Some(close::BACKPRESSURE));
-            }
+            Next::Close(r) => assert_eq!(r, close_reason(1011, close::BACKPRESSURE)),
             Next::Send(_) => panic!("expected close"),
         }
     }

@@ -1,0 +1,377 @@
+//! Turns the bytes a client sends into whole messages, enforcing RFC 6455 and RFC 7692:
+//! fragmentation, control frames between fragments, RSV1 only on the first frame of a
+//! compressed message, UTF-8 in text messages and close reasons, and the size limit
+//! (on the inflated size, checked while inflating). The first violation ends the stream.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+
+use super::deflate::Inflater;
+use super::frame::{self, Header, OpCode, Violation};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// Valid UTF-8.
+    Text(Bytes),
+    Binary(Bytes),
+    Ping(Bytes),
+    Pong(Bytes),
+    /// The client's code and reason, if it gave any.
+    Close(Option<(u16, String)>),
+}
+
+/// A message being reassembled from several frames.
+struct Partial {
+    binary: bool,
+    compressed: bool,
+    data: Vec<u8>,
+    /// Bytes received on the wire so far (compressed, for a compressed message).
+    wire_len: usize,
+    /// How much of `data` is known to be valid UTF-8.
+    utf8_checked: usize,
+}
+
+pub struct Reader<S> {
+    input: S,
+    buf: BytesMut,
+    max_message: usize,
+    inflater: Option<Inflater>,
+    partial: Option<Partial>,
+    done: bool,
+}
+
+impl<S> Reader<S> {
+    /// `inflater` is given when permessage-deflate was negotiated.
+    pub fn new(input: S, max_message: usize, inflater: Option<Inflater>) -> Self {
+        Reader {
+            input,
+            buf: BytesMut::new(),
+            max_message,
+            inflater,
+            partial: None,
+            done: false,
+        }
+    }
+
+    /// Compressed data may be a little larger than what it inflates to.
+    fn max_compressed(&self) -> usize {
+        self.max_message
+            .saturating_add(self.max_message / 256)
+            .saturating_add(1024)
+    }
+
+    /// What can be refused before the payload arrives.
+    fn admit(&self, header: &Header) -> Result<(), Violation> {
+        let data_frame = matches!(header.opcode, OpCode::Text | OpCode::Binary);
+        if header.rsv1 && !(data_frame && self.inflater.is_some()) {
+            return Err(Violation::protocol(match header.opcode {
+                OpCode::Continuation => "RSV1 set on a continuation frame",
+                _ if self.inflater.is_none() => "RSV1 set without permessage-deflate",
+                _ => "RSV1 set on a control frame",
+            }));
+        }
+        let compressed = match (&self.partial, header.opcode) {
+            (None, OpCode::Continuation) => {
+                return Err(Violation::protocol("continuation frame without a message"));
+            }
+            (Some(_), OpCode::Text | OpCode::Binary) => {
+                return Err(Violation::protocol("new message before the last one ended"));
+            }
+            (Some(partial), OpCode::Continuation) => partial.compressed,
+            (_, opcode) if opcode.is_control() => return Ok(()),
+            _ => header.rsv1,
+        };
+        let so_far = self.partial.as_ref().map_or(0, |p| p.wire_len);
+        let limit = if compressed {
+            self.max_compressed()
+        } else {
+            self.max_message
+        };
+        if (so_far as u64).saturating_add(header.payload_len) > limit as u64 {
+            return Err(Violation::TOO_BIG);
+        }
+        Ok(())
+    }
+
+    /// The next whole message already in the buffer, if any.
+    fn next_message(&mut self) -> Result<Option<Message>, Violation> {
+        loop {
+            let Some(header) = frame::parse_header(&self.buf)? else {
+                return Ok(None);
+            };
+            self.admit(&header)?;
+            // Bounded by `admit`: at most the size limit, or 125 for control frames.
+            let total = header.len + header.payload_len as usize;
+            if self.buf.len() < total {
+                self.buf.reserve(total - self.buf.len());
+                return Ok(None);
+            }
+            let mut payload = self.buf.split_to(total).split_off(header.len);
+            frame::unmask(&mut payload, header.mask);
+            if let Some(message) = self.on_frame(header, payload)? {
+                return Ok(Some(message));
+            }
+        }
+    }
+
+    fn on_frame(
+        &mut self,
+        header: Header,
+        payload: BytesMut,
+    ) -> Result<Option<Message>, Violation> {
+        let (binary, fin) = match header.opcode {
+            OpCode::Close => return frame::parse_close(&payload).map(|c| Some(Message::Close(c))),
+            OpCode::Ping => return Ok(Some(Message::Ping(payload.freeze()))),
+            OpCode::Pong => return Ok(Some(Message::Pong(payload.freeze()))),
+            OpCode::Text | OpCode::Binary if header.fin && !header.rsv1 => {
+                // The common case: a whole uncompressed message in one frame, not copied.
+                let payload = payload.freeze();
+                return Ok(Some(if header.opcode == OpCode::Binary {
+                    Message::Binary(payload)
+                } else {
+                    std::str::from_utf8(&payload).map_err(|_| Violation::INVALID_UTF8)?;
+                    Message::Text(payload)
+                }));
+            }
+            OpCode::Text | OpCode::Binary => {
+                self.partial = Some(Partial {
+                    binary: header.opcode == OpCode::Binary,
+                    compressed: header.rsv1,
+                    data: Vec::new(),
+                    wire_len: 0,
+                    utf8_checked: 0,
+                });
+                (header.opcode == OpCode::Binary, header.fin)
+            }
+            OpCode::Continuation => (self.partial.as_ref().is_some_and(|p| p.binary), header.fin),
+        };
+        let max = self.max_message;
+        let Some(partial) = self.partial.as_mut() else {
+            return Err(Violation::protocol("continuation frame without a message"));
+        };
+        partial.wire_len += payload.len();
+        match (&mut self.inflater, partial.compressed) {
+            (Some(inflater), true) => {
+                inflater.inflate(&payload, &mut partial.data, max)?;
+                if fin {
+                    inflater.finish(&mut partial.data, max)?;
+                }
+            }
+            _ => partial.data.extend_from_slice(&payload),
+        }
+        if !binary {
+            check_utf8(partial, fin)?;
+        }
+        if !fin {
+            return Ok(None);
+        }
+        let data = self
+            .partial
+            .take()
+            .map(|p| Bytes::from(p.data))
+            .unwrap_or_default();
+        Ok(Some(if binary {
+            Message::Binary(data)
+        } else {
+            Message::Text(data)
+        }))
+    }
+}
+
+/// Checks the bytes added since the last call; fails as soon as a sequence is invalid,
+/// and at the end of the message if a character was left incomplete.
+fn check_utf8(partial: &mut Partial, fin: bool) -> Result<(), Violation> {
+    match std::str::from_utf8(&partial.data[partial.utf8_checked..]) {
+        Ok(_) => partial.utf8_checked = partial.data.len(),
+        Err(e) if e.error_len().is_some() => return Err(Violation::INVALID_UTF8),
+        Err(e) => partial.utf8_checked += e.valid_up_to(),
+    }
+    if fin && partial.utf8_checked != partial.data.len() {
+        return Err(Violation::INVALID_UTF8);
+    }
+    Ok(())
+}
+
+impl<S, E> Stream for Reader<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    type Item = Result<Message, Violation>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            match this.next_message() {
+                Ok(Some(message)) => return Poll::Ready(Some(Ok(message))),
+                Ok(None) => {}
+                Err(violation) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(violation)));
+                }
+            }
+            match Pin::new(&mut this.input).poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => this.buf.extend_from_slice(&chunk),
+                // The transport failed or ended: there is nobody left to tell.
+                Poll::Ready(Some(Err(_)) | None) => {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::deflate::{self, Agreement};
+    use futures_util::StreamExt;
+    use std::convert::Infallible;
+
+    fn client_frame(fin: bool, rsv1: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        let mut frame = vec![(if fin { 0x80 } else { 0 }) | (if rsv1 { 0x40 } else { 0 }) | opcode];
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n <= 0xFFFF => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&mask);
+        let mut body = payload.to_vec();
+        frame::unmask(&mut body, mask);
+        frame.extend_from_slice(&body);
+        frame
+    }
+
+    /// Feeds `bytes` one byte at a time, so that every partial state is exercised.
+    async fn read_all(
+        bytes: Vec<u8>,
+        max: usize,
+        deflate: bool,
+    ) -> Vec<Result<Message, Violation>> {
+        let chunks: Vec<Result<Bytes, Infallible>> = bytes
+            .into_iter()
+            .map(|b| Ok(Bytes::from(vec![b])))
+            .collect();
+        let inflater = deflate.then(|| {
+            Inflater::new(&Agreement {
+                server_window_bits: 15,
+                client_no_context_takeover: false,
+            })
+        });
+        Reader::new(futures_util::stream::iter(chunks), max, inflater)
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn fragments_with_a_ping_between() {
+        let mut bytes = client_frame(false, false, 1, "héllo ".as_bytes());
+        bytes.extend(client_frame(true, false, 9, b"p"));
+        bytes.extend(client_frame(false, false, 0, &"wörld".as_bytes()[..2]));
+        bytes.extend(client_frame(true, false, 0, &"wörld".as_bytes()[2..]));
+        assert_eq!(
+            read_all(bytes, 100, false).await,
+            vec![
+                Ok(Message::Ping(Bytes::from_static(b"p"))),
+                Ok(Message::Text(Bytes::from("héllo wörld"))),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn sequencing_errors() {
+        let cases = [
+            (
+                client_frame(true, false, 0, b"x"),
+                "continuation frame without a message",
+            ),
+            (
+                [
+                    client_frame(false, false, 1, b"x"),
+                    client_frame(true, false, 1, b"y"),
+                ]
+                .concat(),
+                "new message before the last one ended",
+            ),
+            (
+                client_frame(true, true, 1, b"x"),
+                "RSV1 set without permessage-deflate",
+            ),
+        ];
+        for (bytes, reason) in cases {
+            assert_eq!(
+                read_all(bytes, 100, false).await,
+                vec![Err(Violation::protocol(reason))],
+                "{reason}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn invalid_utf8_fails_before_the_message_ends() {
+        let mut bytes = client_frame(false, false, 1, b"ok \xFF");
+        // Never completed: the violation must come from the first fragment alone.
+        bytes.extend(client_frame(false, false, 0, b"more"));
+        assert_eq!(
+            read_all(bytes, 100, false).await,
+            vec![Err(Violation::INVALID_UTF8)]
+        );
+        let cut = client_frame(true, false, 1, &"é".as_bytes()[..1]);
+        assert_eq!(
+            read_all(cut, 100, false).await,
+            vec![Err(Violation::INVALID_UTF8)]
+        );
+    }
+
+    #[tokio::test]
+    async fn size_is_refused_from_the_header() {
+        let mut bytes = client_frame(true, false, 2, &[0; 101]);
+        bytes.truncate(8);
+        assert_eq!(
+            read_all(bytes, 100, false).await,
+            vec![Err(Violation::TOO_BIG)]
+        );
+    }
+
+    #[tokio::test]
+    async fn compressed_fragments_and_rsv1_rules() {
+        let text = "{\"a\":\"".to_owned() + &"z".repeat(3000) + "\"}";
+        let wire = deflate::compress(text.as_bytes(), 15).unwrap();
+        let (first, rest) = wire.split_at(wire.len() / 2);
+        let mut bytes = client_frame(false, true, 1, first);
+        bytes.extend(client_frame(true, false, 0, rest));
+        assert_eq!(
+            read_all(bytes.clone(), 10_000, true).await,
+            vec![Ok(Message::Text(Bytes::from(text.clone())))]
+        );
+        assert_eq!(
+            read_all(bytes, 1000, true).await,
+            vec![Err(Violation::TOO_BIG)]
+        );
+
+        let mut bytes = client_frame(false, true, 1, first);
+        bytes.extend(client_frame(true, true, 0, rest));
+        assert_eq!(
+            read_all(bytes, 10_000, true).await,
+            vec![Err(Violation::protocol("RSV1 set on a continuation frame"))]
+        );
+        assert_eq!(
+            read_all(client_frame(true, true, 9, b""), 100, true).await,
+            vec![Err(Violation::protocol("RSV1 set on a control frame"))]
+        );
+    }
+}
