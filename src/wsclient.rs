@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -56,6 +57,14 @@ pub struct Client {
     buf: BytesMut,
     /// The head of the server's 101 answer.
     pub handshake: String,
+    /// Set when the server agreed to permessage-deflate: inflates its RSV1 messages.
+    inflater: Option<Decompress>,
+    /// Compresses what `send_compressed` sends, keeping its context between messages.
+    compressor: Option<Compress>,
+    /// Payload bytes of the server's data frames, as they were on the wire.
+    pub wire_bytes: u64,
+    /// Server messages that arrived compressed.
+    pub compressed_messages: u64,
 }
 
 fn invalid(message: impl Into<String>) -> io::Error {
@@ -103,10 +112,18 @@ impl Client {
             ));
         }
         buf.advance(head_end);
+        let deflate = head.lines().any(|line| {
+            line.to_ascii_lowercase()
+                .starts_with("sec-websocket-extensions: permessage-deflate")
+        });
         Ok(Connected::Upgraded(Client {
             stream,
             buf,
             handshake: head,
+            inflater: deflate.then(|| Decompress::new(false)),
+            compressor: deflate.then(|| Compress::new(Compression::default(), false)),
+            wire_bytes: 0,
+            compressed_messages: 0,
         }))
     }
 
@@ -118,8 +135,19 @@ impl Client {
         payload: &[u8],
         masked: bool,
     ) -> io::Result<()> {
+        self.send_raw_frame((if fin { 0x80 } else { 0 }) | opcode, payload, masked)
+            .await
+    }
+
+    /// Writes one frame whose first byte (FIN, RSV bits, opcode) is given as is.
+    pub async fn send_raw_frame(
+        &mut self,
+        first_byte: u8,
+        payload: &[u8],
+        masked: bool,
+    ) -> io::Result<()> {
         let mut frame = Vec::with_capacity(payload.len() + 14);
-        frame.push((if fin { 0x80 } else { 0 }) | opcode);
+        frame.push(first_byte);
         let mask_bit = if masked { 0x80 } else { 0 };
         match payload.len() {
             n if n < 126 => frame.push(mask_bit | n as u8),
@@ -144,6 +172,26 @@ impl Client {
 
     pub async fn send_text(&mut self, text: &str) -> io::Result<()> {
         self.send_frame(true, TEXT, text.as_bytes(), true).await
+    }
+
+    /// Sends a text message compressed with permessage-deflate (RSV1 set), keeping the
+    /// compression context from one message to the next.
+    pub async fn send_compressed(&mut self, text: &str) -> io::Result<()> {
+        let compressor = self
+            .compressor
+            .as_mut()
+            .ok_or_else(|| invalid("permessage-deflate was not negotiated"))?;
+        let mut wire = Vec::with_capacity(text.len() + 64);
+        let before = compressor.total_in();
+        while compressor.total_in() - before < text.len() as u64 || wire.len() == wire.capacity() {
+            wire.reserve(text.len() + 64);
+            let done = (compressor.total_in() - before) as usize;
+            compressor
+                .compress_vec(&text.as_bytes()[done..], &mut wire, FlushCompress::Sync)
+                .map_err(|e| invalid(e.to_string()))?;
+        }
+        wire.truncate(wire.len().saturating_sub(4));
+        self.send_raw_frame(0x80 | 0x40 | TEXT, &wire, true).await
     }
 
     /// The next frame; `None` when the server closed the TCP connection.
@@ -195,8 +243,16 @@ impl Client {
         if b.len() < header + len {
             return Ok(None);
         }
+        let rsv1 = b[0] & 0x40 != 0;
         self.buf.advance(header);
-        let payload = self.buf.split_to(len).to_vec();
+        let mut payload = self.buf.split_to(len).to_vec();
+        if matches!(opcode, TEXT | BINARY | CONTINUATION) {
+            self.wire_bytes += len as u64;
+        }
+        if rsv1 {
+            payload = self.inflate(&payload)?;
+            self.compressed_messages += 1;
+        }
         Ok(Some(match opcode {
             TEXT => Frame::Text(
                 String::from_utf8(payload).map_err(|_| invalid("the server sent invalid UTF-8"))?,
@@ -215,5 +271,28 @@ impl Client {
             PONG => Frame::Pong(payload),
             other => return Err(invalid(format!("unknown opcode {other}"))),
         }))
+    }
+
+    /// One whole compressed message (the server sends each in a single frame, with no
+    /// context kept between messages).
+    fn inflate(&mut self, payload: &[u8]) -> io::Result<Vec<u8>> {
+        let inflater = self
+            .inflater
+            .as_mut()
+            .ok_or_else(|| invalid("RSV1 set without permessage-deflate"))?;
+        inflater.reset(false);
+        let mut input = payload.to_vec();
+        input.extend_from_slice(&[0, 0, 0xFF, 0xFF]);
+        let mut out = Vec::with_capacity(payload.len() * 8 + 64);
+        loop {
+            let done = inflater.total_in() as usize;
+            inflater
+                .decompress_vec(&input[done..], &mut out, FlushDecompress::Sync)
+                .map_err(|e| invalid(format!("bad compressed message: {e}")))?;
+            if inflater.total_in() as usize == input.len() && out.len() < out.capacity() {
+                return Ok(out);
+            }
+            out.reserve(out.capacity().max(1024));
+        }
     }
 }

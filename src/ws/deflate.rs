@@ -143,16 +143,18 @@ pub fn window_slot(bits: u8) -> usize {
     usize::from(effective_window_bits(bits) - 9)
 }
 
-/// Compression level 1 to 9: the speed of level 1 matters more to a realtime server than
-/// the few percent that higher levels gain on JSON.
-const LEVEL: u32 = 1;
+/// Measured on a 3.6 KB notification (zlib-rs): level 1 takes 8 µs for 4.1×, but only
+/// uses fixed Huffman codes (random data grows 6%); level 2 takes 18 µs for 5.4×;
+/// level 6, 25 µs for 5.6×. Each message is deflated once whatever its audience.
+const LEVEL: u32 = 2;
 
 thread_local! {
     static COMPRESSORS: RefCell<[Option<Compress>; WINDOW_SLOTS]> = Default::default();
 }
 
-/// The wire payload of `data` as one compressed message with no context, or `None` when
-/// compression does not make it smaller.
+/// The wire payload of `data` as one compressed message with no context (`None` only if
+/// the compressor fails). Incompressible data is still sent compressed, a few bytes
+/// larger, as Node's `ws` does: a message's form then depends on its size alone.
 pub fn compress(data: &[u8], window_bits: u8) -> Option<Bytes> {
     let bits = effective_window_bits(window_bits);
     COMPRESSORS.with(|cell| {
@@ -187,7 +189,7 @@ fn compress_with(compressor: &mut Compress, data: &[u8]) -> Option<Bytes> {
         return None;
     }
     out.truncate(out.len() - MESSAGE_TAIL.len());
-    (out.len() < data.len()).then(|| Bytes::from(out))
+    Some(Bytes::from(out))
 }
 
 const CORRUPT: Violation = Violation {
@@ -352,7 +354,7 @@ mod tests {
     }
 
     #[test]
-    fn incompressible_data_is_sent_as_is() {
+    fn incompressible_data_grows_by_a_few_bytes() {
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
         let noise: Vec<u8> = (0..4096)
             .map(|_| {
@@ -362,7 +364,13 @@ mod tests {
                 (state >> 32) as u8
             })
             .collect();
-        assert_eq!(compress(&noise, 15), None);
+        let wire = compress(&noise, 15).unwrap();
+        assert!(wire.len() <= noise.len() + 16, "{}", wire.len());
+        let mut inflater = Inflater::new(&Agreement {
+            server_window_bits: 15,
+            client_no_context_takeover: true,
+        });
+        assert_eq!(inflate_all(&mut inflater, &wire, 8192).unwrap(), noise);
     }
 
     #[test]

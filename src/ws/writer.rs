@@ -23,7 +23,7 @@ struct Payload {
     opcode: OpCode,
     data: Bytes,
     /// The compressed form, per window size, made by the first socket that needs it;
-    /// `None` when compression did not help.
+    /// `None` if the compressor failed.
     deflated: [OnceLock<Option<Bytes>>; WINDOW_SLOTS],
 }
 

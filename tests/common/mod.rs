@@ -94,6 +94,27 @@ impl Ws {
         self.send_frame(true, TEXT, text.as_bytes(), true).await;
     }
 
+    /// A masked frame whose first byte (FIN, RSV bits, opcode) is given as is.
+    pub async fn send_raw_frame(&mut self, first_byte: u8, payload: &[u8]) {
+        self.client
+            .send_raw_frame(first_byte, payload, true)
+            .await
+            .expect("frame written");
+    }
+
+    /// A permessage-deflate compressed text message (the context is kept between them).
+    pub async fn send_compressed(&mut self, text: &str) {
+        self.client
+            .send_compressed(text)
+            .await
+            .expect("frame written");
+    }
+
+    /// (payload bytes of the server's data frames on the wire, messages that came compressed)
+    pub fn received_stats(&self) -> (u64, u64) {
+        (self.client.wire_bytes, self.client.compressed_messages)
+    }
+
     pub async fn send_json(&mut self, value: &Value) {
         self.send_text(&value.to_string()).await;
     }
