@@ -58,9 +58,9 @@ pub struct Client {
     /// The head of the server's 101 answer.
     pub handshake: String,
     /// Set when the server agreed to permessage-deflate: inflates its RSV1 messages.
-    inflater: Option<Decompress>,
+    inflater: Option<Box<Decompress>>,
     /// Compresses what `send_compressed` sends, keeping its context between messages.
-    compressor: Option<Compress>,
+    compressor: Option<Box<Compress>>,
     /// Payload bytes of the server's data frames, as they were on the wire.
     pub wire_bytes: u64,
     /// Server messages that arrived compressed.
@@ -120,8 +120,8 @@ impl Client {
             stream,
             buf,
             handshake: head,
-            inflater: deflate.then(|| Decompress::new(false)),
-            compressor: deflate.then(|| Compress::new(Compression::default(), false)),
+            inflater: deflate.then(|| Box::new(Decompress::new(false))),
+            compressor: deflate.then(|| Box::new(Compress::new(Compression::default(), false))),
             wire_bytes: 0,
             compressed_messages: 0,
         }))
