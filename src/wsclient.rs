@@ -59,7 +59,8 @@ pub struct Client {
     pub handshake: String,
     /// Set when the server agreed to permessage-deflate: inflates its RSV1 messages.
     inflater: Option<Box<Decompress>>,
-    /// Compresses what `send_compressed` sends, keeping its context between messages.
+    /// Compresses what `send_compressed` sends, keeping its context between messages
+    /// (made on first use: it weighs a few hundred KiB).
     compressor: Option<Box<Compress>>,
     /// Payload bytes of the server's data frames, as they were on the wire.
     pub wire_bytes: u64,
@@ -121,7 +122,7 @@ impl Client {
             buf,
             handshake: head,
             inflater: deflate.then(|| Box::new(Decompress::new(false))),
-            compressor: deflate.then(|| Box::new(Compress::new(Compression::default(), false))),
+            compressor: None,
             wire_bytes: 0,
             compressed_messages: 0,
         }))
@@ -177,10 +178,12 @@ impl Client {
     /// Sends a text message compressed with permessage-deflate (RSV1 set), keeping the
     /// compression context from one message to the next.
     pub async fn send_compressed(&mut self, text: &str) -> io::Result<()> {
+        if self.inflater.is_none() {
+            return Err(invalid("permessage-deflate was not negotiated"));
+        }
         let compressor = self
             .compressor
-            .as_mut()
-            .ok_or_else(|| invalid("permessage-deflate was not negotiated"))?;
+            .get_or_insert_with(|| Box::new(Compress::new(Compression::default(), false)));
         let mut wire = Vec::with_capacity(text.len() + 64);
         let before = compressor.total_in();
         while compressor.total_in() - before < text.len() as u64 || wire.len() == wire.capacity() {

@@ -5,7 +5,13 @@
 //! 2. Request round trips: C clients each send R `server:now` requests one after the
 //!    other; reports throughput and latency percentiles.
 //! 3. Fan-out: S sockets subscribe to one room; one publisher sends P messages; reports
-//!    deliveries per second and publish-to-delivery latency percentiles.
+//!    deliveries per second, publish-to-delivery latency percentiles, the bytes each
+//!    delivery took on the wire and the node's CPU time.
+//!
+//! `--publish-interval-ms` paces the publisher, so that latency is measured below the
+//! rate at which the tool's single thread can read notifications.
+//! `--compression` turns permessage-deflate on in the node and has every client offer
+//! it; `--document-bytes N` pads each published document to about N bytes of JSON.
 //!
 //! Everything runs on 127.0.0.1. The figures in the README come from this tool.
 
@@ -26,6 +32,10 @@ struct Args {
     requests: usize,
     subscribers: usize,
     publishes: usize,
+    compression: bool,
+    document_bytes: usize,
+    /// Pause between publishes; 0 publishes as fast as the node answers.
+    publish_interval: Duration,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -40,6 +50,9 @@ fn parse_args() -> Result<Args, String> {
         requests: 2_000,
         subscribers: 1_000,
         publishes: 200,
+        compression: false,
+        document_bytes: 0,
+        publish_interval: Duration::ZERO,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -65,9 +78,22 @@ fn parse_args() -> Result<Args, String> {
             "--publishes" => {
                 args.publishes = value()?.parse().map_err(|e| format!("--publishes: {e}"))?
             }
+            "--compression" => args.compression = true,
+            "--publish-interval-ms" => {
+                args.publish_interval = Duration::from_millis(
+                    value()?
+                        .parse()
+                        .map_err(|e| format!("--publish-interval-ms: {e}"))?,
+                )
+            }
+            "--document-bytes" => {
+                args.document_bytes = value()?
+                    .parse()
+                    .map_err(|e| format!("--document-bytes: {e}"))?
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: kuzzle-load [--binary PATH] [--connections N] [--clients C] [--requests R] [--subscribers S] [--publishes P]"
+                    "usage: kuzzle-load [--binary PATH] [--connections N] [--clients C] [--requests R] [--subscribers S] [--publishes P] [--compression] [--document-bytes N] [--publish-interval-ms MS]"
                 );
                 std::process::exit(0);
             }
@@ -85,7 +111,7 @@ struct NodeProcess {
 }
 
 impl NodeProcess {
-    fn start(binary: &PathBuf) -> Result<NodeProcess, String> {
+    fn start(binary: &PathBuf, compression: bool) -> Result<NodeProcess, String> {
         let dir = std::env::temp_dir().join(format!("kuzzle-load-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let mut child = Command::new(binary)
@@ -94,6 +120,10 @@ impl NodeProcess {
             .env("RUST_LOG", "info")
             .env("kuzzle_server__host", "127.0.0.1")
             .env("kuzzle_server__port", "0")
+            .env(
+                "kuzzle_server__protocols__websocket__compression",
+                compression.to_string(),
+            )
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
@@ -129,6 +159,25 @@ impl NodeProcess {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .map_or(0, |kb| kb * 1024)
     }
+
+    /// CPU time the node used so far (user + system, all threads), in milliseconds.
+    fn cpu_ms(&self) -> u64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces): utime and stime are the
+        // 12th and 13th, in clock ticks of 10 ms on Linux.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        (ticks(11) + ticks(12)) * 10
+    }
 }
 
 impl Drop for NodeProcess {
@@ -139,8 +188,13 @@ impl Drop for NodeProcess {
     }
 }
 
-async fn connect(addr: SocketAddr) -> Result<Client, String> {
-    match Client::connect(addr, Options::default())
+async fn connect(addr: SocketAddr, compression: bool) -> Result<Client, String> {
+    let offer = [("Sec-WebSocket-Extensions", "permessage-deflate")];
+    let options = Options {
+        headers: if compression { &offer } else { &[] },
+        ..Options::default()
+    };
+    match Client::connect(addr, options)
         .await
         .map_err(|e| e.to_string())?
     {
@@ -186,7 +240,7 @@ async fn fan_out(args: &Args, node: &NodeProcess) -> Result<(), String> {
     let clock = Instant::now();
     let mut subscribers = Vec::with_capacity(args.subscribers);
     for i in 0..args.subscribers {
-        let mut client = connect(node.addr).await?;
+        let mut client = connect(node.addr, args.compression).await?;
         let subscribe = json!({"controller": "realtime", "action": "subscribe", "index": "load", "collection": "fanout",
             "body": {"range": {"sent": {"gte": 0}}}, "requestId": format!("sub-{i}")});
         let reply = send_request(&mut client, subscribe).await?;
@@ -198,8 +252,11 @@ async fn fan_out(args: &Args, node: &NodeProcess) -> Result<(), String> {
     let expected = args.publishes;
     let receivers = subscribers.into_iter().map(|mut client| async move {
         let mut latencies = Vec::with_capacity(expected);
+        let mut json_bytes = 0u64;
+        let wire_before = client.wire_bytes;
         while latencies.len() < expected {
             let text = client.next_text().await.map_err(|e| e.to_string())?;
+            json_bytes += text.len() as u64;
             let notification: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
             let sent = notification["result"]["_source"]["sent"]
                 .as_u64()
@@ -207,46 +264,74 @@ async fn fan_out(args: &Args, node: &NodeProcess) -> Result<(), String> {
             let now = clock.elapsed().as_micros() as u64;
             latencies.push(Duration::from_micros(now.saturating_sub(sent)));
         }
-        Ok::<_, String>(latencies)
+        Ok::<_, String>((latencies, json_bytes, client.wire_bytes - wire_before))
     });
-    let mut publisher = connect(node.addr).await?;
+    let mut publisher = connect(node.addr, args.compression).await?;
+    let rows = padding_rows(args.document_bytes);
     let started = Instant::now();
+    let cpu_before = node.cpu_ms();
     let publishing = async {
         for p in 0..args.publishes {
             let sent = clock.elapsed().as_micros() as u64;
             let message = json!({"controller": "realtime", "action": "publish", "index": "load", "collection": "fanout",
-                "body": {"sent": sent, "seq": p, "text": "a notification of a realistic size, with a few fields"},
+                "body": {"sent": sent, "seq": p, "text": "a notification of a realistic size, with a few fields", "rows": rows},
                 "requestId": format!("pub-{p}")});
             send_request(&mut publisher, message).await?;
+            if !args.publish_interval.is_zero() {
+                tokio::time::sleep(args.publish_interval).await;
+            }
         }
         Ok::<_, String>(())
     };
     let (received, published) = tokio::join!(join_all(receivers), publishing);
     published?;
     let elapsed = started.elapsed();
+    let cpu_ms = node.cpu_ms().saturating_sub(cpu_before);
     let mut latencies = Vec::with_capacity(args.subscribers * args.publishes);
+    let (mut json_bytes, mut wire_bytes) = (0u64, 0u64);
     for result in received {
-        latencies.extend(result?);
+        let (times, json, wire) = result?;
+        latencies.extend(times);
+        json_bytes += json;
+        wire_bytes += wire;
     }
+    let deliveries = latencies.len().max(1) as f64;
     latencies.sort();
     println!();
     println!("## Fan-out (one room, realtime:publish over WebSocket)");
     println!();
     println!(
-        "| subscribers | publishes | deliveries | deliveries/s | p50 publish→delivery | p99 | max |"
+        "| subscribers | publishes | compression | notification | on the wire | deliveries/s | p50 publish→delivery | p99 | max | node CPU per 1000 deliveries |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {} | {} | {:.0} | {} | {} | {} |",
+        "| {} | {} | {} | {:.0} B | {:.0} B | {:.0} | {} | {} | {} | {:.1} ms |",
         args.subscribers,
         args.publishes,
-        latencies.len(),
+        if args.compression { "on" } else { "off" },
+        json_bytes as f64 / deliveries,
+        wire_bytes as f64 / deliveries,
         latencies.len() as f64 / elapsed.as_secs_f64(),
         ms(percentile(&latencies, 50.0)),
         ms(percentile(&latencies, 99.0)),
-        ms(latencies.last().copied().unwrap_or_default())
+        ms(latencies.last().copied().unwrap_or_default()),
+        cpu_ms as f64 * 1000.0 / deliveries
     );
     Ok(())
+}
+
+/// Sensor-like records making about `bytes` of JSON (none for 0).
+fn padding_rows(bytes: usize) -> Vec<Value> {
+    let mut rows = Vec::new();
+    let mut size = 0;
+    while size < bytes {
+        let i = rows.len();
+        let row = json!({"sensor": format!("sensor-{i}"), "temperature": 20.5 + (i % 9) as f64,
+            "unit": "celsius", "location": {"lat": 43.6 + i as f64 / 1000.0, "lon": 3.87}});
+        size += row.to_string().len() + 1;
+        rows.push(row);
+    }
+    rows
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -262,7 +347,7 @@ fn ms(d: Duration) -> String {
 }
 
 async fn measure(args: &Args, node: &NodeProcess) -> Result<(), String> {
-    let mut probe = connect(node.addr).await?;
+    let mut probe = connect(node.addr, args.compression).await?;
     for i in 0..200 {
         request(&mut probe, "server", "now", &format!("warm-{i}")).await?;
     }
@@ -273,7 +358,7 @@ async fn measure(args: &Args, node: &NodeProcess) -> Result<(), String> {
     let started = Instant::now();
     let mut idle = Vec::with_capacity(args.connections);
     for batch in (0..args.connections).collect::<Vec<_>>().chunks(500) {
-        let opened = join_all(batch.iter().map(|_| connect(node.addr))).await;
+        let opened = join_all(batch.iter().map(|_| connect(node.addr, args.compression))).await;
         for result in opened {
             idle.push(result?);
         }
@@ -316,13 +401,41 @@ async fn measure(args: &Args, node: &NodeProcess) -> Result<(), String> {
         rss_after as f64 / 1048576.0,
         per_connection / 1024.0
     );
+    if args.compression {
+        // Each socket's inflater (with the client's 32 KiB window) is made on its first
+        // compressed message: the worst case, every client having sent one.
+        for batch in idle.chunks_mut(500) {
+            let sent = batch.iter_mut().enumerate().map(|(i, client)| async move {
+                let now =
+                    json!({"controller": "server", "action": "now", "requestId": format!("z-{i}")});
+                client
+                    .send_compressed(&now.to_string())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                client.next_text().await.map_err(|e| e.to_string())
+            });
+            for result in join_all(sent).await {
+                result?;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let rss_inflating = node.rss();
+        println!();
+        println!(
+            "After one compressed request from each socket: node RSS {:.1} MiB, {:.1} KiB per connection.",
+            rss_inflating as f64 / 1048576.0,
+            rss_inflating.saturating_sub(rss_before) as f64
+                / args.connections.max(1) as f64
+                / 1024.0
+        );
+    }
     drop(idle);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // 2. Request round trips.
     let mut clients = Vec::with_capacity(args.clients);
     for _ in 0..args.clients {
-        clients.push(connect(node.addr).await?);
+        clients.push(connect(node.addr, args.compression).await?);
     }
     let started = Instant::now();
     let runs = clients
@@ -378,7 +491,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let node = match NodeProcess::start(&args.binary) {
+    let node = match NodeProcess::start(&args.binary, args.compression) {
         Ok(node) => node,
         Err(message) => {
             eprintln!("kuzzle-load: {message}");

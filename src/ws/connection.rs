@@ -1,7 +1,8 @@
 //! One actor per WebSocket. It owns the socket's timers (heartbeat, idle timeout), the
-//! application ping, the per-socket rate limit and the size limit; it decodes frames
-//! into requests, runs them concurrently through `api::dispatch`, and queues what comes
-//! back in the socket's `Outbox`.
+//! application ping and the per-socket rate limit; it turns the whole messages of its
+//! `Reader` (which enforces framing, compression and the size limit) into requests, runs
+//! them concurrently through `api::dispatch`, and queues what comes back in the socket's
+//! `Outbox`, which its write loop drains into the `Transport`.
 
 use std::cell::Cell;
 use std::rc::Rc;
