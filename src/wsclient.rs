@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+use flate2::{Compress, Compression, Decompress, FlushDecompress};
+
+use crate::ws::deflate::compress_with;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -184,16 +186,8 @@ impl Client {
         let compressor = self
             .compressor
             .get_or_insert_with(|| Box::new(Compress::new(Compression::default(), false)));
-        let mut wire = Vec::with_capacity(text.len() + 64);
-        let before = compressor.total_in();
-        while compressor.total_in() - before < text.len() as u64 || wire.len() == wire.capacity() {
-            wire.reserve(text.len() + 64);
-            let done = (compressor.total_in() - before) as usize;
-            compressor
-                .compress_vec(&text.as_bytes()[done..], &mut wire, FlushCompress::Sync)
-                .map_err(|e| invalid(e.to_string()))?;
-        }
-        wire.truncate(wire.len().saturating_sub(4));
+        let wire = compress_with(compressor, text.as_bytes())
+            .ok_or_else(|| invalid("the compressor failed"))?;
         self.send_raw_frame(0x80 | 0x40 | TEXT, &wire, true).await
     }
 

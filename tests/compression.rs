@@ -4,8 +4,9 @@
 mod common;
 
 use common::*;
-use flate2::{Compress, Compression, FlushCompress};
+use flate2::{Compress, Compression};
 use kuzzle_rt::config::{Settings, Size};
+use kuzzle_rt::ws::deflate::compress_with;
 use serde_json::{Value, json};
 
 const OFFER: (&str, &str) = ("Sec-WebSocket-Extensions", "permessage-deflate");
@@ -37,17 +38,9 @@ fn agreed_extension(ws: &Ws) -> Option<String> {
 
 /// Raw deflate of `data` as one permessage-deflate message (the 4-byte tail removed).
 fn deflate(data: &[u8], level: Compression) -> Vec<u8> {
-    let mut compressor = Compress::new(level, false);
-    let mut wire = Vec::with_capacity(data.len() / 100 + 1024);
-    while compressor.total_in() < data.len() as u64 || wire.len() == wire.capacity() {
-        wire.reserve(wire.capacity().max(1024));
-        let done = compressor.total_in() as usize;
-        compressor
-            .compress_vec(&data[done..], &mut wire, FlushCompress::Sync)
-            .unwrap();
-    }
-    wire.truncate(wire.len() - 4);
-    wire
+    compress_with(&mut Compress::new(level, false), data)
+        .expect("compressed")
+        .to_vec()
 }
 
 #[actix_rt::test]

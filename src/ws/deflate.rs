@@ -168,7 +168,9 @@ pub fn compress(data: &[u8], window_bits: u8) -> Option<Bytes> {
     })
 }
 
-fn compress_with(compressor: &mut Compress, data: &[u8]) -> Option<Bytes> {
+/// `data` as one permessage-deflate message from `compressor`, whose context is left as
+/// it is (the test client keeps it between messages); `None` if the compressor fails.
+pub fn compress_with(compressor: &mut Compress, data: &[u8]) -> Option<Bytes> {
     let mut out = Vec::with_capacity(data.len() / 2 + 64);
     let start_in = compressor.total_in();
     loop {
