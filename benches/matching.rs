@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use kuzzle_rt::protocol::Protocol;
 use kuzzle_rt::realtime::filter::Filter;
 use kuzzle_rt::realtime::notify::Published;
-use kuzzle_rt::realtime::{Hub, Member, Scope, Users};
+use kuzzle_rt::realtime::{Hub, HubLimits, Member, RoomTarget, Scope, Users};
 use kuzzle_rt::ws::outbox::Outbox;
 use serde_json::{Value, json};
 
@@ -50,7 +50,7 @@ const KINDS: &[Kind] = &[
 ];
 
 fn measure(kind: &Kind, rooms: usize) -> (Duration, usize) {
-    let hub = Hub::new(Arc::from("bench"), 0);
+    let hub = Hub::new(Arc::from("bench"), HubLimits::default(), [0; 32]);
     for i in 0..rooms {
         let member = Member {
             connection_id: Arc::from(format!("c{i}")),
@@ -58,7 +58,14 @@ fn measure(kind: &Kind, rooms: usize) -> (Duration, usize) {
             protocol: Protocol::Websocket,
         };
         let filter = Filter::compile(&(kind.filter)(i), 100).expect("valid filter");
-        hub.subscribe(&member, "idx", "col", filter, Scope::All, Users::None, None)
+        let room_id = Arc::from(hub.room_id(&filter, "idx", "col"));
+        let target = RoomTarget {
+            index: "idx",
+            collection: "col",
+            filter,
+            room_id,
+        };
+        hub.subscribe(&member, target, Scope::All, Users::None, None)
             .expect("subscribed");
     }
     let publishes = (200_000 / rooms.max(1)).clamp(200, 20_000);

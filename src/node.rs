@@ -12,7 +12,7 @@ use crate::api::identity::RateCounter;
 use crate::api::limiter::RequestLimiter;
 use crate::auth::registry::SessionRegistry;
 use crate::config::Settings;
-use crate::realtime::Hub;
+use crate::realtime::{Hub, HubLimits};
 use crate::security::cache::SecurityCache;
 use crate::storage::Store;
 use crate::ws::registry::ConnectionRegistry;
@@ -50,7 +50,11 @@ impl Node {
             settings.http.access_control_allow_origin_use_regexp,
         );
         let id: Arc<str> = Arc::from(crate::names::random_name("knode"));
-        let hub = Arc::new(Hub::new(id.clone(), settings.limits.subscription_rooms));
+        let hub_limits = HubLimits {
+            rooms: settings.limits.subscription_rooms,
+            subscriptions_per_connection: settings.limits.subscriptions_per_connection,
+        };
+        let hub = Arc::new(Hub::new(id.clone(), hub_limits, room_key(&secret)));
         let sessions = SessionRegistry::new(id.clone(), hub.clone()).start();
         Arc::new(Node {
             id,
@@ -77,6 +81,18 @@ impl Node {
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
     }
+}
+
+/// The key of room ids, derived from the deployment's JWT secret: the same on every node
+/// that shares the store and across restarts, unknown to anyone without the secret, so
+/// that nobody can compute the id of a room to `join` it without subscribing.
+fn room_key(secret: &str) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) else {
+        return [0; 32];
+    };
+    mac.update(b"kuzzle-rt room id key");
+    mac.finalize().into_bytes().into()
 }
 
 /// `http.accessControlAllowOrigin`: `*`, exact origins, or unanchored regular expressions.

@@ -5,22 +5,6 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 
-/// A node with an administrator; returns the admin's socket and token.
-async fn admin_session(node: &TestNode) -> (Ws, String) {
-    let mut ws = Ws::connect(node.addr).await;
-    let res = ws
-        .request(
-            json!({"controller":"security","action":"createFirstAdmin","_id":"root","reset":true,
-            "body":{"credentials":{"local":{"username":"root","password":"toor"}}}}),
-        )
-        .await;
-    assert_eq!(res["status"], 200, "{res}");
-    let res = ws
-        .request(json!({"controller":"auth","action":"login","strategy":"local","body":{"username":"root","password":"toor"}}))
-        .await;
-    (ws, res["result"]["jwt"].as_str().unwrap().to_owned())
-}
-
 fn call(jwt: &str, action: &str, extra: Value) -> Value {
     let mut request = json!({"controller":"security","action":action,"jwt":jwt});
     if let (Value::Object(r), Value::Object(e)) = (&mut request, extra) {

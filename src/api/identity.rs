@@ -136,15 +136,19 @@ pub fn check_rights(
     ) {
         return Ok(());
     }
-    let (controller, action) = (request.controller.as_str(), request.action.as_str());
-    Err(if identity.is_anonymous() {
+    Err(rights_error(identity, &request.controller, &request.action))
+}
+
+/// Step 12's refusal: 401 for anonymous callers, 403 for others.
+pub fn rights_error(identity: &Identity, controller: &str, action: &str) -> ApiError {
+    if identity.is_anonymous() {
         ApiError::new(errors::RIGHTS_UNAUTHORIZED, [controller, action, ANONYMOUS])
     } else {
         ApiError::new(
             errors::RIGHTS_FORBIDDEN,
             [controller, action, identity.kuid.as_str()],
         )
-    })
+    }
 }
 
 /// Counts events per key in fixed one-second windows.

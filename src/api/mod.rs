@@ -21,6 +21,8 @@ use crate::auth::messages::Link;
 use crate::node::Node;
 use crate::protocol::errors::{self, ApiError};
 use crate::protocol::{Protocol, Request, Response};
+use crate::security::cache::Snapshot;
+use crate::security::model::{Profile, is_allowed};
 use crate::ws::outbox::Outbox;
 use identity::{
     Identity, RateCounter, Resolved, authenticate, check_rights, check_user_rate, resolve_token,
@@ -102,6 +104,24 @@ pub struct Call<'a> {
     pub identity: &'a Identity,
     /// The token source after step 8 (cookie mode and the effective token).
     pub resolved: &'a Resolved,
+    /// The caller's profiles and every role, as the rights check of step 12 saw them.
+    pub profiles: &'a [&'a Profile],
+    pub security: &'a Snapshot,
+}
+
+impl Call<'_> {
+    /// Whether the caller may run `controller:action` on `index`/`collection`, as step 12
+    /// would decide for such a request.
+    pub fn may(&self, controller: &str, action: &str, index: &str, collection: &str) -> bool {
+        is_allowed(
+            self.profiles,
+            &self.security.roles,
+            controller,
+            action,
+            Some(index),
+            Some(collection),
+        )
+    }
 }
 
 /// The response and, for HTTP, how to send it.
@@ -266,6 +286,8 @@ async fn execute(node: &Arc<Node>, caller: &Caller, request: &Request) -> Action
         request,
         identity: &identity,
         resolved: &resolved,
+        profiles: &profiles,
+        security: &security,
     };
     handler(&call).await
 }

@@ -1,12 +1,15 @@
 //! The `realtime` controller (PROTOCOL.md §4.5).
 
-use serde_json::{Value, json};
+use std::sync::Arc;
 
+use serde_json::{Map, Value, json};
+
+use super::identity::rights_error;
 use super::{ActionResult, Call, Reply};
 use crate::protocol::errors::{self, ApiError};
 use crate::protocol::{Request, now_ms};
 use crate::realtime::filter::Filter;
-use crate::realtime::hub::{Member, Scope, SubscribeError, Users, channel_name};
+use crate::realtime::hub::{Member, RoomTarget, Scope, SubscribeError, Users, channel_name};
 use crate::realtime::notify::Published;
 
 /// `index` or `collection`: a non-empty string without `/` (CN-18).
@@ -79,11 +82,15 @@ pub async fn subscribe(call: &Call<'_>) -> ActionResult {
     let index = name_arg(request, "index")?;
     let collection = name_arg(request, "collection")?;
     let body = object_body(request)?;
-    let max_conditions = call.node.settings.limits.subscription_conditions_count as usize;
-    let filter = Filter::compile(body, max_conditions)
-        .map_err(|m| ApiError::new(errors::KONCORDE_DSL_ERROR, [m]))?;
-    let room_id = filter.room_id(index, collection);
+    let limits = &call.node.settings.limits;
+    let filter = Filter::compile_with(
+        body,
+        limits.subscription_conditions_count as usize,
+        limits.subscription_minterms as usize,
+    )
+    .map_err(|m| ApiError::new(errors::KONCORDE_DSL_ERROR, [m]))?;
     let hub = &call.node.hub;
+    let room_id: Arc<str> = Arc::from(hub.room_id(&filter, index, collection));
     if hub.is_full_for(&room_id) {
         return Err(ApiError::plain(errors::TOO_MANY_ROOMS));
     }
@@ -96,26 +103,49 @@ pub async fn subscribe(call: &Call<'_>) -> ActionResult {
             &channel_name(&room_id, scope, users),
         ));
     };
-    match hub.subscribe(
-        &member,
+    let target = RoomTarget {
         index,
         collection,
         filter,
-        scope,
-        users,
-        request.volatile.clone(),
-    ) {
-        Ok(s) => Ok(subscription_result(&s.room_id, &s.channel)),
-        Err(_) => Err(ApiError::plain(errors::TOO_MANY_ROOMS)),
+        room_id,
+    };
+    hub.subscribe(&member, target, scope, users, request.volatile.clone())
+        .map(|s| subscription_result(&s.room_id, &s.channel))
+        .map_err(|e| subscribe_error(call, e, None))
+}
+
+fn subscribe_error(call: &Call<'_>, error: SubscribeError, room_id: Option<&str>) -> ApiError {
+    match (error, room_id) {
+        (SubscribeError::TooManySubscriptions, _) => ApiError::new(
+            errors::TOO_MANY_SUBSCRIPTIONS,
+            [call
+                .node
+                .settings
+                .limits
+                .subscriptions_per_connection
+                .to_string()],
+        ),
+        (SubscribeError::RoomNotFound, Some(room_id)) => {
+            ApiError::new(errors::ROOM_NOT_FOUND, [room_id])
+        }
+        (SubscribeError::RoomNotFound | SubscribeError::TooManyRooms, _) => {
+            ApiError::plain(errors::TOO_MANY_ROOMS)
+        }
     }
 }
 
+/// Joins an existing room by id. The caller needs the right to `realtime:subscribe` on
+/// the room's index and collection, as a subscribe to that room would; without it, the
+/// rights error of step 12 for `realtime:join`.
 pub async fn join(call: &Call<'_>) -> ActionResult {
     let request = call.request;
     let room_id = room_id_arg(request)?;
     let hub = &call.node.hub;
-    if !hub.room_exists(room_id) {
-        return Err(ApiError::new(errors::ROOM_NOT_FOUND, [room_id]));
+    let (index, collection) = hub
+        .room_target(room_id)
+        .ok_or_else(|| ApiError::new(errors::ROOM_NOT_FOUND, [room_id]))?;
+    if !call.may("realtime", "subscribe", &index, &collection) {
+        return Err(rights_error(call.identity, "realtime", "join"));
     }
     let scope = scope_arg(request)?;
     let users = users_arg(request)?;
@@ -125,12 +155,9 @@ pub async fn join(call: &Call<'_>) -> ActionResult {
             &channel_name(room_id, scope, users),
         ));
     };
-    match hub.join(&member, room_id, scope, users, request.volatile.clone()) {
-        Ok(s) => Ok(subscription_result(&s.room_id, &s.channel)),
-        Err(SubscribeError::RoomNotFound | SubscribeError::TooManyRooms) => {
-            Err(ApiError::new(errors::ROOM_NOT_FOUND, [room_id]))
-        }
-    }
+    hub.join(&member, room_id, scope, users, request.volatile.clone())
+        .map(|s| subscription_result(&s.room_id, &s.channel))
+        .map_err(|e| subscribe_error(call, e, Some(room_id)))
 }
 
 pub async fn unsubscribe(call: &Call<'_>) -> ActionResult {
@@ -153,8 +180,27 @@ pub async fn count(call: &Call<'_>) -> ActionResult {
     Ok(Reply::Json(json!({"count": call.node.hub.count(room_id)})))
 }
 
+/// `{index: {collection: {roomId: count}}}`, limited to the collections where the caller
+/// may `realtime:subscribe`.
 pub async fn list(call: &Call<'_>) -> ActionResult {
-    Ok(Reply::Json(call.node.hub.list()))
+    let mut out = Map::new();
+    for room in call.node.hub.list() {
+        if !call.may("realtime", "subscribe", &room.index, &room.collection) {
+            continue;
+        }
+        let collections = out
+            .entry(room.index)
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(collections) = collections {
+            let rooms = collections
+                .entry(room.collection)
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(rooms) = rooms {
+                rooms.insert(room.room_id.to_string(), room.count.into());
+            }
+        }
+    }
+    Ok(Reply::Json(Value::Object(out)))
 }
 
 pub async fn publish(call: &Call<'_>) -> ActionResult {

@@ -164,6 +164,8 @@ pub struct Limits {
     pub logins_per_second: u32,
     pub subscription_conditions_count: u32,
     pub subscription_rooms: u64,
+    /// kuzzle-rt: most subscriptions, (room, channel) pairs, per connection; 0 = unlimited.
+    pub subscriptions_per_connection: u64,
     pub documents_fetch_count: u32,
     pub documents_write_count: u32,
     pub subscription_minterms: u32,
@@ -180,6 +182,7 @@ impl Default for Limits {
             logins_per_second: 1,
             subscription_conditions_count: 100,
             subscription_rooms: 1_000_000,
+            subscriptions_per_connection: 1_000,
             documents_fetch_count: 10_000,
             documents_write_count: 200,
             subscription_minterms: 0,

@@ -92,6 +92,8 @@ catalogue! {
     INVALID_SCOPE = ("core.realtime.invalid_scope", 400, 65540, "Invalid value for the \"scope\" parameter (allowed: \"all\", \"in\", \"out\", \"none\").");
     INVALID_USERS = ("core.realtime.invalid_users", 400, 65541, "Invalid value for the \"users\" parameter (allowed: \"all\", \"in\", \"out\", \"none\").");
     TOO_MANY_ROOMS = ("core.realtime.too_many_rooms", 413, 65543, "Unable to subscribe: maximum number of unique rooms reached.");
+    // kuzzle-rt: `limits.subscriptionsPerConnection`.
+    TOO_MANY_SUBSCRIPTIONS = ("core.realtime.too_many_subscriptions", 413, 65636, "Unable to subscribe: this connection already holds the maximum number of subscriptions (%s).");
     NOT_SUBSCRIBED = ("core.realtime.not_subscribed", 412, 65544, "User \"%s\" has not subscribed to \"%s\".");
     CACHE_READ_FAILED = ("services.cache.read_failed", 500, 16973826, "Cache read fail: %s");
     CACHE_NOT_CONNECTED = ("services.cache.not_connected", 503, 16973827, "Unable to connect to the cache server.");
@@ -296,7 +298,8 @@ mod tests {
             assert!(def.code & 0xffff > 0, "{}", def.id);
             assert!((400..600).contains(&def.status), "{}", def.id);
         }
-        assert_eq!(ALL.len(), 72);
+        // The 72 of PROTOCOL.md §3.5 and kuzzle-rt's core.realtime.too_many_subscriptions.
+        assert_eq!(ALL.len(), 73);
     }
 
     #[test]

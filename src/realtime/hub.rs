@@ -10,8 +10,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use indexmap::IndexMap;
 use parking_lot::Mutex;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::filter::{Filter, get_path, scalar_key};
 use super::notify::{self, Published, UserEvent};
@@ -117,6 +118,8 @@ struct Room {
     channels: HashMap<String, Channel>,
     /// Distinct connections in the room, with how many of its channels each joined.
     members: HashMap<Arc<str>, usize>,
+    /// Where the collection index filed each conjunction, to remove them in O(1) each.
+    placements: Vec<Placement>,
 }
 
 /// One conjunction of one room's filter. It holds the filter, so that evaluating a
@@ -137,74 +140,160 @@ impl ConjunctionRef {
     }
 }
 
-/// Conjunctions whose field must lie in [lower, upper], sorted by lower bound, with the
-/// largest upper bound of each block of `RANGE_BLOCK`: a lookup skips whole blocks.
+/// A conjunction's unique number in its collection index.
+type EntryId = u64;
+
+/// Where a conjunction was filed.
+enum Placement {
+    Equality {
+        field: String,
+        value: String,
+        id: EntryId,
+    },
+    Range {
+        field: String,
+        lower: f64,
+        id: EntryId,
+    },
+    Scan {
+        id: EntryId,
+    },
+}
+
+/// Conjunctions whose field must lie in [lower, upper], sorted by (lower, id) in blocks
+/// of at most `2 × RANGE_BLOCK`, each knowing its largest upper bound: a lookup skips
+/// whole blocks, and an insert or a removal touches one block.
 #[derive(Default)]
 struct RangeIndex {
-    entries: Vec<(f64, f64, ConjunctionRef)>,
-    block_max_upper: Vec<f64>,
+    blocks: Vec<RangeBlock>,
+}
+
+struct RangeBlock {
+    entries: Vec<RangeEntry>,
+    max_upper: f64,
+}
+
+struct RangeEntry {
+    lower: f64,
+    upper: f64,
+    id: EntryId,
+    conjunction: ConjunctionRef,
+}
+
+impl RangeEntry {
+    fn key_cmp(&self, lower: f64, id: EntryId) -> std::cmp::Ordering {
+        self.lower.total_cmp(&lower).then(self.id.cmp(&id))
+    }
 }
 
 const RANGE_BLOCK: usize = 64;
 
-impl RangeIndex {
-    fn insert(&mut self, lower: f64, upper: f64, entry: ConjunctionRef) {
-        let at = self.entries.partition_point(|(l, _, _)| *l <= lower);
-        self.entries.insert(at, (lower, upper, entry));
-        self.reblock();
+impl RangeBlock {
+    fn new(entries: Vec<RangeEntry>) -> RangeBlock {
+        let mut block = RangeBlock {
+            entries,
+            max_upper: f64::NEG_INFINITY,
+        };
+        block.refresh();
+        block
     }
 
-    fn remove(&mut self, room: &str) {
-        self.entries.retain(|(_, _, c)| &*c.room != room);
-        self.reblock();
-    }
-
-    fn reblock(&mut self) {
-        self.block_max_upper = self
+    fn refresh(&mut self) {
+        self.max_upper = self
             .entries
-            .chunks(RANGE_BLOCK)
-            .map(|block| {
-                block
-                    .iter()
-                    .map(|(_, u, _)| *u)
-                    .fold(f64::NEG_INFINITY, f64::max)
-            })
-            .collect();
+            .iter()
+            .map(|e| e.upper)
+            .fold(f64::NEG_INFINITY, f64::max);
+    }
+}
+
+impl RangeIndex {
+    /// The block that holds, or would hold, the key (lower, id).
+    fn block_for(&self, lower: f64, id: EntryId) -> usize {
+        let after = self.blocks.partition_point(|b| {
+            b.entries
+                .last()
+                .is_some_and(|e| e.key_cmp(lower, id).is_lt())
+        });
+        after.min(self.blocks.len().saturating_sub(1))
+    }
+
+    fn insert(&mut self, entry: RangeEntry) {
+        if self.blocks.is_empty() {
+            self.blocks.push(RangeBlock::new(vec![entry]));
+            return;
+        }
+        let b = self.block_for(entry.lower, entry.id);
+        let block = &mut self.blocks[b];
+        let at = block
+            .entries
+            .partition_point(|e| e.key_cmp(entry.lower, entry.id).is_lt());
+        block.max_upper = block.max_upper.max(entry.upper);
+        block.entries.insert(at, entry);
+        if block.entries.len() > 2 * RANGE_BLOCK {
+            let upper_half = block.entries.split_off(RANGE_BLOCK);
+            block.refresh();
+            self.blocks.insert(b + 1, RangeBlock::new(upper_half));
+        }
+    }
+
+    fn remove(&mut self, lower: f64, id: EntryId) {
+        if self.blocks.is_empty() {
+            return;
+        }
+        let b = self.block_for(lower, id);
+        let block = &mut self.blocks[b];
+        if let Ok(at) = block.entries.binary_search_by(|e| e.key_cmp(lower, id)) {
+            block.entries.remove(at);
+            block.refresh();
+            if block.entries.is_empty() {
+                self.blocks.remove(b);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
     }
 
     fn candidates<'a>(&'a self, value: f64, out: &mut Vec<&'a ConjunctionRef>) {
-        let end = self.entries.partition_point(|(l, _, _)| *l <= value);
-        for (block, max_upper) in self.block_max_upper.iter().enumerate() {
-            let start = block * RANGE_BLOCK;
-            if start >= end {
+        for block in &self.blocks {
+            if block.entries.first().is_some_and(|e| e.lower > value) {
                 break;
             }
-            if *max_upper < value {
+            if block.max_upper < value {
                 continue;
             }
-            let stop = (start + RANGE_BLOCK).min(end);
             out.extend(
-                self.entries[start..stop]
+                block
+                    .entries
                     .iter()
-                    .filter(|(_, u, _)| *u >= value)
-                    .map(|(_, _, c)| c),
+                    .filter(|e| e.lower <= value && e.upper >= value)
+                    .map(|e| &e.conjunction),
             );
         }
     }
 }
 
+type Bucket = IndexMap<EntryId, ConjunctionRef>;
+
 #[derive(Default)]
 struct CollectionIndex {
     /// field → scalar key → conjunctions that need that value.
-    by_equality: HashMap<String, HashMap<String, Vec<ConjunctionRef>>>,
+    by_equality: HashMap<String, HashMap<String, Bucket>>,
     /// field → conjunctions that need a number within bounds.
     by_range: HashMap<String, RangeIndex>,
-    scan: Vec<ConjunctionRef>,
+    scan: Bucket,
+    next_id: EntryId,
 }
 
 impl CollectionIndex {
-    fn add(&mut self, room: &Arc<str>, filter: &Arc<Filter>) {
+    /// Files every conjunction of the room's filter; returns where each went.
+    fn add(&mut self, room: &Arc<str>, filter: &Arc<Filter>) -> Vec<Placement> {
+        let mut placements = Vec::with_capacity(filter.conjunctions.len());
         for (i, conjunction) in filter.conjunctions.iter().enumerate() {
+            let id = self.next_id;
+            self.next_id += 1;
             let entry = ConjunctionRef {
                 room: room.clone(),
                 filter: filter.clone(),
@@ -218,35 +307,67 @@ impl CollectionIndex {
             });
             if let Some((field, value)) = equality {
                 self.by_equality
-                    .entry(field)
+                    .entry(field.clone())
                     .or_default()
-                    .entry(value)
+                    .entry(value.clone())
                     .or_default()
-                    .push(entry);
+                    .insert(id, entry);
+                placements.push(Placement::Equality { field, value, id });
             } else if let Some((field, lower, upper)) = positive().find_map(|l| l.term.range()) {
                 self.by_range
                     .entry(field.to_owned())
                     .or_default()
-                    .insert(lower, upper, entry);
+                    .insert(RangeEntry {
+                        lower,
+                        upper,
+                        id,
+                        conjunction: entry,
+                    });
+                placements.push(Placement::Range {
+                    field: field.to_owned(),
+                    lower,
+                    id,
+                });
             } else {
-                self.scan.push(entry);
+                self.scan.insert(id, entry);
+                placements.push(Placement::Scan { id });
             }
         }
+        placements
     }
 
-    fn remove(&mut self, room: &str) {
-        self.scan.retain(|c| &*c.room != room);
-        self.by_equality.retain(|_, values| {
-            values.retain(|_, refs| {
-                refs.retain(|c| &*c.room != room);
-                !refs.is_empty()
-            });
-            !values.is_empty()
-        });
-        self.by_range.retain(|_, index| {
-            index.remove(room);
-            !index.entries.is_empty()
-        });
+    /// Removes what `add` filed: O(1) per hashed or scanned conjunction, one block per
+    /// ranged one; never a walk over the other rooms.
+    fn remove(&mut self, placements: &[Placement]) {
+        for placement in placements {
+            match placement {
+                Placement::Equality { field, value, id } => {
+                    let Some(values) = self.by_equality.get_mut(field) else {
+                        continue;
+                    };
+                    if let Some(bucket) = values.get_mut(value) {
+                        bucket.swap_remove(id);
+                        if bucket.is_empty() {
+                            values.remove(value);
+                        }
+                    }
+                    if values.is_empty() {
+                        self.by_equality.remove(field);
+                    }
+                }
+                Placement::Range { field, lower, id } => {
+                    if let Some(index) = self.by_range.get_mut(field) {
+                        index.remove(*lower, *id);
+                        if index.is_empty() {
+                            self.by_range.remove(field);
+                        }
+                    }
+                }
+                Placement::Scan { id } => {
+                    self.scan.swap_remove(id);
+                }
+            }
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -255,13 +376,13 @@ impl CollectionIndex {
 
     /// The conjunctions worth evaluating for `doc`.
     fn candidates<'a>(&'a self, doc: &Value) -> Vec<&'a ConjunctionRef> {
-        let mut out: Vec<&ConjunctionRef> = self.scan.iter().collect();
+        let mut out: Vec<&ConjunctionRef> = self.scan.values().collect();
         for (field, values) in &self.by_equality {
             if let Some(refs) = get_path(doc, field)
                 .and_then(scalar_key)
                 .and_then(|key| values.get(&key))
             {
-                out.extend(refs);
+                out.extend(refs.values());
             }
         }
         for (field, index) in &self.by_range {
@@ -277,8 +398,16 @@ impl CollectionIndex {
 struct State {
     rooms: HashMap<Arc<str>, Room>,
     collections: HashMap<(String, String), CollectionIndex>,
-    /// Each connection's (room, channel) pairs, for unsubscribe and disconnect.
-    connections: HashMap<Arc<str>, Vec<(Arc<str>, String)>>,
+    /// Each connection's subscriptions, for unsubscribe, disconnect and its limit.
+    connections: HashMap<Arc<str>, ConnectionSubscriptions>,
+}
+
+#[derive(Default)]
+struct ConnectionSubscriptions {
+    /// room → the channels of it the connection joined.
+    rooms: HashMap<Arc<str>, Vec<String>>,
+    /// (room, channel) pairs in all.
+    channels: usize,
 }
 
 /// Messages to push once the lock is released.
@@ -291,17 +420,42 @@ fn deliver(deliveries: Deliveries) {
     }
 }
 
+/// Rooms a disconnecting connection leaves per hold of the lock, so that removing a
+/// connection with many subscriptions never stalls the other clients' requests.
+const LEAVE_CHUNK: usize = 256;
+
+/// The hub's limits; 0 means unlimited.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HubLimits {
+    /// Rooms on this node (`limits.subscriptionRooms`).
+    pub rooms: u64,
+    /// Subscriptions, (room, channel) pairs, per connection
+    /// (`limits.subscriptionsPerConnection`).
+    pub subscriptions_per_connection: u64,
+}
+
 pub struct Hub {
     node_id: Arc<str>,
-    /// Most rooms on this node; 0 = unlimited.
-    max_rooms: u64,
+    limits: HubLimits,
+    /// Keys room ids: per deployment, so that ids cannot be computed offline.
+    room_key: [u8; 32],
     state: Mutex<State>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum SubscribeError {
     TooManyRooms,
+    TooManySubscriptions,
     RoomNotFound,
+}
+
+/// The room a subscribe request asks for.
+pub struct RoomTarget<'a> {
+    pub index: &'a str,
+    pub collection: &'a str,
+    pub filter: Filter,
+    /// From `Hub::room_id`.
+    pub room_id: Arc<str>,
 }
 
 pub struct Subscription {
@@ -309,44 +463,61 @@ pub struct Subscription {
     pub channel: String,
 }
 
+/// A room as `realtime:list` shows it.
+pub struct RoomListing {
+    pub index: String,
+    pub collection: String,
+    pub room_id: Arc<str>,
+    pub count: usize,
+}
+
 impl Hub {
-    pub fn new(node_id: Arc<str>, max_rooms: u64) -> Hub {
+    pub fn new(node_id: Arc<str>, limits: HubLimits, room_key: [u8; 32]) -> Hub {
         Hub {
             node_id,
-            max_rooms,
+            limits,
+            room_key,
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// The id of the room of `filter` on `index`/`collection`.
+    pub fn room_id(&self, filter: &Filter, index: &str, collection: &str) -> String {
+        filter.room_id(&self.room_key, index, collection)
     }
 
     /// True when a new room could not be created on this node.
     pub fn is_full_for(&self, room_id: &str) -> bool {
         let state = self.state.lock();
-        self.max_rooms > 0
+        self.limits.rooms > 0
             && !state.rooms.contains_key(room_id)
-            && state.rooms.len() as u64 >= self.max_rooms
+            && state.rooms.len() as u64 >= self.limits.rooms
     }
 
-    /// Registers `member` in the room of `filter` (created if needed) on the channel of
+    /// Registers `member` in the room of `target` (created if needed) on the channel of
     /// (scope, users). Others in the room learn of a new member before this returns.
-    #[allow(clippy::too_many_arguments)]
     pub fn subscribe(
         &self,
         member: &Member,
-        index: &str,
-        collection: &str,
-        filter: Filter,
+        target: RoomTarget<'_>,
         scope: Scope,
         users: Users,
         volatile: Option<Value>,
     ) -> Result<Subscription, SubscribeError> {
-        let room_id: Arc<str> = Arc::from(filter.room_id(index, collection));
+        let RoomTarget {
+            index,
+            collection,
+            filter,
+            room_id,
+        } = target;
         let mut state = self.state.lock();
+        self.check_connection_limit(&state, member, &room_id, scope, users)?;
         if !state.rooms.contains_key(&room_id) {
-            if self.max_rooms > 0 && state.rooms.len() as u64 >= self.max_rooms {
+            if self.limits.rooms > 0 && state.rooms.len() as u64 >= self.limits.rooms {
                 return Err(SubscribeError::TooManyRooms);
             }
             let filter = Arc::new(filter);
-            state
+            let placements = state
                 .collections
                 .entry((index.to_owned(), collection.to_owned()))
                 .or_default()
@@ -356,6 +527,7 @@ impl Hub {
                 collection: collection.to_owned(),
                 channels: HashMap::new(),
                 members: HashMap::new(),
+                placements,
             };
             state.rooms.insert(room_id.clone(), room);
         }
@@ -388,6 +560,7 @@ impl Hub {
             return Err(SubscribeError::RoomNotFound);
         };
         let room_id = room_id.clone();
+        self.check_connection_limit(&state, member, &room_id, scope, users)?;
         let deliveries = self.enter(&mut state, member, &room_id, scope, users, volatile, "join");
         drop(state);
         let channel = channel_name(&room_id, scope, users);
@@ -395,9 +568,42 @@ impl Hub {
         Ok(Subscription { room_id, channel })
     }
 
-    /// Whether `room_id` exists on this node.
-    pub fn room_exists(&self, room_id: &str) -> bool {
-        self.state.lock().rooms.contains_key(room_id)
+    /// A new (room, channel) pair past `subscriptionsPerConnection` is refused; one the
+    /// connection already holds is not new.
+    fn check_connection_limit(
+        &self,
+        state: &State,
+        member: &Member,
+        room_id: &str,
+        scope: Scope,
+        users: Users,
+    ) -> Result<(), SubscribeError> {
+        let max = self.limits.subscriptions_per_connection;
+        let Some(held) = state.connections.get(&member.connection_id) else {
+            return Ok(());
+        };
+        if max == 0 || (held.channels as u64) < max {
+            return Ok(());
+        }
+        let channel = channel_name(room_id, scope, users);
+        let already = held
+            .rooms
+            .get(room_id)
+            .is_some_and(|channels| channels.contains(&channel));
+        if already {
+            Ok(())
+        } else {
+            Err(SubscribeError::TooManySubscriptions)
+        }
+    }
+
+    /// The room's index and collection, when it exists on this node.
+    pub fn room_target(&self, room_id: &str) -> Option<(String, String)> {
+        self.state
+            .lock()
+            .rooms
+            .get(room_id)
+            .map(|r| (r.index.clone(), r.collection.clone()))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -440,11 +646,12 @@ impl Hub {
             .or_insert(0);
         *joined += 1;
         let is_new_member = *joined == 1;
-        state
+        let held = state
             .connections
             .entry(member.connection_id.clone())
-            .or_default()
-            .push((room_id.clone(), channel));
+            .or_default();
+        held.rooms.entry(room_id.clone()).or_default().push(channel);
+        held.channels += 1;
         if !is_new_member {
             return Vec::new();
         }
@@ -468,15 +675,14 @@ impl Hub {
     /// Removes the connection from every channel of the room; false when it was in none.
     pub fn unsubscribe(&self, connection_id: &str, room_id: &str) -> bool {
         let mut state = self.state.lock();
-        let Some(list) = state.connections.get_mut(connection_id) else {
+        let Some(held) = state.connections.get_mut(connection_id) else {
             return false;
         };
-        let before = list.len();
-        list.retain(|(room, _)| &**room != room_id);
-        if list.len() == before {
+        let Some(channels) = held.rooms.remove(room_id) else {
             return false;
-        }
-        if list.is_empty() {
+        };
+        held.channels -= channels.len();
+        if held.rooms.is_empty() {
             state.connections.remove(connection_id);
         }
         let deliveries = self.leave(&mut state, connection_id, room_id, true);
@@ -487,18 +693,21 @@ impl Hub {
 
     /// Drops every subscription of a connection (disconnect, token expiry). With
     /// `notify`, the others get "out" notifications; a node shutting down sends none.
+    /// The rooms are left `LEAVE_CHUNK` at a time, the lock released between chunks.
     pub fn remove_connection(&self, connection_id: &str, notify: bool) {
-        let mut state = self.state.lock();
-        let Some(list) = state.connections.remove(connection_id) else {
+        let Some(held) = self.state.lock().connections.remove(connection_id) else {
             return;
         };
-        let rooms: HashSet<Arc<str>> = list.into_iter().map(|(room, _)| room).collect();
-        let mut deliveries = Vec::new();
-        for room in rooms {
-            deliveries.extend(self.leave(&mut state, connection_id, &room, notify));
+        let rooms: Vec<Arc<str>> = held.rooms.into_keys().collect();
+        for chunk in rooms.chunks(LEAVE_CHUNK) {
+            let mut state = self.state.lock();
+            let mut deliveries = Vec::new();
+            for room in chunk {
+                deliveries.extend(self.leave(&mut state, connection_id, room, notify));
+            }
+            drop(state);
+            deliver(deliveries);
         }
-        drop(state);
-        deliver(deliveries);
     }
 
     fn leave(
@@ -534,11 +743,12 @@ impl Hub {
             };
             deliveries = user_deliveries(room, &event, connection_id);
         }
-        if room.members.is_empty() {
-            let key = (room.index.clone(), room.collection.clone());
-            state.rooms.remove(room_id);
+        if room.members.is_empty()
+            && let Some(room) = state.rooms.remove(room_id)
+        {
+            let key = (room.index, room.collection);
             if let Some(index) = state.collections.get_mut(&key) {
-                index.remove(room_id);
+                index.remove(&room.placements);
                 if index.is_empty() {
                     state.collections.remove(&key);
                 }
@@ -593,24 +803,19 @@ impl Hub {
             .map_or(0, |r| r.members.len())
     }
 
-    /// `{index: {collection: {roomId: count}}}`.
-    pub fn list(&self) -> Value {
+    /// Every room on this node with its index, collection and member count.
+    pub fn list(&self) -> Vec<RoomListing> {
         let state = self.state.lock();
-        let mut out = Map::new();
-        for (id, room) in &state.rooms {
-            let collections = out
-                .entry(room.index.clone())
-                .or_insert_with(|| Value::Object(Map::new()));
-            if let Value::Object(collections) = collections {
-                let rooms = collections
-                    .entry(room.collection.clone())
-                    .or_insert_with(|| Value::Object(Map::new()));
-                if let Value::Object(rooms) = rooms {
-                    rooms.insert(id.to_string(), room.members.len().into());
-                }
-            }
-        }
-        Value::Object(out)
+        state
+            .rooms
+            .iter()
+            .map(|(id, room)| RoomListing {
+                index: room.index.clone(),
+                collection: room.collection.clone(),
+                room_id: id.clone(),
+                count: room.members.len(),
+            })
+            .collect()
     }
 
     /// (rooms with a local subscriber, local connections with at least one subscription).
@@ -678,6 +883,32 @@ mod tests {
         }
     }
 
+    fn hub(max_rooms: u64) -> Hub {
+        let limits = HubLimits {
+            rooms: max_rooms,
+            subscriptions_per_connection: 0,
+        };
+        Hub::new(Arc::from("n"), limits, [7; 32])
+    }
+
+    fn subscribe_to(
+        hub: &Hub,
+        member: &Member,
+        filter: Filter,
+        scope: Scope,
+        users: Users,
+        volatile: Option<Value>,
+    ) -> Result<Subscription, SubscribeError> {
+        let room_id = Arc::from(hub.room_id(&filter, "i", "c"));
+        let target = RoomTarget {
+            index: "i",
+            collection: "c",
+            filter,
+            room_id,
+        };
+        hub.subscribe(member, target, scope, users, volatile)
+    }
+
     fn filter(f: Value) -> Filter {
         Filter::compile(&f, 100).unwrap()
     }
@@ -708,33 +939,29 @@ mod tests {
 
     #[tokio::test]
     async fn only_matching_rooms_and_scopes_get_publishes() {
-        let hub = Hub::new(Arc::from("n"), 0);
+        let hub = hub(0);
         let (a, b, c) = (member("a"), member("b"), member("c"));
-        let red = hub
-            .subscribe(
-                &a,
-                "i",
-                "c",
-                filter(json!({"equals": {"color": "red"}})),
-                Scope::All,
-                Users::None,
-                None,
-            )
-            .unwrap();
-        hub.subscribe(
+        let red = subscribe_to(
+            &hub,
+            &a,
+            filter(json!({"equals": {"color": "red"}})),
+            Scope::All,
+            Users::None,
+            None,
+        )
+        .unwrap();
+        subscribe_to(
+            &hub,
             &b,
-            "i",
-            "c",
             filter(json!({"range": {"n": {"gt": 5}}})),
             Scope::All,
             Users::None,
             None,
         )
         .unwrap();
-        hub.subscribe(
+        subscribe_to(
+            &hub,
             &c,
-            "i",
-            "c",
             filter(json!({"equals": {"color": "red"}})),
             Scope::Out,
             Users::None,
@@ -765,23 +992,20 @@ mod tests {
 
     #[tokio::test]
     async fn user_notifications_and_cleanup() {
-        let hub = Hub::new(Arc::from("n"), 0);
+        let hub = hub(0);
         let (a, b) = (member("a"), member("b"));
-        let sub = hub
-            .subscribe(
-                &a,
-                "i",
-                "c",
-                filter(json!({})),
-                Scope::All,
-                Users::All,
-                Some(json!({"who": "a"})),
-            )
-            .unwrap();
-        hub.subscribe(
+        let sub = subscribe_to(
+            &hub,
+            &a,
+            filter(json!({})),
+            Scope::All,
+            Users::All,
+            Some(json!({"who": "a"})),
+        )
+        .unwrap();
+        subscribe_to(
+            &hub,
             &b,
-            "i",
-            "c",
             filter(json!({})),
             Scope::All,
             Users::None,
@@ -799,17 +1023,8 @@ mod tests {
             "the subscriber is not told of itself"
         );
         // Subscribing again with the same options changes nothing.
-        let again = hub
-            .subscribe(
-                &b,
-                "i",
-                "c",
-                filter(json!({})),
-                Scope::All,
-                Users::None,
-                None,
-            )
-            .unwrap();
+        let again =
+            subscribe_to(&hub, &b, filter(json!({})), Scope::All, Users::None, None).unwrap();
         assert!(drain(&a.outbox).await.is_empty());
         assert_eq!(again.room_id, sub.room_id);
         hub.remove_connection("b", true);
@@ -834,7 +1049,7 @@ mod tests {
 
     #[test]
     fn indexed_matching_equals_brute_force() {
-        let hub = Hub::new(Arc::from("n"), 0);
+        let hub = hub(0);
         let mut filters = Vec::new();
         let mut shapes = vec![
             json!({"range": {"n": {"gte": 5}}}),
@@ -852,17 +1067,15 @@ mod tests {
         }
         for (i, shape) in shapes.into_iter().enumerate() {
             let filter = filter(shape);
-            let sub = hub
-                .subscribe(
-                    &member(&format!("m{i}")),
-                    "i",
-                    "c",
-                    filter.clone(),
-                    Scope::All,
-                    Users::None,
-                    None,
-                )
-                .unwrap();
+            let sub = subscribe_to(
+                &hub,
+                &member(&format!("m{i}")),
+                filter.clone(),
+                Scope::All,
+                Users::None,
+                None,
+            )
+            .unwrap();
             filters.push((sub.room_id, filter));
         }
         for n in 0..220 {
@@ -893,23 +1106,137 @@ mod tests {
     }
 
     #[test]
-    fn room_limit() {
-        let hub = Hub::new(Arc::from("n"), 1);
+    fn removals_keep_the_index_exact() {
+        let hub = hub(0);
+        let shape = |i: usize| match i % 5 {
+            0 => json!({"range": {"n": {"gte": (i % 17) as f64, "lt": (i % 17) as f64 + 3.0}}}),
+            1 => json!({"equals": {"k": format!("v{}", i % 7)}}),
+            2 => {
+                json!({"or": [{"equals": {"k": "v1"}}, {"range": {"n": {"gt": (i % 11) as f64}}}]})
+            }
+            3 => json!({"not": {"equals": {"k": format!("v{}", i % 3)}}}),
+            _ => json!({"and": [{"range": {"n": {"lte": (i % 13) as f64}}}, {"exists": "k"}]}),
+        };
+        let mut live = Vec::new();
+        for i in 0..600 {
+            let f = filter(shape(i));
+            let sub = subscribe_to(
+                &hub,
+                &member(&format!("m{i}")),
+                f.clone(),
+                Scope::All,
+                Users::None,
+                None,
+            )
+            .unwrap();
+            live.push((i, sub.room_id, f));
+        }
+        // Leave in an order unrelated to insertion: every third, then every other.
+        for (i, room, _) in &live {
+            if i % 3 == 1 {
+                assert!(hub.unsubscribe(&format!("m{i}"), room));
+            }
+        }
+        for (i, _, _) in &live {
+            if i % 2 == 0 {
+                hub.remove_connection(&format!("m{i}"), true);
+            }
+        }
+        live.retain(|(i, _, _)| i % 3 != 1 && i % 2 != 0);
+        for n in 0..20 {
+            for k in ["v0", "v1", "v5"] {
+                let doc = json!({"n": n, "k": k});
+                let state = hub.state.lock();
+                let mut indexed: Vec<String> = matching_rooms(&state, "i", "c", &doc)
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect();
+                let mut brute: Vec<String> = live
+                    .iter()
+                    .filter(|(_, _, f)| f.matches(&doc))
+                    .map(|(_, r, _)| r.to_string())
+                    .collect();
+                indexed.sort();
+                brute.sort();
+                brute.dedup();
+                assert_eq!(indexed, brute, "{doc}");
+            }
+        }
+        for (i, _, _) in &live {
+            hub.remove_connection(&format!("m{i}"), false);
+        }
+        assert_eq!(hub.metrics(), (0, 0));
+        assert!(hub.state.lock().collections.is_empty());
+    }
+
+    #[test]
+    fn one_connection_leaving_many_rooms() {
+        let hub = hub(0);
         let a = member("a");
-        hub.subscribe(
+        let b = member("b");
+        for i in 0..3 * LEAVE_CHUNK {
+            let f = filter(json!({"range": {"n": {"gte": i, "lt": i + 1}}}));
+            subscribe_to(&hub, &a, f.clone(), Scope::All, Users::None, None).unwrap();
+            if i % 100 == 0 {
+                subscribe_to(&hub, &b, f, Scope::All, Users::All, None).unwrap();
+            }
+        }
+        hub.remove_connection("a", true);
+        assert_eq!(hub.metrics(), (8, 1), "b's rooms stay");
+        let outs = futures_util::FutureExt::now_or_never(drain(&b.outbox)).unwrap();
+        assert_eq!(
+            outs.iter().filter(|n| n["user"] == "out").count(),
+            8,
+            "b hears of a leaving each room it shares"
+        );
+        hub.remove_connection("b", true);
+        assert!(hub.state.lock().collections.is_empty());
+    }
+
+    #[test]
+    fn subscriptions_per_connection_limit() {
+        let limits = HubLimits {
+            rooms: 0,
+            subscriptions_per_connection: 2,
+        };
+        let hub = Hub::new(Arc::from("n"), limits, [7; 32]);
+        let a = member("a");
+        let f = |x: i64| filter(json!({"equals": {"x": x}}));
+        subscribe_to(&hub, &a, f(1), Scope::All, Users::None, None).unwrap();
+        subscribe_to(&hub, &a, f(1), Scope::In, Users::None, None).unwrap();
+        let refused = subscribe_to(&hub, &a, f(2), Scope::All, Users::None, None);
+        assert_eq!(refused.err(), Some(SubscribeError::TooManySubscriptions));
+        let room = subscribe_to(&hub, &a, f(1), Scope::All, Users::None, None)
+            .expect("a subscription it holds is not a new one");
+        assert_eq!(
+            hub.join(&a, &room.room_id, Scope::Out, Users::None, None)
+                .err(),
+            Some(SubscribeError::TooManySubscriptions)
+        );
+        assert!(
+            subscribe_to(&hub, &member("b"), f(2), Scope::All, Users::None, None).is_ok(),
+            "the limit is per connection"
+        );
+        assert!(hub.unsubscribe("a", &room.room_id));
+        assert!(subscribe_to(&hub, &a, f(2), Scope::All, Users::None, None).is_ok());
+    }
+
+    #[test]
+    fn room_limit() {
+        let hub = hub(1);
+        let a = member("a");
+        subscribe_to(
+            &hub,
             &a,
-            "i",
-            "c",
             filter(json!({"equals": {"x": 1}})),
             Scope::All,
             Users::None,
             None,
         )
         .unwrap();
-        let refused = hub.subscribe(
+        let refused = subscribe_to(
+            &hub,
             &a,
-            "i",
-            "c",
             filter(json!({"equals": {"x": 2}})),
             Scope::All,
             Users::None,
@@ -917,10 +1244,9 @@ mod tests {
         );
         assert_eq!(refused.err(), Some(SubscribeError::TooManyRooms));
         assert!(
-            hub.subscribe(
+            subscribe_to(
+                &hub,
                 &a,
-                "i",
-                "c",
                 filter(json!({"equals": {"x": 1}})),
                 Scope::In,
                 Users::None,

@@ -4,4 +4,4 @@ pub mod filter;
 pub mod hub;
 pub mod notify;
 
-pub use hub::{Hub, Member, Scope, Users};
+pub use hub::{Hub, HubLimits, Member, RoomTarget, Scope, Users};

@@ -179,6 +179,23 @@ pub async fn assert_serving(addr: SocketAddr) {
     assert!(res["result"]["now"].as_u64().is_some());
 }
 
+/// A node with an administrator `root`/`toor` (standard rights installed); returns the
+/// admin's socket and token.
+pub async fn admin_session(node: &TestNode) -> (Ws, String) {
+    let mut ws = Ws::connect(node.addr).await;
+    let res = ws
+        .request(
+            json!({"controller":"security","action":"createFirstAdmin","_id":"root","reset":true,
+            "body":{"credentials":{"local":{"username":"root","password":"toor"}}}}),
+        )
+        .await;
+    assert_eq!(res["status"], 200, "{res}");
+    let res = ws
+        .request(json!({"controller":"auth","action":"login","strategy":"local","body":{"username":"root","password":"toor"}}))
+        .await;
+    (ws, res["result"]["jwt"].as_str().unwrap().to_owned())
+}
+
 pub fn url(node: &RunningNode, path: &str) -> String {
     format!("http://{}{}", node.addr, path)
 }

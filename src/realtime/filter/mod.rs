@@ -7,7 +7,9 @@ mod term;
 
 use serde_json::Value;
 
-pub use normalize::{Conjunction, Literal, MAX_CONJUNCTIONS, canonical_string};
+pub use normalize::{
+    Conjunction, Literal, MAX_CONJUNCTIONS, MAX_LITERALS, MAX_NORMAL_FORM_BYTES, canonical_string,
+};
 pub use term::{Term, get_path, scalar_key};
 
 /// A validated filter in normal form.
@@ -20,16 +22,32 @@ impl Filter {
     /// Parses, checks the condition limit and normalises. The error is the message of
     /// `api.assert.koncorde_dsl_error`.
     pub fn compile(filter: &Value, max_conditions: usize) -> Result<Filter, String> {
-        let tree = parse::parse(filter).map_err(|e| e.message())?;
+        Filter::compile_with(filter, max_conditions, 0)
+    }
+
+    /// Like `compile`, refusing normal forms of more than `max_minterms` conjunctions
+    /// when it is not 0 (`limits.subscriptionMinterms`).
+    pub fn compile_with(
+        filter: &Value,
+        max_conditions: usize,
+        max_minterms: usize,
+    ) -> Result<Filter, String> {
+        let mut tree = parse::parse(filter).map_err(|e| e.message())?;
         let conditions = parse::count_conditions(&tree);
         if conditions > max_conditions {
             return Err(format!(
                 "Filter too complex: exceeds the configured maximum number of conditions (conditions: {conditions}, max: {max_conditions})"
             ));
         }
-        let conjunctions = normalize::to_dnf(&tree).map_err(|_| {
-            format!("Filter too complex: its normal form exceeds {MAX_CONJUNCTIONS} conjunctions")
-        })?;
+        let mut budget = normalize::Budget::default();
+        prepare(&mut tree, &mut budget)?;
+        let conjunctions = normalize::to_dnf(&tree, &mut budget).map_err(|e| e.0)?;
+        if max_minterms > 0 && conjunctions.len() > max_minterms {
+            return Err(format!(
+                "Filter too complex: exceeds the configured maximum number of minterms (minterms: {}, max: {max_minterms})",
+                conjunctions.len()
+            ));
+        }
         Ok(Filter { conjunctions })
     }
 
@@ -37,9 +55,28 @@ impl Filter {
         normalize::matches_dnf(&self.conjunctions, doc)
     }
 
-    /// The deterministic room id of this filter on `index`/`collection`.
-    pub fn room_id(&self, index: &str, collection: &str) -> String {
-        normalize::room_id(index, collection, &self.conjunctions)
+    /// The deterministic room id of this filter on `index`/`collection`, keyed with the
+    /// deployment's room key.
+    pub fn room_id(&self, key: &[u8], index: &str, collection: &str) -> String {
+        normalize::room_id(key, index, collection, &self.conjunctions)
+    }
+}
+
+/// Compiles every regexp, then builds the normal form of every `select` query, innermost
+/// first, within `budget`.
+fn prepare(node: &mut parse::Node, budget: &mut normalize::Budget) -> Result<(), String> {
+    match node {
+        parse::Node::Everything => Ok(()),
+        parse::Node::Term(Term::Select { query, dnf, .. }) => {
+            prepare(query, budget)?;
+            *dnf = normalize::to_dnf(query, budget).map_err(|e| e.0)?;
+            Ok(())
+        }
+        parse::Node::Term(term) => parse::compile_pending(term).map_err(|e| e.message()),
+        parse::Node::And(children) | parse::Node::Or(children) => {
+            children.iter_mut().try_for_each(|c| prepare(c, budget))
+        }
+        parse::Node::Not(child) => prepare(child, budget),
     }
 }
 

@@ -1,22 +1,32 @@
 //! Normal form (PROTOCOL.md §7.2): negations pushed down to the terms, then disjunctive
 //! normal form, with literals and conjunctions sorted by canonical JSON and deduplicated,
 //! so that equivalent filters share a room. The room id is an HMAC-SHA256 of it.
+//!
+//! A normal form can be exponentially larger than its filter (an `and` of n two-term
+//! `or`s has 2^n conjunctions), so its size is computed from the tree **before** it is
+//! built, and a filter whose normal form would exceed [`Budget`] is refused without
+//! paying for it. Each distinct literal is built once and shared by every conjunction
+//! that holds it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use hmac::{Hmac, Mac};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::Sha256;
 
 use super::parse::Node;
 use super::term::Term;
 
-/// Normal forms larger than this many conjunctions are refused as too complex.
-pub const MAX_CONJUNCTIONS: usize = 4096;
+/// Most conjunctions in one normal form.
+pub const MAX_CONJUNCTIONS: u64 = 4096;
+/// Most literals in one normal form, counted once per conjunction that holds them.
+pub const MAX_LITERALS: u64 = 16_384;
+/// Most bytes of canonical JSON a filter may produce in all (its normal form and the
+/// normal forms of its `select` queries); the room id hashes them.
+pub const MAX_NORMAL_FORM_BYTES: u64 = 1 << 20;
 
-const ROOM_KEY: &[u8; 32] = b"^m&mOISKBvb1xpl1mRsrylaQXpjb&IJX";
-
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Literal {
     pub term: Arc<Term>,
     pub negated: bool,
@@ -25,125 +35,327 @@ pub struct Literal {
 }
 
 impl Literal {
-    fn new(term: Arc<Term>, negated: bool) -> Literal {
-        let key = canonical_string(&json!({"not": negated, "term": term.canonical()}));
-        Literal { term, negated, key }
-    }
-
     pub fn eval(&self, doc: &Value) -> bool {
         self.term.eval(doc) != self.negated
     }
 }
 
-pub type Conjunction = Vec<Literal>;
+/// Literals are shared between the conjunctions of a normal form.
+pub type Conjunction = Vec<Arc<Literal>>;
 
+/// Why a normal form was not built: the message of `koncorde_dsl_error`.
+#[derive(Debug, PartialEq)]
+pub struct TooComplex(pub String);
+
+/// What one filter may still spend on normal forms, `select` queries included.
 #[derive(Debug)]
-pub struct TooComplex;
-
-pub fn to_dnf(node: &Node) -> Result<Vec<Conjunction>, TooComplex> {
-    let raw = dnf(node, false)?;
-    let mut conjunctions: Vec<Conjunction> = raw.into_iter().filter_map(simplify).collect();
-    conjunctions.sort_by_cached_key(conjunction_key);
-    conjunctions.dedup_by(|a, b| conjunction_key(a) == conjunction_key(b));
-    Ok(conjunctions)
+pub struct Budget {
+    bytes_left: u64,
 }
 
-fn dnf(node: &Node, negated: bool) -> Result<Vec<Conjunction>, TooComplex> {
-    Ok(match node {
-        Node::Everything if negated => Vec::new(),
-        Node::Everything => vec![vec![Literal::new(Arc::new(Term::Everything), false)]],
-        Node::Term(term) => vec![vec![Literal::new(Arc::new(term.clone()), negated)]],
-        Node::Not(child) => dnf(child, !negated)?,
-        Node::And(children) if !negated => product(children, negated)?,
-        Node::Or(children) if negated => product(children, negated)?,
-        Node::And(children) | Node::Or(children) => {
-            let mut all = Vec::new();
-            for child in children {
-                all.extend(dnf(child, negated)?);
-                if all.len() > MAX_CONJUNCTIONS {
-                    return Err(TooComplex);
-                }
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            bytes_left: MAX_NORMAL_FORM_BYTES,
+        }
+    }
+}
+
+/// Upper bounds of a normal form before simplification: conjunctions, literals, bytes.
+#[derive(Debug, Clone, Copy)]
+struct Size {
+    conjunctions: u64,
+    literals: u64,
+    bytes: u64,
+}
+
+impl Size {
+    const EMPTY: Size = Size {
+        conjunctions: 0,
+        literals: 0,
+        bytes: 0,
+    };
+    /// The neutral element of `and`: one empty conjunction.
+    const ONE: Size = Size {
+        conjunctions: 1,
+        literals: 0,
+        bytes: 0,
+    };
+
+    fn or(self, other: Size) -> Size {
+        Size {
+            conjunctions: self.conjunctions.saturating_add(other.conjunctions),
+            literals: self.literals.saturating_add(other.literals),
+            bytes: self.bytes.saturating_add(other.bytes),
+        }
+    }
+
+    /// Every conjunction of one side combined with every conjunction of the other.
+    fn and(self, other: Size) -> Size {
+        let cross = |a: u64, b_count: u64, b: u64, a_count: u64| {
+            a.saturating_mul(b_count)
+                .saturating_add(b.saturating_mul(a_count))
+        };
+        Size {
+            conjunctions: self.conjunctions.saturating_mul(other.conjunctions),
+            literals: cross(
+                self.literals,
+                other.conjunctions,
+                other.literals,
+                self.conjunctions,
+            ),
+            bytes: cross(
+                self.bytes,
+                other.conjunctions,
+                other.bytes,
+                self.conjunctions,
+            ),
+        }
+    }
+}
+
+/// The distinct literals of one filter, each built once.
+#[derive(Default)]
+struct Literals {
+    /// Per term of the tree (by address): the ids of its positive and negated literal.
+    by_term: HashMap<*const Term, [u32; 2]>,
+    by_key: HashMap<String, u32>,
+    /// Canonical form of each distinct term → its id.
+    term_keys: HashMap<String, u32>,
+    table: Vec<Arc<Literal>>,
+    /// Per literal: the id of its term's canonical form, to find contradictions.
+    term_ids: Vec<u32>,
+}
+
+impl Literals {
+    fn collect(&mut self, node: &Node) {
+        match node {
+            Node::Everything => {}
+            Node::Term(term) => {
+                let canonical = term.canonical_string();
+                let next = self.term_keys.len() as u32;
+                let term_id = *self.term_keys.entry(canonical.clone()).or_insert(next);
+                let shared = Arc::new(term.clone());
+                let ids = [false, true].map(|negated| {
+                    let key = format!("{{\"not\":{negated},\"term\":{canonical}}}");
+                    self.intern(key, &shared, negated, term_id)
+                });
+                self.by_term.insert(term as *const Term, ids);
             }
-            all
+            Node::And(children) | Node::Or(children) => {
+                children.iter().for_each(|c| self.collect(c));
+            }
+            Node::Not(child) => self.collect(child),
         }
-    })
+    }
+
+    fn intern(&mut self, key: String, term: &Arc<Term>, negated: bool, term_id: u32) -> u32 {
+        if let Some(id) = self.by_key.get(&key) {
+            return *id;
+        }
+        let id = self.table.len() as u32;
+        self.by_key.insert(key.clone(), id);
+        self.table.push(Arc::new(Literal {
+            term: term.clone(),
+            negated,
+            key,
+        }));
+        self.term_ids.push(term_id);
+        id
+    }
+
+    fn literal(&self, term: &Term, negated: bool) -> u32 {
+        self.by_term
+            .get(&(term as *const Term))
+            .map_or(0, |ids| ids[usize::from(negated)])
+    }
+
+    fn size(&self, node: &Node, negated: bool) -> Size {
+        match node {
+            Node::Everything if negated => Size::EMPTY,
+            Node::Everything => Size::ONE,
+            Node::Term(term) => Size {
+                conjunctions: 1,
+                literals: 1,
+                // The key and a separator.
+                bytes: self.table[self.literal(term, negated) as usize].key.len() as u64 + 1,
+            },
+            Node::Not(child) => self.size(child, !negated),
+            Node::And(children) if !negated => children
+                .iter()
+                .fold(Size::ONE, |acc, c| acc.and(self.size(c, negated))),
+            Node::Or(children) if negated => children
+                .iter()
+                .fold(Size::ONE, |acc, c| acc.and(self.size(c, negated))),
+            Node::And(children) | Node::Or(children) => children
+                .iter()
+                .fold(Size::EMPTY, |acc, c| acc.or(self.size(c, negated))),
+        }
+    }
+
+    /// The normal form over literal ids; its size was bounded by `size` first.
+    fn dnf(&self, node: &Node, negated: bool) -> Vec<Vec<u32>> {
+        match node {
+            Node::Everything if negated => Vec::new(),
+            Node::Everything => vec![Vec::new()],
+            Node::Term(term) => vec![vec![self.literal(term, negated)]],
+            Node::Not(child) => self.dnf(child, !negated),
+            Node::And(children) if !negated => self.product(children, negated),
+            Node::Or(children) if negated => self.product(children, negated),
+            Node::And(children) | Node::Or(children) => {
+                children.iter().flat_map(|c| self.dnf(c, negated)).collect()
+            }
+        }
+    }
+
+    fn product(&self, children: &[Node], negated: bool) -> Vec<Vec<u32>> {
+        let mut result: Vec<Vec<u32>> = vec![Vec::new()];
+        for child in children {
+            let parts = self.dnf(child, negated);
+            result = result
+                .iter()
+                .flat_map(|left| {
+                    parts
+                        .iter()
+                        .map(move |right| left.iter().chain(right).copied().collect())
+                })
+                .collect();
+        }
+        result
+    }
 }
 
-/// The conjunction of children: every combination of one conjunction from each.
-fn product(children: &[Node], negated: bool) -> Result<Vec<Conjunction>, TooComplex> {
-    let mut result: Vec<Conjunction> = vec![Vec::new()];
-    for child in children {
-        let parts = dnf(child, negated)?;
-        if result.len().saturating_mul(parts.len()) > MAX_CONJUNCTIONS {
-            return Err(TooComplex);
-        }
-        result = result
-            .iter()
-            .flat_map(|left| {
-                parts
-                    .iter()
-                    .map(move |right| left.iter().chain(right).cloned().collect())
-            })
-            .collect();
+/// Bounds, then builds, the normal form of `node`; charges its size to `budget`.
+pub fn to_dnf(node: &Node, budget: &mut Budget) -> Result<Vec<Conjunction>, TooComplex> {
+    let mut literals = Literals::default();
+    literals.collect(node);
+    let size = literals.size(node, false);
+    if size.conjunctions > MAX_CONJUNCTIONS {
+        return Err(TooComplex(format!(
+            "Filter too complex: its normal form would hold {} conjunctions (max: {MAX_CONJUNCTIONS})",
+            size.conjunctions
+        )));
     }
-    Ok(result)
-}
+    if size.literals > MAX_LITERALS {
+        return Err(TooComplex(format!(
+            "Filter too complex: its normal form would hold {} conditions (max: {MAX_LITERALS})",
+            size.literals
+        )));
+    }
+    if size.bytes > budget.bytes_left {
+        return Err(TooComplex(format!(
+            "Filter too complex: its normal form would exceed {MAX_NORMAL_FORM_BYTES} bytes"
+        )));
+    }
+    budget.bytes_left -= size.bytes;
 
-/// Sorts and deduplicates literals; drops `everything` beside other literals; `None` for a
-/// conjunction that holds a literal and its negation (it can never match).
-fn simplify(mut conjunction: Conjunction) -> Option<Conjunction> {
-    if conjunction.len() > 1 {
-        conjunction.retain(|l| !matches!(*l.term, Term::Everything) || l.negated);
-    }
-    if conjunction.is_empty() {
-        return Some(vec![Literal::new(Arc::new(Term::Everything), false)]);
-    }
-    conjunction.sort_by(|a, b| a.key.cmp(&b.key));
-    conjunction.dedup_by(|a, b| a.key == b.key);
-    let contradiction = conjunction.iter().any(|a| {
-        conjunction
-            .iter()
-            .any(|b| a.negated != b.negated && a.term.canonical() == b.term.canonical())
+    // Ranks follow the literals' canonical order, so sorting ids by rank sorts by key.
+    let mut order: Vec<u32> = (0..literals.table.len() as u32).collect();
+    order.sort_by(|a, b| {
+        literals.table[*a as usize]
+            .key
+            .cmp(&literals.table[*b as usize].key)
     });
-    (!contradiction).then_some(conjunction)
+    let mut rank = vec![0u32; order.len()];
+    for (r, id) in order.iter().enumerate() {
+        rank[*id as usize] = r as u32;
+    }
+    let is_everything = |id: u32| {
+        let literal = &literals.table[id as usize];
+        matches!(*literal.term, Term::Everything) && !literal.negated
+    };
+    let mut conjunctions: Vec<Vec<u32>> = literals
+        .dnf(node, false)
+        .into_iter()
+        .filter_map(|mut conjunction| {
+            conjunction.retain(|id| !is_everything(*id));
+            conjunction
+                .iter_mut()
+                .for_each(|id| *id = rank[*id as usize]);
+            conjunction.sort_unstable();
+            conjunction.dedup();
+            let mut terms: Vec<(u32, bool)> = conjunction
+                .iter()
+                .map(|r| {
+                    let id = order[*r as usize] as usize;
+                    (literals.term_ids[id], literals.table[id].negated)
+                })
+                .collect();
+            terms.sort_unstable();
+            // A literal beside its own negation can never match.
+            let contradiction = terms
+                .windows(2)
+                .any(|w| w[0].0 == w[1].0 && w[0].1 != w[1].1);
+            (!contradiction).then_some(conjunction)
+        })
+        .collect();
+    // Lexicographic order of rank sequences is the order of their joined keys: no key is
+    // a prefix of another (each is a whole JSON object).
+    conjunctions.sort_unstable();
+    conjunctions.dedup();
+    let everything = || {
+        Arc::new(Literal {
+            term: Arc::new(Term::Everything),
+            negated: false,
+            key: "{\"not\":false,\"term\":{\"everything\":true}}".to_owned(),
+        })
+    };
+    Ok(conjunctions
+        .into_iter()
+        .map(|ranks| {
+            if ranks.is_empty() {
+                return vec![everything()];
+            }
+            ranks
+                .iter()
+                .map(|r| literals.table[order[*r as usize] as usize].clone())
+                .collect()
+        })
+        .collect())
 }
 
-fn conjunction_key(conjunction: &Conjunction) -> String {
-    conjunction
-        .iter()
-        .map(|l| l.key.as_str())
-        .collect::<Vec<_>>()
-        .join(",")
+/// The canonical JSON of a normal form: `[[<literal>,…],…]`.
+pub fn canonical_dnf(conjunctions: &[Conjunction]) -> String {
+    let mut out = String::new();
+    write_dnf(conjunctions, &mut |part| out.push_str(part));
+    out
 }
 
-pub fn canonical_dnf(conjunctions: &[Conjunction]) -> Value {
-    Value::Array(
-        conjunctions
-            .iter()
-            .map(|c| {
-                Value::Array(
-                    c.iter()
-                        .map(|l| json!({"not": l.negated, "term": l.term.canonical()}))
-                        .collect(),
-                )
-            })
-            .collect(),
-    )
+fn write_dnf(conjunctions: &[Conjunction], out: &mut impl FnMut(&str)) {
+    out("[");
+    for (i, conjunction) in conjunctions.iter().enumerate() {
+        out(if i == 0 { "[" } else { ",[" });
+        for (j, literal) in conjunction.iter().enumerate() {
+            if j > 0 {
+                out(",");
+            }
+            out(&literal.key);
+        }
+        out("]");
+    }
+    out("]");
 }
 
 pub fn matches_dnf(conjunctions: &[Conjunction], doc: &Value) -> bool {
     conjunctions.iter().any(|c| c.iter().all(|l| l.eval(doc)))
 }
 
-/// Lowercase hex HMAC-SHA256 of `{"filter": <normal form>, "index": "<index>/<collection>"}`.
-pub fn room_id(index: &str, collection: &str, conjunctions: &[Conjunction]) -> String {
-    let payload = canonical_string(
-        &json!({"filter": canonical_dnf(conjunctions), "index": format!("{index}/{collection}")}),
-    );
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(ROOM_KEY) else {
+/// Lowercase hex HMAC-SHA256, keyed with `key`, of the canonical JSON
+/// `{"filter": <normal form>, "index": "<index>/<collection>"}`, streamed: the normal form
+/// is never written out whole.
+pub fn room_id(key: &[u8], index: &str, collection: &str, conjunctions: &[Conjunction]) -> String {
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
         return String::new();
     };
-    mac.update(payload.as_bytes());
+    mac.update(b"{\"filter\":");
+    write_dnf(conjunctions, &mut |part| mac.update(part.as_bytes()));
+    mac.update(b",\"index\":");
+    mac.update(
+        Value::String(format!("{index}/{collection}"))
+            .to_string()
+            .as_bytes(),
+    );
+    mac.update(b"}");
     mac.finalize()
         .into_bytes()
         .iter()

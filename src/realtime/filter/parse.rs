@@ -1,11 +1,11 @@
 //! Parses and validates Kuzzle's filter language (PROTOCOL.md §7.1) into a tree of
 //! terms and operands. Errors use Koncorde's wording, prefixed with the keyword path.
 
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
 use serde_json::{Map, Value};
 
 use super::geo::{self, Point};
-use super::term::{Bound, Term};
+use super::term::{Bound, RegexpState, Term};
 
 #[derive(Debug, Clone)]
 pub enum Node {
@@ -395,10 +395,22 @@ fn parse_regexp(arg: &Value, path: &str) -> Parsed<Node> {
         }
         _ => return err(&field_path, "must be either a string or a non-empty object"),
     };
-    let compiled = compile_regexp(&pattern, &flags).map_err(|reason| FilterError {
-        path: field_path,
-        reason: format!("cannot parse regexp expression \"/{pattern}/{flags}\" ({reason})"),
-    })?;
+    if let Some(bad) = flags
+        .chars()
+        .find(|c| !matches!(c, 'i' | 'm' | 's' | 'g' | 'u'))
+    {
+        return err(
+            &field_path,
+            format!(
+                "cannot parse regexp expression \"/{pattern}/{flags}\" (invalid flag \"{bad}\")"
+            ),
+        );
+    }
+    // Compiled once the filter's size is known to be within its limits (`prepare`).
+    let compiled = RegexpState::Pending {
+        error_path: field_path,
+        written_flags: flags.clone(),
+    };
     Ok(Node::Term(Term::Regexp {
         field,
         pattern,
@@ -418,27 +430,59 @@ fn canonical_flags(flags: &str) -> String {
     kept.into_iter().collect()
 }
 
+/// Compiled regular expressions are bounded in size, so that one condition cannot hold
+/// megabytes (a counted repetition of a Unicode class compiles to a large program).
+const REGEXP_SIZE_LIMIT: usize = 256 * 1024;
+
+/// Compiles a pattern with canonical flags (`i`, `m`, `s`).
 pub fn compile_regexp(pattern: &str, flags: &str) -> Result<Regex, String> {
-    if let Some(bad) = flags
-        .chars()
-        .find(|c| !matches!(c, 'i' | 'm' | 's' | 'g' | 'u'))
-    {
-        return Err(format!("invalid flag \"{bad}\""));
-    }
-    let inline = canonical_flags(flags);
-    let full = if inline.is_empty() {
+    let full = if flags.is_empty() {
         pattern.to_owned()
     } else {
-        format!("(?{inline}){pattern}")
+        format!("(?{flags}){pattern}")
     };
-    Regex::new(&full).map_err(|e| {
-        e.to_string()
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
-    })
+    RegexBuilder::new(&full)
+        .size_limit(REGEXP_SIZE_LIMIT)
+        .dfa_size_limit(REGEXP_SIZE_LIMIT)
+        .build()
+        .map_err(|e| {
+            e.to_string()
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        })
+}
+
+/// Compiles a pending regexp term; the error is the whole filter error.
+pub fn compile_pending(term: &mut Term) -> Parsed<()> {
+    let Term::Regexp {
+        pattern,
+        flags,
+        compiled,
+        ..
+    } = term
+    else {
+        return Ok(());
+    };
+    let RegexpState::Pending {
+        error_path,
+        written_flags,
+    } = compiled
+    else {
+        return Ok(());
+    };
+    match compile_regexp(pattern, flags) {
+        Ok(regex) => {
+            *compiled = RegexpState::Ready(regex);
+            Ok(())
+        }
+        Err(reason) => err(
+            error_path,
+            format!("cannot parse regexp expression \"/{pattern}/{written_flags}\" ({reason})"),
+        ),
+    }
 }
 
 fn parse_select(arg: &Value, path: &str) -> Parsed<Node> {

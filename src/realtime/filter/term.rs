@@ -4,13 +4,27 @@ use regex::Regex;
 use serde_json::{Map, Value, json};
 
 use super::geo::{self, BoundingBox, Point};
-use super::normalize::{Conjunction, canonical_number, matches_dnf, to_dnf};
+use super::normalize::{
+    Conjunction, canonical_dnf, canonical_number, canonical_string, matches_dnf,
+};
 use super::parse::Node;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Bound {
     pub limit: f64,
     pub inclusive: bool,
+}
+
+/// A regexp is compiled after the filter's condition count has been checked, so that a
+/// request of many regexps costs nothing before it is refused.
+#[derive(Debug, Clone)]
+pub enum RegexpState {
+    Pending {
+        /// Where the error would be reported, and the flags as the client wrote them.
+        error_path: String,
+        written_flags: String,
+    },
+    Ready(Regex),
 }
 
 #[derive(Debug, Clone)]
@@ -34,7 +48,7 @@ pub enum Term {
         field: String,
         pattern: String,
         flags: String,
-        compiled: Regex,
+        compiled: RegexpState,
     },
     Match {
         value: Value,
@@ -70,15 +84,14 @@ pub enum Term {
 }
 
 impl Term {
+    /// A `select` whose query's normal form is built later, within the filter's budget
+    /// (`Filter::compile`).
     pub fn select(field: String, index: i64, query: Node) -> Term {
-        // A nested query of a valid filter is never too complex on its own: the whole
-        // filter's normal form is bounded when the outer filter is normalised.
-        let dnf = to_dnf(&query).unwrap_or_default();
         Term::Select {
             field,
             index,
             query: Box::new(query),
-            dnf,
+            dnf: Vec::new(),
         }
     }
 
@@ -107,8 +120,22 @@ impl Term {
         }
     }
 
-    /// A deterministic JSON form: equal conditions give equal forms.
-    pub fn canonical(&self) -> Value {
+    /// A deterministic JSON text: equal conditions give equal texts.
+    pub fn canonical_string(&self) -> String {
+        match self {
+            Term::Select {
+                field, index, dnf, ..
+            } => format!(
+                "{{\"select\":{{\"field\":{},\"index\":{index},\"query\":{}}}}}",
+                Value::String(field.clone()),
+                canonical_dnf(dnf)
+            ),
+            other => canonical_string(&other.canonical()),
+        }
+    }
+
+    /// The canonical form as JSON, except for `select` (see `canonical_string`).
+    fn canonical(&self) -> Value {
         let point =
             |p: &Point| json!({"lat": canonical_number(p.lat), "lon": canonical_number(p.lon)});
         match self {
@@ -145,11 +172,8 @@ impl Term {
                 ..
             } => json!({"regexp": {field: {"flags": flags, "value": pattern}}}),
             Term::Match { value } => json!({"match": canonical_value(value)}),
-            Term::Select {
-                field, index, dnf, ..
-            } => {
-                json!({"select": {"field": field, "index": index, "query": super::normalize::canonical_dnf(dnf)}})
-            }
+            // Its query is already canonical text.
+            Term::Select { .. } => Value::Null,
             Term::GeoBox {
                 field,
                 top,
@@ -218,7 +242,10 @@ impl Term {
                 field, compiled, ..
             } => get_path(doc, field)
                 .and_then(Value::as_str)
-                .is_some_and(|s| compiled.is_match(s)),
+                .is_some_and(|s| match compiled {
+                    RegexpState::Ready(regex) => regex.is_match(s),
+                    RegexpState::Pending { .. } => false,
+                }),
             Term::Match { value } => partial_match(value, doc),
             Term::Select {
                 field, index, dnf, ..

@@ -2,7 +2,10 @@ use serde_json::{Value, json};
 
 use super::Filter;
 
-/// The room id of `{"equals": {"a": 1}}` on idx/col.
+/// The room key of PROTOCOL.md §7.2; deployments derive their own from their secret.
+const PROTOCOL_ROOM_KEY: &[u8] = b"^m&mOISKBvb1xpl1mRsrylaQXpjb&IJX";
+
+/// The room id of `{"equals": {"a": 1}}` on idx/col, with `PROTOCOL_ROOM_KEY`.
 const PINNED_ROOM_ID: &str = "f190725df7b370b88e470e0e4e6367a9928a7f185162d31c4673fee105a23c12";
 
 fn filter(f: Value) -> Filter {
@@ -451,19 +454,93 @@ fn condition_limit_counts_expanded_values() {
 }
 
 #[test]
-fn explosive_normal_forms_are_refused() {
+fn explosive_normal_forms_are_refused_before_they_are_built() {
     let or = |n: usize| json!({"or": (0..n).map(|i| json!({"equals": {format!("f{i}"): i}})).collect::<Vec<_>>()});
     let f = json!({"and": [or(10), or(10), or(10), or(10)]});
-    assert!(
-        Filter::compile(&f, 100)
-            .unwrap_err()
-            .starts_with("Filter too complex")
+    assert_eq!(
+        Filter::compile(&f, 100).unwrap_err(),
+        "Filter too complex: its normal form would hold 10000 conjunctions (max: 4096)"
+    );
+    // The finding of issue 9: 12 two-term `or`s and 76 `equals`, 100 conditions, whose
+    // 4,096 conjunctions each held all 88 literals (4-11 s and ~690 MB per subscribe).
+    let mut terms: Vec<Value> = (0..12)
+        .map(
+            |i| json!({"or": [{"equals": {format!("a{i}"): 1}}, {"equals": {format!("b{i}"): 2}}]}),
+        )
+        .collect();
+    terms.extend((0..76).map(|i| json!({"equals": {format!("c{i}"): i}})));
+    assert_eq!(
+        Filter::compile(&json!({"and": terms}), 100).unwrap_err(),
+        "Filter too complex: its normal form would hold 360448 conditions (max: 16384)"
+    );
+    // The same shape with long values: few literals, but megabytes of normal form.
+    let long = "x".repeat(20_000);
+    let mut terms: Vec<Value> = (0..6)
+        .map(|i| json!({"or": [{"equals": {format!("a{i}"): long}}, {"equals": {format!("b{i}"): long}}]}))
+        .collect();
+    terms.push(json!({"equals": {"c": long}}));
+    assert_eq!(
+        Filter::compile(&json!({"and": terms}), 100).unwrap_err(),
+        "Filter too complex: its normal form would exceed 1048576 bytes"
+    );
+}
+
+#[test]
+fn large_but_bounded_normal_forms_are_built() {
+    // 2^12 conjunctions of 12 literals each: 49,152 literals, over the bound.
+    let pair = |i: usize| json!({"or": [{"equals": {format!("a{i}"): 1}}, {"equals": {format!("b{i}"): 2}}]});
+    let f = json!({"and": (0..10).map(pair).collect::<Vec<_>>()});
+    let built = Filter::compile(&f, 100).unwrap();
+    assert_eq!(built.conjunctions.len(), 1024);
+    assert!(built.conjunctions.iter().all(|c| c.len() == 10));
+    // Literals are shared between conjunctions, not copied.
+    let first = &built.conjunctions[0][0];
+    let sharing = built
+        .conjunctions
+        .iter()
+        .flatten()
+        .filter(|l| std::sync::Arc::ptr_eq(l, first))
+        .count();
+    assert_eq!(sharing, 512);
+    assert!(built.matches(&json!({"a0": 1, "b1": 2, "a2": 1, "a3": 1, "a4": 1, "a5": 1, "a6": 1, "a7": 1, "a8": 1, "b9": 2})));
+    assert!(!built.matches(&json!({"a0": 1})));
+}
+
+#[test]
+fn select_queries_share_the_budget() {
+    let pair = |i: usize| json!({"or": [{"equals": {format!("a{i}"): 1}}, {"equals": {format!("b{i}"): 2}}]});
+    let explosive = json!({"and": (0..13).map(pair).collect::<Vec<_>>()});
+    let f = json!({"select": {"field": "items", "index": 0, "query": explosive}});
+    assert_eq!(
+        Filter::compile(&f, 100).unwrap_err(),
+        "Filter too complex: its normal form would hold 8192 conjunctions (max: 4096)"
+    );
+    // Nested selects each pay for the text of the ones inside them.
+    let long = "y".repeat(100_000);
+    let mut nested = json!({"equals": {"value": long}});
+    for _ in 0..12 {
+        nested = json!({"select": {"field": "value", "index": 0, "query": nested}});
+    }
+    assert_eq!(
+        Filter::compile(&nested, 100).unwrap_err(),
+        "Filter too complex: its normal form would exceed 1048576 bytes"
+    );
+}
+
+#[test]
+fn minterms_limit() {
+    let f = json!({"or": [{"equals": {"a": 1}}, {"equals": {"a": 2}}, {"equals": {"a": 3}}]});
+    assert!(Filter::compile_with(&f, 100, 3).is_ok());
+    assert!(Filter::compile_with(&f, 100, 0).is_ok(), "0 = no limit");
+    assert_eq!(
+        Filter::compile_with(&f, 100, 2).unwrap_err(),
+        "Filter too complex: exceeds the configured maximum number of minterms (minterms: 3, max: 2)"
     );
 }
 
 #[test]
 fn equivalent_filters_share_a_room() {
-    let id = |f: Value| filter(f).room_id("idx", "col");
+    let id = |f: Value| filter(f).room_id(PROTOCOL_ROOM_KEY, "idx", "col");
     let a = id(json!({"and": [{"equals": {"a": 1}}, {"equals": {"b": "x"}}]}));
     assert_eq!(a.len(), 64);
     assert!(
@@ -499,8 +576,11 @@ fn equivalent_filters_share_a_room() {
     );
     assert_ne!(
         a,
-        filter(json!({"and": [{"equals": {"a": 1}}, {"equals": {"b": "x"}}]}))
-            .room_id("idx", "other")
+        filter(json!({"and": [{"equals": {"a": 1}}, {"equals": {"b": "x"}}]})).room_id(
+            PROTOCOL_ROOM_KEY,
+            "idx",
+            "other"
+        )
     );
     assert_ne!(
         id(json!({"equals": {"a": 1}})),

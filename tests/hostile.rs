@@ -1,0 +1,247 @@
+//! Hostile clients (issue 9): requests and patterns that once crashed, froze or starved a
+//! node. Each test checks the documented error and that the node keeps serving others.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use awc::Client;
+use common::*;
+use serde_json::{Value, json};
+
+fn subscribe_to(index: &str, filter: Value) -> Value {
+    json!({"controller":"realtime","action":"subscribe","index":index,"collection":"col","body":filter})
+}
+
+/// 12 two-term `or`s and 76 `equals`: 100 conditions whose normal form would hold 4,096
+/// conjunctions of 88 literals.
+fn explosive_filter() -> Value {
+    let mut terms: Vec<Value> = (0..12)
+        .map(
+            |i| json!({"or": [{"equals": {format!("a{i}"): 1}}, {"equals": {format!("b{i}"): 2}}]}),
+        )
+        .collect();
+    terms.extend((0..76).map(|i| json!({"equals": {format!("c{i}"): i}})));
+    json!({"and": terms})
+}
+
+const EXPLOSIVE_MESSAGE: &str =
+    "Filter too complex: its normal form would hold 360448 conditions (max: 16384)";
+
+/// Polls `server:metrics` until `realtime.rooms` is `rooms`.
+async fn wait_for_rooms(ws: &mut Ws, rooms: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let res = ws
+            .request(json!({"controller":"server","action":"metrics"}))
+            .await;
+        if res["result"]["realtime"]["rooms"].as_u64() == Some(rooms) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rooms never reached {rooms}: {res}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn an_explosive_filter_is_refused_before_it_is_normalised() {
+    let node = start_node(|_| {}).await;
+    let mut ws = Ws::connect(node.addr).await;
+    let res = ws.request(subscribe_to("idx", explosive_filter())).await;
+    assert_eq!(res["status"], 400, "{res}");
+    assert_eq!(res["error"]["id"], "api.assert.koncorde_dsl_error");
+    assert_eq!(res["error"]["message"], EXPLOSIVE_MESSAGE);
+
+    let mut http = Client::default()
+        .post(url(&node, "/_query"))
+        .send_json(&subscribe_to("idx", explosive_filter()))
+        .await
+        .unwrap();
+    let body: Value = http.json().await.unwrap();
+    assert_eq!(http.status().as_u16(), 400);
+    assert_eq!(body["error"]["message"], EXPLOSIVE_MESSAGE);
+
+    let res = ws
+        .request(json!({"controller":"server","action":"metrics"}))
+        .await;
+    assert_eq!(
+        res["result"]["realtime"]["rooms"], 0,
+        "nothing was registered"
+    );
+    assert_serving(node.addr).await;
+}
+
+#[actix_rt::test]
+async fn subscriptions_per_connection_are_limited() {
+    let node = start_node(|s| s.limits.subscriptions_per_connection = 3).await;
+    let mut ws = Ws::connect(node.addr).await;
+    for i in 0..3 {
+        let res = ws
+            .request(subscribe_to("idx", json!({"equals": {"n": i}})))
+            .await;
+        assert_eq!(res["status"], 200, "{res}");
+    }
+    let res = ws
+        .request(subscribe_to("idx", json!({"equals": {"n": 3}})))
+        .await;
+    assert_eq!(res["status"], 413, "{res}");
+    assert_eq!(res["error"]["id"], "core.realtime.too_many_subscriptions");
+    assert_eq!(res["error"]["code"], 65636);
+    assert_eq!(
+        res["error"]["message"],
+        "Unable to subscribe: this connection already holds the maximum number of subscriptions (3)."
+    );
+    let again = ws
+        .request(subscribe_to("idx", json!({"equals": {"n": 0}})))
+        .await;
+    assert_eq!(again["status"], 200, "a subscription it holds is not new");
+    let mut other = Ws::connect(node.addr).await;
+    let res = other
+        .request(subscribe_to("idx", json!({"equals": {"n": 3}})))
+        .await;
+    assert_eq!(res["status"], 200, "the limit is per connection: {res}");
+}
+
+/// A socket holding thousands of subscriptions closes; the node removes them without
+/// stalling (it once took O(subscriptions × rooms) under the realtime lock).
+#[actix_rt::test]
+async fn closing_a_socket_with_many_subscriptions() {
+    const SUBSCRIPTIONS: usize = 5_000;
+    let node = start_node(|s| s.limits.subscriptions_per_connection = 0).await;
+    let mut heavy = Ws::connect(node.addr).await;
+    // In batches that stay within the outbound queue's bound.
+    for batch in (0..SUBSCRIPTIONS).collect::<Vec<_>>().chunks(500) {
+        for i in batch {
+            heavy
+                .send_json(&subscribe_to(
+                    "idx",
+                    json!({"range": {"n": {"gte": i, "lt": i + 1}}}),
+                ))
+                .await;
+        }
+        for _ in batch {
+            assert_eq!(heavy.next_json().await["status"], 200);
+        }
+    }
+    let mut watcher = Ws::connect(node.addr).await;
+    watcher
+        .request(subscribe_to(
+            "idx",
+            json!({"range": {"n": {"gte": 7, "lt": 8}}}),
+        ))
+        .await;
+    wait_for_rooms(&mut watcher, SUBSCRIPTIONS as u64).await;
+    drop(heavy);
+    // The watcher's room stays; every other one goes.
+    wait_for_rooms(&mut watcher, 1).await;
+    assert_serving(node.addr).await;
+}
+
+/// A role that may subscribe, join and list, through a profile restricted to `idx1`.
+async fn restricted_user(node: &TestNode, admin: &mut Ws, jwt: &str) -> (Ws, String) {
+    let requests = [
+        json!({"controller":"security","action":"createOrReplaceRole","_id":"listener","jwt":jwt,
+            "body":{"controllers":{"realtime":{"actions":{"subscribe":true,"join":true,"list":true}},"auth":{"actions":{"login":true}}}}}),
+        json!({"controller":"security","action":"createOrReplaceProfile","_id":"idx1-only","jwt":jwt,
+            "body":{"policies":[{"roleId":"listener","restrictedTo":[{"index":"idx1"}]}]}}),
+        json!({"controller":"security","action":"createUser","_id":"alice","jwt":jwt,
+            "body":{"content":{"profileIds":["idx1-only"]},"credentials":{"local":{"username":"alice","password":"pw"}}}}),
+    ];
+    for request in requests {
+        let res = admin.request(request).await;
+        assert_eq!(res["status"], 200, "{res}");
+    }
+    let mut alice = Ws::connect(node.addr).await;
+    let res = alice
+        .request(json!({"controller":"auth","action":"login","strategy":"local","body":{"username":"alice","password":"pw"}}))
+        .await;
+    assert_eq!(res["status"], 200, "{res}");
+    let token = res["result"]["jwt"].as_str().unwrap().to_owned();
+    (alice, token)
+}
+
+#[actix_rt::test]
+async fn join_and_list_follow_index_restrictions() {
+    let node = start_node(|_| {}).await;
+    let (mut admin, jwt) = admin_session(&node).await;
+    let room_of = |index: &str| {
+        json!({"controller":"realtime","action":"subscribe","index":index,"collection":"col",
+            "body":{"equals":{"kind":"secret"}},"jwt":jwt})
+    };
+    let r1 = admin.request(room_of("idx1")).await["result"]["roomId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r2 = admin.request(room_of("idx2")).await["result"]["roomId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (mut alice, alice_jwt) = restricted_user(&node, &mut admin, &jwt).await;
+
+    let res = alice
+        .request(
+            json!({"controller":"realtime","action":"join","body":{"roomId": r2},"jwt":alice_jwt}),
+        )
+        .await;
+    assert_eq!(res["status"], 403, "{res}");
+    assert_eq!(res["error"]["id"], "security.rights.forbidden");
+    assert_eq!(
+        res["error"]["message"],
+        "Insufficient permissions to execute the action \"realtime:join\" (User \"alice\")."
+    );
+    let res = alice
+        .request(
+            json!({"controller":"realtime","action":"join","body":{"roomId": r1},"jwt":alice_jwt}),
+        )
+        .await;
+    assert_eq!(res["status"], 200, "{res}");
+
+    // The refused join left nothing behind: a publish on idx2 reaches only the admin.
+    let published = admin
+        .request(
+            json!({"controller":"realtime","action":"publish","index":"idx2","collection":"col",
+            "body":{"kind":"secret"},"jwt":jwt}),
+        )
+        .await;
+    assert_eq!(published["status"], 200);
+    let count = admin
+        .request(json!({"controller":"realtime","action":"count","body":{"roomId": r2},"jwt":jwt}))
+        .await;
+    assert_eq!(count["result"]["count"], 1);
+
+    let listed = alice
+        .request(json!({"controller":"realtime","action":"list","jwt":alice_jwt}))
+        .await;
+    assert_eq!(listed["result"], json!({"idx1": {"col": {r1.clone(): 2}}}));
+    let listed = admin
+        .request(json!({"controller":"realtime","action":"list","jwt":jwt}))
+        .await;
+    assert_eq!(
+        listed["result"],
+        json!({"idx1": {"col": {r1: 2}}, "idx2": {"col": {r2: 1}}})
+    );
+}
+
+/// Room ids are keyed per deployment: the same on nodes sharing a secret, different
+/// elsewhere, so nobody computes them offline.
+#[actix_rt::test]
+async fn room_ids_depend_on_the_deployment_secret() {
+    let filter = json!({"equals": {"a": 1}});
+    let mut ids = Vec::new();
+    for secret in ["one secret", "one secret", "another secret"] {
+        let node = start_node(|s| s.security.auth_token.secret = Some(secret.into())).await;
+        let mut ws = Ws::connect(node.addr).await;
+        let res = ws.request(subscribe_to("idx", filter.clone())).await;
+        ids.push(res["result"]["roomId"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids[0], ids[1]);
+    assert_ne!(ids[0], ids[2]);
+    // Nor is it the id that PROTOCOL.md's fixed key gives (pinned in the filter tests).
+    assert_ne!(
+        ids[0],
+        "f190725df7b370b88e470e0e4e6367a9928a7f185162d31c4673fee105a23c12"
+    );
+}
