@@ -1,5 +1,6 @@
 //! What every part of one node shares: identity, settings, lifecycle and counters.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
@@ -11,6 +12,7 @@ use actix::{Actor, Addr};
 use crate::api::identity::RateCounter;
 use crate::api::limiter::RequestLimiter;
 use crate::auth::registry::SessionRegistry;
+use crate::auth::throttle::LoginThrottle;
 use crate::config::Settings;
 use crate::realtime::{Hub, HubLimits};
 use crate::security::cache::SecurityCache;
@@ -31,6 +33,8 @@ pub struct Node {
     pub security: SecurityCache,
     /// Requests per kuid in the current second (profiles' `rateLimit`).
     pub user_rates: RateCounter,
+    /// Logins per client address, and delays after repeated failures per username.
+    pub logins: LoginThrottle,
     /// The JWT signing secret, shared by every node of the store.
     pub secret: String,
     pub http_in_flight: AtomicUsize,
@@ -64,6 +68,7 @@ impl Node {
             secret,
             security: SecurityCache::default(),
             user_rates: RateCounter::default(),
+            logins: LoginThrottle::new(&settings.limits),
             settings: Arc::new(settings),
             started: Instant::now(),
             limiter,
@@ -81,6 +86,23 @@ impl Node {
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
     }
+}
+
+/// The client's address: the peer's, or, when the peer is a trusted proxy
+/// (`http.trustedProxies`), the last address of `X-Forwarded-For`.
+pub fn client_address(
+    peer: Option<IpAddr>,
+    forwarded_for: Option<&str>,
+    trusted: &[IpAddr],
+) -> Option<IpAddr> {
+    let peer = peer?;
+    if !trusted.contains(&peer) {
+        return Some(peer);
+    }
+    forwarded_for
+        .and_then(|list| list.rsplit(',').next())
+        .and_then(|last| last.trim().parse().ok())
+        .or(Some(peer))
 }
 
 /// The key of room ids, derived from the deployment's JWT secret: the same on every node

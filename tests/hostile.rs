@@ -245,3 +245,134 @@ async fn room_ids_depend_on_the_deployment_secret() {
         "f190725df7b370b88e470e0e4e6367a9928a7f185162d31c4673fee105a23c12"
     );
 }
+
+fn login_body(username: &str, password: &str) -> Value {
+    json!({"username": username, "password": password})
+}
+
+/// POST /_login/local; (status, error id).
+async fn http_login(addr: std::net::SocketAddr, username: &str, password: &str) -> (u16, Value) {
+    let mut res = Client::default()
+        .post(format!("http://{addr}/_login/local"))
+        .send_json(&login_body(username, password))
+        .await
+        .unwrap();
+    let body: Value = res.json().await.unwrap();
+    (res.status().as_u16(), body["error"]["id"].clone())
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// Each argon2id hash needs 19 MiB: 100 concurrent failing logins once took the node to
+/// 3.3 GB, kept for good. Now at most one hash per core runs, a bounded queue waits, the
+/// rest are refused at once, and the memory is given back.
+#[actix_rt::test]
+async fn a_burst_of_logins_is_bounded_and_its_memory_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr, _) = spawn_binary(
+        dir.path(),
+        &[
+            ("kuzzle_limits__loginsPerSecondPerAddress", "0"),
+            ("kuzzle_limits__loginFailuresBeforeDelay", "1000000"),
+        ],
+    );
+    // The first login builds the decoy hash; measure from there.
+    assert_eq!(http_login(addr, "nobody", "x").await.0, 401);
+    let before = rss_kib(child.id());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let attempts = cores * 17 + 60;
+    let answers = futures_util::future::join_all(
+        (0..attempts).map(|i| async move { http_login(addr, &format!("user{i}"), "x").await }),
+    )
+    .await;
+    let refused = answers
+        .iter()
+        .filter(|(status, id)| *status == 503 && id == "api.process.overloaded")
+        .count();
+    let denied = answers
+        .iter()
+        .filter(|(status, id)| *status == 401 && id == "plugin.strategy.missing_user")
+        .count();
+    assert_eq!(refused + denied, attempts, "{answers:?}");
+    assert!(refused > 0, "past the queue, logins are refused");
+    assert!(denied >= cores, "the queue is served");
+    let after = rss_kib(child.id());
+    assert!(
+        after < before + 100 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+    let mut ws = Ws::connect(addr).await;
+    ws.assert_now_ok().await;
+    send_signal(&child, "KILL");
+    let _ = child.wait();
+}
+
+#[actix_rt::test]
+async fn logins_are_limited_per_client_address() {
+    let node = start_node(|s| s.limits.logins_per_second_per_address = 3).await;
+    let mut statuses = Vec::new();
+    // Over HTTP (a new connection each time) and over WebSocket, one address.
+    for _ in 0..3 {
+        statuses.push(http_login(node.addr, "nobody", "x").await);
+    }
+    let mut ws = Ws::connect(node.addr).await;
+    let res = ws
+        .request(json!({"controller":"auth","action":"login","strategy":"local","body":login_body("nobody","x")}))
+        .await;
+    statuses.push((
+        res["status"].as_u64().unwrap() as u16,
+        res["error"]["id"].clone(),
+    ));
+    statuses.push(http_login(node.addr, "nobody", "x").await);
+    let limited = statuses
+        .iter()
+        .filter(|(s, id)| *s == 429 && id == "api.process.too_many_logins_requests")
+        .count();
+    // Within one second at most 3 pass; the test may straddle a second boundary once.
+    assert!(limited >= 1, "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|(s, id)| (*s == 401 && id == "plugin.strategy.missing_user") || *s == 429),
+        "{statuses:?}"
+    );
+    assert_serving(node.addr).await;
+}
+
+#[actix_rt::test]
+async fn a_username_waits_after_repeated_failures() {
+    let node = start_node(|s| {
+        s.limits.logins_per_second_per_address = 0;
+        s.limits.login_failures_before_delay = 3;
+        s.limits.login_failure_delay = 600_000;
+        s.limits.login_failure_max_delay = 600_000;
+    })
+    .await;
+    let (_admin, _) = admin_session(&node).await;
+    for _ in 0..3 {
+        assert_eq!(
+            http_login(node.addr, "root", "wrong").await,
+            (401, json!("plugin.strategy.missing_user"))
+        );
+    }
+    // Even the right password waits: it is not checked during the delay.
+    assert_eq!(
+        http_login(node.addr, "root", "toor").await,
+        (429, json!("api.process.too_many_logins_requests"))
+    );
+    // Other usernames, known or not, are not affected.
+    assert_eq!(http_login(node.addr, "someone", "x").await.0, 401);
+    let mut ws = Ws::connect(node.addr).await;
+    let res = ws
+        .request(json!({"controller":"auth","action":"login","strategy":"local","body":login_body("root","toor")}))
+        .await;
+    assert_eq!(res["status"], 429, "over WebSocket too: {res}");
+}

@@ -89,6 +89,10 @@ pub async fn login(call: &Call<'_>) -> ActionResult {
     let missing = || ApiError::new(errors::STRATEGY_MISSING_USER, ["Missing credentials"]);
     let username = body_or_arg(call, "username").ok_or_else(missing)?;
     let password = body_or_arg(call, "password").ok_or_else(missing)?;
+    let throttle = &call.node.logins;
+    if !throttle.admit_username(username) {
+        return Err(ApiError::plain(errors::TOO_MANY_LOGINS_REQUESTS));
+    }
     let store = &call.node.store;
     let credential = store
         .get(Kind::Credential, username)
@@ -100,12 +104,17 @@ pub async fn login(call: &Call<'_>) -> ActionResult {
         .and_then(Value::as_str)
         .map(str::to_owned);
     // The same work and the same answer for an unknown user and a wrong password.
-    if !credentials::verify(password.to_owned(), hash).await {
+    let verified = credentials::verify(password.to_owned(), hash)
+        .await
+        .map_err(|_| ApiError::plain(errors::OVERLOADED))?;
+    if !verified {
+        throttle.failed(username);
         return Err(ApiError::new(
             errors::STRATEGY_MISSING_USER,
             ["wrong username or password"],
         ));
     }
+    throttle.succeeded(username);
     let kuid = credential
         .as_ref()
         .and_then(|c| c.get("kuid"))
@@ -432,9 +441,7 @@ async fn store_credentials(
     username: &str,
     password: &str,
 ) -> Result<(), ApiError> {
-    let hash = credentials::hash(password.to_owned())
-        .await
-        .map_err(|e| ApiError::new(errors::PLUGIN_UNEXPECTED_ERROR, [e]))?;
+    let hash = credentials::hash(password.to_owned()).await?;
     let store = &call.node.store;
     let free = store
         .insert_new(
@@ -520,9 +527,7 @@ pub(super) async fn change_credentials(
         .map_err(store_read_error)?
         .unwrap_or_else(|| json!({}));
     let hash = match &new_password {
-        Some(password) => credentials::hash(password.clone())
-            .await
-            .map_err(|e| ApiError::new(errors::PLUGIN_UNEXPECTED_ERROR, [e]))?,
+        Some(password) => credentials::hash(password.clone()).await?,
         None => stored
             .get("hash")
             .and_then(Value::as_str)

@@ -11,6 +11,7 @@ mod security;
 mod server;
 
 use std::cell::RefCell;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -50,6 +51,8 @@ pub type ActionResult = Result<Reply, ApiError>;
 /// Who sent the request: one WebSocket, or one HTTP request.
 pub struct Caller {
     pub protocol: Protocol,
+    /// The client's address (`node::client_address`), when known.
+    pub address: Option<IpAddr>,
     pub connection_id: Arc<str>,
     /// The `Origin` header (of the HTTP request, or of the WebSocket handshake).
     pub origin: Option<String>,
@@ -75,12 +78,14 @@ pub struct LinkedToken {
 impl Caller {
     pub fn new(
         protocol: Protocol,
+        address: Option<IpAddr>,
         origin: Option<String>,
         outbox: Option<Outbox>,
         cookie: AuthCookie,
     ) -> Self {
         Caller {
             protocol,
+            address,
             connection_id: Arc::from(uuid::Uuid::new_v4().to_string()),
             origin,
             open: Arc::new(AtomicBool::new(true)),
@@ -257,7 +262,7 @@ async fn execute(node: &Arc<Node>, caller: &Caller, request: &Request) -> Action
     }
     if request.controller == "auth" && request.action == "login" {
         let limit = u64::from(node.settings.limits.logins_per_second);
-        if !caller.logins.admit("login", limit) {
+        if !caller.logins.admit("login", limit) || !node.logins.admit_address(caller.address) {
             return Err(ApiError::plain(errors::TOO_MANY_LOGINS_REQUESTS));
         }
     }

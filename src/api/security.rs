@@ -88,9 +88,7 @@ pub async fn create_first_admin(call: &Call<'_>) -> ActionResult {
     );
     let source = Value::Object(source);
     if let Some((username, password)) = credentials {
-        let hash = credentials::hash(password)
-            .await
-            .map_err(|e| ApiError::new(errors::PLUGIN_UNEXPECTED_ERROR, [e]))?;
+        let hash = credentials::hash(password).await?;
         let taken = !store
             .insert_new(
                 Kind::Credential,
@@ -252,9 +250,7 @@ async fn create_user_with(
     source.insert("_kuzzle_info".into(), info_for(call));
     let source = Value::Object(source);
     if let Some((username, password)) = credentials {
-        let hash = credentials::hash(password)
-            .await
-            .map_err(|e| ApiError::new(errors::PLUGIN_UNEXPECTED_ERROR, [e]))?;
+        let hash = credentials::hash(password).await?;
         let stored = store
             .insert_new(
                 Kind::Credential,

@@ -4,4 +4,5 @@ pub mod cookie;
 pub mod credentials;
 pub mod messages;
 pub mod registry;
+pub mod throttle;
 pub mod token;

@@ -120,6 +120,8 @@ pub struct HttpSettings {
     pub access_control_allow_methods: String,
     pub access_control_allow_headers: String,
     pub cookie_authentication: bool,
+    /// kuzzle-rt: proxies whose `X-Forwarded-For` names the client address.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for HttpSettings {
@@ -130,6 +132,7 @@ impl Default for HttpSettings {
             access_control_allow_methods: "GET,POST,PUT,PATCH,DELETE,OPTIONS,HEAD".into(),
             access_control_allow_headers: "Content-Type, Access-Control-Allow-Headers, Authorization, X-Requested-With, Content-Encoding, Content-Length, X-Kuzzle-Volatile".into(),
             cookie_authentication: true,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -162,6 +165,14 @@ pub struct Limits {
     pub requests_buffer_size: u32,
     pub requests_buffer_warning_threshold: u32,
     pub logins_per_second: u32,
+    /// kuzzle-rt: `auth:login` calls per second per client address; 0 = unlimited.
+    pub logins_per_second_per_address: u32,
+    /// kuzzle-rt: consecutive failed logins for one username before delays start.
+    pub login_failures_before_delay: u32,
+    /// kuzzle-rt: the first delay (ms), doubled by each further failure.
+    pub login_failure_delay: u64,
+    /// kuzzle-rt: the longest delay (ms).
+    pub login_failure_max_delay: u64,
     pub subscription_conditions_count: u32,
     pub subscription_rooms: u64,
     /// kuzzle-rt: most subscriptions, (room, channel) pairs, per connection; 0 = unlimited.
@@ -180,6 +191,10 @@ impl Default for Limits {
             requests_buffer_size: 50_000,
             requests_buffer_warning_threshold: 5_000,
             logins_per_second: 1,
+            logins_per_second_per_address: 10,
+            login_failures_before_delay: 5,
+            login_failure_delay: 1_000,
+            login_failure_max_delay: 60_000,
             subscription_conditions_count: 100,
             subscription_rooms: 1_000_000,
             subscriptions_per_connection: 1_000,

@@ -80,6 +80,18 @@ pub fn validate(s: &Settings) -> Result<(), ConfigError> {
     }
     at_least("limits.loginsPerSecond", l.logins_per_second.into(), 1)?;
     at_least(
+        "limits.loginFailuresBeforeDelay",
+        l.login_failures_before_delay.into(),
+        1,
+    )?;
+    if l.login_failure_max_delay < l.login_failure_delay {
+        fail(
+            "limits.loginFailureMaxDelay",
+            "must be at least limits.loginFailureDelay",
+            l.login_failure_max_delay,
+        )?;
+    }
+    at_least(
         "limits.subscriptionConditionsCount",
         l.subscription_conditions_count.into(),
         1,

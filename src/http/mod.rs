@@ -63,6 +63,15 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// The client's address of an HTTP request or WebSocket handshake.
+pub fn client_address(req: &HttpRequest, trusted: &[std::net::IpAddr]) -> Option<std::net::IpAddr> {
+    crate::node::client_address(
+        req.peer_addr().map(|a| a.ip()),
+        header_text(req, header::HeaderName::from_static("x-forwarded-for")),
+        trusted,
+    )
+}
+
 fn request_id_of(req: &HttpRequest) -> String {
     req.headers()
         .get("x-kuzzle-request-id")
@@ -151,6 +160,7 @@ async fn serve(
     };
     let caller = Caller::new(
         Protocol::Http,
+        client_address(req, &node.settings.http.trusted_proxies),
         reply.origin.clone(),
         None,
         cookie::parse(header_text(req, header::COOKIE)),

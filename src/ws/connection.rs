@@ -60,6 +60,7 @@ impl Connection {
     pub fn new(
         node: Arc<Node>,
         transport: Transport,
+        address: Option<std::net::IpAddr>,
         origin: Option<String>,
         cookie: AuthCookie,
     ) -> Self {
@@ -69,6 +70,7 @@ impl Connection {
         Connection {
             caller: Rc::new(Caller::new(
                 Protocol::Websocket,
+                address,
                 origin,
                 Some(outbox.clone()),
                 cookie,

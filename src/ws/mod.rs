@@ -57,7 +57,8 @@ pub fn upgrade(req: &HttpRequest, payload: web::Payload, node: &Arc<Node>) -> Ht
             .get(actix_web::http::header::COOKIE)
             .and_then(|v| v.to_str().ok()),
     );
-    let connection = Connection::new(node.clone(), upgraded.transport, origin, cookie);
+    let address = crate::http::client_address(req, &node.settings.http.trusted_proxies);
+    let connection = Connection::new(node.clone(), upgraded.transport, address, origin, cookie);
     let reader = upgraded.reader;
     Connection::create(move |ctx| {
         ctx.add_stream(reader);
