@@ -376,3 +376,86 @@ async fn a_username_waits_after_repeated_failures() {
         .await;
     assert_eq!(res["status"], 429, "over WebSocket too: {res}");
 }
+
+/// A frozen Redis (SIGSTOP) once held every request that needed it for 25-30 s, with
+/// nothing logged and healthCheck green. Now each store call gives up after
+/// `services.storage.commandTimeout`, and what needs no store is served as usual.
+#[actix_rt::test]
+async fn a_frozen_redis_fails_requests_fast_and_others_are_served() {
+    let redis = RedisServer::start();
+    let node = start_node(|s| {
+        s.services.storage = redis.settings();
+        s.services.storage.command_timeout = 300;
+    })
+    .await;
+    // An administrator without `reset`: anonymous keeps its rights (healthCheck, now).
+    let mut admin = Ws::connect(node.addr).await;
+    let res = admin
+        .request(json!({"controller":"security","action":"createFirstAdmin","_id":"root",
+            "body":{"credentials":{"local":{"username":"root","password":"toor"}}}}))
+        .await;
+    assert_eq!(res["status"], 200, "{res}");
+    let res = admin
+        .request(json!({"controller":"auth","action":"login","strategy":"local","body":{"username":"root","password":"toor"}}))
+        .await;
+    let jwt = res["result"]["jwt"].as_str().unwrap().to_owned();
+    redis.signal("STOP");
+    // Far below the 25 s it took; far above the 300 ms timeout, for a busy machine.
+    let bound = Duration::from_secs(10);
+    let mut ws = Ws::connect(node.addr).await;
+    // A token cannot be checked: step 9's documented error (PROTOCOL.md §5.4, row 4).
+    ws.send_json(&json!({"controller":"auth","action":"getCurrentUser","jwt":jwt}))
+        .await;
+    let Ok(Some(Frame::Text(text))) = ws.next_frame_within(bound).await else {
+        panic!("no answer within {bound:?}");
+    };
+    let res: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(res["status"], 500, "{res}");
+    assert_eq!(res["error"]["id"], "security.token.verification_error");
+    assert_eq!(
+        res["error"]["message"],
+        "Error verifying token: store unavailable: no answer within 300 ms"
+    );
+    // A login cannot read the credentials: 503.
+    ws.send_json(&json!({"controller":"auth","action":"login","strategy":"local",
+        "body":{"username":"root","password":"toor"}}))
+        .await;
+    let Ok(Some(Frame::Text(text))) = ws.next_frame_within(bound).await else {
+        panic!("no login answer within {bound:?}");
+    };
+    let res: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(res["status"], 503, "{res}");
+    assert_eq!(res["error"]["id"], "services.cache.not_connected");
+
+    ws.send_json(&json!({"controller":"server","action":"healthCheck"}))
+        .await;
+    let Ok(Some(Frame::Text(text))) = ws.next_frame_within(bound).await else {
+        panic!("no healthCheck answer within {bound:?}");
+    };
+    let res: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(res["result"]["status"], "red", "{res}");
+
+    // Anonymous requests need no store: served from the last known rights.
+    for _ in 0..5 {
+        ws.send_json(&json!({"controller":"server","action":"now"}))
+            .await;
+        let Ok(Some(Frame::Text(text))) = ws.next_frame_within(bound).await else {
+            panic!("server:now not answered within {bound:?}");
+        };
+        let res: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(res["status"], 200, "{res}");
+    }
+
+    redis.signal("CONT");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let res = admin
+            .request(json!({"controller":"auth","action":"getCurrentUser","jwt":jwt}))
+            .await;
+        if res["status"] == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recovered: {res}");
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}

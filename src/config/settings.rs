@@ -385,6 +385,9 @@ pub struct StorageSettings {
     pub database: u32,
     pub options: RedisOptions,
     pub key_prefix: String,
+    /// kuzzle-rt: the longest wait for one store call (ms); past it the call fails as if
+    /// the store were unreachable.
+    pub command_timeout: u64,
 }
 
 impl Default for StorageSettings {
@@ -396,6 +399,7 @@ impl Default for StorageSettings {
             database: 0,
             options: RedisOptions::default(),
             key_prefix: "krt/".into(),
+            command_timeout: 1_000,
         }
     }
 }

@@ -165,6 +165,12 @@ pub fn validate(s: &Settings) -> Result<(), ConfigError> {
         }
     }
 
+    at_least(
+        "services.storage.commandTimeout",
+        s.services.storage.command_timeout,
+        1,
+    )?;
+
     let c = &s.cluster;
     at_least("cluster.heartbeat", c.heartbeat, 1)?;
     at_least("cluster.minimumNodes", c.minimum_nodes.into(), 1)?;

@@ -1,7 +1,8 @@
 //! Roles and profiles as this node last read them. Every request asks the store for its
 //! security version (free on the embedded store, one GET on Redis) and reloads when it
 //! changed, so a change applies on every node to requests that start after it.
-//! The bootstrap reads a first snapshot before the node serves.
+//! The bootstrap reads a first snapshot before the node serves. While the store is down,
+//! the last snapshot serves without asking it, but for a probe now and then.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +28,11 @@ impl SecurityCache {
     /// reached, the last snapshot is used, so that the node keeps serving what needs no
     /// store; a node that never read one has nothing to check with and fails.
     pub async fn current(&self, store: &Store) -> StoreResult<Arc<Snapshot>> {
+        if store.skip_while_down()
+            && let Some(snapshot) = self.current.read().as_ref()
+        {
+            return Ok(snapshot.clone());
+        }
         let version = match store.security_version().await {
             Ok(version) => version,
             Err(e) => {

@@ -5,7 +5,9 @@
 mod embedded;
 mod redis_store;
 
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -59,33 +61,127 @@ impl std::error::Error for StoreError {}
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-pub enum Store {
+enum Backend {
     Embedded(EmbeddedStore),
     Redis(RedisStore),
 }
 
+/// One store, whichever the backend. Every call is bounded by
+/// `services.storage.commandTimeout`: a store that does not answer in time is treated as
+/// unreachable, so that a frozen Redis cannot freeze the requests that use it.
+pub struct Store {
+    backend: Backend,
+    timeout: Duration,
+    health: Health,
+}
+
+/// Whether the store answered its last call; a change is logged once, not per call.
+#[derive(Default)]
+struct Health {
+    down: AtomicBool,
+    /// When a call may next try a store that is down (ms since `started`).
+    next_probe: AtomicU64,
+    started: OnceLock<Instant>,
+}
+
+/// While the store is down, callers that can do without it try it at most this often.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+impl Health {
+    fn elapsed_ms(&self) -> u64 {
+        self.started.get_or_init(Instant::now).elapsed().as_millis() as u64
+    }
+
+    fn record<T>(&self, result: &StoreResult<T>) {
+        match result {
+            Err(StoreError::Unavailable(reason)) => {
+                if !self.down.swap(true, Ordering::AcqRel) {
+                    log::error!(
+                        "[STORAGE] the store is unreachable ({reason}): requests that need it get services.cache.not_connected until it answers again"
+                    );
+                }
+                self.next_probe.store(
+                    self.elapsed_ms() + PROBE_INTERVAL.as_millis() as u64,
+                    Ordering::Release,
+                );
+            }
+            Ok(_) | Err(StoreError::Failed(_)) => {
+                if self.down.swap(false, Ordering::AcqRel) {
+                    log::warn!("[STORAGE] the store answers again");
+                }
+            }
+        }
+    }
+}
+
 macro_rules! each_backend {
     ($self:ident, $store:ident => $body:expr) => {
-        match $self {
-            Store::Embedded($store) => $body,
-            Store::Redis($store) => $body,
-        }
+        $self
+            .bounded(async {
+                match &$self.backend {
+                    Backend::Embedded($store) => $body,
+                    Backend::Redis($store) => $body,
+                }
+            })
+            .await
     };
 }
 
 impl Store {
     /// Opens the configured backend; an error here stops the node's start.
     pub async fn open(settings: &StorageSettings) -> StoreResult<Store> {
-        Ok(match settings.backend {
-            StorageBackend::Embedded => Store::Embedded(EmbeddedStore::open(&settings.path).await?),
-            StorageBackend::Redis => Store::Redis(RedisStore::open(settings).await?),
+        let backend = match settings.backend {
+            StorageBackend::Embedded => Backend::Embedded(EmbeddedStore::open(&settings.path).await?),
+            StorageBackend::Redis => Backend::Redis(RedisStore::open(settings).await?),
+        };
+        Ok(Store {
+            backend,
+            timeout: Duration::from_millis(settings.command_timeout),
+            health: Health::default(),
         })
     }
 
+    /// Runs one store call within the timeout, and records how it went.
+    async fn bounded<T>(&self, call: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+        let result = match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "no answer within {} ms",
+                self.timeout.as_millis()
+            ))),
+        };
+        self.health.record(&result);
+        result
+    }
+
+    /// True while the last call found the store unreachable, except once per probe
+    /// interval: a caller with a fallback (cached rights) skips the store then, and the
+    /// probe finds out when it is back.
+    pub fn skip_while_down(&self) -> bool {
+        if !self.health.down.load(Ordering::Acquire) {
+            return false;
+        }
+        let now = self.health.elapsed_ms();
+        let next = self.health.next_probe.load(Ordering::Acquire);
+        if now < next {
+            return true;
+        }
+        // One caller wins the probe; the others keep skipping.
+        self.health
+            .next_probe
+            .compare_exchange(
+                next,
+                now + PROBE_INTERVAL.as_millis() as u64,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+    }
+
     pub fn backend(&self) -> StorageBackend {
-        match self {
-            Store::Embedded(_) => StorageBackend::Embedded,
-            Store::Redis(_) => StorageBackend::Redis,
+        match self.backend {
+            Backend::Embedded(_) => StorageBackend::Embedded,
+            Backend::Redis(_) => StorageBackend::Redis,
         }
     }
 

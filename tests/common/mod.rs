@@ -377,6 +377,11 @@ impl RedisServer {
         RedisServer { child, port, dir }
     }
 
+    /// Sends a signal to the server (`STOP` freezes it, `CONT` thaws it).
+    pub fn signal(&self, signal: &str) {
+        send_signal(&self.child, signal);
+    }
+
     pub fn settings(&self) -> kuzzle_rt::config::StorageSettings {
         kuzzle_rt::config::StorageSettings {
             backend: kuzzle_rt::config::StorageBackend::Redis,
