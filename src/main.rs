@@ -41,6 +41,19 @@ fn parse_args() -> Result<Option<PathBuf>, String> {
     Ok(config)
 }
 
+/// Every socket is a descriptor: the soft limit (often 1,024) is raised to the hard one,
+/// and both are logged, so that the number of clients a node can hold is known.
+fn raise_open_files_limit() {
+    let before = rlimit::getrlimit(rlimit::Resource::NOFILE);
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(soft) => {
+            let hard = before.map_or(soft, |(_, hard)| hard);
+            log::info!("open files: soft limit {soft} (hard limit {hard})");
+        }
+        Err(error) => log::warn!("open files: cannot raise the soft limit: {error}"),
+    }
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let config_file = match parse_args() {
@@ -60,6 +73,7 @@ fn main() -> ExitCode {
     for warning in config::warnings(&settings) {
         log::warn!("{warning}");
     }
+    raise_open_files_limit();
     match actix_rt::System::new().block_on(kuzzle_rt::server::run(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

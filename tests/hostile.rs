@@ -391,8 +391,10 @@ async fn a_frozen_redis_fails_requests_fast_and_others_are_served() {
     // An administrator without `reset`: anonymous keeps its rights (healthCheck, now).
     let mut admin = Ws::connect(node.addr).await;
     let res = admin
-        .request(json!({"controller":"security","action":"createFirstAdmin","_id":"root",
-            "body":{"credentials":{"local":{"username":"root","password":"toor"}}}}))
+        .request(
+            json!({"controller":"security","action":"createFirstAdmin","_id":"root",
+            "body":{"credentials":{"local":{"username":"root","password":"toor"}}}}),
+        )
         .await;
     assert_eq!(res["status"], 200, "{res}");
     let res = admin
@@ -417,9 +419,11 @@ async fn a_frozen_redis_fails_requests_fast_and_others_are_served() {
         "Error verifying token: store unavailable: no answer within 300 ms"
     );
     // A login cannot read the credentials: 503.
-    ws.send_json(&json!({"controller":"auth","action":"login","strategy":"local",
-        "body":{"username":"root","password":"toor"}}))
-        .await;
+    ws.send_json(
+        &json!({"controller":"auth","action":"login","strategy":"local",
+        "body":{"username":"root","password":"toor"}}),
+    )
+    .await;
     let Ok(Some(Frame::Text(text))) = ws.next_frame_within(bound).await else {
         panic!("no login answer within {bound:?}");
     };
@@ -458,4 +462,166 @@ async fn a_frozen_redis_fails_requests_fast_and_others_are_served() {
         assert!(Instant::now() < deadline, "never recovered: {res}");
         actix_rt::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Writes `bytes`, then reads until the node closes the connection; None when it is
+/// still open after `wait`.
+async fn until_closed(addr: std::net::SocketAddr, bytes: &[u8], wait: Duration) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    match tokio::time::timeout(wait, stream.read_to_end(&mut out)).await {
+        Ok(_) => Some(String::from_utf8_lossy(&out).into_owned()),
+        Err(_) => None,
+    }
+}
+
+/// CONNECT requests were never answered nor closed (200 open after a minute).
+#[actix_rt::test]
+async fn verbs_the_api_does_not_route_are_refused_at_once() {
+    let node = start_node(|_| {}).await;
+    for (verb, target) in [
+        ("CONNECT", "example.com:443"),
+        ("TRACE", "/"),
+        ("BREW", "/pot"),
+    ] {
+        let request = format!("{verb} {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+        let answer = until_closed(node.addr, request.as_bytes(), Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("{verb}: the connection stayed open"));
+        assert!(answer.starts_with("HTTP/1.1 400"), "{verb}: {answer}");
+        assert!(
+            answer.contains("\"id\":\"network.http.unsupported_verb\""),
+            "{verb}: {answer}"
+        );
+        assert!(
+            answer.contains(&format!("Unsupported HTTP verb \\\"{verb}\\\".")),
+            "{verb}: {answer}"
+        );
+    }
+    assert_serving(node.addr).await;
+}
+
+/// Bodies fed one byte every few seconds were never timed out.
+#[actix_rt::test]
+async fn a_body_must_arrive_within_the_body_timeout() {
+    let node = start_node(|s| s.server.protocols.http.body_timeout = 300).await;
+    let head = "POST /_query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{";
+    let answer = until_closed(node.addr, head.as_bytes(), Duration::from_secs(10))
+        .await
+        .expect("the node closes a connection whose body does not come");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("\"id\":\"network.http.request_timeout\""),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("The request body was not received within 300 ms."),
+        "{answer}"
+    );
+    assert_serving(node.addr).await;
+}
+
+fn compressed(encoder: &str, text: &[u8]) -> Vec<u8> {
+    use flate2::Compression;
+    use flate2::write::{GzEncoder, ZlibEncoder};
+    use std::io::Write;
+    match encoder {
+        "gzip" => {
+            let mut e = GzEncoder::new(Vec::new(), Compression::default());
+            e.write_all(text).unwrap();
+            e.finish().unwrap()
+        }
+        _ => {
+            let mut e = ZlibEncoder::new(Vec::new(), Compression::default());
+            e.write_all(text).unwrap();
+            e.finish().unwrap()
+        }
+    }
+}
+
+async fn post_encoded(node: &TestNode, encoding: &str, body: Vec<u8>) -> (u16, Value) {
+    let mut res = Client::default()
+        .post(url(node, "/_query"))
+        .insert_header(("Content-Type", "application/json"))
+        .insert_header(("Content-Encoding", encoding))
+        .send_body(body)
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+#[actix_rt::test]
+async fn compressed_bodies_past_the_limit_and_in_several_members() {
+    let node = start_node(|s| s.server.max_request_size = kuzzle_rt::config::Size(64 * 1024)).await;
+    // A zlib body that inflates past the limit is too large (it was "corrupt").
+    let bomb = compressed("deflate", &vec![b' '; 1 << 20]);
+    let (status, body) = post_encoded(&node, "deflate", bomb).await;
+    assert_eq!(status, 413, "{body}");
+    // A bare error object, as every body error is (PROTOCOL.md §3.5).
+    assert_eq!(body["id"], "network.http.request_too_large", "{body}");
+    // A gzip body of two members is read whole (it was cut after the first).
+    let mut two = compressed("gzip", br#"{"controller":"server","#);
+    two.extend(compressed("gzip", br#""action":"now"}"#));
+    let (status, body) = post_encoded(&node, "gzip", two).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["result"]["now"].as_u64().is_some(), "{body}");
+}
+
+/// With its descriptors exhausted, a node keeps serving the clients it has and accepts
+/// again once some leave. `prlimit` caps the binary at 64 descriptors.
+#[actix_rt::test]
+async fn running_out_of_descriptors_keeps_existing_clients_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr, log) = spawn_binary_with(dir.path(), &[], Some(64));
+    let mut held = Vec::new();
+    // Connect more sockets than the node can hold; those past its limit wait in the
+    // kernel's backlog, unaccepted, so the handshake is what tells them apart.
+    for _ in 0..80 {
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            Ws::connect_with(addr, WsOptions::default()),
+        )
+        .await
+        {
+            Ok(Ok(ws)) => held.push(ws),
+            _ => break,
+        }
+    }
+    assert!(
+        held.len() < 80,
+        "the limit was reached ({} held)",
+        held.len()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !log.lock().unwrap().contains("Too many open files") {
+        assert!(
+            Instant::now() < deadline,
+            "the accept failure was not logged"
+        );
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Everyone already connected is still served.
+    for ws in held.iter_mut().take(5) {
+        ws.assert_now_ok().await;
+    }
+    // Some leave: new clients get in again.
+    held.truncate(held.len().saturating_sub(10));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Ok(mut ws)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            Ws::connect_with(addr, WsOptions::default()),
+        )
+        .await
+        {
+            ws.assert_now_ok().await;
+            break;
+        }
+        assert!(Instant::now() < deadline, "no new client was accepted");
+    }
+    send_signal(&child, "KILL");
+    let _ = child.wait();
 }

@@ -59,6 +59,8 @@ pub struct HttpProtocol {
     pub max_encoding_layers: u32,
     pub max_form_file_size: Size,
     pub additional_content_types: Vec<String>,
+    /// kuzzle-rt: the longest time (ms) to receive a request body once its head arrived.
+    pub body_timeout: u64,
 }
 
 impl Default for HttpProtocol {
@@ -69,6 +71,7 @@ impl Default for HttpProtocol {
             max_encoding_layers: 3,
             max_form_file_size: Size(1 << 20),
             additional_content_types: Vec::new(),
+            body_timeout: 10_000,
         }
     }
 }

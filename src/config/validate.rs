@@ -166,6 +166,11 @@ pub fn validate(s: &Settings) -> Result<(), ConfigError> {
     }
 
     at_least(
+        "server.protocols.http.bodyTimeout",
+        s.server.protocols.http.body_timeout,
+        1,
+    )?;
+    at_least(
         "services.storage.commandTimeout",
         s.services.storage.command_timeout,
         1,
@@ -210,6 +215,15 @@ pub fn warnings(s: &Settings) -> Vec<String> {
                 .to_owned(),
         );
     }
+    if s.http.access_control_allow_origin_use_regexp {
+        for origin in &s.http.access_control_allow_origin {
+            if origin != "*" && !(origin.starts_with('^') && origin.ends_with('$')) {
+                out.push(format!(
+                    "http.accessControlAllowOrigin: the regular expression {origin:?} is not anchored with ^ and $: it also allows every origin that merely contains a match"
+                ));
+            }
+        }
+    }
     for (key, present) in [
         ("internalCache", s.services.internal_cache.is_some()),
         ("memoryStorage", s.services.memory_storage.is_some()),
@@ -220,4 +234,38 @@ pub fn warnings(s: &Settings) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unanchored_origin_expressions_are_warned_about() {
+        let mut settings = Settings::default();
+        settings.http.access_control_allow_origin_use_regexp = true;
+        settings.http.access_control_allow_origin = vec![
+            "^https://app\\.example\\.com$".into(),
+            "https://.*\\.example\\.com".into(),
+        ];
+        let warnings = warnings(&settings);
+        let unanchored: Vec<&String> = warnings
+            .iter()
+            .filter(|w| w.contains("not anchored"))
+            .collect();
+        assert_eq!(unanchored.len(), 1, "{warnings:?}");
+        assert!(
+            unanchored[0].contains("\"https://.*\\\\.example\\\\.com\""),
+            "{warnings:?}"
+        );
+        settings.http.access_control_allow_origin_use_regexp = false;
+        assert!(
+            !warnings_of(&settings).contains("not anchored"),
+            "plain origins"
+        );
+    }
+
+    fn warnings_of(settings: &Settings) -> String {
+        warnings(settings).join("\n")
+    }
 }

@@ -8,7 +8,7 @@ use actix_web::http::header;
 use actix_web::web::Payload;
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
-use flate2::read::{DeflateDecoder, GzDecoder, ZlibDecoder};
+use flate2::read::{DeflateDecoder, MultiGzDecoder, ZlibDecoder};
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
 
@@ -138,11 +138,18 @@ pub fn decode(req: &HttpRequest, body: Bytes, settings: &Settings) -> Result<Byt
             return Err(ApiError::plain(errors::HTTP_COMPRESSION_DISABLED));
         }
         data = if coding == "gzip" {
-            inflate(GzDecoder::new(&data[..]), limit)?
+            // A gzip body may hold several members, one after the other (RFC 1952).
+            inflate(MultiGzDecoder::new(&data[..]), limit)?
         } else {
-            // HTTP's "deflate" is zlib-wrapped; some clients send raw deflate.
-            inflate(ZlibDecoder::new(&data[..]), limit)
-                .or_else(|_| inflate(DeflateDecoder::new(&data[..]), limit))?
+            // HTTP's "deflate" is zlib-wrapped; some clients send raw deflate. A zlib
+            // stream that inflates past the limit is too large, not to be retried raw.
+            match inflate(ZlibDecoder::new(&data[..]), limit) {
+                Err(error) if error.id() == Some(errors::HTTP_REQUEST_TOO_LARGE.id) => {
+                    return Err(error);
+                }
+                Err(_) => inflate(DeflateDecoder::new(&data[..]), limit)?,
+                Ok(inflated) => inflated,
+            }
         };
     }
     Ok(data)

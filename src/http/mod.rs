@@ -8,6 +8,7 @@ pub mod router;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use actix_web::http::{Method, header};
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -61,6 +62,14 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.http_in_flight.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// The response, with the connection closed after it.
+fn closing(mut response: HttpResponse) -> HttpResponse {
+    response
+        .head_mut()
+        .set_connection_type(actix_web::http::ConnectionType::Close);
+    response
 }
 
 /// The client's address of an HTTP request or WebSocket handshake.
@@ -128,6 +137,21 @@ async fn serve(
     }
 
     let settings = &node.settings;
+    // A verb the API does not route is answered before any body is read: after a
+    // CONNECT's head, actix-http hands the rest of the connection to the payload, which
+    // would never end.
+    if !ws::is_upgrade(req) && Verb::parse(req.method().as_str()).is_none() {
+        let error = ApiError::new(errors::HTTP_UNSUPPORTED_VERB, [req.method().as_str()]);
+        let response = Response::empty(
+            &node.id,
+            reply.request_id.clone(),
+            error.status(),
+            Value::Null,
+            Some(error),
+        );
+        return closing(reply.envelope(&response));
+    }
+    let body_timeout = Duration::from_millis(settings.server.protocols.http.body_timeout);
     let body = async {
         let kind = body::content_kind(req, settings)?;
         // An upgrade request has no body: after its head, actix-http hands the rest of the
@@ -135,13 +159,23 @@ async fn serve(
         let raw = if ws::is_upgrade(req) {
             bytes::Bytes::new()
         } else {
-            body::read_body(req, payload, settings.server.max_request_size.as_usize()).await?
+            let limit = settings.server.max_request_size.as_usize();
+            // A body trickled in byte by byte must not hold its connection for ever.
+            tokio::time::timeout(body_timeout, body::read_body(req, payload, limit))
+                .await
+                .map_err(|_| {
+                    ApiError::new(
+                        errors::HTTP_REQUEST_TIMEOUT,
+                        [body_timeout.as_millis().to_string()],
+                    )
+                })??
         };
         let decoded = body::decode(req, raw, settings)?;
         body::parse(&kind, &decoded, settings)
     };
     let body = match body.await {
         Ok(body) => body,
+        Err(error) if error.status() == 408 => return closing(reply.bare(&error)),
         Err(error) => return reply.bare(&error),
     };
 

@@ -50,6 +50,8 @@ catalogue! {
     HTTP_TOO_MANY_ENCODINGS = ("network.http.too_many_encodings", 400, 50397187, "Too many encodings.");
     HTTP_UNSUPPORTED_COMPRESSION = ("network.http.unsupported_compression", 400, 50397188, "Unsupported compression algorithm \"%s\".");
     HTTP_COMPRESSION_DISABLED = ("network.http.compression_disabled", 400, 50397189, "Compression support is disabled.");
+    // kuzzle-rt: `server.protocols.http.bodyTimeout`.
+    HTTP_REQUEST_TIMEOUT = ("network.http.request_timeout", 408, 50397284, "The request body was not received within %s ms.");
     HTTP_UNSUPPORTED_VERB = ("network.http.unsupported_verb", 400, 50397190, "Unsupported HTTP verb \"%s\".");
     HTTP_URL_NOT_FOUND = ("network.http.url_not_found", 404, 50397191, "API URL not found: %s.");
     HTTP_UNSUPPORTED_CONTENT = ("network.http.unsupported_content", 400, 50397192, "Invalid request content-type. Expected \"application/json\", got: \"%s\".");
@@ -298,8 +300,9 @@ mod tests {
             assert!(def.code & 0xffff > 0, "{}", def.id);
             assert!((400..600).contains(&def.status), "{}", def.id);
         }
-        // The 72 of PROTOCOL.md §3.5 and kuzzle-rt's core.realtime.too_many_subscriptions.
-        assert_eq!(ALL.len(), 73);
+        // The 72 of PROTOCOL.md §3.5 and kuzzle-rt's core.realtime.too_many_subscriptions
+        // and network.http.request_timeout.
+        assert_eq!(ALL.len(), 74);
     }
 
     #[test]

@@ -131,7 +131,9 @@ impl Store {
     /// Opens the configured backend; an error here stops the node's start.
     pub async fn open(settings: &StorageSettings) -> StoreResult<Store> {
         let backend = match settings.backend {
-            StorageBackend::Embedded => Backend::Embedded(EmbeddedStore::open(&settings.path).await?),
+            StorageBackend::Embedded => {
+                Backend::Embedded(EmbeddedStore::open(&settings.path).await?)
+            }
             StorageBackend::Redis => Backend::Redis(RedisStore::open(settings).await?),
         };
         Ok(Store {

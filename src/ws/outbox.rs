@@ -1,7 +1,8 @@
 //! The one way bytes reach a socket: a bounded FIFO shared by responses and notifications
 //! (PROTOCOL.md §2.6). Anyone may push; one writer drains it into the transport.
 //! Past 1000 messages or 4 MiB the client is too slow: the queue is dropped and the
-//! socket closed with 1011. Nothing else ever waits on a slow client.
+//! socket closed with 1011. One message larger than 4 MiB is still sent when it is queued
+//! alone (a long response), uncounted. Nothing else ever waits on a slow client.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -32,6 +33,10 @@ struct Inner {
 struct State {
     queue: VecDeque<Outgoing>,
     bytes: usize,
+    /// The message at the front is larger than `MAX_BYTES` and was queued alone: it is
+    /// not counted in `bytes`, so that one large response (a long `realtime:list`) is
+    /// still sent, and what follows it is judged by the usual bounds.
+    front_exempt: bool,
     close: Option<CloseReason>,
     aborted: bool,
     last_sent: Instant,
@@ -56,6 +61,7 @@ impl Outbox {
                 state: Mutex::new(State {
                     queue: VecDeque::new(),
                     bytes: 0,
+                    front_exempt: false,
                     close: None,
                     aborted: false,
                     last_sent: Instant::now(),
@@ -74,7 +80,11 @@ impl Outbox {
         if state.close.is_some() {
             return false;
         }
-        state.bytes += message.len();
+        if state.queue.is_empty() && message.len() > MAX_BYTES {
+            state.front_exempt = true;
+        } else {
+            state.bytes += message.len();
+        }
         state.queue.push_back(message);
         if state.queue.len() > MAX_MESSAGES || state.bytes > MAX_BYTES {
             drop(state);
@@ -110,6 +120,7 @@ impl Outbox {
         state.aborted = true;
         state.queue.clear();
         state.bytes = 0;
+        state.front_exempt = false;
         // An abort overrides a pending graceful close: the client is not draining it.
         state.close = Some(reason);
         drop(state);
@@ -137,7 +148,11 @@ impl Outbox {
             {
                 let mut state = self.inner.state.lock();
                 if let Some(message) = state.queue.pop_front() {
-                    state.bytes -= message.len();
+                    if state.front_exempt {
+                        state.front_exempt = false;
+                    } else {
+                        state.bytes -= message.len();
+                    }
                     return Next::Send(message);
                 }
                 if let Some(reason) = state.close.clone() {
@@ -226,6 +241,22 @@ mod tests {
         assert!(outbox.push(big.clone()));
         assert!(outbox.push(big.clone()));
         assert!(!outbox.push(text("y")), "one byte over 4 MiB");
+        assert!(outbox.is_closing());
+    }
+
+    #[tokio::test]
+    async fn a_lone_message_over_the_byte_bound_is_still_sent() {
+        let outbox = Outbox::new();
+        let huge = text(&"x".repeat(MAX_BYTES + 10));
+        assert!(outbox.push(huge.clone()), "queued alone");
+        assert!(outbox.push(text("after")), "what follows is judged alone");
+        assert_eq!(outbox.queued(), (2, 5));
+        assert!(matches!(outbox.next().await, Next::Send(m) if m.len() == MAX_BYTES + 10));
+        assert!(matches!(outbox.next().await, Next::Send(m) if m.data() == "after"));
+        assert_eq!(outbox.queued(), (0, 0));
+        // Behind other messages, it overflows as before.
+        assert!(outbox.push(text("first")));
+        assert!(!outbox.push(huge));
         assert!(outbox.is_closing());
     }
 }

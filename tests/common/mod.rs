@@ -219,8 +219,33 @@ pub fn spawn_binary(
     SocketAddr,
     std::sync::Arc<std::sync::Mutex<String>>,
 ) {
+    spawn_binary_with(dir, env, None)
+}
+
+/// Like `spawn_binary`, with at most `open_files` descriptors (through `prlimit`).
+pub fn spawn_binary_with(
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+    open_files: Option<u64>,
+) -> (
+    std::process::Child,
+    SocketAddr,
+    std::sync::Arc<std::sync::Mutex<String>>,
+) {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kuzzle-rt"))
+    let binary = env!("CARGO_BIN_EXE_kuzzle-rt");
+    let mut command = match open_files {
+        None => std::process::Command::new(binary),
+        Some(n) => {
+            let mut prlimit = std::process::Command::new("prlimit");
+            prlimit
+                .arg(format!("--nofile={n}:{n}"))
+                .arg("--")
+                .arg(binary);
+            prlimit
+        }
+    };
+    let mut child = command
         .current_dir(dir)
         .env("HOME", dir)
         .env("kuzzle_server__host", "127.0.0.1")
