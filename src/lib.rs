@@ -3,6 +3,8 @@
 pub mod api; // dispatch: the processing order, controllers, the action table
 pub mod auth; // tokens
 pub mod config; // kuzzlerc files + kuzzle_* environment → validated Settings
+#[doc(hidden)]
+pub mod fuzzing; // entry points of the fuzz targets, replayed by tests/fuzz_corpora.rs
 pub mod http; // the HTTP side of the shared port
 pub mod names; // random readable ids (node ids)
 pub mod node; // what one node's parts share

@@ -108,12 +108,19 @@ pub async fn read_body(
 
 /// Step 4: removes each Content-Encoding, last applied first; the decoded size counts too.
 pub fn decode(req: &HttpRequest, body: Bytes, settings: &Settings) -> Result<Bytes, ApiError> {
-    let Some(raw) = req.headers().get(header::CONTENT_ENCODING) else {
-        return Ok(body);
-    };
-    let codings: Vec<String> = raw
-        .to_str()
-        .unwrap_or_default()
+    match req.headers().get(header::CONTENT_ENCODING) {
+        None => Ok(body),
+        Some(raw) => decode_codings(raw.to_str().unwrap_or_default(), body, settings),
+    }
+}
+
+/// `decode` for the value of a `Content-Encoding` header.
+pub fn decode_codings(
+    content_encoding: &str,
+    body: Bytes,
+    settings: &Settings,
+) -> Result<Bytes, ApiError> {
+    let codings: Vec<String> = content_encoding
         .split(',')
         .map(|c| c.trim().to_ascii_lowercase())
         .filter(|c| !c.is_empty())

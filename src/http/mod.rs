@@ -2,7 +2,7 @@
 //! WebSocket upgrades to `ws`, answers the special endpoints, runs the transport steps
 //! of PROTOCOL.md §2.8, routes, and sends the result of `api::dispatch`.
 
-mod body;
+pub(crate) mod body;
 mod reply;
 pub mod router;
 

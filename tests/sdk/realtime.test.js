@@ -4,6 +4,9 @@
 const test = require("node:test");
 const assert = require("node:assert/strict");
 const { Kuzzle, WebSocket } = require("kuzzle-sdk");
+const fs = require("node:fs");
+const os = require("node:os");
+const path = require("node:path");
 const { startNode, sleep } = require("./node");
 
 /** Resolves with the next value pushed into the returned `push`. */
@@ -124,7 +127,9 @@ test("user notifications with users: 'all'", async () => {
 });
 
 test("after a node restart the SDK resubscribes to the same room and receives again", async () => {
-  const first = await startNode();
+  // A restart keeps the node's store, whose secret keys the room ids.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kuzzle-rt-sdk-restart-"));
+  const first = await startNode({}, dir);
   const port = first.port;
   const kuzzle = await client(port);
   let second;
@@ -134,7 +139,7 @@ test("after a node restart the SDK resubscribes to the same room and receives ag
 
     const reconnected = new Promise((resolve) => kuzzle.once("reconnected", resolve));
     assert.equal(await first.stop(), 0);
-    second = await startNode({ kuzzle_server__port: String(port) });
+    second = await startNode({ kuzzle_server__port: String(port) }, dir);
     await reconnected;
 
     // Resubscription happens right after "reconnected": wait until the room is back.
@@ -152,5 +157,6 @@ test("after a node restart the SDK resubscribes to the same room and receives ag
   } finally {
     kuzzle.disconnect();
     if (second) await second.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
