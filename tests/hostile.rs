@@ -288,7 +288,7 @@ async fn a_burst_of_logins_is_bounded_and_its_memory_returned() {
     assert_eq!(http_login(addr, "nobody", "x").await.0, 401);
     let before = rss_kib(child.id());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let attempts = cores * 17 + 60;
+    let attempts = cores * 17 + 200;
     let answers = futures_util::future::join_all(
         (0..attempts).map(|i| async move { http_login(addr, &format!("user{i}"), "x").await }),
     )

@@ -114,8 +114,18 @@ pub fn from_json(merged: Value) -> Result<Settings, ConfigError> {
     Ok(settings)
 }
 
+/// Deepest nesting of objects and arrays a kuzzlerc file may have. The JSON5 parser
+/// recurses once per level: a file of a few thousand `[` overflowed its stack (found by
+/// the `configuration` fuzz target).
+const MAX_NESTING: usize = 64;
+
 /// Parses one kuzzlerc text (JSON with comments) into a JSON tree.
 pub fn parse_kuzzlerc(text: &str) -> Result<Value, ConfigError> {
+    if nesting_depth(text) > MAX_NESTING {
+        return Err(ConfigError(format!(
+            "[CONFIG] Unable to read kuzzlerc configuration file: objects and arrays nested deeper than {MAX_NESTING} levels"
+        )));
+    }
     Config::builder()
         .add_source(File::from_str(text, FileFormat::Json5))
         .build()
@@ -125,6 +135,52 @@ pub fn parse_kuzzlerc(text: &str) -> Result<Value, ConfigError> {
                 "[CONFIG] Unable to read kuzzlerc configuration file: {e}"
             ))
         })
+}
+
+/// The deepest nesting of `{` and `[` in a JSON5 text, outside strings and comments.
+fn nesting_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' | '[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            '}' | ']' => depth = depth.saturating_sub(1),
+            '"' | '\'' => {
+                // A string: up to the same unescaped quote.
+                while let Some(s) = chars.next() {
+                    match s {
+                        '\\' => {
+                            chars.next();
+                        }
+                        _ if s == c => break,
+                        _ => {}
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'/') => {
+                for s in chars.by_ref() {
+                    if s == '\n' {
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut previous = ' ';
+                for s in chars.by_ref() {
+                    if previous == '*' && s == '/' {
+                        break;
+                    }
+                    previous = s;
+                }
+            }
+            _ => {}
+        }
+    }
+    deepest
 }
 
 fn read_file(path: &Path) -> Result<Option<String>, ConfigError> {

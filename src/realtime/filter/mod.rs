@@ -12,6 +12,30 @@ pub use normalize::{
 };
 pub use term::{Term, get_path, scalar_key};
 
+/// Deepest nesting of objects and arrays in a filter. Parsing, normalising and matching
+/// recurse along it, on worker threads with 2 MiB stacks; nesting any deeper only serves to
+/// exhaust them (found by the `realtime_filter` fuzz target).
+pub const MAX_DEPTH: usize = 32;
+
+/// The deepest nesting of objects and arrays in `value`, found without recursion.
+fn json_depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut pending = vec![(value, 1)];
+    while let Some((value, depth)) = pending.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Object(map) => Box::new(map.values()),
+            Value::Array(items) => Box::new(items.iter()),
+            _ => continue,
+        };
+        deepest = deepest.max(depth);
+        if deepest > MAX_DEPTH {
+            break;
+        }
+        pending.extend(children.map(|child| (child, depth + 1)));
+    }
+    deepest
+}
+
 /// A validated filter in normal form.
 #[derive(Debug, Clone)]
 pub struct Filter {
@@ -32,6 +56,11 @@ impl Filter {
         max_conditions: usize,
         max_minterms: usize,
     ) -> Result<Filter, String> {
+        if json_depth(filter) > MAX_DEPTH {
+            return Err(format!(
+                "Filter too complex: objects and arrays nested deeper than {MAX_DEPTH} levels"
+            ));
+        }
         let mut tree = parse::parse(filter).map_err(|e| e.message())?;
         let conditions = parse::count_conditions(&tree);
         if conditions > max_conditions {

@@ -434,6 +434,11 @@ fn canonical_flags(flags: &str) -> String {
 /// megabytes (a counted repetition of a Unicode class compiles to a large program).
 const REGEXP_SIZE_LIMIT: usize = 256 * 1024;
 
+/// Deepest nesting of groups and repetitions in a pattern. The regex compiler recurses
+/// along it; its default (250) let `a*****…` overflow a worker's 2 MiB stack, aborting the
+/// node (found by the `realtime_filter` fuzz target).
+const REGEXP_NEST_LIMIT: u32 = 32;
+
 /// Compiles a pattern with canonical flags (`i`, `m`, `s`).
 pub fn compile_regexp(pattern: &str, flags: &str) -> Result<Regex, String> {
     let full = if flags.is_empty() {
@@ -443,6 +448,7 @@ pub fn compile_regexp(pattern: &str, flags: &str) -> Result<Regex, String> {
     };
     RegexBuilder::new(&full)
         .size_limit(REGEXP_SIZE_LIMIT)
+        .nest_limit(REGEXP_NEST_LIMIT)
         .dfa_size_limit(REGEXP_SIZE_LIMIT)
         .build()
         .map_err(|e| {

@@ -589,3 +589,29 @@ fn equivalent_filters_share_a_room() {
     // Ids must not change between versions of a cluster: pin one.
     assert_eq!(id(json!({"equals": {"a": 1}})), PINNED_ROOM_ID);
 }
+
+/// Found by fuzzing: each once overflowed a worker's stack and aborted the whole node.
+#[test]
+fn deep_nesting_is_refused_not_crashed_on() {
+    let stacked = format!("a{}", "*".repeat(200));
+    let message = error(json!({"regexp": {"s": stacked}}));
+    assert!(
+        message.starts_with(&format!(
+            "\"regexp.s\": cannot parse regexp expression \"/{stacked}/\" ("
+        )),
+        "{message}"
+    );
+    let mut nested = json!({"equals": {"a": 1}});
+    for _ in 0..40 {
+        nested = json!({"not": nested});
+    }
+    assert_eq!(
+        error(nested),
+        "Filter too complex: objects and arrays nested deeper than 32 levels"
+    );
+    let mut fine = json!({"equals": {"a": 1}});
+    for _ in 0..10 {
+        fine = json!({"not": fine});
+    }
+    assert!(Filter::compile(&fine, 100).is_ok());
+}
