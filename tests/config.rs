@@ -327,13 +327,13 @@ fn deeply_nested_files_are_refused_not_crashed_on() {
     let deep = "[".repeat(10_000);
     assert_eq!(
         config::parse_kuzzlerc(&deep).unwrap_err().to_string(),
-        "[CONFIG] Unable to read kuzzlerc configuration file: objects and arrays nested deeper than 64 levels"
+        "[CONFIG] Unable to read kuzzlerc configuration file: objects and arrays nested deeper than 32 levels"
     );
     // Brackets inside strings and comments do not count.
     let text = format!(
         "// {deep}\n/* {deep} */\n{{\"plugins\": {{\"note\": \"{deep}\", \"nested\": {}1{}}}}}",
-        "[".repeat(40),
-        "]".repeat(40)
+        "[".repeat(20),
+        "]".repeat(20)
     );
     let tree = config::parse_kuzzlerc(&text).unwrap();
     assert_eq!(tree["plugins"]["note"].as_str().map(str::len), Some(10_000));

@@ -117,7 +117,7 @@ pub fn from_json(merged: Value) -> Result<Settings, ConfigError> {
 /// Deepest nesting of objects and arrays a kuzzlerc file may have. The JSON5 parser
 /// recurses once per level: a file of a few thousand `[` overflowed its stack (found by
 /// the `configuration` fuzz target).
-const MAX_NESTING: usize = 64;
+const MAX_NESTING: usize = 32;
 
 /// Parses one kuzzlerc text (JSON with comments) into a JSON tree.
 pub fn parse_kuzzlerc(text: &str) -> Result<Value, ConfigError> {
