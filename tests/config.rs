@@ -337,4 +337,9 @@ fn deeply_nested_files_are_refused_not_crashed_on() {
     );
     let tree = config::parse_kuzzlerc(&text).unwrap();
     assert_eq!(tree["plugins"]["note"].as_str().map(str::len), Some(10_000));
+    // A `//` comment ends at any JSON5 line terminator, a lone `\r` included.
+    let after_cr = format!("// note\r{deep}");
+    assert!(
+        config::parse_kuzzlerc(&after_cr).is_err_and(|e| e.to_string().contains("nested deeper"))
+    );
 }

@@ -161,8 +161,9 @@ fn nesting_depth(text: &str) -> usize {
                 }
             }
             '/' if chars.peek() == Some(&'/') => {
+                // JSON5 line terminators (a comment ending at a lone `\r` was missed once).
                 for s in chars.by_ref() {
-                    if s == '\n' {
+                    if matches!(s, '\n' | '\r' | '\u{2028}' | '\u{2029}') {
                         break;
                     }
                 }
