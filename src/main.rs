@@ -3,12 +3,6 @@ use std::process::ExitCode;
 
 use kuzzle_rt::config::{self, ConfigSources};
 
-/// mimalloc rather than glibc's allocator: after a burst of logins (19 MiB of argon2id
-/// working memory each), glibc kept ~370 MiB that it never gave back; mimalloc returns
-/// it (README, "Reliability").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const USAGE: &str = "usage: kuzzle-rt [--config FILE]
 
 Starts one kuzzle-rt node. Configuration comes from kuzzlerc files and kuzzle_*

@@ -272,10 +272,10 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// Each argon2id hash needs 19 MiB: 100 concurrent failing logins once took the node to
-/// 3.3 GB, kept for good. Now at most one hash per core runs, a bounded queue waits, the
-/// rest are refused at once, and the memory is given back.
+/// 3.3 GB, kept for good. Now at most one hash per core runs, in working memory each
+/// hashing thread reuses, a bounded queue waits, and the rest are refused at once.
 #[actix_rt::test]
-async fn a_burst_of_logins_is_bounded_and_its_memory_returned() {
+async fn a_burst_of_logins_is_bounded_in_time_and_memory() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, addr, _) = spawn_binary(
         dir.path(),

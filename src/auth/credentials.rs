@@ -3,15 +3,17 @@
 //! exist.
 //!
 //! Each hash needs argon2id's 19 MiB of working memory. They run on a fixed set of
-//! threads, one per core, fed by a bounded queue: at most that many hashes (and so that
-//! much memory) at once, whatever the number of concurrent logins; past the queue's bound
-//! a caller is told at once that the node is overloaded. Never on an actix worker.
+//! threads, one per core, each reusing its own working memory, fed by a bounded queue: at
+//! most that many hashes (and so that much memory) at once, whatever the number of
+//! concurrent logins; past the queue's bound a caller is told at once that the node is
+//! overloaded. Never on an actix worker.
 
+use std::cell::RefCell;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, LazyLock};
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
@@ -78,38 +80,85 @@ fn run_jobs(jobs: &Mutex<Receiver<Job>>) {
         // The lock is held only while waiting for the next job, not while running it.
         let next = jobs.lock().recv();
         match next {
-            Ok(job) => {
-                job();
-                release_freed_memory();
-            }
+            Ok(job) => job(),
             Err(_) => return,
         }
     }
 }
 
-/// Gives this thread's freed memory back to the system at once: a hash frees 19 MiB that
-/// mimalloc (the binary's allocator) would otherwise keep until the thread allocates
-/// again, and a hashing thread may sleep until the next login.
-fn release_freed_memory() {
-    // SAFETY: `mi_collect` takes no pointer and only releases memory mimalloc holds but
-    // no live allocation uses; it is sound from any thread at any time.
-    unsafe { libmimalloc_sys::mi_collect(true) }
+thread_local! {
+    /// This thread's argon2 working memory (19 MiB with the default parameters), kept and
+    /// reused by every hash it runs. Allocated per hash, it made glibc's allocator keep
+    /// hundreds of MiB after a burst of logins (its threshold for handing large blocks
+    /// back to the system grows with them); kept per hashing thread, the node holds at
+    /// most one per core, whatever the number of logins.
+    static WORKING_MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// argon2 of `password` and `salt` into `out`, in this thread's working memory.
+fn argon2_into(
+    argon2: &Argon2<'_>,
+    params: &Params,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> Result<(), argon2::Error> {
+    WORKING_MEMORY.with(|memory| {
+        let mut memory = memory.borrow_mut();
+        let blocks = params.block_count();
+        if memory.len() != blocks {
+            *memory = vec![Block::default(); blocks];
+        }
+        argon2.hash_password_into_with_memory(password, salt, out, memory.as_mut_slice())
+    })
 }
 
 fn hash_now(password: &str) -> Result<String, String> {
     let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(|e| e.to_string())?;
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+    let params = Params::default();
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let mut salt_buffer = [0u8; 64];
+    let salt_bytes = salt
+        .as_salt()
+        .decode_b64(&mut salt_buffer)
+        .map_err(|e| e.to_string())?;
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    argon2_into(&argon2, &params, password.as_bytes(), salt_bytes, &mut out)
+        .map_err(|e| e.to_string())?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(|e| e.to_string())?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(|e| e.to_string())?),
+    };
+    Ok(phc.to_string())
 }
 
 fn verify_now(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
-    })
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params), Some(salt), Some(expected)) = (
+        Algorithm::try_from(parsed.algorithm),
+        Params::try_from(&parsed),
+        parsed.salt,
+        parsed.hash,
+    ) else {
+        return false;
+    };
+    let Ok(version) = parsed.version.map_or(Ok(Version::V0x13), Version::try_from) else {
+        return false;
+    };
+    let mut salt_buffer = [0u8; 64];
+    let Ok(salt_bytes) = salt.decode_b64(&mut salt_buffer) else {
+        return false;
+    };
+    let argon2 = Argon2::new(algorithm, version, params.clone());
+    let mut out = vec![0u8; expected.len()];
+    argon2_into(&argon2, &params, password.as_bytes(), salt_bytes, &mut out).is_ok()
+        // `Output`'s equality is constant-time.
+        && Output::new(&out).is_ok_and(|computed| computed == expected)
 }
 
 /// What a password operation can end with besides its answer.
@@ -169,6 +218,31 @@ mod tests {
         assert_eq!(
             verify("s3cret".into(), Some("not a hash".into())).await,
             Ok(false)
+        );
+    }
+
+    /// Hashes stored before the reusable working memory (made by argon2's own
+    /// `PasswordHasher`) still verify, and new ones verify with argon2's own verifier.
+    #[test]
+    fn hashes_are_standard_phc_strings() {
+        use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+        let salt = SaltString::encode_b64(b"sixteen byte salt").unwrap();
+        let theirs = Argon2::default()
+            .hash_password(b"s3cret", &salt)
+            .unwrap()
+            .to_string();
+        assert!(verify_now("s3cret", &theirs));
+        assert!(!verify_now("other", &theirs));
+        let ours = hash_now("s3cret").unwrap();
+        assert!(
+            ours.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{ours}"
+        );
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(
+            Argon2::default()
+                .verify_password(b"s3cret", &parsed)
+                .is_ok()
         );
     }
 
