@@ -64,6 +64,18 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// An envelope that carries `error` and no request.
+fn error_envelope(node: &Node, reply: &Reply, error: ApiError) -> HttpResponse {
+    let response = Response::empty(
+        &node.id,
+        reply.request_id.clone(),
+        error.status(),
+        Value::Null,
+        Some(error),
+    );
+    reply.envelope(&response)
+}
+
 /// The response, with the connection closed after it.
 fn closing(mut response: HttpResponse) -> HttpResponse {
     response
@@ -142,14 +154,7 @@ async fn serve(
     // would never end.
     if !ws::is_upgrade(req) && Verb::parse(req.method().as_str()).is_none() {
         let error = ApiError::new(errors::HTTP_UNSUPPORTED_VERB, [req.method().as_str()]);
-        let response = Response::empty(
-            &node.id,
-            reply.request_id.clone(),
-            error.status(),
-            Value::Null,
-            Some(error),
-        );
-        return closing(reply.envelope(&response));
+        return closing(error_envelope(node, reply, error));
     }
     let body_timeout = Duration::from_millis(settings.server.protocols.http.body_timeout);
     let body = async {
@@ -181,16 +186,7 @@ async fn serve(
 
     let request = match build_request(req, reply, body) {
         Ok(request) => request,
-        Err(error) => {
-            let response = Response::empty(
-                &node.id,
-                reply.request_id.clone(),
-                error.status(),
-                Value::Null,
-                Some(error),
-            );
-            return reply.envelope(&response);
-        }
+        Err(error) => return error_envelope(node, reply, error),
     };
     let caller = Caller::new(
         Protocol::Http,
