@@ -377,6 +377,15 @@ async fn a_username_waits_after_repeated_failures() {
     assert_eq!(res["status"], 429, "over WebSocket too: {res}");
 }
 
+/// Sends `request` and returns its answer, which must come within `bound`.
+async fn answer_within(ws: &mut Ws, request: Value, bound: Duration) -> Value {
+    ws.send_json(&request).await;
+    let Ok(Some(Frame::Text(text))) = ws.next_frame_within(bound).await else {
+        panic!("{request} not answered within {bound:?}");
+    };
+    serde_json::from_str(&text).unwrap()
+}
+
 /// A frozen Redis (SIGSTOP) once held every request that needed it for 25-30 s, with
 /// nothing logged and healthCheck green. Now each store call gives up after
 /// `services.storage.commandTimeout`, and what needs no store is served as usual.
@@ -406,12 +415,12 @@ async fn a_frozen_redis_fails_requests_fast_and_others_are_served() {
     let bound = Duration::from_secs(10);
     let mut ws = Ws::connect(node.addr).await;
     // A token cannot be checked: step 9's documented error (PROTOCOL.md §5.4, row 4).
-    ws.send_json(&json!({"controller":"auth","action":"getCurrentUser","jwt":jwt}))
-        .await;
-    let Ok(Some(Frame::Text(text))) = ws.next_frame_within(bound).await else {
-        panic!("no answer within {bound:?}");
-    };
-    let res: Value = serde_json::from_str(&text).unwrap();
+    let res = answer_within(
+        &mut ws,
+        json!({"controller":"auth","action":"getCurrentUser","jwt":jwt}),
+        bound,
+    )
+    .await;
     assert_eq!(res["status"], 500, "{res}");
     assert_eq!(res["error"]["id"], "security.token.verification_error");
     assert_eq!(
@@ -419,34 +428,20 @@ async fn a_frozen_redis_fails_requests_fast_and_others_are_served() {
         "Error verifying token: store unavailable: no answer within 300 ms"
     );
     // A login cannot read the credentials: 503.
-    ws.send_json(
-        &json!({"controller":"auth","action":"login","strategy":"local",
-        "body":{"username":"root","password":"toor"}}),
-    )
-    .await;
-    let Ok(Some(Frame::Text(text))) = ws.next_frame_within(bound).await else {
-        panic!("no login answer within {bound:?}");
-    };
-    let res: Value = serde_json::from_str(&text).unwrap();
+    let login = json!({"controller":"auth","action":"login","strategy":"local",
+        "body":{"username":"root","password":"toor"}});
+    let res = answer_within(&mut ws, login, bound).await;
     assert_eq!(res["status"], 503, "{res}");
     assert_eq!(res["error"]["id"], "services.cache.not_connected");
 
-    ws.send_json(&json!({"controller":"server","action":"healthCheck"}))
-        .await;
-    let Ok(Some(Frame::Text(text))) = ws.next_frame_within(bound).await else {
-        panic!("no healthCheck answer within {bound:?}");
-    };
-    let res: Value = serde_json::from_str(&text).unwrap();
+    let health = json!({"controller":"server","action":"healthCheck"});
+    let res = answer_within(&mut ws, health, bound).await;
     assert_eq!(res["result"]["status"], "red", "{res}");
 
     // Anonymous requests need no store: served from the last known rights.
     for _ in 0..5 {
-        ws.send_json(&json!({"controller":"server","action":"now"}))
-            .await;
-        let Ok(Some(Frame::Text(text))) = ws.next_frame_within(bound).await else {
-            panic!("server:now not answered within {bound:?}");
-        };
-        let res: Value = serde_json::from_str(&text).unwrap();
+        let now = json!({"controller":"server","action":"now"});
+        let res = answer_within(&mut ws, now, bound).await;
         assert_eq!(res["status"], 200, "{res}");
     }
 
