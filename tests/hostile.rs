@@ -398,18 +398,7 @@ async fn a_frozen_redis_fails_requests_fast_and_others_are_served() {
     })
     .await;
     // An administrator without `reset`: anonymous keeps its rights (healthCheck, now).
-    let mut admin = Ws::connect(node.addr).await;
-    let res = admin
-        .request(
-            json!({"controller":"security","action":"createFirstAdmin","_id":"root",
-            "body":{"credentials":{"local":{"username":"root","password":"toor"}}}}),
-        )
-        .await;
-    assert_eq!(res["status"], 200, "{res}");
-    let res = admin
-        .request(json!({"controller":"auth","action":"login","strategy":"local","body":{"username":"root","password":"toor"}}))
-        .await;
-    let jwt = res["result"]["jwt"].as_str().unwrap().to_owned();
+    let (mut admin, jwt) = admin_session_with(&node, false).await;
     redis.signal("STOP");
     // Far below the 25 s it took; far above the 300 ms timeout, for a busy machine.
     let bound = Duration::from_secs(10);

@@ -182,10 +182,15 @@ pub async fn assert_serving(addr: SocketAddr) {
 /// A node with an administrator `root`/`toor` (standard rights installed); returns the
 /// admin's socket and token.
 pub async fn admin_session(node: &TestNode) -> (Ws, String) {
+    admin_session_with(node, true).await
+}
+
+/// Like `admin_session`; without `reset`, anonymous keeps every right.
+pub async fn admin_session_with(node: &TestNode, reset: bool) -> (Ws, String) {
     let mut ws = Ws::connect(node.addr).await;
     let res = ws
         .request(
-            json!({"controller":"security","action":"createFirstAdmin","_id":"root","reset":true,
+            json!({"controller":"security","action":"createFirstAdmin","_id":"root","reset":reset,
             "body":{"credentials":{"local":{"username":"root","password":"toor"}}}}),
         )
         .await;
