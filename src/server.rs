@@ -107,31 +107,55 @@ impl RunningNode {
 
 /// Starts a node and serves until SIGTERM or SIGINT, then drains. A second signal exits at once.
 pub async fn run(settings: Settings) -> io::Result<()> {
+    // The handlers are installed before the node announces its address: a signal sent by whoever
+    // waited for that line must find them (the default action would kill the process).
+    let mut signals = Signals::install()?;
     let running = start(settings).await?;
-    wait_for_signal().await?;
-    actix_rt::spawn(async {
-        if wait_for_signal().await.is_ok() {
-            log::warn!("second signal: exiting now");
-            std::process::exit(1);
-        }
+    signals.next().await;
+    actix_rt::spawn(async move {
+        signals.next().await;
+        log::warn!("second signal: exiting now");
+        std::process::exit(1);
     });
     running.drain().await;
     Ok(())
 }
 
+/// SIGTERM and SIGINT, listened to from the moment `install` returns.
 #[cfg(unix)]
-async fn wait_for_signal() -> io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn install() -> io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
-    Ok(())
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {},
+            _ = self.int.recv() => {},
+        }
+    }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() -> io::Result<()> {
-    tokio::signal::ctrl_c().await
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn install() -> io::Result<Self> {
+        Ok(Self)
+    }
+
+    async fn next(&mut self) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
