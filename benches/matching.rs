@@ -57,12 +57,14 @@ fn measure(kind: &Kind, rooms: usize) -> (Duration, usize) {
             outbox: Outbox::new(),
             protocol: Protocol::Websocket,
         };
-        let filter = Filter::compile(&(kind.filter)(i), 100).expect("valid filter");
+        let body = (kind.filter)(i);
+        let filter = Filter::compile(&body, 100).expect("valid filter");
         let room_id = Arc::from(hub.room_id(&filter, "idx", "col"));
         let target = RoomTarget {
             index: "idx",
             collection: "col",
             filter,
+            body: Arc::new(body),
             room_id,
         };
         hub.subscribe(&member, target, Scope::All, Users::None, None)

@@ -2,6 +2,7 @@
 
 pub mod api; // dispatch: the processing order, controllers, the action table
 pub mod auth; // tokens
+pub mod cluster; // nodes sharing one Redis: membership, cross-node notifications, counts
 pub mod config; // kuzzlerc files + kuzzle_* environment → validated Settings
 #[doc(hidden)]
 pub mod fuzzing; // entry points of the fuzz targets, replayed by tests/fuzz_corpora.rs

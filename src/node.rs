@@ -11,8 +11,10 @@ use actix::{Actor, Addr};
 
 use crate::api::identity::RateCounter;
 use crate::api::limiter::RequestLimiter;
+use crate::auth::messages::Revoke;
 use crate::auth::registry::SessionRegistry;
 use crate::auth::throttle::LoginThrottle;
+use crate::cluster::{self, Cluster};
 use crate::config::Settings;
 use crate::realtime::{Hub, HubLimits};
 use crate::security::cache::SecurityCache;
@@ -27,6 +29,8 @@ pub struct Node {
     pub origins: OriginPolicy,
     pub connections: ConnectionRegistry,
     pub hub: Arc<Hub>,
+    /// Membership, cross-node notifications, cluster-wide counts (one node without Redis).
+    pub cluster: Arc<Cluster>,
     /// Links tokens to WebSocket connections (TokenExpired).
     pub sessions: Addr<SessionRegistry>,
     pub store: Store,
@@ -42,7 +46,12 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(settings: Settings, store: Store, secret: String) -> Arc<Node> {
+    pub fn new(
+        settings: Settings,
+        store: Store,
+        secret: String,
+        joining: cluster::Joining,
+    ) -> Arc<Node> {
         let limits = &settings.limits;
         let limiter = RequestLimiter::new(
             limits.concurrent_requests as usize,
@@ -53,16 +62,18 @@ impl Node {
             &settings.http.access_control_allow_origin,
             settings.http.access_control_allow_origin_use_regexp,
         );
-        let id: Arc<str> = Arc::from(crate::names::random_name("knode"));
+        let id: Arc<str> = Arc::from(joining.node_id());
         let hub_limits = HubLimits {
             rooms: settings.limits.subscription_rooms,
             subscriptions_per_connection: settings.limits.subscriptions_per_connection,
         };
         let hub = Arc::new(Hub::new(id.clone(), hub_limits, room_key(&secret)));
-        let sessions = SessionRegistry::new(id.clone(), hub.clone()).start();
+        let cluster = Cluster::new(joining, hub.clone(), &settings);
+        let sessions = SessionRegistry::new(id.clone(), cluster.clone()).start();
         Arc::new(Node {
             id,
             hub,
+            cluster,
             sessions,
             store,
             secret,
@@ -85,6 +96,13 @@ impl Node {
 
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
+    }
+
+    /// Tokens were revoked here: every connection linked to one of them, on this node
+    /// and on the others, gets `TokenExpired` and loses its subscriptions.
+    pub fn revoke(&self, tokens: Vec<String>) {
+        self.cluster.revoke(&tokens);
+        self.sessions.do_send(Revoke { tokens });
     }
 }
 

@@ -32,7 +32,10 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
     for warning in &ready.warnings {
         log::warn!("{warning}");
     }
-    let node = Node::new(settings, store, ready.secret);
+    let joining = crate::cluster::connect(&settings)
+        .await
+        .map_err(|e| io::Error::other(format!("[CLUSTER] {e}")))?;
+    let node = Node::new(settings, store, ready.secret, joining);
     node.security
         .current(&node.store)
         .await
@@ -56,6 +59,10 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
     let server = server.run();
     let handle = server.handle();
     actix_rt::spawn(server);
+    node.cluster
+        .start(addr, node.sessions.clone(), &node.secret)
+        .await
+        .map_err(|e| io::Error::other(format!("[CLUSTER] {e}")))?;
     let ws = &s.protocols.websocket;
     log::info!(
         "node {} listening on {addr} (websocket: {}, http: {}, storage: {}, maxRequestSize: {} bytes, heartbeat: {} ms, idleTimeout: {} ms, rateLimit: {}/s)",
@@ -95,6 +102,7 @@ impl RunningNode {
         while !node.connections.is_empty() && Instant::now() < flush_deadline {
             actix_rt::time::sleep(Duration::from_millis(10)).await;
         }
+        node.cluster.leave().await;
         self.handle.stop(true).await;
         log::info!("node {} stopped", node.id);
     }

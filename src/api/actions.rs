@@ -7,7 +7,7 @@
 use futures_util::future::LocalBoxFuture;
 
 use super::{ActionResult, Call};
-use crate::api::{auth, realtime, security, server};
+use crate::api::{auth, cluster, realtime, security, server};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Verb {
@@ -54,19 +54,6 @@ pub struct Action {
 }
 
 use Verb::*;
-
-const fn todo(
-    controller: &'static str,
-    name: &'static str,
-    routes: &'static [(Verb, &'static str)],
-) -> Action {
-    Action {
-        controller,
-        name,
-        routes,
-        handler: None,
-    }
-}
 
 const fn action(
     controller: &'static str,
@@ -304,7 +291,9 @@ pub static ACTIONS: &[Action] = &[
     action("server", "publicApi", &[(Get, "/_publicApi")], |c| {
         Box::pin(server::public_api(c))
     }),
-    todo("cluster", "status", &[(Get, "/cluster/_status")]),
+    action("cluster", "status", &[(Get, "/cluster/_status")], |c| {
+        Box::pin(cluster::status(c))
+    }),
 ];
 
 /// The implemented actions, in table order.

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::identity::{ANONYMOUS, algorithm, store_read_error, store_write_error, verify_token};
 use super::{ActionResult, Call, Reply};
-use crate::auth::messages::{Move, Revoke, Unlink};
+use crate::auth::messages::{Move, Unlink};
 use crate::auth::{cookie, credentials, token};
 use crate::config::timespan::{Lifetime, parse_lifetime};
 use crate::protocol::errors::{self, ApiError};
@@ -196,7 +196,7 @@ pub async fn logout(call: &Call<'_>) -> ActionResult {
     for token in &tokens {
         store.delete_token(token).await.map_err(store_write_error)?;
     }
-    call.node.sessions.do_send(Revoke { tokens });
+    call.node.revoke(tokens);
     let acknowledged = json!({"acknowledged": true});
     Ok(if cookie_mode {
         Reply::JsonWithCookie(acknowledged, cookie::clear())
@@ -567,7 +567,7 @@ pub(super) async fn change_credentials(
         for token in &revoked {
             store.delete_token(token).await.map_err(store_write_error)?;
         }
-        call.node.sessions.do_send(Revoke { tokens: revoked });
+        call.node.revoke(revoked);
     }
     Ok(Reply::Json(
         json!({"username": final_username, "kuid": kuid}),

@@ -3,6 +3,7 @@
 
 pub mod actions;
 mod auth;
+mod cluster;
 pub mod identity;
 pub mod limiter;
 mod openapi;
@@ -189,6 +190,9 @@ pub async fn dispatch(node: &Arc<Node>, caller: &Caller, request: Request) -> Op
 fn admit(node: &Node, caller: &Caller, request: &Request) -> Result<(), ApiError> {
     if node.is_draining() {
         return Err(ApiError::plain(errors::SHUTTING_DOWN));
+    }
+    if !node.cluster.has_enough_nodes() {
+        return Err(ApiError::plain(errors::NOT_ENOUGH_NODES));
     }
     if request.controller.is_empty() {
         return Err(ApiError::missing_argument("controller"));

@@ -9,7 +9,10 @@ use super::{ActionResult, Call, Reply};
 use crate::protocol::errors::{self, ApiError};
 use crate::protocol::{Request, now_ms};
 use crate::realtime::filter::Filter;
-use crate::realtime::hub::{Member, RoomTarget, Scope, SubscribeError, Users, channel_name};
+use crate::cluster::ChannelHold;
+use crate::realtime::hub::{
+    Member, RoomTarget, Scope, SubscribeError, Subscription, Users, channel_name,
+};
 use crate::realtime::notify::Published;
 
 /// `index` or `collection`: a non-empty string without `/` (CN-18).
@@ -107,11 +110,35 @@ pub async fn subscribe(call: &Call<'_>) -> ActionResult {
         index,
         collection,
         filter,
+        body: Arc::new(body.clone()),
         room_id,
     };
-    hub.subscribe(&member, target, scope, users, request.volatile.clone())
-        .map(|s| subscription_result(&s.room_id, &s.channel))
-        .map_err(|e| subscribe_error(call, e, None))
+    let hold = call.node.cluster.hold_channel(index, collection).await;
+    let subscription = hub
+        .subscribe(&member, target, scope, users, request.volatile.clone())
+        .map_err(|e| subscribe_error(call, e, None))?;
+    settle(call, subscription, hold).await
+}
+
+/// After the hub took a subscription: the channel hold is kept when a room was created,
+/// and the newcomer is counted and announced cluster-wide before the answer.
+async fn settle(call: &Call<'_>, subscription: Subscription, hold: ChannelHold) -> ActionResult {
+    let created = subscription
+        .presence
+        .as_ref()
+        .is_some_and(|p| p.room_created);
+    if created {
+        hold.keep();
+    } else {
+        drop(hold);
+    }
+    if let Some(presence) = subscription.presence {
+        call.node.cluster.entered(presence).await;
+    }
+    Ok(subscription_result(
+        &subscription.room_id,
+        &subscription.channel,
+    ))
 }
 
 fn subscribe_error(call: &Call<'_>, error: SubscribeError, room_id: Option<&str>) -> ApiError {
@@ -141,9 +168,20 @@ pub async fn join(call: &Call<'_>) -> ActionResult {
     let request = call.request;
     let room_id = room_id_arg(request)?;
     let hub = &call.node.hub;
-    let (index, collection) = hub
-        .room_target(room_id)
-        .ok_or_else(|| ApiError::new(errors::ROOM_NOT_FOUND, [room_id]))?;
+    let not_found = || ApiError::new(errors::ROOM_NOT_FOUND, [room_id]);
+    // A room of this node, or else one that only other nodes have.
+    let (index, collection, remote_body) = match hub.room_target(room_id) {
+        Some((index, collection)) => (index, collection, None),
+        None => {
+            let (index, collection, body) = call
+                .node
+                .cluster
+                .remote_room(room_id)
+                .await
+                .ok_or_else(not_found)?;
+            (index, collection, Some(body))
+        }
+    };
     if !call.may("realtime", "subscribe", &index, &collection) {
         return Err(rights_error(call.identity, "realtime", "join"));
     }
@@ -155,48 +193,80 @@ pub async fn join(call: &Call<'_>) -> ActionResult {
             &channel_name(room_id, scope, users),
         ));
     };
-    hub.join(&member, room_id, scope, users, request.volatile.clone())
-        .map(|s| subscription_result(&s.room_id, &s.channel))
-        .map_err(|e| subscribe_error(call, e, Some(room_id)))
+    let hold = call.node.cluster.hold_channel(&index, &collection).await;
+    let volatile = request.volatile.clone();
+    let joined = match remote_body {
+        // The room exists here (or appeared meanwhile): join it.
+        _ if hub.room_target(room_id).is_some() => {
+            hub.join(&member, room_id, scope, users, volatile)
+        }
+        Some(body) => {
+            // The filter was stored by the node that created the room, under the same limits.
+            let limits = &call.node.settings.limits;
+            let filter = Filter::compile_with(
+                &body,
+                limits.subscription_conditions_count as usize,
+                limits.subscription_minterms as usize,
+            )
+            .map_err(|_| not_found())?;
+            if hub.is_full_for(room_id) {
+                return Err(ApiError::plain(errors::TOO_MANY_ROOMS));
+            }
+            let target = RoomTarget {
+                index: &index,
+                collection: &collection,
+                filter,
+                body: Arc::new(body),
+                room_id: Arc::from(room_id),
+            };
+            hub.subscribe_as(&member, target, scope, users, volatile, "join")
+        }
+        None => hub.join(&member, room_id, scope, users, volatile),
+    }
+    .map_err(|e| subscribe_error(call, e, Some(room_id)))?;
+    settle(call, joined, hold).await
 }
 
 pub async fn unsubscribe(call: &Call<'_>) -> ActionResult {
     let room_id = room_id_arg(call.request)?;
-    if !call
+    let Some(left) = call
         .node
         .hub
         .unsubscribe(&call.caller.connection_id, room_id)
-    {
+    else {
         return Err(ApiError::new(
             errors::NOT_SUBSCRIBED,
             [&*call.caller.connection_id, room_id],
         ));
-    }
+    };
+    call.node.cluster.left(left);
     Ok(Reply::Json(json!({"roomId": room_id})))
 }
 
 pub async fn count(call: &Call<'_>) -> ActionResult {
     let room_id = room_id_arg(call.request)?;
-    Ok(Reply::Json(json!({"count": call.node.hub.count(room_id)})))
+    Ok(Reply::Json(
+        json!({"count": call.node.cluster.count(room_id).await}),
+    ))
 }
 
 /// `{index: {collection: {roomId: count}}}`, limited to the collections where the caller
 /// may `realtime:subscribe`.
 pub async fn list(call: &Call<'_>) -> ActionResult {
     let mut out = Map::new();
-    for room in call.node.hub.list() {
-        if !call.may("realtime", "subscribe", &room.index, &room.collection) {
+    for (index, collection, room_id, count) in call.node.cluster.list().await {
+        if !call.may("realtime", "subscribe", &index, &collection) {
             continue;
         }
         let collections = out
-            .entry(room.index)
+            .entry(index)
             .or_insert_with(|| Value::Object(Map::new()));
         if let Value::Object(collections) = collections {
             let rooms = collections
-                .entry(room.collection)
+                .entry(collection)
                 .or_insert_with(|| Value::Object(Map::new()));
             if let Value::Object(rooms) = rooms {
-                rooms.insert(room.room_id.to_string(), room.count.into());
+                rooms.insert(room_id, count.into());
             }
         }
     }
@@ -217,7 +287,7 @@ pub async fn publish(call: &Call<'_>) -> ActionResult {
             json!({"author": "-1", "createdAt": now_ms()}),
         );
     }
-    call.node.hub.publish(&Published {
+    call.node.cluster.publish(&Published {
         node: &call.node.id,
         index,
         collection,

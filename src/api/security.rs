@@ -5,7 +5,6 @@ use serde_json::{Map, Value, json};
 use super::identity::{store_read_error, store_write_error};
 use super::{ActionResult, Call, Reply};
 use crate::auth::credentials;
-use crate::auth::messages::Revoke;
 use crate::protocol::errors::{self, ApiError, ErrorDef};
 use crate::protocol::now_ms;
 use crate::realtime::filter::{Filter, get_path, scalar_key};
@@ -437,7 +436,7 @@ pub async fn delete_user(call: &Call<'_>) -> ActionResult {
     for token in &tokens {
         store.delete_token(token).await.map_err(store_write_error)?;
     }
-    call.node.sessions.do_send(Revoke { tokens });
+    call.node.revoke(tokens);
     store
         .delete(Kind::User, &kuid)
         .await

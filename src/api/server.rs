@@ -143,6 +143,7 @@ pub async fn metrics(call: &Call<'_>) -> ActionResult {
         "api": {"concurrentRequests": node.limiter.running(), "pendingRequests": node.limiter.pending()},
         "network": {"connections": connections},
         "realtime": {"rooms": rooms, "subscriptions": subscriptions},
+        "cluster": node.cluster.metrics(),
     })))
 }
 

@@ -11,7 +11,7 @@ use actix::{Actor, AsyncContext, Context, Handler, MessageResult, SpawnHandle};
 
 use super::messages::{Count, Link, Move, Revoke, Unlink};
 use crate::protocol::now_ms;
-use crate::realtime::Hub;
+use crate::cluster::Cluster;
 use crate::realtime::notify::token_expired;
 use crate::ws::outbox::Outbox;
 use crate::ws::writer::Outgoing;
@@ -23,7 +23,7 @@ struct Linked {
 
 pub struct SessionRegistry {
     node_id: Arc<str>,
-    hub: Arc<Hub>,
+    cluster: Arc<Cluster>,
     tokens: HashMap<String, Linked>,
     by_connection: HashMap<Arc<str>, String>,
     /// (expiry, token) of every linked token that expires, earliest first.
@@ -32,10 +32,10 @@ pub struct SessionRegistry {
 }
 
 impl SessionRegistry {
-    pub fn new(node_id: Arc<str>, hub: Arc<Hub>) -> Self {
+    pub fn new(node_id: Arc<str>, cluster: Arc<Cluster>) -> Self {
         SessionRegistry {
             node_id,
-            hub,
+            cluster,
             tokens: HashMap::new(),
             by_connection: HashMap::new(),
             expiries: BTreeSet::new(),
@@ -73,7 +73,7 @@ impl SessionRegistry {
         for (connection_id, outbox) in linked.connections {
             self.by_connection.remove(&connection_id);
             outbox.push(message.clone());
-            self.hub.remove_connection(&connection_id, true);
+            self.cluster.remove_connection(&connection_id, true);
         }
     }
 

@@ -115,6 +115,8 @@ struct Channel {
 struct Room {
     index: String,
     collection: String,
+    /// The filter as subscribed, for the cluster (another node joining this room compiles it).
+    body: Arc<Value>,
     channels: HashMap<String, Channel>,
     /// Distinct connections in the room, with how many of its channels each joined.
     members: HashMap<Arc<str>, usize>,
@@ -414,6 +416,30 @@ struct ConnectionSubscriptions {
 /// One `Outgoing` per channel, shared by its subscribers (and so deflated once).
 type Deliveries = Vec<(Outbox, Outgoing)>;
 
+/// Someone entered or left a room. The hub announces nothing by itself: whoever changed
+/// the room hands this to `Hub::announce` with the room's count, cluster-wide when there
+/// is a cluster, so that user notifications carry the right `count` (PROTOCOL.md §7.5).
+#[derive(Debug, Clone)]
+pub struct Presence {
+    pub room_id: Arc<str>,
+    pub index: String,
+    pub collection: String,
+    /// The one who entered or left; never told of itself.
+    pub connection_id: Arc<str>,
+    pub entered: bool,
+    /// `subscribe`, `join` or `unsubscribe`.
+    pub action: &'static str,
+    pub volatile: Option<Value>,
+    pub protocol: Protocol,
+    pub timestamp: u64,
+    /// False when nobody is to be told (a node shutting down).
+    pub notify: bool,
+    /// This entry created the room on this node.
+    pub room_created: bool,
+    /// This departure removed the room from this node.
+    pub room_removed: bool,
+}
+
 fn deliver(deliveries: Deliveries) {
     for (outbox, message) in deliveries {
         outbox.push(message);
@@ -454,6 +480,8 @@ pub struct RoomTarget<'a> {
     pub index: &'a str,
     pub collection: &'a str,
     pub filter: Filter,
+    /// The filter as the client wrote it.
+    pub body: Arc<Value>,
     /// From `Hub::room_id`.
     pub room_id: Arc<str>,
 }
@@ -461,6 +489,17 @@ pub struct RoomTarget<'a> {
 pub struct Subscription {
     pub room_id: Arc<str>,
     pub channel: String,
+    /// Set when the connection is new in the room; to be announced.
+    pub presence: Option<Presence>,
+}
+
+/// A room as the cluster stores it.
+pub struct RoomSnapshot {
+    pub index: String,
+    pub collection: String,
+    pub body: Arc<Value>,
+    /// Connections in the room on this node.
+    pub count: usize,
 }
 
 /// A room as `realtime:list` shows it.
@@ -504,15 +543,31 @@ impl Hub {
         users: Users,
         volatile: Option<Value>,
     ) -> Result<Subscription, SubscribeError> {
+        self.subscribe_as(member, target, scope, users, volatile, "subscribe")
+    }
+
+    /// `subscribe`, with the action user notifications name (`join` of a room that only
+    /// other nodes of the cluster had).
+    pub fn subscribe_as(
+        &self,
+        member: &Member,
+        target: RoomTarget<'_>,
+        scope: Scope,
+        users: Users,
+        volatile: Option<Value>,
+        action: &'static str,
+    ) -> Result<Subscription, SubscribeError> {
         let RoomTarget {
             index,
             collection,
             filter,
+            body,
             room_id,
         } = target;
         let mut state = self.state.lock();
         self.check_connection_limit(&state, member, &room_id, scope, users)?;
-        if !state.rooms.contains_key(&room_id) {
+        let room_created = !state.rooms.contains_key(&room_id);
+        if room_created {
             if self.limits.rooms > 0 && state.rooms.len() as u64 >= self.limits.rooms {
                 return Err(SubscribeError::TooManyRooms);
             }
@@ -525,25 +580,30 @@ impl Hub {
             let room = Room {
                 index: index.to_owned(),
                 collection: collection.to_owned(),
+                body,
                 channels: HashMap::new(),
                 members: HashMap::new(),
                 placements,
             };
             state.rooms.insert(room_id.clone(), room);
         }
-        let deliveries = self.enter(
+        let presence = Self::enter(
             &mut state,
             member,
             &room_id,
             scope,
             users,
             volatile,
-            "subscribe",
-        );
+            action,
+        )
+        .map(|p| Presence { room_created, ..p });
         drop(state);
         let channel = channel_name(&room_id, scope, users);
-        deliver(deliveries);
-        Ok(Subscription { room_id, channel })
+        Ok(Subscription {
+            room_id,
+            channel,
+            presence,
+        })
     }
 
     /// Like `subscribe`, into an existing room.
@@ -561,11 +621,14 @@ impl Hub {
         };
         let room_id = room_id.clone();
         self.check_connection_limit(&state, member, &room_id, scope, users)?;
-        let deliveries = self.enter(&mut state, member, &room_id, scope, users, volatile, "join");
+        let presence = Self::enter(&mut state, member, &room_id, scope, users, volatile, "join");
         drop(state);
         let channel = channel_name(&room_id, scope, users);
-        deliver(deliveries);
-        Ok(Subscription { room_id, channel })
+        Ok(Subscription {
+            room_id,
+            channel,
+            presence,
+        })
     }
 
     /// A new (room, channel) pair past `subscriptionsPerConnection` is refused; one the
@@ -606,21 +669,32 @@ impl Hub {
             .map(|r| (r.index.clone(), r.collection.clone()))
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The room, for the cluster: None once it is gone from this node.
+    pub fn room_snapshot(&self, room_id: &str) -> Option<RoomSnapshot> {
+        self.state.lock().rooms.get(room_id).map(|r| RoomSnapshot {
+            index: r.index.clone(),
+            collection: r.collection.clone(),
+            body: r.body.clone(),
+            count: r.members.len(),
+        })
+    }
+
+    /// Every room id on this node.
+    pub fn room_ids(&self) -> Vec<Arc<str>> {
+        self.state.lock().rooms.keys().cloned().collect()
+    }
+
     fn enter(
-        &self,
         state: &mut State,
         member: &Member,
         room_id: &Arc<str>,
         scope: Scope,
         users: Users,
         volatile: Option<Value>,
-        action: &str,
-    ) -> Deliveries {
+        action: &'static str,
+    ) -> Option<Presence> {
         let channel = channel_name(room_id, scope, users);
-        let Some(room) = state.rooms.get_mut(room_id) else {
-            return Vec::new();
-        };
+        let room = state.rooms.get_mut(room_id)?;
         let entry = room
             .channels
             .entry(channel.clone())
@@ -630,7 +704,7 @@ impl Hub {
                 subscribers: HashMap::new(),
             });
         if entry.subscribers.contains_key(&member.connection_id) {
-            return Vec::new();
+            return None;
         }
         entry.subscribers.insert(
             member.connection_id.clone(),
@@ -653,73 +727,94 @@ impl Hub {
         held.rooms.entry(room_id.clone()).or_default().push(channel);
         held.channels += 1;
         if !is_new_member {
-            return Vec::new();
+            return None;
         }
-        let Some(room) = state.rooms.get(room_id) else {
-            return Vec::new();
-        };
-        let event = UserEvent {
-            node: &self.node_id,
+        let room = state.rooms.get(room_id)?;
+        Some(Presence {
+            room_id: room_id.clone(),
+            index: room.index.clone(),
+            collection: room.collection.clone(),
+            connection_id: member.connection_id.clone(),
             entered: true,
             action,
-            count: room.members.len(),
-            timestamp: now_ms(),
-            volatile: volatile.as_ref(),
-            index: &room.index,
-            collection: &room.collection,
+            volatile,
             protocol: member.protocol,
-        };
-        user_deliveries(room, &event, &member.connection_id)
+            timestamp: now_ms(),
+            notify: true,
+            room_created: false,
+            room_removed: false,
+        })
     }
 
-    /// Removes the connection from every channel of the room; false when it was in none.
-    pub fn unsubscribe(&self, connection_id: &str, room_id: &str) -> bool {
+    /// Sends the user notifications of `presence` to this node's subscribers of its room
+    /// whose channel wants them, the subject excepted. `count` is the room's count after
+    /// the change; `node` the node where it happened.
+    pub fn announce(&self, presence: &Presence, count: usize, node: &str) {
+        if !presence.notify {
+            return;
+        }
+        let state = self.state.lock();
+        let Some(room) = state.rooms.get(&presence.room_id) else {
+            return;
+        };
+        let event = UserEvent {
+            node,
+            entered: presence.entered,
+            action: presence.action,
+            count,
+            timestamp: presence.timestamp,
+            volatile: presence.volatile.as_ref(),
+            index: &presence.index,
+            collection: &presence.collection,
+            protocol: presence.protocol,
+        };
+        let deliveries = user_deliveries(room, &event, &presence.connection_id);
+        drop(state);
+        deliver(deliveries);
+    }
+
+    /// The node id this hub writes in its notifications.
+    pub fn node_id(&self) -> &Arc<str> {
+        &self.node_id
+    }
+
+    /// Removes the connection from every channel of the room; None when it was in none.
+    pub fn unsubscribe(&self, connection_id: &str, room_id: &str) -> Option<Vec<Presence>> {
         let mut state = self.state.lock();
-        let Some(held) = state.connections.get_mut(connection_id) else {
-            return false;
-        };
-        let Some(channels) = held.rooms.remove(room_id) else {
-            return false;
-        };
+        let held = state.connections.get_mut(connection_id)?;
+        let channels = held.rooms.remove(room_id)?;
         held.channels -= channels.len();
         if held.rooms.is_empty() {
             state.connections.remove(connection_id);
         }
-        let deliveries = self.leave(&mut state, connection_id, room_id, true);
-        drop(state);
-        deliver(deliveries);
-        true
+        Some(Self::leave(&mut state, connection_id, room_id, true).into_iter().collect())
     }
 
     /// Drops every subscription of a connection (disconnect, token expiry). With
     /// `notify`, the others get "out" notifications; a node shutting down sends none.
     /// The rooms are left `LEAVE_CHUNK` at a time, the lock released between chunks.
-    pub fn remove_connection(&self, connection_id: &str, notify: bool) {
+    pub fn remove_connection(&self, connection_id: &str, notify: bool) -> Vec<Presence> {
         let Some(held) = self.state.lock().connections.remove(connection_id) else {
-            return;
+            return Vec::new();
         };
         let rooms: Vec<Arc<str>> = held.rooms.into_keys().collect();
+        let mut presences = Vec::with_capacity(rooms.len());
         for chunk in rooms.chunks(LEAVE_CHUNK) {
             let mut state = self.state.lock();
-            let mut deliveries = Vec::new();
             for room in chunk {
-                deliveries.extend(self.leave(&mut state, connection_id, room, notify));
+                presences.extend(Self::leave(&mut state, connection_id, room, notify));
             }
-            drop(state);
-            deliver(deliveries);
         }
+        presences
     }
 
     fn leave(
-        &self,
         state: &mut State,
         connection_id: &str,
         room_id: &str,
         notify: bool,
-    ) -> Deliveries {
-        let Some(room) = state.rooms.get_mut(room_id) else {
-            return Vec::new();
-        };
+    ) -> Option<Presence> {
+        let room = state.rooms.get_mut(room_id)?;
         let mut leaver = None;
         room.channels.retain(|_, channel| {
             if let Some(subscriber) = channel.subscribers.remove(connection_id) {
@@ -727,23 +822,23 @@ impl Hub {
             }
             !channel.subscribers.is_empty()
         });
-        room.members.remove(connection_id);
-        let mut deliveries = Vec::new();
-        if let Some(leaver) = leaver.filter(|_| notify && !room.members.is_empty()) {
-            let event = UserEvent {
-                node: &self.node_id,
-                entered: false,
-                action: "unsubscribe",
-                count: room.members.len(),
-                timestamp: now_ms(),
-                volatile: leaver.volatile.as_ref(),
-                index: &room.index,
-                collection: &room.collection,
-                protocol: leaver.protocol,
-            };
-            deliveries = user_deliveries(room, &event, connection_id);
-        }
-        if room.members.is_empty()
+        let (connection_id, _) = room.members.remove_entry(connection_id)?;
+        let leaver = leaver?;
+        let presence = Presence {
+            room_id: Arc::from(room_id),
+            index: room.index.clone(),
+            collection: room.collection.clone(),
+            connection_id,
+            entered: false,
+            action: "unsubscribe",
+            volatile: leaver.volatile,
+            protocol: leaver.protocol,
+            timestamp: now_ms(),
+            notify,
+            room_created: false,
+            room_removed: room.members.is_empty(),
+        };
+        if presence.room_removed
             && let Some(room) = state.rooms.remove(room_id)
         {
             let key = (room.index, room.collection);
@@ -754,7 +849,7 @@ impl Hub {
                 }
             }
         }
-        deliveries
+        Some(presence)
     }
 
     /// Delivers a published message to every matching channel whose scope takes `in`.
@@ -904,9 +999,29 @@ mod tests {
             index: "i",
             collection: "c",
             filter,
+            body: Arc::new(Value::Null),
             room_id,
         };
-        hub.subscribe(member, target, scope, users, volatile)
+        let subscription = hub.subscribe(member, target, scope, users, volatile)?;
+        announce(hub, subscription.presence.iter());
+        Ok(subscription)
+    }
+
+    /// What a one-node cluster does with presences: announce them with the local count.
+    fn announce<'a>(hub: &Hub, presences: impl IntoIterator<Item = &'a Presence>) {
+        for p in presences {
+            hub.announce(p, hub.count(&p.room_id), "n");
+        }
+    }
+
+    fn unsubscribe(hub: &Hub, connection: &str, room: &str) -> bool {
+        hub.unsubscribe(connection, room)
+            .map(|presences| announce(hub, &presences))
+            .is_some()
+    }
+
+    fn remove_connection(hub: &Hub, connection: &str, notify: bool) {
+        announce(hub, &hub.remove_connection(connection, notify));
     }
 
     fn filter(f: Value) -> Filter {
@@ -1027,7 +1142,7 @@ mod tests {
             subscribe_to(&hub, &b, filter(json!({})), Scope::All, Users::None, None).unwrap();
         assert!(drain(&a.outbox).await.is_empty());
         assert_eq!(again.room_id, sub.room_id);
-        hub.remove_connection("b", true);
+        remove_connection(&hub, "b", true);
         let got = drain(&a.outbox).await;
         assert_eq!(
             (
@@ -1038,8 +1153,8 @@ mod tests {
             (Some("out"), Some("unsubscribe"), Some(1))
         );
         assert_eq!(hub.count(&sub.room_id), 1);
-        assert!(hub.unsubscribe("a", &sub.room_id));
-        assert!(!hub.unsubscribe("a", &sub.room_id));
+        assert!(unsubscribe(&hub, "a", &sub.room_id));
+        assert!(!unsubscribe(&hub, "a", &sub.room_id));
         assert_eq!(hub.metrics(), (0, 0), "an empty room is gone");
         assert!(
             hub.state.lock().collections.is_empty(),
@@ -1134,12 +1249,12 @@ mod tests {
         // Leave in an order unrelated to insertion: every third, then every other.
         for (i, room, _) in &live {
             if i % 3 == 1 {
-                assert!(hub.unsubscribe(&format!("m{i}"), room));
+                assert!(unsubscribe(&hub, &format!("m{i}"), room));
             }
         }
         for (i, _, _) in &live {
             if i % 2 == 0 {
-                hub.remove_connection(&format!("m{i}"), true);
+                remove_connection(&hub, &format!("m{i}"), true);
             }
         }
         live.retain(|(i, _, _)| i % 3 != 1 && i % 2 != 0);
@@ -1163,7 +1278,7 @@ mod tests {
             }
         }
         for (i, _, _) in &live {
-            hub.remove_connection(&format!("m{i}"), false);
+            remove_connection(&hub, &format!("m{i}"), false);
         }
         assert_eq!(hub.metrics(), (0, 0));
         assert!(hub.state.lock().collections.is_empty());
@@ -1181,7 +1296,7 @@ mod tests {
                 subscribe_to(&hub, &b, f, Scope::All, Users::All, None).unwrap();
             }
         }
-        hub.remove_connection("a", true);
+        remove_connection(&hub, "a", true);
         assert_eq!(hub.metrics(), (8, 1), "b's rooms stay");
         let outs = futures_util::FutureExt::now_or_never(drain(&b.outbox)).unwrap();
         assert_eq!(
@@ -1189,7 +1304,7 @@ mod tests {
             8,
             "b hears of a leaving each room it shares"
         );
-        hub.remove_connection("b", true);
+        remove_connection(&hub, "b", true);
         assert!(hub.state.lock().collections.is_empty());
     }
 
@@ -1217,7 +1332,7 @@ mod tests {
             subscribe_to(&hub, &member("b"), f(2), Scope::All, Users::None, None).is_ok(),
             "the limit is per connection"
         );
-        assert!(hub.unsubscribe("a", &room.room_id));
+        assert!(unsubscribe(&hub, "a", &room.room_id));
         assert!(subscribe_to(&hub, &a, f(2), Scope::All, Users::None, None).is_ok());
     }
 

@@ -3,7 +3,7 @@
 //! install) and `redis` (shared by the nodes of a cluster). Both pass the same test suite.
 
 mod embedded;
-mod redis_store;
+pub mod redis_store;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -36,40 +36,52 @@ fn glob_escape(text: &str) -> String {
     })
 }
 
+/// A client for the configured Redis (the store's and the cluster's connections).
+pub fn client(settings: &StorageSettings) -> StoreResult<Client> {
+    if settings.options.tls {
+        return Err(StoreError::Unavailable(
+            "services.storage.options.tls: TLS to Redis is not supported by this build".into(),
+        ));
+    }
+    let mut redis = RedisConnectionInfo::default()
+        .set_db(i64::from(settings.database))
+        .set_protocol(ProtocolVersion::RESP2);
+    if let Some(username) = &settings.options.username {
+        redis = redis.set_username(username);
+    }
+    if let Some(password) = &settings.options.password {
+        redis = redis.set_password(password);
+    }
+    let info = ConnectionAddr::Tcp(settings.node.host.clone(), settings.node.port)
+        .into_connection_info()
+        .map_err(classify)?
+        .set_redis_settings(redis);
+    Client::open(info).map_err(classify)
+}
+
+/// A multiplexed connection that reconnects by itself.
+pub async fn connection_manager(
+    client: Client,
+    settings: &StorageSettings,
+) -> StoreResult<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(1));
+    ConnectionManager::new_with_config(client, config)
+        .await
+        .map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot reach Redis at {}:{}: {e}",
+                settings.node.host, settings.node.port
+            ))
+        })
+}
+
 impl RedisStore {
     pub async fn open(settings: &StorageSettings) -> StoreResult<RedisStore> {
-        if settings.options.tls {
-            return Err(StoreError::Unavailable(
-                "services.storage.options.tls: TLS to Redis is not supported by this build".into(),
-            ));
-        }
-        let mut redis = RedisConnectionInfo::default()
-            .set_db(i64::from(settings.database))
-            .set_protocol(ProtocolVersion::RESP2);
-        if let Some(username) = &settings.options.username {
-            redis = redis.set_username(username);
-        }
-        if let Some(password) = &settings.options.password {
-            redis = redis.set_password(password);
-        }
-        let info = ConnectionAddr::Tcp(settings.node.host.clone(), settings.node.port)
-            .into_connection_info()
-            .map_err(classify)?
-            .set_redis_settings(redis);
-        let client = Client::open(info).map_err(classify)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let connection = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "cannot reach Redis at {}:{}: {e}",
-                    settings.node.host, settings.node.port
-                ))
-            })?;
+        let connection = connection_manager(client(settings)?, settings).await?;
         Ok(RedisStore {
             connection,
             prefix: settings.key_prefix.clone(),

@@ -304,7 +304,7 @@ impl Actor for Connection {
         // A node shutting down drops subscriptions without "out" notifications.
         let notify = !self.node.is_draining();
         self.node
-            .hub
+            .cluster
             .remove_connection(&self.caller.connection_id, notify);
         self.node.sessions.do_send(Unlink {
             connection_id: self.caller.connection_id.clone(),

@@ -1,0 +1,291 @@
+//! The `Bridge` actor owns the Redis pub/sub connection: it listens to the revocations
+//! channel and to one channel per collection that has local rooms, hands what arrives to
+//! the cluster, and reconnects and re-subscribes everything when Redis comes back.
+//! `Publisher` is the bounded queue of messages towards Redis: one PUBLISH per message,
+//! pipelined; what cannot be sent is dropped and counted, never buffered without limit.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use actix::{
+    Actor, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, WrapFuture,
+};
+use futures_util::StreamExt;
+use redis::aio::PubSubSink;
+use tokio::sync::mpsc;
+
+use super::messages::{Disconnected, Hold, Release};
+use super::{Cluster, Link};
+
+/// Messages waiting for Redis, at most.
+pub const PUBLISH_QUEUE: usize = 4096;
+/// Messages per pipelined round trip, at most.
+const PUBLISH_BATCH: usize = 256;
+/// Between two connection attempts while Redis is away.
+const RECONNECT_DELAY: Duration = Duration::from_millis(500);
+
+pub struct Bridge {
+    cluster: Arc<Cluster>,
+    link: Arc<Link>,
+    /// None while disconnected, or while an operation has it.
+    sink: Option<PubSubSink>,
+    /// Channel → holds (rooms, and subscribes in progress, on its collection).
+    holds: HashMap<String, usize>,
+    /// Channels Redis confirmed on the current connection.
+    subscribed: HashSet<String>,
+    /// Whether the loss of the connection was logged.
+    lost_logged: bool,
+    /// The task reading the current connection, and which connection it is.
+    reader: Option<actix_rt::task::JoinHandle<()>>,
+    generation: u64,
+}
+
+impl Bridge {
+    pub fn new(cluster: Arc<Cluster>, link: Arc<Link>) -> Bridge {
+        Bridge {
+            cluster,
+            link,
+            sink: None,
+            holds: HashMap::new(),
+            subscribed: HashSet::new(),
+            lost_logged: false,
+            reader: None,
+            generation: 0,
+        }
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        let client = self.link.client.clone();
+        let limit = self.link.timeout;
+        let attempt = async move {
+            match tokio::time::timeout(limit, client.get_async_pubsub()).await {
+                Ok(Ok(pubsub)) => Ok(pubsub),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("no answer".into()),
+            }
+        };
+        ctx.wait(attempt.into_actor(self).map(|result, bridge, ctx| {
+            let pubsub = match result {
+                Ok(pubsub) => pubsub,
+                Err(reason) => {
+                    bridge.log_loss(&reason);
+                    bridge.reconnect_later(ctx);
+                    return;
+                }
+            };
+            let (sink, mut stream) = pubsub.split();
+            let cluster = bridge.cluster.clone();
+            let me = ctx.address();
+            bridge.generation += 1;
+            let generation = bridge.generation;
+            bridge.reader = Some(actix_rt::spawn(async move {
+                while let Some(message) = stream.next().await {
+                    cluster.receive(message.get_payload_bytes());
+                }
+                me.do_send(Disconnected { generation });
+            }));
+            bridge.sink = Some(sink);
+            let mut channels: Vec<String> = bridge.holds.keys().cloned().collect();
+            channels.push(bridge.link.keys.sessions_channel());
+            bridge.subscribe(ctx, channels);
+        }));
+    }
+
+    /// Subscribes the channels, blocking the actor's other messages until Redis answers.
+    fn subscribe(&mut self, ctx: &mut Context<Self>, channels: Vec<String>) {
+        let Some(mut sink) = self.sink.take() else {
+            return;
+        };
+        let limit = self.link.timeout;
+        let operation = async move {
+            let result = tokio::time::timeout(limit, sink.subscribe(&channels)).await;
+            (sink, channels, result)
+        };
+        ctx.wait(
+            operation
+                .into_actor(self)
+                .map(|(sink, channels, result), bridge, ctx| match result {
+                    Ok(Ok(())) => {
+                        bridge.sink = Some(sink);
+                        if bridge.lost_logged {
+                            bridge.lost_logged = false;
+                            log::warn!(
+                                "[CLUSTER] pub/sub connection back: {} channel(s) subscribed again",
+                                channels.len()
+                            );
+                        }
+                        bridge.subscribed.extend(channels);
+                    }
+                    Ok(Err(e)) => bridge.lose(ctx, &e.to_string()),
+                    Err(_) => bridge.lose(ctx, "no answer to SUBSCRIBE"),
+                }),
+        );
+    }
+
+    fn log_loss(&mut self, reason: &str) {
+        if !self.lost_logged {
+            self.lost_logged = true;
+            log::error!(
+                "[CLUSTER] pub/sub connection to Redis lost ({reason}): notifications from other nodes pause; reconnecting"
+            );
+        }
+    }
+
+    /// The connection is unusable: drop it (its reader too) and connect again.
+    fn lose(&mut self, ctx: &mut Context<Self>, reason: &str) {
+        self.log_loss(reason);
+        if let Some(reader) = self.reader.take() {
+            reader.abort();
+        }
+        self.generation += 1;
+        self.sink = None;
+        self.subscribed.clear();
+        self.reconnect_later(ctx);
+    }
+
+    fn reconnect_later(&mut self, ctx: &mut Context<Self>) {
+        if !self.cluster.is_leaving() {
+            ctx.run_later(RECONNECT_DELAY, |bridge, ctx| bridge.connect(ctx));
+        }
+    }
+}
+
+impl Actor for Bridge {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.connect(ctx);
+    }
+}
+
+impl Handler<Hold> for Bridge {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, hold: Hold, _: &mut Context<Self>) -> Self::Result {
+        *self.holds.entry(hold.channel.clone()).or_insert(0) += 1;
+        let sink = match self.sink.take() {
+            Some(sink) if !self.subscribed.contains(&hold.channel) => sink,
+            other => {
+                // Subscribed already, or no connection: the reconnection subscribes it.
+                self.sink = other;
+                return AtomicResponse::new(Box::pin(actix::fut::ready(())));
+            }
+        };
+        let limit = self.link.timeout;
+        let channel = hold.channel;
+        let operation = async move {
+            let mut sink = sink;
+            let result = tokio::time::timeout(limit, sink.subscribe(&channel)).await;
+            (sink, channel, result)
+        };
+        AtomicResponse::new(Box::pin(operation.into_actor(self).map(
+            |(sink, channel, result), bridge, ctx| match result {
+                Ok(Ok(())) => {
+                    bridge.sink = Some(sink);
+                    bridge.subscribed.insert(channel);
+                }
+                Ok(Err(e)) => bridge.lose(ctx, &e.to_string()),
+                Err(_) => bridge.lose(ctx, "no answer to SUBSCRIBE"),
+            },
+        )))
+    }
+}
+
+impl Handler<Release> for Bridge {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, release: Release, _: &mut Context<Self>) -> Self::Result {
+        let channel = release.channel;
+        let left = match self.holds.get_mut(&channel) {
+            Some(n) => {
+                *n = n.saturating_sub(1);
+                *n
+            }
+            None => 0,
+        };
+        let done = AtomicResponse::new(Box::pin(actix::fut::ready(())));
+        if left > 0 {
+            return done;
+        }
+        self.holds.remove(&channel);
+        if !self.subscribed.remove(&channel) {
+            return done;
+        }
+        let Some(mut sink) = self.sink.take() else {
+            return done;
+        };
+        let limit = self.link.timeout;
+        let operation = async move {
+            let result = tokio::time::timeout(limit, sink.unsubscribe(&channel)).await;
+            (sink, result)
+        };
+        AtomicResponse::new(Box::pin(operation.into_actor(self).map(
+            |(sink, result), bridge, ctx| match result {
+                Ok(Ok(())) => bridge.sink = Some(sink),
+                Ok(Err(e)) => bridge.lose(ctx, &e.to_string()),
+                Err(_) => bridge.lose(ctx, "no answer to UNSUBSCRIBE"),
+            },
+        )))
+    }
+}
+
+impl Handler<Disconnected> for Bridge {
+    type Result = ();
+
+    fn handle(&mut self, lost: Disconnected, ctx: &mut Context<Self>) {
+        if lost.generation == self.generation {
+            self.reader = None;
+            self.lose(ctx, "the connection closed");
+        }
+    }
+}
+
+/// The bounded queue towards Redis, drained by one task.
+pub struct Publisher {
+    queue: mpsc::Sender<(String, String)>,
+    link: Arc<Link>,
+}
+
+impl Publisher {
+    pub fn start(link: Arc<Link>) -> Publisher {
+        let (queue, receiver) = mpsc::channel(PUBLISH_QUEUE);
+        actix_rt::spawn(drain(receiver, link.clone()));
+        Publisher { queue, link }
+    }
+
+    /// Queues one message for `channel`; dropped (and counted) when the queue is full.
+    pub fn send(&self, channel: String, payload: String) {
+        if self.queue.try_send((channel, payload)).is_err() {
+            self.link.health.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn drain(mut receiver: mpsc::Receiver<(String, String)>, link: Arc<Link>) {
+    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    while receiver.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
+        let n = batch.len() as u64;
+        if !link.health.is_up() {
+            link.health.dropped.fetch_add(n, Ordering::Relaxed);
+            batch.clear();
+            continue;
+        }
+        let mut pipe = redis::pipe();
+        for (channel, payload) in &batch {
+            pipe.publish(channel, payload).ignore();
+        }
+        match link
+            .bounded(pipe.query_async::<()>(&mut link.redis.clone()))
+            .await
+        {
+            Ok(()) => link.health.published.fetch_add(n, Ordering::Relaxed),
+            Err(reason) => {
+                link.health.down(&reason);
+                link.health.dropped.fetch_add(n, Ordering::Relaxed)
+            }
+        };
+        batch.clear();
+    }
+}

@@ -1,0 +1,68 @@
+//! Names of the cluster's Redis keys and channels. Every name starts with
+//! `services.storage.keyPrefix`, so that several clusters can share one Redis.
+
+#[derive(Clone)]
+pub struct Keys {
+    root: String,
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(key_prefix: &str) -> Keys {
+        Keys {
+            root: key_prefix.to_owned(),
+            prefix: format!("{key_prefix}cluster/"),
+        }
+    }
+
+    /// The JWT secret, as the store keeps it.
+    pub fn secret(&self) -> String {
+        format!("{}secret", self.root)
+    }
+
+    /// A live node's registration; its TTL is 3 × heartbeat, refreshed every heartbeat.
+    pub fn node(&self, id: &str) -> String {
+        format!("{}node/{id}", self.prefix)
+    }
+
+    /// What `node` is prefixed with (the scripts test a node's liveness with it).
+    pub fn node_prefix(&self) -> String {
+        format!("{}node/", self.prefix)
+    }
+
+    /// Hash: node id → its description, for every node that joined and was not yet
+    /// removed; a member whose registration expired is evicted by the first to notice.
+    pub fn roster(&self) -> String {
+        format!("{}roster", self.prefix)
+    }
+
+    /// List of the latest `joined` / `evicted` events, newest first.
+    pub fn activity(&self) -> String {
+        format!("{}activity", self.prefix)
+    }
+
+    /// Hash of a room: `index`, `collection`, `filter` (as subscribed).
+    pub fn room(&self, room_id: &str) -> String {
+        format!("{}room/{room_id}", self.prefix)
+    }
+
+    /// Hash of a room's counts: node id → connections in the room on that node.
+    pub fn room_counts(&self, room_id: &str) -> String {
+        format!("{}room-counts/{room_id}", self.prefix)
+    }
+
+    /// Set of the rooms a node has counts in.
+    pub fn node_rooms(&self, node_id: &str) -> String {
+        format!("{}node-rooms/{node_id}", self.prefix)
+    }
+
+    /// The channel of the notifications of one collection.
+    pub fn collection_channel(&self, index: &str, collection: &str) -> String {
+        format!("{}notify/{index}/{collection}", self.prefix)
+    }
+
+    /// The channel of token revocations.
+    pub fn sessions_channel(&self) -> String {
+        format!("{}sessions", self.prefix)
+    }
+}

@@ -1,0 +1,332 @@
+//! Who is in the cluster. Each node holds a registration key with a TTL of 3 × heartbeat,
+//! refreshed every heartbeat, and an entry in the roster. At each heartbeat a node also
+//! looks for roster members whose registration expired: the first to remove one from the
+//! roster evicts it (its counts go, the activity log says why). A node whose own
+//! registration vanished (Redis restarted empty, or it was evicted while frozen) registers
+//! again and rewrites its rooms.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use redis::AsyncCommands;
+use serde_json::{Value, json};
+
+use super::rooms::RoomSync;
+use super::{Cluster, Link, NodeInfo};
+use crate::protocol::now_ms;
+
+/// How many names a node tries before giving up (ids are random among ~10^9).
+const ID_ATTEMPTS: usize = 20;
+
+fn ttl_ms(link: &Link) -> u64 {
+    (link.heartbeat.as_millis() as u64).saturating_mul(3).max(1)
+}
+
+/// A node id no live node holds, claimed with SET NX.
+pub async fn claim_id(link: &Link) -> Result<String, String> {
+    for _ in 0..ID_ATTEMPTS {
+        let id = crate::names::random_name("knode");
+        let claimed: Option<String> = link
+            .bounded(
+                redis::cmd("SET")
+                    .arg(link.keys.node(&id))
+                    .arg("{}")
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms(link))
+                    .query_async(&mut link.redis.clone()),
+            )
+            .await?;
+        if claimed.is_some() {
+            return Ok(id);
+        }
+    }
+    Err("no free node id".into())
+}
+
+/// `ip:port` when the node listens on one address; with a wildcard, the host name, which
+/// is what other containers or hosts resolve it by.
+pub fn advertised_address(bound: SocketAddr) -> String {
+    if !bound.ip().is_unspecified() {
+        return bound.to_string();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}", bound.port())
+}
+
+fn iso(ms: u64) -> String {
+    jiff::Timestamp::from_millisecond(ms as i64)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// An entry of the activity log.
+pub fn event(node: &NodeInfo, what: &str, reason: Option<&str>) -> Value {
+    let mut e = json!({"address": node.address, "date": iso(now_ms()), "event": what, "id": node.id});
+    if let (Some(reason), Value::Object(map)) = (reason, &mut e) {
+        map.insert("reason".into(), reason.into());
+    }
+    e
+}
+
+/// A node as `cluster:status` lists it.
+pub fn describe(node: &NodeInfo) -> Value {
+    json!({"address": node.address, "birthdate": iso(node.birthdate), "id": node.id})
+}
+
+async fn log_activity(link: &Link, event: Value) -> Result<(), String> {
+    let key = link.keys.activity();
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .lpush(&key, event.to_string())
+        .ignore()
+        .ltrim(&key, 0, link.activity_depth.saturating_sub(1) as isize)
+        .ignore();
+    link.bounded(pipe.query_async::<()>(&mut link.redis.clone()))
+        .await
+}
+
+/// Writes the registration (refreshing its TTL) and the roster entry, and logs `joined`.
+pub async fn register(link: &Link, info: &NodeInfo) -> Result<(), String> {
+    let text = serde_json::to_string(info).map_err(|e| e.to_string())?;
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .pset_ex(link.keys.node(&info.id), &text, ttl_ms(link))
+        .ignore()
+        .hset(link.keys.roster(), &info.id, &text)
+        .ignore();
+    link.bounded(pipe.query_async::<()>(&mut link.redis.clone()))
+        .await?;
+    log_activity(link, event(info, "joined", None)).await
+}
+
+/// Every heartbeat: refresh, re-register if needed, evict the dead, count the living.
+pub async fn heartbeat(cluster: Arc<Cluster>, link: Arc<Link>) {
+    let mut tick = tokio::time::interval(link.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if cluster.is_leaving() {
+            return;
+        }
+        let Some(info) = cluster.info.get() else {
+            continue;
+        };
+        match refresh(&link, info).await {
+            Ok(true) => {
+                if link.health.up() {
+                    // Writes may have been lost while Redis was away.
+                    cluster.rooms.mark_all(&cluster.hub);
+                    rewrite_secret(&cluster, &link).await;
+                }
+            }
+            Ok(false) => {
+                link.health.up();
+                log::warn!(
+                    "[CLUSTER] the registration of node {} vanished (Redis restarted empty, or the node was evicted): registering again",
+                    info.id
+                );
+                match register(&link, info).await {
+                    Ok(()) => {
+                        cluster.rooms.mark_all(&cluster.hub);
+                        rewrite_secret(&cluster, &link).await;
+                    }
+                    Err(reason) => link.health.down(&reason),
+                }
+            }
+            Err(reason) => {
+                link.health.down(&reason);
+                continue;
+            }
+        }
+        if let Err(reason) = evict_dead(&cluster, &link).await {
+            link.health.down(&reason);
+        }
+        refresh_alive(&cluster, &link).await;
+    }
+}
+
+/// The JWT secret lives in Redis too: after Redis came back empty, the node writes back
+/// the one it uses (unless another node did), so that a node started later uses it too.
+async fn rewrite_secret(cluster: &Cluster, link: &Link) {
+    let Some(secret) = cluster.secret.get() else {
+        return;
+    };
+    let written = link
+        .bounded(
+            redis::cmd("SET")
+                .arg(link.keys.secret())
+                .arg(secret)
+                .arg("NX")
+                .query_async::<Option<String>>(&mut link.redis.clone()),
+        )
+        .await;
+    if let Err(e) = written {
+        log::warn!("[CLUSTER] could not write the secret back: {e}");
+    }
+}
+
+/// Refreshes the registration's TTL; false when it no longer exists.
+async fn refresh(link: &Link, info: &NodeInfo) -> Result<bool, String> {
+    let text = serde_json::to_string(info).map_err(|e| e.to_string())?;
+    let done: Option<String> = link
+        .bounded(
+            redis::cmd("SET")
+                .arg(link.keys.node(&info.id))
+                .arg(text)
+                .arg("XX")
+                .arg("PX")
+                .arg(ttl_ms(link))
+                .query_async(&mut link.redis.clone()),
+        )
+        .await?;
+    Ok(done.is_some())
+}
+
+/// Roster members and whether each is alive (its registration exists).
+async fn roster(link: &Link) -> Result<Vec<(NodeInfo, bool)>, String> {
+    let entries: Vec<(String, String)> = link
+        .bounded(link.redis.clone().hgetall(link.keys.roster()))
+        .await?;
+    let nodes: Vec<NodeInfo> = entries
+        .into_iter()
+        .filter_map(|(_, text)| serde_json::from_str(&text).ok())
+        .collect();
+    if nodes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for node in &nodes {
+        pipe.exists(link.keys.node(&node.id));
+    }
+    let alive: Vec<bool> = link
+        .bounded(pipe.query_async(&mut link.redis.clone()))
+        .await?;
+    Ok(nodes.into_iter().zip(alive).collect())
+}
+
+async fn evict_dead(cluster: &Cluster, link: &Link) -> Result<(), String> {
+    for (node, alive) in roster(link).await? {
+        if alive || node.id == *cluster.node_id {
+            continue;
+        }
+        // HDEL answers 1 to one node only: that one evicts.
+        let removed: u64 = link
+            .bounded(link.redis.clone().hdel(link.keys.roster(), &node.id))
+            .await?;
+        if removed == 0 {
+            continue;
+        }
+        let rooms = cluster.rooms.forget_node(link, &node.id).await?;
+        log_activity(link, event(&node, "evicted", Some("heartbeat timeout"))).await?;
+        log::warn!(
+            "[CLUSTER] node {} evicted (heartbeat timeout); its counts in {rooms} room(s) removed",
+            node.id
+        );
+    }
+    Ok(())
+}
+
+pub async fn refresh_alive(cluster: &Cluster, link: &Link) {
+    match roster(link).await {
+        Ok(nodes) => {
+            let alive = nodes.iter().filter(|(_, alive)| *alive).count();
+            let before = cluster.alive();
+            cluster.set_alive(alive.max(1));
+            if alive != before && !cluster.has_enough_nodes() {
+                log::warn!(
+                    "[CLUSTER] {alive} node(s) alive, fewer than cluster.minimumNodes: requests get api.process.not_enough_nodes"
+                );
+            }
+        }
+        Err(reason) => link.health.down(&reason),
+    }
+}
+
+/// `cluster:status` from Redis.
+pub async fn status(link: &Link) -> Result<Value, String> {
+    let mut nodes: Vec<NodeInfo> = roster(link)
+        .await?
+        .into_iter()
+        .filter(|(_, alive)| *alive)
+        .map(|(node, _)| node)
+        .collect();
+    nodes.sort_by(|a, b| a.birthdate.cmp(&b.birthdate).then(a.id.cmp(&b.id)));
+    let activity: Vec<String> = link
+        .bounded(link.redis.clone().lrange(
+            link.keys.activity(),
+            0,
+            link.activity_depth.saturating_sub(1) as isize,
+        ))
+        .await?;
+    let activity: Vec<Value> = activity
+        .iter()
+        .filter_map(|text| serde_json::from_str(text).ok())
+        .collect();
+    Ok(json!({
+        "activeNodes": nodes.len(),
+        "activity": activity,
+        "nodes": nodes.iter().map(describe).collect::<Vec<_>>(),
+    }))
+}
+
+/// The rooms that live nodes other than `me` have counts in.
+pub async fn rooms_of_other_nodes(link: &Link, me: &str) -> Result<Vec<String>, String> {
+    let others: Vec<NodeInfo> = roster(link)
+        .await?
+        .into_iter()
+        .filter(|(node, alive)| *alive && node.id != me)
+        .map(|(node, _)| node)
+        .collect();
+    if others.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for node in &others {
+        pipe.smembers(link.keys.node_rooms(&node.id));
+    }
+    let sets: Vec<Vec<String>> = link
+        .bounded(pipe.query_async(&mut link.redis.clone()))
+        .await?;
+    Ok(sets.into_iter().flatten().collect())
+}
+
+/// A room's index, collection and filter, when some node has it.
+pub async fn room(link: &Link, room_id: &str) -> Option<(String, String, Value)> {
+    let fields: (Option<String>, Option<String>, Option<String>) = link
+        .bounded(
+            redis::cmd("HMGET")
+                .arg(link.keys.room(room_id))
+                .arg("index")
+                .arg("collection")
+                .arg("filter")
+                .query_async(&mut link.redis.clone()),
+        )
+        .await
+        .ok()?;
+    let (Some(index), Some(collection), Some(filter)) = fields else {
+        return None;
+    };
+    Some((index, collection, serde_json::from_str(&filter).ok()?))
+}
+
+/// The node leaves: registration, roster entry and counts removed, `evicted` logged.
+pub async fn leave(link: &Link, rooms: &RoomSync, info: &NodeInfo) -> Result<(), String> {
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .del(link.keys.node(&info.id))
+        .ignore()
+        .hdel(link.keys.roster(), &info.id)
+        .ignore();
+    link.bounded(pipe.query_async::<()>(&mut link.redis.clone()))
+        .await?;
+    rooms.forget_node(link, &info.id).await?;
+    log_activity(link, event(info, "evicted", Some("Node is shutting down"))).await?;
+    log::info!("[CLUSTER] node {} left the cluster", info.id);
+    Ok(())
+}

@@ -1,0 +1,304 @@
+//! The rooms of this node as the cluster sees them: their filters and per-node counts in
+//! Redis (PROTOCOL.md §9 "Counts"), written by one task so that writes keep the order of
+//! the changes they reflect.
+//!
+//! A change marks its room dirty and gets a ticket; the writer takes every dirty room,
+//! writes each one's *current* local count (so a late write can never undo a newer one),
+//! and then releases every ticket it covered. A subscribe waits for its ticket before it
+//! is answered: once answered, it is counted everywhere. The set of dirty rooms is bounded
+//! by the rooms of the node.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use indexmap::IndexSet;
+use parking_lot::Mutex;
+use redis::Script;
+use tokio::sync::{Notify, watch};
+
+use super::Link;
+use crate::realtime::Hub;
+
+/// Rooms per script call, so that one call never holds Redis for long.
+const BATCH: usize = 500;
+
+/// KEYS[1]: this node's set of rooms; then, per room, its hash and its counts' hash.
+/// ARGV[1]: node id; ARGV[2]: prefix of the nodes' registration keys; then, per room,
+/// id, local count, index, collection, filter ("" when already written).
+/// Returns, per room, the count of the other live nodes.
+const SYNC_SCRIPT: &str = r"
+local node, alive = ARGV[1], ARGV[2]
+local out = {}
+local rooms = (#KEYS - 1) / 2
+for i = 1, rooms do
+  local info, counts = KEYS[2 * i], KEYS[2 * i + 1]
+  local a = 2 + (i - 1) * 5
+  local room, count = ARGV[a + 1], tonumber(ARGV[a + 2])
+  if count > 0 then
+    redis.call('HSET', counts, node, count)
+    redis.call('SADD', KEYS[1], room)
+    if ARGV[a + 5] ~= '' then
+      redis.call('HSET', info, 'index', ARGV[a + 3], 'collection', ARGV[a + 4], 'filter', ARGV[a + 5])
+    end
+  else
+    redis.call('HDEL', counts, node)
+    redis.call('SREM', KEYS[1], room)
+    if redis.call('HLEN', counts) == 0 then redis.call('DEL', info) end
+  end
+  local remote = 0
+  local fields = redis.call('HGETALL', counts)
+  for j = 1, #fields, 2 do
+    if fields[j] ~= node and redis.call('EXISTS', alive .. fields[j]) == 1 then
+      remote = remote + tonumber(fields[j + 1])
+    end
+  end
+  out[i] = remote
+end
+return out
+";
+
+/// KEYS: per room, its hash and its counts' hash. ARGV[1]: node id (not counted);
+/// ARGV[2]: prefix of the registration keys. Returns, per room, index, collection and
+/// the count of the other live nodes (index "" for a room that does not exist).
+const READ_SCRIPT: &str = r"
+local node, alive = ARGV[1], ARGV[2]
+local out = {}
+for i = 1, #KEYS / 2 do
+  local place = redis.call('HMGET', KEYS[2 * i - 1], 'index', 'collection')
+  local remote = 0
+  local fields = redis.call('HGETALL', KEYS[2 * i])
+  for j = 1, #fields, 2 do
+    if fields[j] ~= node and redis.call('EXISTS', alive .. fields[j]) == 1 then
+      remote = remote + tonumber(fields[j + 1])
+    end
+  end
+  out[#out + 1] = place[1] or ''
+  out[#out + 1] = place[2] or ''
+  out[#out + 1] = remote
+end
+return out
+";
+
+/// KEYS[1]: a dead node's set of rooms; KEYS[2]: prefix of rooms' hashes; KEYS[3]: prefix
+/// of counts' hashes. ARGV[1]: the dead node. Removes its counts, and the rooms left empty.
+const FORGET_NODE_SCRIPT: &str = r"
+local rooms = redis.call('SMEMBERS', KEYS[1])
+for _, room in ipairs(rooms) do
+  local counts = KEYS[3] .. room
+  redis.call('HDEL', counts, ARGV[1])
+  if redis.call('HLEN', counts) == 0 then redis.call('DEL', KEYS[2] .. room) end
+end
+redis.call('DEL', KEYS[1])
+return #rooms
+";
+
+#[derive(Default)]
+struct Queue {
+    dirty: IndexSet<Arc<str>>,
+    next_ticket: u64,
+    /// Rooms whose filter this node wrote since it (re)registered.
+    written: HashSet<Arc<str>>,
+}
+
+pub struct RoomSync {
+    queue: Mutex<Queue>,
+    wake: Notify,
+    /// The highest ticket the writer has gone past.
+    done: watch::Sender<u64>,
+    /// Per room, the other nodes' count at the last write.
+    remote: Mutex<HashMap<Arc<str>, usize>>,
+    sync_script: Script,
+    read_script: Script,
+    forget_script: Script,
+}
+
+/// A room's place and cluster-wide count without this node, as read from Redis.
+pub struct RemoteRoom {
+    pub room_id: String,
+    pub index: String,
+    pub collection: String,
+    pub remote_count: usize,
+}
+
+impl Default for RoomSync {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RoomSync {
+    pub fn new() -> RoomSync {
+        RoomSync {
+            queue: Mutex::new(Queue {
+                next_ticket: 1,
+                ..Queue::default()
+            }),
+            wake: Notify::new(),
+            done: watch::channel(0).0,
+            remote: Mutex::new(HashMap::new()),
+            sync_script: Script::new(SYNC_SCRIPT),
+            read_script: Script::new(READ_SCRIPT),
+            forget_script: Script::new(FORGET_NODE_SCRIPT),
+        }
+    }
+
+    /// Marks rooms as changed; returns the ticket to wait for.
+    pub fn mark(&self, rooms: impl IntoIterator<Item = Arc<str>>) -> u64 {
+        let mut queue = self.queue.lock();
+        queue.dirty.extend(rooms);
+        let ticket = queue.next_ticket;
+        queue.next_ticket += 1;
+        drop(queue);
+        self.wake.notify_one();
+        ticket
+    }
+
+    /// Everything is to be written again, filters included (Redis came back, maybe empty).
+    pub fn mark_all(&self, hub: &Hub) {
+        let mut queue = self.queue.lock();
+        queue.written.clear();
+        queue.dirty.extend(hub.room_ids());
+        drop(queue);
+        self.wake.notify_one();
+    }
+
+    /// Waits until the writer went past `ticket`, at most `limit`.
+    pub async fn wait(&self, ticket: u64, limit: Duration) {
+        let mut done = self.done.subscribe();
+        let _ = tokio::time::timeout(limit, done.wait_for(|d| *d >= ticket)).await;
+    }
+
+    /// The other nodes' count for the room, as of the last write.
+    pub fn remote(&self, room_id: &str) -> usize {
+        self.remote.lock().get(room_id).copied().unwrap_or(0)
+    }
+
+    /// The writer: runs for the life of the node.
+    pub async fn run(self: Arc<Self>, link: Arc<Link>, hub: Arc<Hub>) {
+        loop {
+            let (rooms, upto) = {
+                let mut queue = self.queue.lock();
+                let rooms: Vec<Arc<str>> = queue.dirty.drain(..).collect();
+                (rooms, queue.next_ticket - 1)
+            };
+            if rooms.is_empty() {
+                self.done.send_replace(upto);
+                self.wake.notified().await;
+                continue;
+            }
+            let mut failed = Vec::new();
+            if link.health.is_up() {
+                for chunk in rooms.chunks(BATCH) {
+                    if let Err(reason) = self.write(&link, &hub, chunk).await {
+                        link.health.down(&reason);
+                        failed.extend_from_slice(chunk);
+                    }
+                }
+            } else {
+                failed = rooms;
+            }
+            self.done.send_replace(upto);
+            if !failed.is_empty() {
+                // Kept for when Redis answers again; the heartbeat finds out.
+                self.queue.lock().dirty.extend(failed);
+                tokio::time::sleep(link.heartbeat.min(Duration::from_secs(1))).await;
+            }
+        }
+    }
+
+    async fn write(&self, link: &Link, hub: &Hub, rooms: &[Arc<str>]) -> Result<(), String> {
+        let node = hub.node_id();
+        let mut invocation = self.sync_script.prepare_invoke();
+        invocation
+            .key(link.keys.node_rooms(node))
+            .arg(&**node)
+            .arg(link.keys.node_prefix());
+        let mut counts = Vec::with_capacity(rooms.len());
+        {
+            let written = &self.queue.lock().written;
+            for room in rooms {
+                let snapshot = hub.room_snapshot(room);
+                let count = snapshot.as_ref().map_or(0, |s| s.count);
+                counts.push(count);
+                invocation
+                    .key(link.keys.room(room))
+                    .key(link.keys.room_counts(room));
+                invocation.arg(&**room).arg(count);
+                match snapshot {
+                    Some(s) if !written.contains(room) => {
+                        invocation
+                            .arg(s.index)
+                            .arg(s.collection)
+                            .arg(s.body.to_string())
+                    }
+                    _ => invocation.arg("").arg("").arg(""),
+                };
+            }
+        }
+        let remote: Vec<usize> = link
+            .bounded(invocation.invoke_async(&mut link.redis.clone()))
+            .await?;
+        let mut queue = self.queue.lock();
+        let mut known = self.remote.lock();
+        for ((room, count), remote) in rooms.iter().zip(counts).zip(remote) {
+            if count > 0 {
+                queue.written.insert(room.clone());
+                known.insert(room.clone(), remote);
+            } else {
+                queue.written.remove(room);
+                known.remove(room);
+            }
+        }
+        Ok(())
+    }
+
+    /// Index, collection and other nodes' count of each room (chunked script calls).
+    pub async fn read(
+        &self,
+        link: &Link,
+        node_id: &str,
+        rooms: &[String],
+    ) -> Result<Vec<RemoteRoom>, String> {
+        let mut out = Vec::with_capacity(rooms.len());
+        for chunk in rooms.chunks(BATCH) {
+            let mut invocation = self.read_script.prepare_invoke();
+            invocation.arg(node_id).arg(link.keys.node_prefix());
+            for room in chunk {
+                invocation
+                    .key(link.keys.room(room))
+                    .key(link.keys.room_counts(room));
+            }
+            let values: Vec<redis::Value> = link
+                .bounded(invocation.invoke_async(&mut link.redis.clone()))
+                .await?;
+            for (room, fields) in chunk.iter().zip(values.chunks(3)) {
+                let text = |v: &redis::Value| -> String {
+                    redis::from_redis_value_ref::<String>(v).unwrap_or_default()
+                };
+                let [index, collection, count] = fields else {
+                    continue;
+                };
+                out.push(RemoteRoom {
+                    room_id: room.clone(),
+                    index: text(index),
+                    collection: text(collection),
+                    remote_count: redis::from_redis_value_ref::<usize>(count).unwrap_or(0),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a node's counts (it left, or was evicted).
+    pub async fn forget_node(&self, link: &Link, node_id: &str) -> Result<usize, String> {
+        let mut invocation = self.forget_script.prepare_invoke();
+        invocation
+            .key(link.keys.node_rooms(node_id))
+            .key(link.keys.room(""))
+            .key(link.keys.room_counts(""))
+            .arg(node_id);
+        link.bounded(invocation.invoke_async(&mut link.redis.clone()))
+            .await
+    }
+}
