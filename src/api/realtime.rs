@@ -6,10 +6,10 @@ use serde_json::{Map, Value, json};
 
 use super::identity::rights_error;
 use super::{ActionResult, Call, Reply};
+use crate::cluster::ChannelHold;
 use crate::protocol::errors::{self, ApiError};
 use crate::protocol::{Request, now_ms};
 use crate::realtime::filter::Filter;
-use crate::cluster::ChannelHold;
 use crate::realtime::hub::{
     Member, RoomTarget, Scope, SubscribeError, Subscription, Users, channel_name,
 };

@@ -10,8 +10,8 @@ use std::time::Duration;
 use actix::{Actor, AsyncContext, Context, Handler, MessageResult, SpawnHandle};
 
 use super::messages::{Count, Link, Move, Revoke, Unlink};
-use crate::protocol::now_ms;
 use crate::cluster::Cluster;
+use crate::protocol::now_ms;
 use crate::realtime::notify::token_expired;
 use crate::ws::outbox::Outbox;
 use crate::ws::writer::Outgoing;

@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use actix::{
-    Actor, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, WrapFuture,
-};
+use actix::{Actor, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, WrapFuture};
 use futures_util::StreamExt;
 use redis::aio::PubSubSink;
 use tokio::sync::mpsc;
@@ -103,25 +101,23 @@ impl Bridge {
             let result = tokio::time::timeout(limit, sink.subscribe(&channels)).await;
             (sink, channels, result)
         };
-        ctx.wait(
-            operation
-                .into_actor(self)
-                .map(|(sink, channels, result), bridge, ctx| match result {
-                    Ok(Ok(())) => {
-                        bridge.sink = Some(sink);
-                        if bridge.lost_logged {
-                            bridge.lost_logged = false;
-                            log::warn!(
-                                "[CLUSTER] pub/sub connection back: {} channel(s) subscribed again",
-                                channels.len()
-                            );
-                        }
-                        bridge.subscribed.extend(channels);
+        ctx.wait(operation.into_actor(self).map(
+            |(sink, channels, result), bridge, ctx| match result {
+                Ok(Ok(())) => {
+                    bridge.sink = Some(sink);
+                    if bridge.lost_logged {
+                        bridge.lost_logged = false;
+                        log::warn!(
+                            "[CLUSTER] pub/sub connection back: {} channel(s) subscribed again",
+                            channels.len()
+                        );
                     }
-                    Ok(Err(e)) => bridge.lose(ctx, &e.to_string()),
-                    Err(_) => bridge.lose(ctx, "no answer to SUBSCRIBE"),
-                }),
-        );
+                    bridge.subscribed.extend(channels);
+                }
+                Ok(Err(e)) => bridge.lose(ctx, &e.to_string()),
+                Err(_) => bridge.lose(ctx, "no answer to SUBSCRIBE"),
+            },
+        ));
     }
 
     fn log_loss(&mut self, reason: &str) {

@@ -66,7 +66,8 @@ fn iso(ms: u64) -> String {
 
 /// An entry of the activity log.
 pub fn event(node: &NodeInfo, what: &str, reason: Option<&str>) -> Value {
-    let mut e = json!({"address": node.address, "date": iso(now_ms()), "event": what, "id": node.id});
+    let mut e =
+        json!({"address": node.address, "date": iso(now_ms()), "event": what, "id": node.id});
     if let (Some(reason), Value::Object(map)) = (reason, &mut e) {
         map.insert("reason".into(), reason.into());
     }

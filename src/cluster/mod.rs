@@ -123,8 +123,8 @@ impl Joining {
 
 /// Claims a node id unique among live nodes (standalone: any random one).
 pub async fn connect(settings: &Settings) -> Result<Joining, String> {
-    let clustered = settings.cluster.enabled
-        && settings.services.storage.backend == StorageBackend::Redis;
+    let clustered =
+        settings.cluster.enabled && settings.services.storage.backend == StorageBackend::Redis;
     if !clustered {
         return Ok(Joining {
             node_id: crate::names::random_name("knode"),
@@ -318,13 +318,12 @@ impl Cluster {
         }
         let Some(link) = self.link.clone() else {
             for p in &presences {
-                self.hub.announce(p, self.hub.count(&p.room_id), &self.node_id);
+                self.hub
+                    .announce(p, self.hub.count(&p.room_id), &self.node_id);
             }
             return;
         };
-        let ticket = self
-            .rooms
-            .mark(presences.iter().map(|p| p.room_id.clone()));
+        let ticket = self.rooms.mark(presences.iter().map(|p| p.room_id.clone()));
         let cluster = self.clone();
         actix_rt::spawn(async move {
             if link.health.is_up() {
@@ -332,6 +331,9 @@ impl Cluster {
             }
             for p in &presences {
                 cluster.announce_everywhere(p);
+                if p.room_removed {
+                    cluster.rooms.forget(&p.room_id, &cluster.hub);
+                }
             }
         });
     }
@@ -541,9 +543,7 @@ impl Cluster {
             if r.remote_count == 0 || r.index.is_empty() {
                 continue;
             }
-            out.entry(r.room_id)
-                .or_insert((r.index, r.collection, 0))
-                .2 += r.remote_count;
+            out.entry(r.room_id).or_insert((r.index, r.collection, 0)).2 += r.remote_count;
         }
         out.into_iter()
             .map(|(id, (index, collection, count))| (index, collection, id, count))

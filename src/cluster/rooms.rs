@@ -174,6 +174,13 @@ impl RoomSync {
         self.remote.lock().get(room_id).copied().unwrap_or(0)
     }
 
+    /// Forgets the other nodes' count of a room that is no longer on this node.
+    pub fn forget(&self, room_id: &str, hub: &Hub) {
+        if hub.count(room_id) == 0 {
+            self.remote.lock().remove(room_id);
+        }
+    }
+
     /// The writer: runs for the life of the node.
     pub async fn run(self: Arc<Self>, link: Arc<Link>, hub: Arc<Hub>) {
         loop {
@@ -226,12 +233,10 @@ impl RoomSync {
                     .key(link.keys.room_counts(room));
                 invocation.arg(&**room).arg(count);
                 match snapshot {
-                    Some(s) if !written.contains(room) => {
-                        invocation
-                            .arg(s.index)
-                            .arg(s.collection)
-                            .arg(s.body.to_string())
-                    }
+                    Some(s) if !written.contains(room) => invocation
+                        .arg(s.index)
+                        .arg(s.collection)
+                        .arg(s.body.to_string()),
                     _ => invocation.arg("").arg("").arg(""),
                 };
             }
@@ -242,12 +247,13 @@ impl RoomSync {
         let mut queue = self.queue.lock();
         let mut known = self.remote.lock();
         for ((room, count), remote) in rooms.iter().zip(counts).zip(remote) {
+            // Kept for a room that just left this node too: its "out" notification needs it
+            // (`forget` removes it then).
+            known.insert(room.clone(), remote);
             if count > 0 {
                 queue.written.insert(room.clone());
-                known.insert(room.clone(), remote);
             } else {
                 queue.written.remove(room);
-                known.remove(room);
             }
         }
         Ok(())

@@ -102,7 +102,14 @@ mod tests {
             "protocol": "http"
         }))
         .unwrap();
-        assert!(matches!(doc, BusMessage::Document { id: None, protocol: WireProtocol::Http, .. }));
+        assert!(matches!(
+            doc,
+            BusMessage::Document {
+                id: None,
+                protocol: WireProtocol::Http,
+                ..
+            }
+        ));
         assert_eq!(doc.origin(), "a");
         assert_eq!(presence_action("join"), Some("join"));
         assert_eq!(presence_action("publish"), None);

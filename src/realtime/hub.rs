@@ -587,16 +587,8 @@ impl Hub {
             };
             state.rooms.insert(room_id.clone(), room);
         }
-        let presence = Self::enter(
-            &mut state,
-            member,
-            &room_id,
-            scope,
-            users,
-            volatile,
-            action,
-        )
-        .map(|p| Presence { room_created, ..p });
+        let presence = Self::enter(&mut state, member, &room_id, scope, users, volatile, action)
+            .map(|p| Presence { room_created, ..p });
         drop(state);
         let channel = channel_name(&room_id, scope, users);
         Ok(Subscription {
@@ -787,7 +779,11 @@ impl Hub {
         if held.rooms.is_empty() {
             state.connections.remove(connection_id);
         }
-        Some(Self::leave(&mut state, connection_id, room_id, true).into_iter().collect())
+        Some(
+            Self::leave(&mut state, connection_id, room_id, true)
+                .into_iter()
+                .collect(),
+        )
     }
 
     /// Drops every subscription of a connection (disconnect, token expiry). With

@@ -269,6 +269,11 @@ pub fn spawn_binary_with(
             .lines()
             .map_while(Result::ok)
         {
+            // Logged first, so that the log holds the line once the address is known.
+            if let Ok(mut log) = sink.lock() {
+                log.push_str(&line);
+                log.push('\n');
+            }
             if let Some(rest) = line.split(" listening on ").nth(1) {
                 let addr = rest
                     .split_whitespace()
@@ -276,10 +281,6 @@ pub fn spawn_binary_with(
                     .unwrap_or_default()
                     .to_owned();
                 let _ = tx.send(addr);
-            }
-            if let Ok(mut log) = sink.lock() {
-                log.push_str(&line);
-                log.push('\n');
             }
         }
     });

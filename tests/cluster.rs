@@ -1,0 +1,553 @@
+//! A cluster of real node processes sharing a `redis-server` started by each test
+//! (PROTOCOL.md §4.7, §7.7–7.8, §9). Waits are polls with a deadline, or a marker message
+//! sent after the one under test: what arrives before the marker is all that arrived.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+/// Short, so that evictions are quick; every wait below is a poll, not a sleep.
+const HEARTBEAT_MS: u64 = 300;
+
+struct Node {
+    child: std::process::Child,
+    addr: SocketAddr,
+    id: String,
+    log: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_node(redis: &RedisServer, extra: &[(&str, &str)]) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let port = redis.port.to_string();
+    let heartbeat = HEARTBEAT_MS.to_string();
+    let mut env = vec![
+        ("kuzzle_services__storage__backend", "redis"),
+        ("kuzzle_services__storage__node__host", "127.0.0.1"),
+        ("kuzzle_services__storage__node__port", port.as_str()),
+        ("kuzzle_cluster__heartbeat", heartbeat.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    let (child, addr, log) = spawn_binary(dir.path(), &env);
+    let id = log
+        .lock()
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once(" listening on ").map(|(head, _)| head))
+        .find_map(|head| head.rsplit("node ").next())
+        .expect("the node says its id")
+        .to_owned();
+    Node {
+        child,
+        addr,
+        id,
+        log,
+        _dir: dir,
+    }
+}
+
+/// Three nodes that all see each other.
+async fn three_nodes(redis: &RedisServer) -> [Node; 3] {
+    let nodes = [
+        spawn_node(redis, &[]),
+        spawn_node(redis, &[]),
+        spawn_node(redis, &[]),
+    ];
+    for node in &nodes {
+        poll(|| async { status(node.addr).await["activeNodes"] == 3 }).await;
+    }
+    nodes
+}
+
+/// Polls `check` until it holds, for at most `WAIT`.
+async fn poll<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "condition not met in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn call(addr: SocketAddr, request: Value) -> Value {
+    let mut ws = Ws::connect(addr).await;
+    ws.request(request).await
+}
+
+async fn status(addr: SocketAddr) -> Value {
+    call(addr, json!({"controller": "cluster", "action": "status"})).await["result"].clone()
+}
+
+async fn count(addr: SocketAddr, room_id: &str) -> Value {
+    call(
+        addr,
+        json!({"controller": "realtime", "action": "count", "body": {"roomId": room_id}}),
+    )
+    .await["result"]["count"]
+        .clone()
+}
+
+async fn subscribe(ws: &mut Ws, filter: Value, users: &str) -> String {
+    let res = ws
+        .request(
+            json!({"controller": "realtime", "action": "subscribe", "index": "i",
+            "collection": "c", "body": filter, "users": users}),
+        )
+        .await;
+    assert_eq!(res["status"], 200, "{res}");
+    res["result"]["roomId"].as_str().unwrap().to_owned()
+}
+
+/// Publishes on a socket of its own, with a request id no subscriber socket uses.
+async fn publish(addr: SocketAddr, body: Value) {
+    let mut ws = Ws::connect(addr).await;
+    let res = ws
+        .request(
+            json!({"controller": "realtime", "action": "publish", "index": "i",
+            "collection": "c", "body": body, "requestId": "publisher"}),
+        )
+        .await;
+    assert_eq!(res["status"], 200, "{res}");
+}
+
+/// The next notification (documents and users; responses skipped).
+async fn next_notification(ws: &mut Ws) -> Value {
+    loop {
+        let message = ws.next_json().await;
+        if message["type"].is_string() {
+            return message;
+        }
+    }
+}
+
+/// Document notifications up to (excluding) the one whose `_source.marker` is true.
+async fn documents_until_marker(ws: &mut Ws) -> Vec<Value> {
+    let mut got = Vec::new();
+    loop {
+        let n = next_notification(ws).await;
+        if n["type"] != "document" {
+            continue;
+        }
+        if n["result"]["_source"]["marker"] == true {
+            return got;
+        }
+        got.push(n);
+    }
+}
+
+fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &redis.port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[actix_rt::test]
+async fn a_publish_reaches_every_node_exactly_once() {
+    let redis = RedisServer::start();
+    let [n1, n2, n3] = three_nodes(&redis).await;
+    let (mut s1, mut s2) = (Ws::connect(n1.addr).await, Ws::connect(n2.addr).await);
+    let room = subscribe(&mut s1, json!({}), "none").await;
+    assert_eq!(
+        subscribe(&mut s2, json!({}), "none").await,
+        room,
+        "room ids agree"
+    );
+
+    publish(n3.addr, json!({"text": "from 3"})).await;
+    publish(n1.addr, json!({"text": "from 1"})).await;
+    // One node's messages keep their order: the marker from node 3 comes after its publish.
+    publish(n3.addr, json!({"marker": true})).await;
+    for (ws, name) in [(&mut s1, "node 1"), (&mut s2, "node 2")] {
+        let mut got = documents_until_marker(ws).await;
+        // The marker from node 3 may overtake node 1's publish: read on to it if needed.
+        if got.len() < 2 {
+            let rest = next_notification(ws).await;
+            got.push(rest);
+        }
+        let texts: Vec<&str> = got
+            .iter()
+            .map(|n| n["result"]["_source"]["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(texts.len(), 2, "{name}: {got:?}");
+        assert!(
+            texts.contains(&"from 3") && texts.contains(&"from 1"),
+            "{name}: {texts:?}"
+        );
+        let from3 = got
+            .iter()
+            .find(|n| n["result"]["_source"]["text"] == "from 3");
+        assert_eq!(
+            from3.unwrap()["node"],
+            n3.id.as_str(),
+            "`node` is the origin"
+        );
+    }
+    // Nothing else came: a last marker is the next message on both sockets.
+    publish(n2.addr, json!({"marker": true})).await;
+    assert!(documents_until_marker(&mut s1).await.is_empty());
+    assert!(documents_until_marker(&mut s2).await.is_empty());
+}
+
+#[actix_rt::test]
+async fn counts_lists_and_user_notifications_are_cluster_wide() {
+    let redis = RedisServer::start();
+    let [n1, n2, n3] = three_nodes(&redis).await;
+    let mut s1 = Ws::connect(n1.addr).await;
+    let room = subscribe(&mut s1, json!({"equals": {"x": 1}}), "all").await;
+    let mut s2 = Ws::connect(n2.addr).await;
+    subscribe(&mut s2, json!({"equals": {"x": 1}}), "none").await;
+    // Counted everywhere once answered: no wait needed.
+    assert_eq!(count(n3.addr, &room).await, 2);
+    let joined = next_notification(&mut s1).await;
+    assert_eq!(
+        (
+            &joined["type"],
+            &joined["user"],
+            &joined["result"]["count"],
+            &joined["node"]
+        ),
+        (&json!("user"), &json!("in"), &json!(2), &json!(n2.id))
+    );
+    let list = call(n3.addr, json!({"controller": "realtime", "action": "list"})).await;
+    assert_eq!(
+        list["result"],
+        json!({"i": {"c": {room.clone(): 2}}}),
+        "{list}"
+    );
+
+    let res = s2
+        .request(
+            json!({"controller": "realtime", "action": "unsubscribe", "body": {"roomId": room}}),
+        )
+        .await;
+    assert_eq!(res["status"], 200);
+    let left = next_notification(&mut s1).await;
+    assert_eq!(
+        (&left["user"], &left["action"], &left["result"]["count"]),
+        (&json!("out"), &json!("unsubscribe"), &json!(1))
+    );
+    assert_eq!(count(n3.addr, &room).await, 1);
+    // A disconnect counts as leaving, on every node.
+    drop(s1);
+    poll(|| async { count(n2.addr, &room).await == 0 }).await;
+    let list = call(n2.addr, json!({"controller": "realtime", "action": "list"})).await;
+    assert_eq!(list["result"], json!({}));
+}
+
+#[actix_rt::test]
+async fn join_a_room_that_only_another_node_has() {
+    let redis = RedisServer::start();
+    let [n1, n2, n3] = three_nodes(&redis).await;
+    let mut s1 = Ws::connect(n1.addr).await;
+    let room = subscribe(&mut s1, json!({"range": {"n": {"gte": 10}}}), "all").await;
+    let mut s3 = Ws::connect(n3.addr).await;
+    let res = s3
+        .request(json!({"controller": "realtime", "action": "join", "body": {"roomId": room}}))
+        .await;
+    assert_eq!(res["status"], 200, "{res}");
+    assert_eq!(res["result"]["roomId"], room.as_str());
+    let joined = next_notification(&mut s1).await;
+    assert_eq!(
+        (&joined["action"], &joined["result"]["count"]),
+        (&json!("join"), &json!(2))
+    );
+    // The joined room matches with the creator's filter.
+    publish(n2.addr, json!({"n": 5})).await;
+    publish(n2.addr, json!({"n": 12})).await;
+    publish(n2.addr, json!({"n": 99, "marker": true})).await;
+    let got = documents_until_marker(&mut s3).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["result"]["_source"]["n"], 12);
+
+    let res = s3
+        .request(json!({"controller": "realtime", "action": "join", "body": {"roomId": "nope"}}))
+        .await;
+    assert_eq!(res["error"]["id"], "core.realtime.room_not_found");
+}
+
+/// Logs in on a socket of its own (logins are limited per socket).
+async fn login(addr: SocketAddr, username: &str, password: &str) -> String {
+    let res = call(
+        addr,
+        json!({"controller": "auth", "action": "login", "strategy": "local",
+            "body": {"username": username, "password": password}}),
+    )
+    .await;
+    res["result"]["jwt"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{res}"))
+        .to_owned()
+}
+
+/// An administrator, and a token of a user `u1` (password `p1`) with every right.
+async fn users(addr: SocketAddr) -> (Ws, String) {
+    let mut admin = Ws::connect(addr).await;
+    let res = admin
+        .request(
+            json!({"controller": "security", "action": "createFirstAdmin", "_id": "root",
+            "body": {"credentials": {"local": {"username": "root", "password": "toor"}}}}),
+        )
+        .await;
+    assert_eq!(res["status"], 200, "{res}");
+    let res = admin
+        .request(
+            json!({"controller": "auth", "action": "login", "strategy": "local",
+            "body": {"username": "root", "password": "toor"}}),
+        )
+        .await;
+    let jwt = res["result"]["jwt"].as_str().unwrap().to_owned();
+    let res = admin
+        .request(
+            json!({"controller": "security", "action": "createUser", "_id": "u1", "jwt": jwt,
+            "body": {"content": {"profileIds": ["admin"]},
+                     "credentials": {"local": {"username": "u1", "password": "p1"}}}}),
+        )
+        .await;
+    assert_eq!(res["status"], 200, "{res}");
+    let user_jwt = login(addr, "u1", "p1").await;
+    (admin, format!("{jwt} {user_jwt}"))
+}
+
+/// A socket on `addr` that used `jwt` (so it is linked to it) and subscribed to `{}`.
+async fn linked_subscriber(addr: SocketAddr, jwt: &str) -> (Ws, String) {
+    let mut ws = Ws::connect(addr).await;
+    let res = ws
+        .request(
+            json!({"controller": "realtime", "action": "subscribe", "index": "i",
+            "collection": "c", "body": {}, "jwt": jwt}),
+        )
+        .await;
+    assert_eq!(res["status"], 200, "{res}");
+    (ws, res["result"]["roomId"].as_str().unwrap().to_owned())
+}
+
+#[actix_rt::test]
+async fn revocations_reach_sockets_on_other_nodes() {
+    let redis = RedisServer::start();
+    let [n1, n2, n3] = three_nodes(&redis).await;
+    let (_admin, tokens) = users(n1.addr).await;
+    let (admin_jwt, user_jwt) = tokens.split_once(' ').unwrap();
+
+    // Logout on node 1 → TokenExpired on node 2, whose socket loses its subscription.
+    let (mut on2, room) = linked_subscriber(n2.addr, user_jwt).await;
+    let mut logout = Ws::connect(n1.addr).await;
+    let res = logout
+        .request(json!({"controller": "auth", "action": "logout", "jwt": user_jwt}))
+        .await;
+    assert_eq!(res["status"], 200, "{res}");
+    let pushed = next_notification(&mut on2).await;
+    assert_eq!(pushed["type"], "TokenExpired");
+    assert_eq!(pushed["node"], n2.id.as_str(), "sent by the socket's node");
+    poll(|| async { count(n3.addr, &room).await == 0 }).await;
+    let mut witness = Ws::connect(n2.addr).await;
+    subscribe(&mut witness, json!({}), "none").await;
+    publish(n3.addr, json!({"after": "logout"})).await;
+    publish(n3.addr, json!({"marker": true})).await;
+    assert_eq!(documents_until_marker(&mut witness).await.len(), 1);
+    let res = on2
+        .request(json!({"controller": "server", "action": "now"}))
+        .await;
+    assert_eq!(res["status"], 200, "the socket stays open");
+
+    // deleteUser on node 2 → TokenExpired on node 3.
+    let user_jwt = login(n1.addr, "u1", "p1").await;
+    let (mut on3, _) = linked_subscriber(n3.addr, &user_jwt).await;
+    let res = call(
+        n2.addr,
+        json!({"controller": "security", "action": "deleteUser", "_id": "u1", "jwt": admin_jwt}),
+    )
+    .await;
+    assert_eq!(res["status"], 200, "{res}");
+    assert_eq!(next_notification(&mut on3).await["type"], "TokenExpired");
+}
+
+#[actix_rt::test]
+async fn one_redis_publish_per_notification() {
+    let redis = RedisServer::start();
+    let [n1, n2, n3] = three_nodes(&redis).await;
+    let mut s2 = Ws::connect(n2.addr).await;
+    subscribe(&mut s2, json!({}), "none").await;
+    let mut s3 = Ws::connect(n3.addr).await;
+    subscribe(&mut s3, json!({}), "none").await;
+    let mut s1 = Ws::connect(n1.addr).await;
+    subscribe(&mut s1, json!({"equals": {"never": true}}), "none").await;
+    redis_cli(&redis, &["CONFIG", "RESETSTAT"]);
+    const PUBLISHES: usize = 20;
+    let mut publisher = Ws::connect(n1.addr).await;
+    for i in 0..PUBLISHES {
+        let res = publisher
+            .request(
+                json!({"controller": "realtime", "action": "publish", "index": "i",
+                "collection": "c", "body": {"i": i, "marker": i + 1 == PUBLISHES},
+                "requestId": format!("p{i}")}),
+            )
+            .await;
+        assert_eq!(res["status"], 200);
+    }
+    assert_eq!(documents_until_marker(&mut s2).await.len(), PUBLISHES - 1);
+    assert_eq!(documents_until_marker(&mut s3).await.len(), PUBLISHES - 1);
+    let stats = redis_cli(&redis, &["INFO", "commandstats"]);
+    let calls = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_publish:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse::<usize>().ok());
+    assert_eq!(calls, Some(PUBLISHES), "{stats}");
+    let metrics = call(
+        n1.addr,
+        json!({"controller": "server", "action": "metrics"}),
+    )
+    .await;
+    assert!(
+        metrics["result"]["cluster"]["bus"]["published"].as_u64() >= Some(PUBLISHES as u64),
+        "{metrics}"
+    );
+}
+
+#[actix_rt::test]
+async fn redis_restarted_empty_and_delivery_resumes() {
+    let redis = RedisServer::start();
+    let port = redis.port;
+    let [n1, n2, _n3] = three_nodes(&redis).await;
+    let mut s1 = Ws::connect(n1.addr).await;
+    let room = subscribe(&mut s1, json!({}), "none").await;
+    redis.signal("KILL");
+    drop(redis);
+    // Each node keeps serving its own clients.
+    publish(n1.addr, json!({"local": true})).await;
+    publish(n1.addr, json!({"marker": true})).await;
+    assert_eq!(documents_until_marker(&mut s1).await.len(), 1);
+    let metrics = call(
+        n2.addr,
+        json!({"controller": "server", "action": "metrics"}),
+    )
+    .await;
+    assert_eq!(metrics["status"], 200);
+
+    let redis = RedisServer::start_on(port);
+    // No restart of any node: registration, channels and counts come back by themselves.
+    poll(|| async { count(n2.addr, &room).await == 1 }).await;
+    // A subscription made before the outage receives cross-node publishes again.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        publish(n2.addr, json!({"marker": true})).await;
+        if let Ok(Some(Frame::Text(_))) = s1.next_frame_within(Duration::from_millis(200)).await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no cross-node delivery after Redis came back"
+        );
+    }
+    poll(|| async { status(n1.addr).await["activeNodes"] == 3 }).await;
+    drop(redis);
+    let log = n1.log.lock().unwrap().clone();
+    assert_eq!(
+        log.matches("Redis does not answer").count(),
+        1,
+        "the loss is logged once:\n{log}"
+    );
+}
+
+#[actix_rt::test]
+async fn a_killed_node_leaves_counts_and_status_within_three_heartbeats() {
+    let redis = RedisServer::start();
+    let [n1, mut n2, _n3] = three_nodes(&redis).await;
+    let mut s2 = Ws::connect(n2.addr).await;
+    let room = subscribe(&mut s2, json!({}), "none").await;
+    assert_eq!(count(n1.addr, &room).await, 1);
+    let killed = Instant::now();
+    n2.child.kill().unwrap();
+    n2.child.wait().unwrap();
+    poll(|| async { count(n1.addr, &room).await == 0 }).await;
+    poll(|| async { status(n1.addr).await["activeNodes"] == 2 }).await;
+    // Its registration lived 3 heartbeats past its last refresh, and no longer; one more
+    // heartbeat covers the requests that observed it.
+    let bound = Duration::from_millis(4 * HEARTBEAT_MS);
+    assert!(
+        killed.elapsed() < bound + Duration::from_secs(1),
+        "{:?}",
+        killed.elapsed()
+    );
+    poll(|| async {
+        status(n1.addr).await["activity"]
+            .as_array()
+            .is_some_and(|events| {
+                events.iter().any(|e| {
+                    e["id"] == n2.id.as_str()
+                        && e["event"] == "evicted"
+                        && e["reason"] == "heartbeat timeout"
+                })
+            })
+    })
+    .await;
+}
+
+#[actix_rt::test]
+async fn sigterm_removes_the_node_at_once() {
+    let redis = RedisServer::start();
+    let [n1, mut n2, _n3] = three_nodes(&redis).await;
+    let mut s2 = Ws::connect(n2.addr).await;
+    let room = subscribe(&mut s2, json!({}), "none").await;
+    assert_eq!(count(n1.addr, &room).await, 1);
+    send_signal(&n2.child, "TERM");
+    assert!(wait_exit(&mut n2.child).success());
+    // No polling: it left before it exited.
+    assert_eq!(count(n1.addr, &room).await, 0);
+    let status = status(n1.addr).await;
+    assert_eq!(status["activeNodes"], 2, "{status}");
+    assert_eq!(status["activity"][0]["id"], n2.id.as_str());
+    assert_eq!(status["activity"][0]["event"], "evicted");
+    assert_eq!(status["activity"][0]["reason"], "Node is shutting down");
+    assert!(
+        status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["id"] != n2.id.as_str())
+    );
+}
+
+#[actix_rt::test]
+async fn too_few_nodes_refuse_requests() {
+    let redis = RedisServer::start();
+    let n1 = spawn_node(&redis, &[("kuzzle_cluster__minimumNodes", "2")]);
+    let res = call(n1.addr, json!({"controller": "server", "action": "now"})).await;
+    assert_eq!(res["status"], 503);
+    assert_eq!(res["error"]["id"], "api.process.not_enough_nodes");
+    let ready = raw_http(
+        n1.addr,
+        b"GET /_ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+    let _n2 = spawn_node(&redis, &[("kuzzle_cluster__minimumNodes", "2")]);
+    poll(|| async {
+        call(n1.addr, json!({"controller": "server", "action": "now"})).await["status"] == 200
+    })
+    .await;
+    let ready = raw_http(
+        n1.addr,
+        b"GET /_ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+}
