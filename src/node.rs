@@ -111,10 +111,10 @@ impl Node {
 pub fn client_address(
     peer: Option<IpAddr>,
     forwarded_for: Option<&str>,
-    trusted: &[IpAddr],
+    trusted: &[crate::config::ProxyRange],
 ) -> Option<IpAddr> {
     let peer = peer?;
-    if !trusted.contains(&peer) {
+    if !trusted.iter().any(|range| range.contains(&peer)) {
         return Some(peer);
     }
     forwarded_for
@@ -169,5 +169,28 @@ impl OriginPolicy {
         self.any
             || self.exact.iter().any(|o| o == origin)
             || self.patterns.iter().any(|p| p.is_match(origin))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ProxyRange;
+
+    #[test]
+    fn forwarded_for_counts_only_from_trusted_proxies() {
+        let trusted: Vec<ProxyRange> = ["127.0.0.1", "10.0.0.0/8"]
+            .iter()
+            .map(|t| t.parse().unwrap())
+            .collect();
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        let from = |peer: &str| client_address(Some(ip(peer)), Some("1.2.3.4, 5.6.7.8"), &trusted);
+        assert_eq!(from("127.0.0.1"), Some(ip("5.6.7.8")));
+        assert_eq!(from("10.9.8.7"), Some(ip("5.6.7.8")), "a network of proxies");
+        assert_eq!(from("11.0.0.1"), Some(ip("11.0.0.1")), "anyone else: the peer");
+        assert!("10.0.0.0/33".parse::<ProxyRange>().is_err());
+        assert!("nginx".parse::<ProxyRange>().is_err());
+        let text: Vec<String> = trusted.into_iter().map(String::from).collect();
+        assert_eq!(text, ["127.0.0.1", "10.0.0.0/8"]);
     }
 }

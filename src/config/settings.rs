@@ -124,7 +124,47 @@ pub struct HttpSettings {
     pub access_control_allow_headers: String,
     pub cookie_authentication: bool,
     /// kuzzle-rt: proxies whose `X-Forwarded-For` names the client address.
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub trusted_proxies: Vec<ProxyRange>,
+}
+
+/// A trusted proxy: one address (`10.0.0.5`) or a network (`10.0.0.0/8`), for proxies
+/// whose address is not fixed (containers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub struct ProxyRange(ipnet::IpNet);
+
+impl ProxyRange {
+    pub fn contains(&self, address: &std::net::IpAddr) -> bool {
+        self.0.contains(address)
+    }
+}
+
+impl From<ProxyRange> for String {
+    fn from(range: ProxyRange) -> String {
+        if range.0.prefix_len() == range.0.max_prefix_len() {
+            range.0.addr().to_string()
+        } else {
+            range.0.to_string()
+        }
+    }
+}
+
+impl std::str::FromStr for ProxyRange {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        text.parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map(ProxyRange)
+            .map_err(|_| format!("{text:?} is neither an IP address nor a network (a.b.c.d/n)"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ProxyRange {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for HttpSettings {

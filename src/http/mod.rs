@@ -85,7 +85,10 @@ fn closing(mut response: HttpResponse) -> HttpResponse {
 }
 
 /// The client's address of an HTTP request or WebSocket handshake.
-pub fn client_address(req: &HttpRequest, trusted: &[std::net::IpAddr]) -> Option<std::net::IpAddr> {
+pub fn client_address(
+    req: &HttpRequest,
+    trusted: &[crate::config::ProxyRange],
+) -> Option<std::net::IpAddr> {
     crate::node::client_address(
         req.peer_addr().map(|a| a.ip()),
         header_text(req, header::HeaderName::from_static("x-forwarded-for")),

@@ -60,4 +60,65 @@ function startNode(env = {}, dir = null) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-module.exports = { startNode, sleep };
+/** A free TCP port on 127.0.0.1 followed by `count - 1` free ones. */
+async function freePorts(count) {
+  const net = require("node:net");
+  const isFree = (port) =>
+    new Promise((resolve) => {
+      const server = net.createServer();
+      server.once("error", () => resolve(false));
+      server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
+    });
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const base = 20000 + Math.floor(Math.random() * 30000);
+    const ports = Array.from({ length: count }, (_, i) => base + i);
+    let free = true;
+    for (const port of ports) if (!(await isFree(port))) free = false;
+    if (free) return ports;
+  }
+  throw new Error("no free ports");
+}
+
+/**
+ * Starts `cluster/run`: a redis-server, `nodes` nodes and nginx in front, all on
+ * 127.0.0.1. Resolves to { port (nginx), nodes: [{id, pid, port}], stop() }.
+ */
+async function startCluster(nodes = 3, heartbeat = 500) {
+  const [port, ...nodePorts] = await freePorts(nodes + 1);
+  const script = path.resolve(__dirname, "../../cluster/run");
+  const child = spawn(
+    script,
+    ["--nodes", String(nodes), "--port", String(port), "--first-node-port", String(nodePorts[0]), "--heartbeat", String(heartbeat)],
+    { env: { ...process.env, KUZZLE_RT_BIN: BINARY }, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let out = "";
+  child.stderr.on("data", (chunk) => (out += chunk));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`cluster did not start:\n${out}`)), 30000);
+    child.on("exit", (code) => reject(new Error(`cluster/run exited with ${code}:\n${out}`)));
+    child.stdout.on("data", (chunk) => {
+      out += chunk;
+      if (!/cluster ready on/.test(out)) return;
+      clearTimeout(timer);
+      const found = [...out.matchAll(/node (knode-\S+) pid (\d+) on 127\.0\.0\.1:(\d+)/g)].map((m) => ({
+        id: m[1],
+        pid: Number(m[2]),
+        port: Number(m[3]),
+      }));
+      resolve({
+        port,
+        nodes: found,
+        output: () => out,
+        stop: () =>
+          new Promise((done) => {
+            if (child.exitCode !== null) return done(child.exitCode);
+            child.removeAllListeners("exit");
+            child.on("exit", done);
+            child.kill("SIGTERM");
+          }),
+      });
+    });
+  });
+}
+
+module.exports = { startNode, startCluster, sleep };

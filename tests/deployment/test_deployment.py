@@ -1,0 +1,101 @@
+"""The deployment files: docker-compose.yml, cluster/Dockerfile, the nginx configurations.
+
+The Docker engine is not available where the tests run, so docker-compose.yml is parsed
+and checked against what the cluster needs, and the nginx configuration that cluster/run
+generates is checked by nginx itself (`nginx -t`).
+"""
+
+import pathlib
+import re
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+class Compose(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+        cls.services = cls.compose["services"]
+
+    def test_services(self):
+        self.assertEqual(set(self.services), {"redis", "node", "nginx"})
+
+    def test_redis_persists_and_is_checked(self):
+        redis = self.services["redis"]
+        self.assertIn("--appendonly", redis["command"])
+        self.assertEqual(redis["command"][redis["command"].index("--appendonly") + 1], "yes")
+        self.assertIn("redis-cli", " ".join(redis["healthcheck"]["test"]))
+
+    def test_nodes_scale(self):
+        node = self.services["node"]
+        build = node["build"]
+        self.assertTrue((ROOT / build["context"] / build["dockerfile"]).is_file())
+        # `--scale node=N`: no fixed name, no published port.
+        self.assertNotIn("container_name", node)
+        self.assertNotIn("ports", node)
+        self.assertEqual(node["deploy"]["replicas"], 3)
+        env = node["environment"]
+        self.assertEqual(env["kuzzle_services__storage__backend"], "redis")
+        self.assertEqual(env["kuzzle_services__storage__node__host"], "redis")
+        self.assertEqual(node["depends_on"]["redis"]["condition"], "service_healthy")
+
+    def test_nginx_in_front(self):
+        nginx = self.services["nginx"]
+        self.assertEqual(nginx["ports"], ["7512:7512"])
+        source = nginx["volumes"][0].split(":")[0]
+        self.assertTrue((ROOT / source).is_file(), source)
+        self.assertEqual(nginx["depends_on"]["node"]["condition"], "service_healthy")
+
+
+class Dockerfile(unittest.TestCase):
+    def setUp(self):
+        self.text = (ROOT / "cluster" / "Dockerfile").read_text()
+
+    def test_multi_stage_non_root_with_health_check(self):
+        self.assertEqual(len(re.findall(r"^FROM ", self.text, re.M)), 2)
+        self.assertRegex(self.text, r"(?m)^USER kuzzle$")
+        self.assertRegex(self.text, r"(?ms)^HEALTHCHECK .*?/_ready")
+
+    def test_copied_paths_exist(self):
+        for line in re.findall(r"(?m)^COPY (?!--from)(.+)$", self.text):
+            for source in line.split()[:-1]:
+                self.assertTrue((ROOT / source).exists(), source)
+
+
+class Nginx(unittest.TestCase):
+    def test_docker_configuration_proxies_websockets(self):
+        text = (ROOT / "cluster" / "nginx.conf").read_text()
+        for directive in (
+            "proxy_set_header Upgrade $http_upgrade;",
+            "proxy_set_header Connection $connection_upgrade;",
+            "proxy_read_timeout 1h;",
+            "server node:7512 resolve",
+            "listen 7512;",
+        ):
+            self.assertIn(directive, text)
+
+    @unittest.skipUnless(shutil.which("nginx"), "nginx is not installed")
+    def test_local_configuration_is_valid_nginx(self):
+        template = (ROOT / "cluster" / "nginx-local.conf.in").read_text()
+        with tempfile.TemporaryDirectory() as work:
+            (pathlib.Path(work) / "temp").mkdir()
+            conf = pathlib.Path(work) / "nginx.conf"
+            conf.write_text(
+                template.replace("#UPSTREAMS#", "    server 127.0.0.1:1;").replace("#PORT#", "1")
+            )
+            result = subprocess.run(
+                ["nginx", "-t", "-p", work, "-c", str(conf), "-g", f"pid {work}/nginx.pid;"],
+                capture_output=True,
+                text=True,
+            )
+            self.assertEqual(result.returncode, 0, result.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
