@@ -186,8 +186,16 @@ mod tests {
         let ip = |t: &str| t.parse::<IpAddr>().unwrap();
         let from = |peer: &str| client_address(Some(ip(peer)), Some("1.2.3.4, 5.6.7.8"), &trusted);
         assert_eq!(from("127.0.0.1"), Some(ip("5.6.7.8")));
-        assert_eq!(from("10.9.8.7"), Some(ip("5.6.7.8")), "a network of proxies");
-        assert_eq!(from("11.0.0.1"), Some(ip("11.0.0.1")), "anyone else: the peer");
+        assert_eq!(
+            from("10.9.8.7"),
+            Some(ip("5.6.7.8")),
+            "a network of proxies"
+        );
+        assert_eq!(
+            from("11.0.0.1"),
+            Some(ip("11.0.0.1")),
+            "anyone else: the peer"
+        );
         assert!("10.0.0.0/33".parse::<ProxyRange>().is_err());
         assert!("nginx".parse::<ProxyRange>().is_err());
         let text: Vec<String> = trusted.into_iter().map(String::from).collect();

@@ -13,6 +13,11 @@
 //! `--compression` turns permessage-deflate on in the node and has every client offer
 //! it; `--document-bytes N` pads each published document to about N bytes of JSON.
 //!
+//! `--cluster` measures a cluster instead: a `redis-server` started on a free port and
+//! two nodes sharing it; the fan-out runs twice, the publisher on the subscribers' node
+//! and then on the other node (cross-node, through Redis pub/sub), and reports the
+//! Redis commands each publish cost.
+//!
 //! Everything runs on 127.0.0.1. The figures in the README come from this tool.
 
 use std::io::{BufRead, BufReader};
@@ -36,6 +41,8 @@ struct Args {
     document_bytes: usize,
     /// Pause between publishes; 0 publishes as fast as the node answers.
     publish_interval: Duration,
+    /// Two nodes and a Redis instead of one node.
+    cluster: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -53,6 +60,7 @@ fn parse_args() -> Result<Args, String> {
         compression: false,
         document_bytes: 0,
         publish_interval: Duration::ZERO,
+        cluster: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -79,6 +87,7 @@ fn parse_args() -> Result<Args, String> {
                 args.publishes = value()?.parse().map_err(|e| format!("--publishes: {e}"))?
             }
             "--compression" => args.compression = true,
+            "--cluster" => args.cluster = true,
             "--publish-interval-ms" => {
                 args.publish_interval = Duration::from_millis(
                     value()?
@@ -93,7 +102,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: kuzzle-load [--binary PATH] [--connections N] [--clients C] [--requests R] [--subscribers S] [--publishes P] [--compression] [--document-bytes N] [--publish-interval-ms MS]"
+                    "usage: kuzzle-load [--binary PATH] [--connections N] [--clients C] [--requests R] [--subscribers S] [--publishes P] [--compression] [--document-bytes N] [--publish-interval-ms MS] [--cluster]"
                 );
                 std::process::exit(0);
             }
@@ -111,8 +120,14 @@ struct NodeProcess {
 }
 
 impl NodeProcess {
-    fn start(binary: &PathBuf, compression: bool) -> Result<NodeProcess, String> {
-        let dir = std::env::temp_dir().join(format!("kuzzle-load-{}", std::process::id()));
+    fn start(
+        binary: &PathBuf,
+        compression: bool,
+        env: &[(String, String)],
+    ) -> Result<NodeProcess, String> {
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("kuzzle-load-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let mut child = Command::new(binary)
             .current_dir(&dir)
@@ -124,6 +139,7 @@ impl NodeProcess {
                 "kuzzle_server__protocols__websocket__compression",
                 compression.to_string(),
             )
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
@@ -235,13 +251,124 @@ async fn send_request(client: &mut Client, request: Value) -> Result<Value, Stri
     }
 }
 
-/// S subscribers on one room, P publishes: deliveries per second and latency.
-async fn fan_out(args: &Args, node: &NodeProcess) -> Result<(), String> {
+/// A redis-server for `--cluster`, on a free port of 127.0.0.1, without persistence.
+struct RedisProcess {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl RedisProcess {
+    fn start() -> Result<RedisProcess, String> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let dir = std::env::temp_dir().join(format!("kuzzle-load-redis-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start redis-server: {e}"))?;
+        let redis = RedisProcess { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return Err("redis-server did not start".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(redis)
+    }
+
+    /// Commands Redis has run since it started, all kinds together, and PUBLISHes.
+    fn commands(&self) -> Result<(u64, u64), String> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
+            .map_err(|e| e.to_string())?;
+        let mut connection = client.get_connection().map_err(|e| e.to_string())?;
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut connection)
+            .map_err(|e| e.to_string())?;
+        let (mut all, mut publish) = (0, 0);
+        for line in info.lines() {
+            let Some((name, rest)) = line.split_once(":calls=") else {
+                continue;
+            };
+            let calls: u64 = rest
+                .split(',')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            all += calls;
+            if name == "cmdstat_publish" {
+                publish += calls;
+            }
+        }
+        Ok((all, publish))
+    }
+
+    fn node_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("kuzzle_services__storage__backend".into(), "redis".into()),
+            (
+                "kuzzle_services__storage__node__host".into(),
+                "127.0.0.1".into(),
+            ),
+            (
+                "kuzzle_services__storage__node__port".into(),
+                self.port.to_string(),
+            ),
+        ]
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Two nodes on one Redis: the fan-out with the publisher on the subscribers' node, then
+/// on the other node.
+async fn measure_cluster(args: &Args) -> Result<(), String> {
+    let redis = RedisProcess::start()?;
+    let env = redis.node_env();
+    let home = NodeProcess::start(&args.binary, args.compression, &env)?;
+    let other = NodeProcess::start(&args.binary, args.compression, &env)?;
+    println!(
+        "# kuzzle-load --cluster: nodes {} and {}, redis-server 127.0.0.1:{}",
+        home.addr, other.addr, redis.port
+    );
+    for (label, publisher) in [
+        (", publisher on the subscribers' node", &home),
+        (", publisher on the other node: cross-node", &other),
+    ] {
+        fan_out(args, &home, publisher.addr, label, Some(&redis)).await?;
+    }
+    Ok(())
+}
+
+/// S subscribers on one room of `node`, P publishes sent to `publisher`: deliveries per
+/// second and latency.
+async fn fan_out(
+    args: &Args,
+    node: &NodeProcess,
+    publisher: SocketAddr,
+    label: &str,
+    redis: Option<&RedisProcess>,
+) -> Result<(), String> {
     let clock = Instant::now();
     let mut subscribers = Vec::with_capacity(args.subscribers);
+    let collection = format!("fanout-{}", publisher.port());
     for i in 0..args.subscribers {
         let mut client = connect(node.addr, args.compression).await?;
-        let subscribe = json!({"controller": "realtime", "action": "subscribe", "index": "load", "collection": "fanout",
+        let subscribe = json!({"controller": "realtime", "action": "subscribe", "index": "load", "collection": collection,
             "body": {"range": {"sent": {"gte": 0}}}, "requestId": format!("sub-{i}")});
         let reply = send_request(&mut client, subscribe).await?;
         if reply["status"] != 200 {
@@ -264,16 +391,23 @@ async fn fan_out(args: &Args, node: &NodeProcess) -> Result<(), String> {
             let now = clock.elapsed().as_micros() as u64;
             latencies.push(Duration::from_micros(now.saturating_sub(sent)));
         }
-        Ok::<_, String>((latencies, json_bytes, client.wire_bytes - wire_before))
+        // The client is handed back so that it closes after the measurement.
+        Ok::<_, String>((
+            latencies,
+            json_bytes,
+            client.wire_bytes - wire_before,
+            client,
+        ))
     });
-    let mut publisher = connect(node.addr, args.compression).await?;
+    let mut publisher = connect(publisher, args.compression).await?;
     let rows = padding_rows(args.document_bytes);
+    let redis_before = redis.map(RedisProcess::commands).transpose()?;
     let started = Instant::now();
     let cpu_before = node.cpu_ms();
     let publishing = async {
         for p in 0..args.publishes {
             let sent = clock.elapsed().as_micros() as u64;
-            let message = json!({"controller": "realtime", "action": "publish", "index": "load", "collection": "fanout",
+            let message = json!({"controller": "realtime", "action": "publish", "index": "load", "collection": collection,
                 "body": {"sent": sent, "seq": p, "text": "a notification of a realistic size, with a few fields", "rows": rows},
                 "requestId": format!("pub-{p}")});
             send_request(&mut publisher, message).await?;
@@ -287,18 +421,21 @@ async fn fan_out(args: &Args, node: &NodeProcess) -> Result<(), String> {
     published?;
     let elapsed = started.elapsed();
     let cpu_ms = node.cpu_ms().saturating_sub(cpu_before);
+    let redis_after = redis.map(RedisProcess::commands).transpose()?;
     let mut latencies = Vec::with_capacity(args.subscribers * args.publishes);
     let (mut json_bytes, mut wire_bytes) = (0u64, 0u64);
+    let mut clients = Vec::with_capacity(args.subscribers);
     for result in received {
-        let (times, json, wire) = result?;
+        let (times, json, wire, client) = result?;
         latencies.extend(times);
         json_bytes += json;
         wire_bytes += wire;
+        clients.push(client);
     }
     let deliveries = latencies.len().max(1) as f64;
     latencies.sort();
     println!();
-    println!("## Fan-out (one room, realtime:publish over WebSocket)");
+    println!("## Fan-out (one room, realtime:publish over WebSocket{label})");
     println!();
     println!(
         "| subscribers | publishes | compression | notification | on the wire | deliveries/s | p50 publish→delivery | p99 | max | node CPU per 1000 deliveries |"
@@ -317,6 +454,21 @@ async fn fan_out(args: &Args, node: &NodeProcess) -> Result<(), String> {
         ms(latencies.last().copied().unwrap_or_default()),
         cpu_ms as f64 * 1000.0 / deliveries
     );
+    if let (Some((all_before, publish_before)), Some((all_after, publish_after))) =
+        (redis_before, redis_after)
+    {
+        // One INFO before and one after are the tool's own; the rest is the nodes'.
+        let commands = (all_after - all_before).saturating_sub(1);
+        println!();
+        println!(
+            "Redis while publishing: {} PUBLISH for {} publishes ({:.2} per publish); {} commands in all, the nodes' heartbeats included.",
+            publish_after - publish_before,
+            args.publishes,
+            (publish_after - publish_before) as f64 / args.publishes.max(1) as f64,
+            commands,
+        );
+    }
+    drop(clients);
     Ok(())
 }
 
@@ -470,7 +622,7 @@ async fn measure(args: &Args, node: &NodeProcess) -> Result<(), String> {
         ms(percentile(&latencies, 99.0)),
         ms(latencies.last().copied().unwrap_or_default())
     );
-    fan_out(args, node).await
+    fan_out(args, node, node.addr, "", None).await
 }
 
 fn main() {
@@ -491,7 +643,14 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let node = match NodeProcess::start(&args.binary, args.compression) {
+    if args.cluster {
+        if let Err(message) = runtime.block_on(measure_cluster(&args)) {
+            eprintln!("kuzzle-load: {message}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let node = match NodeProcess::start(&args.binary, args.compression, &[]) {
         Ok(node) => node,
         Err(message) => {
             eprintln!("kuzzle-load: {message}");

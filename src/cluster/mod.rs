@@ -347,9 +347,12 @@ impl Cluster {
         if !presence.notify || self.is_leaving() {
             return;
         }
-        let count = self.hub.count(&presence.room_id) + self.rooms.remote(&presence.room_id);
+        let remote = self.rooms.remote(&presence.room_id);
+        let count = self.hub.count(&presence.room_id) + remote.count;
         self.hub.announce(presence, count, &self.node_id);
-        if let Some(link) = &self.link {
+        // Only nodes with a channel that wants user notifications need the message; that
+        // was learnt with the write that preceded this announcement.
+        if let (Some(link), true) = (&self.link, remote.wants_users) {
             let message = BusMessage::Presence {
                 node: self.node_id.to_string(),
                 room: presence.room_id.to_string(),
@@ -507,7 +510,7 @@ impl Cluster {
             Ok(rooms) => local + rooms.first().map_or(0, |r| r.remote_count),
             Err(reason) => {
                 link.health.down(&reason);
-                local + self.rooms.remote(room_id)
+                local + self.rooms.remote(room_id).count
             }
         }
     }

@@ -23,37 +23,51 @@ use crate::realtime::Hub;
 /// Rooms per script call, so that one call never holds Redis for long.
 const BATCH: usize = 500;
 
+/// A room's counts hash holds, per node, `<node>` → its count and, when some channel of
+/// the room on that node wants user notifications, `u:<node>` → 1.
+///
 /// KEYS[1]: this node's set of rooms; then, per room, its hash and its counts' hash.
 /// ARGV[1]: node id; ARGV[2]: prefix of the nodes' registration keys; then, per room,
-/// id, local count, index, collection, filter ("" when already written).
-/// Returns, per room, the count of the other live nodes.
+/// id, local count, whether it wants user notifications (1/0), index, collection, filter
+/// ("" when already written).
+/// Returns, per room, the count of the other live nodes and whether one of them wants
+/// user notifications (1/0).
 const SYNC_SCRIPT: &str = r"
 local node, alive = ARGV[1], ARGV[2]
 local out = {}
 local rooms = (#KEYS - 1) / 2
 for i = 1, rooms do
   local info, counts = KEYS[2 * i], KEYS[2 * i + 1]
-  local a = 2 + (i - 1) * 5
+  local a = 2 + (i - 1) * 6
   local room, count = ARGV[a + 1], tonumber(ARGV[a + 2])
   if count > 0 then
     redis.call('HSET', counts, node, count)
+    if ARGV[a + 3] == '1' then
+      redis.call('HSET', counts, 'u:' .. node, 1)
+    else
+      redis.call('HDEL', counts, 'u:' .. node)
+    end
     redis.call('SADD', KEYS[1], room)
-    if ARGV[a + 5] ~= '' then
-      redis.call('HSET', info, 'index', ARGV[a + 3], 'collection', ARGV[a + 4], 'filter', ARGV[a + 5])
+    if ARGV[a + 6] ~= '' then
+      redis.call('HSET', info, 'index', ARGV[a + 4], 'collection', ARGV[a + 5], 'filter', ARGV[a + 6])
     end
   else
-    redis.call('HDEL', counts, node)
+    redis.call('HDEL', counts, node, 'u:' .. node)
     redis.call('SREM', KEYS[1], room)
     if redis.call('HLEN', counts) == 0 then redis.call('DEL', info) end
   end
-  local remote = 0
+  local remote, wants = 0, 0
   local fields = redis.call('HGETALL', counts)
   for j = 1, #fields, 2 do
-    if fields[j] ~= node and redis.call('EXISTS', alive .. fields[j]) == 1 then
-      remote = remote + tonumber(fields[j + 1])
+    local field = fields[j]
+    local owner = field
+    if string.sub(field, 1, 2) == 'u:' then owner = string.sub(field, 3) end
+    if owner ~= node and redis.call('EXISTS', alive .. owner) == 1 then
+      if owner == field then remote = remote + tonumber(fields[j + 1]) else wants = 1 end
     end
   end
-  out[i] = remote
+  out[2 * i - 1] = remote
+  out[2 * i] = wants
 end
 return out
 ";
@@ -69,7 +83,8 @@ for i = 1, #KEYS / 2 do
   local remote = 0
   local fields = redis.call('HGETALL', KEYS[2 * i])
   for j = 1, #fields, 2 do
-    if fields[j] ~= node and redis.call('EXISTS', alive .. fields[j]) == 1 then
+    local field = fields[j]
+    if field ~= node and string.sub(field, 1, 2) ~= 'u:' and redis.call('EXISTS', alive .. field) == 1 then
       remote = remote + tonumber(fields[j + 1])
     end
   end
@@ -86,12 +101,19 @@ const FORGET_NODE_SCRIPT: &str = r"
 local rooms = redis.call('SMEMBERS', KEYS[1])
 for _, room in ipairs(rooms) do
   local counts = KEYS[3] .. room
-  redis.call('HDEL', counts, ARGV[1])
+  redis.call('HDEL', counts, ARGV[1], 'u:' .. ARGV[1])
   if redis.call('HLEN', counts) == 0 then redis.call('DEL', KEYS[2] .. room) end
 end
 redis.call('DEL', KEYS[1])
 return #rooms
 ";
+
+/// What the other nodes have of a room, as of the last write.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Remote {
+    pub count: usize,
+    pub wants_users: bool,
+}
 
 #[derive(Default)]
 struct Queue {
@@ -106,8 +128,9 @@ pub struct RoomSync {
     wake: Notify,
     /// The highest ticket the writer has gone past.
     done: watch::Sender<u64>,
-    /// Per room, the other nodes' count at the last write.
-    remote: Mutex<HashMap<Arc<str>, usize>>,
+    /// Per room, the other nodes' count at the last write, and whether one of them
+    /// wants user notifications.
+    remote: Mutex<HashMap<Arc<str>, Remote>>,
     sync_script: Script,
     read_script: Script,
     forget_script: Script,
@@ -169,9 +192,9 @@ impl RoomSync {
         let _ = tokio::time::timeout(limit, done.wait_for(|d| *d >= ticket)).await;
     }
 
-    /// The other nodes' count for the room, as of the last write.
-    pub fn remote(&self, room_id: &str) -> usize {
-        self.remote.lock().get(room_id).copied().unwrap_or(0)
+    /// The other nodes' share of the room, as of the last write.
+    pub fn remote(&self, room_id: &str) -> Remote {
+        self.remote.lock().get(room_id).copied().unwrap_or_default()
     }
 
     /// Forgets the other nodes' count of a room that is no longer on this node.
@@ -231,7 +254,11 @@ impl RoomSync {
                 invocation
                     .key(link.keys.room(room))
                     .key(link.keys.room_counts(room));
-                invocation.arg(&**room).arg(count);
+                let wants_users = snapshot.as_ref().is_some_and(|s| s.wants_users);
+                invocation
+                    .arg(&**room)
+                    .arg(count)
+                    .arg(if wants_users { "1" } else { "0" });
                 match snapshot {
                     Some(s) if !written.contains(room) => invocation
                         .arg(s.index)
@@ -241,9 +268,13 @@ impl RoomSync {
                 };
             }
         }
-        let remote: Vec<usize> = link
+        let answer: Vec<usize> = link
             .bounded(invocation.invoke_async(&mut link.redis.clone()))
             .await?;
+        let remote = answer.chunks(2).map(|pair| Remote {
+            count: pair.first().copied().unwrap_or(0),
+            wants_users: pair.get(1) == Some(&1),
+        });
         let mut queue = self.queue.lock();
         let mut known = self.remote.lock();
         for ((room, count), remote) in rooms.iter().zip(counts).zip(remote) {

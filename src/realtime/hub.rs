@@ -500,6 +500,8 @@ pub struct RoomSnapshot {
     pub body: Arc<Value>,
     /// Connections in the room on this node.
     pub count: usize,
+    /// Some channel of the room on this node wants user notifications.
+    pub wants_users: bool,
 }
 
 /// A room as `realtime:list` shows it.
@@ -668,6 +670,7 @@ impl Hub {
             collection: r.collection.clone(),
             body: r.body.clone(),
             count: r.members.len(),
+            wants_users: r.channels.values().any(|c| c.users != Users::None),
         })
     }
 
