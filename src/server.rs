@@ -63,6 +63,9 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
         .start(addr, node.sessions.clone(), &node.secret)
         .await
         .map_err(|e| io::Error::other(format!("[CLUSTER] {e}")))?;
+    if let Some(link) = node.cluster.link() {
+        node.logins.share(link.clone());
+    }
     let ws = &s.protocols.websocket;
     log::info!(
         "node {} listening on {addr} (websocket: {}, http: {}, storage: {}, maxRequestSize: {} bytes, heartbeat: {} ms, idleTimeout: {} ms, rateLimit: {}/s)",

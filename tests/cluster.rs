@@ -551,3 +551,75 @@ async fn too_few_nodes_refuse_requests() {
     .await;
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
 }
+
+/// A login attempt on a socket of its own: the error id (null on success).
+async fn login_attempt(addr: SocketAddr, username: &str, password: &str) -> Value {
+    call(
+        addr,
+        json!({"controller": "auth", "action": "login", "strategy": "local",
+            "body": {"username": username, "password": password}}),
+    )
+    .await["error"]["id"]
+        .clone()
+}
+
+async fn nodes_with(redis: &RedisServer, env: &[(&str, &str)]) -> [Node; 3] {
+    let nodes = [
+        spawn_node(redis, env),
+        spawn_node(redis, env),
+        spawn_node(redis, env),
+    ];
+    for node in &nodes {
+        poll(|| async { status(node.addr).await["activeNodes"] == 3 }).await;
+    }
+    nodes
+}
+
+#[actix_rt::test]
+async fn the_login_limit_per_address_is_cluster_wide() {
+    let redis = RedisServer::start();
+    let nodes = nodes_with(&redis, &[("kuzzle_limits__loginsPerSecondPerAddress", "1")]).await;
+    // Two attempts on each of three nodes at once. Counted per node, each node would let
+    // at least one through: three in all. Counted cluster-wide, one per second.
+    let attempts = nodes.iter().flat_map(|n| {
+        [
+            login_attempt(n.addr, "nobody", "x"),
+            login_attempt(n.addr, "nobody", "x"),
+        ]
+    });
+    let answers = futures_util::future::join_all(attempts).await;
+    let count = |id: &str| answers.iter().filter(|a| **a == id).count();
+    let admitted = count("plugin.strategy.missing_user");
+    assert_eq!(
+        admitted + count("api.process.too_many_logins_requests"),
+        6,
+        "{answers:?}"
+    );
+    assert!((1..=2).contains(&admitted), "{answers:?}");
+}
+
+#[actix_rt::test]
+async fn login_failures_on_one_node_delay_the_username_on_the_others() {
+    let redis = RedisServer::start();
+    let nodes = nodes_with(
+        &redis,
+        &[
+            ("kuzzle_limits__loginFailuresBeforeDelay", "2"),
+            ("kuzzle_limits__loginFailureDelay", "60000"),
+        ],
+    )
+    .await;
+    let (_admin, _) = users(nodes[0].addr).await;
+    let wrong = "plugin.strategy.missing_user";
+    assert_eq!(login_attempt(nodes[0].addr, "u1", "wrong").await, wrong);
+    assert_eq!(login_attempt(nodes[1].addr, "u1", "wrong").await, wrong);
+    // Node 3 saw no failure itself; even the right password waits.
+    assert_eq!(
+        login_attempt(nodes[2].addr, "u1", "p1").await,
+        "api.process.too_many_logins_requests"
+    );
+    assert!(
+        login_attempt(nodes[2].addr, "root", "toor").await.is_null(),
+        "per username"
+    );
+}

@@ -90,7 +90,7 @@ pub async fn login(call: &Call<'_>) -> ActionResult {
     let username = body_or_arg(call, "username").ok_or_else(missing)?;
     let password = body_or_arg(call, "password").ok_or_else(missing)?;
     let throttle = &call.node.logins;
-    if !throttle.admit_username(username) {
+    if !throttle.check_username(username).await {
         return Err(ApiError::plain(errors::TOO_MANY_LOGINS_REQUESTS));
     }
     let store = &call.node.store;
@@ -108,13 +108,13 @@ pub async fn login(call: &Call<'_>) -> ActionResult {
         .await
         .map_err(|_| ApiError::plain(errors::OVERLOADED))?;
     if !verified {
-        throttle.failed(username);
+        throttle.record_failure(username).await;
         return Err(ApiError::new(
             errors::STRATEGY_MISSING_USER,
             ["wrong username or password"],
         ));
     }
-    throttle.succeeded(username);
+    throttle.record_success(username).await;
     let kuid = credential
         .as_ref()
         .and_then(|c| c.get("kuid"))

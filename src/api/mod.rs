@@ -266,7 +266,8 @@ async fn execute(node: &Arc<Node>, caller: &Caller, request: &Request) -> Action
     }
     if request.controller == "auth" && request.action == "login" {
         let limit = u64::from(node.settings.limits.logins_per_second);
-        if !caller.logins.admit("login", limit) || !node.logins.admit_address(caller.address) {
+        if !caller.logins.admit("login", limit) || !node.logins.check_address(caller.address).await
+        {
             return Err(ApiError::plain(errors::TOO_MANY_LOGINS_REQUESTS));
         }
     }

@@ -1,14 +1,19 @@
 //! Login throttling beyond Kuzzle's per-connection limit: per client address (so that a
 //! brute force over many HTTP requests or sockets is slowed too), and per username after
-//! repeated failures, with a delay that doubles with each further failure.
+//! repeated failures, with a delay that doubles with each further failure. In a cluster the
+//! counters are in Redis, shared by the nodes (`check_*` and `record_*`); while Redis does
+//! not answer, each node counts alone.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use crate::api::identity::RateCounter;
+use crate::cluster::Link;
+use crate::cluster::logins::SharedLogins;
 use crate::config::Limits;
 
 /// Usernames with failures tracked at once; past it, expired records are dropped, and
@@ -33,6 +38,9 @@ pub struct LoginThrottle {
     max_delay: Duration,
     addresses: RateCounter,
     failures: Mutex<HashMap<String, Failures>>,
+    /// The cluster's Redis, once the node joined one.
+    shared: OnceLock<Arc<Link>>,
+    shared_logins: SharedLogins,
 }
 
 impl LoginThrottle {
@@ -44,6 +52,76 @@ impl LoginThrottle {
             max_delay: Duration::from_millis(limits.login_failure_max_delay),
             addresses: RateCounter::default(),
             failures: Mutex::new(HashMap::new()),
+            shared: OnceLock::new(),
+            shared_logins: SharedLogins::default(),
+        }
+    }
+
+    /// From now on the counters are the cluster's.
+    pub fn share(&self, link: Arc<Link>) {
+        let _ = self.shared.set(link);
+    }
+
+    /// Redis, unless there is none or it is known not to answer.
+    fn link(&self) -> Option<&Arc<Link>> {
+        self.shared.get().filter(|link| link.health.is_up())
+    }
+
+    /// `admit_address`, cluster-wide when there is a cluster.
+    pub async fn check_address(&self, address: Option<IpAddr>) -> bool {
+        if let (Some(link), Some(ip), true) = (self.link(), address, self.per_address > 0) {
+            match self
+                .shared_logins
+                .admit_address(link, &ip.to_string(), self.per_address)
+                .await
+            {
+                Ok(admitted) => return admitted,
+                Err(reason) => link.health.down(&reason),
+            }
+        }
+        self.admit_address(address)
+    }
+
+    /// `admit_username`, cluster-wide when there is a cluster.
+    pub async fn check_username(&self, username: &str) -> bool {
+        if let Some(link) = self.link() {
+            match self.shared_logins.admit_username(link, username).await {
+                Ok(admitted) => return admitted && self.admit_username(username),
+                Err(reason) => link.health.down(&reason),
+            }
+        }
+        self.admit_username(username)
+    }
+
+    /// `failed`, cluster-wide when there is a cluster.
+    pub async fn record_failure(&self, username: &str) {
+        if let Some(link) = self.link() {
+            let recorded = self
+                .shared_logins
+                .failed(
+                    link,
+                    username,
+                    self.before_delay,
+                    self.first_delay.as_millis() as u64,
+                    self.max_delay.as_millis() as u64,
+                    FORGET_AFTER.as_millis() as u64,
+                )
+                .await;
+            match recorded {
+                Ok(()) => return,
+                Err(reason) => link.health.down(&reason),
+            }
+        }
+        self.failed(username);
+    }
+
+    /// `succeeded`, cluster-wide when there is a cluster.
+    pub async fn record_success(&self, username: &str) {
+        self.succeeded(username);
+        if let Some(link) = self.link()
+            && let Err(reason) = self.shared_logins.succeeded(link, username).await
+        {
+            link.health.down(&reason);
         }
     }
 

@@ -61,6 +61,16 @@ impl Keys {
         format!("{}notify/{index}/{collection}", self.prefix)
     }
 
+    /// Login attempts from one client address during one second (a counter).
+    pub fn login_address(&self, address: &str, second: u64) -> String {
+        format!("{}logins/address/{address}/{second}", self.prefix)
+    }
+
+    /// One username's login failures (a hash: `count`, `blockedUntil`).
+    pub fn login_failures(&self, username: &str) -> String {
+        format!("{}logins/failures/{username}", self.prefix)
+    }
+
     /// The channel of token revocations.
     pub fn sessions_channel(&self) -> String {
         format!("{}sessions", self.prefix)

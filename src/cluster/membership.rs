@@ -145,10 +145,15 @@ pub async fn heartbeat(cluster: Arc<Cluster>, link: Arc<Link>) {
                 continue;
             }
         }
-        if let Err(reason) = evict_dead(&cluster, &link).await {
-            link.health.down(&reason);
+        match roster(&link).await {
+            Ok(nodes) => {
+                set_alive(&cluster, &nodes);
+                if let Err(reason) = evict_dead(&cluster, &link, nodes).await {
+                    link.health.down(&reason);
+                }
+            }
+            Err(reason) => link.health.down(&reason),
         }
-        refresh_alive(&cluster, &link).await;
     }
 }
 
@@ -211,8 +216,12 @@ async fn roster(link: &Link) -> Result<Vec<(NodeInfo, bool)>, String> {
     Ok(nodes.into_iter().zip(alive).collect())
 }
 
-async fn evict_dead(cluster: &Cluster, link: &Link) -> Result<(), String> {
-    for (node, alive) in roster(link).await? {
+async fn evict_dead(
+    cluster: &Cluster,
+    link: &Link,
+    nodes: Vec<(NodeInfo, bool)>,
+) -> Result<(), String> {
+    for (node, alive) in nodes {
         if alive || node.id == *cluster.node_id {
             continue;
         }
@@ -235,17 +244,19 @@ async fn evict_dead(cluster: &Cluster, link: &Link) -> Result<(), String> {
 
 pub async fn refresh_alive(cluster: &Cluster, link: &Link) {
     match roster(link).await {
-        Ok(nodes) => {
-            let alive = nodes.iter().filter(|(_, alive)| *alive).count();
-            let before = cluster.alive();
-            cluster.set_alive(alive.max(1));
-            if alive != before && !cluster.has_enough_nodes() {
-                log::warn!(
-                    "[CLUSTER] {alive} node(s) alive, fewer than cluster.minimumNodes: requests get api.process.not_enough_nodes"
-                );
-            }
-        }
+        Ok(nodes) => set_alive(cluster, &nodes),
         Err(reason) => link.health.down(&reason),
+    }
+}
+
+fn set_alive(cluster: &Cluster, nodes: &[(NodeInfo, bool)]) {
+    let alive = nodes.iter().filter(|(_, alive)| *alive).count().max(1);
+    let before = cluster.alive();
+    cluster.set_alive(alive);
+    if alive != before && !cluster.has_enough_nodes() {
+        log::warn!(
+            "[CLUSTER] {alive} node(s) alive, fewer than cluster.minimumNodes: requests get api.process.not_enough_nodes"
+        );
     }
 }
 

@@ -13,6 +13,7 @@
 
 pub mod bridge;
 pub mod keys;
+pub mod logins;
 pub mod membership;
 pub mod messages;
 pub mod rooms;
@@ -194,6 +195,11 @@ impl Cluster {
 
     pub fn node_id(&self) -> &Arc<str> {
         &self.node_id
+    }
+
+    /// The Redis link, when nodes share one.
+    pub fn link(&self) -> Option<&Arc<Link>> {
+        self.link.as_ref()
     }
 
     /// True when nodes share a Redis (not a one-node cluster).
