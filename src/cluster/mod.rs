@@ -605,6 +605,7 @@ impl Cluster {
         let (Some(link), Some(info)) = (&self.link, self.info.get()) else {
             return;
         };
+        self.rooms.stop(link.timeout).await;
         if let Err(reason) = membership::leave(link, &self.rooms, info).await {
             log::warn!("[CLUSTER] could not leave the cluster cleanly: {reason}");
         }

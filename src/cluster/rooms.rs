@@ -134,6 +134,8 @@ pub struct RoomSync {
     sync_script: Script,
     read_script: Script,
     forget_script: Script,
+    /// Set when the node leaves: nothing more is written.
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 /// A room's place and cluster-wide count without this node, as read from Redis.
@@ -163,7 +165,17 @@ impl RoomSync {
             sync_script: Script::new(SYNC_SCRIPT),
             read_script: Script::new(READ_SCRIPT),
             forget_script: Script::new(FORGET_NODE_SCRIPT),
+            stopped: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Stops writing, once the writes under way are done (bounded by `limit`): the node
+    /// is leaving and removes its counts itself.
+    pub async fn stop(&self, limit: Duration) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Release);
+        let ticket = self.mark([]);
+        self.wait(ticket, limit).await;
     }
 
     /// Marks rooms as changed; returns the ticket to wait for.
@@ -218,6 +230,10 @@ impl RoomSync {
                 continue;
             }
             let mut failed = Vec::new();
+            if self.stopped.load(std::sync::atomic::Ordering::Acquire) {
+                self.done.send_replace(upto);
+                continue;
+            }
             if link.health.is_up() {
                 for chunk in rooms.chunks(BATCH) {
                     if let Err(reason) = self.write(&link, &hub, chunk).await {
