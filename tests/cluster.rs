@@ -584,12 +584,21 @@ async fn the_login_limit_per_address_is_cluster_wide() {
     let redis = RedisServer::start();
     let nodes = nodes_with(&redis, &[("kuzzle_limits__loginsPerSecondPerAddress", "1")]).await;
     // Two attempts on each of three nodes at once. Counted per node, each node would let
-    // at least one through: three in all. Counted cluster-wide, one per second.
-    let attempts = nodes.iter().flat_map(|n| {
-        [
-            login_attempt(n.addr, "nobody", "x"),
-            login_attempt(n.addr, "nobody", "x"),
-        ]
+    // at least one through: three in all. Counted cluster-wide, one per second (two if the
+    // attempts straddle a second): the sockets are opened first, so the attempts leave
+    // within a few milliseconds of each other.
+    let mut sockets = Vec::new();
+    for node in &nodes {
+        sockets.push(Ws::connect(node.addr).await);
+        sockets.push(Ws::connect(node.addr).await);
+    }
+    let attempts = sockets.iter_mut().map(|ws| async move {
+        ws.request(
+            json!({"controller": "auth", "action": "login", "strategy": "local",
+            "body": {"username": "nobody", "password": "x"}}),
+        )
+        .await["error"]["id"]
+            .clone()
     });
     let answers = futures_util::future::join_all(attempts).await;
     let count = |id: &str| answers.iter().filter(|a| **a == id).count();
