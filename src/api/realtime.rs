@@ -219,7 +219,14 @@ pub async fn join(call: &Call<'_>) -> ActionResult {
                 body: Arc::new(body),
                 room_id: Arc::from(room_id),
             };
-            hub.subscribe_as(&member, target, scope, users, volatile, "join")
+            // The room is new here, but the others are told of a join.
+            hub.subscribe(&member, target, scope, users, volatile)
+                .map(|mut joined| {
+                    if let Some(presence) = &mut joined.presence {
+                        presence.action = "join";
+                    }
+                    joined
+                })
         }
         None => hub.join(&member, room_id, scope, users, volatile),
     }

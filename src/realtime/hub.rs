@@ -545,20 +545,6 @@ impl Hub {
         users: Users,
         volatile: Option<Value>,
     ) -> Result<Subscription, SubscribeError> {
-        self.subscribe_as(member, target, scope, users, volatile, "subscribe")
-    }
-
-    /// `subscribe`, with the action user notifications name (`join` of a room that only
-    /// other nodes of the cluster had).
-    pub fn subscribe_as(
-        &self,
-        member: &Member,
-        target: RoomTarget<'_>,
-        scope: Scope,
-        users: Users,
-        volatile: Option<Value>,
-        action: &'static str,
-    ) -> Result<Subscription, SubscribeError> {
         let RoomTarget {
             index,
             collection,
@@ -589,8 +575,16 @@ impl Hub {
             };
             state.rooms.insert(room_id.clone(), room);
         }
-        let presence = Self::enter(&mut state, member, &room_id, scope, users, volatile, action)
-            .map(|p| Presence { room_created, ..p });
+        let presence = Self::enter(
+            &mut state,
+            member,
+            &room_id,
+            scope,
+            users,
+            volatile,
+            "subscribe",
+        )
+        .map(|p| Presence { room_created, ..p });
         drop(state);
         let channel = channel_name(&room_id, scope, users);
         Ok(Subscription {
