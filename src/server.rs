@@ -56,9 +56,8 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
         .first()
         .copied()
         .ok_or_else(|| io::Error::other("no address bound"))?;
-    let server = server.run();
-    let handle = server.handle();
-    actix_rt::spawn(server);
+    // Bound, but accepting nobody yet: the cluster is joined first, so that no request
+    // finds it half started.
     node.cluster
         .start(addr, node.sessions.clone(), &node.secret)
         .await
@@ -66,6 +65,9 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
     if let Some(link) = node.cluster.link() {
         node.logins.share(link.clone());
     }
+    let server = server.run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
     let ws = &s.protocols.websocket;
     log::info!(
         "node {} listening on {addr} (websocket: {}, http: {}, storage: {}, maxRequestSize: {} bytes, heartbeat: {} ms, idleTimeout: {} ms, rateLimit: {}/s)",

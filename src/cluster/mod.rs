@@ -202,11 +202,6 @@ impl Cluster {
         self.link.as_ref()
     }
 
-    /// True when nodes share a Redis (not a one-node cluster).
-    pub fn is_shared(&self) -> bool {
-        self.link.is_some()
-    }
-
     /// Registers the node (its address is known once bound) and starts the heartbeat, the
     /// room writer and the bridge.
     pub async fn start(
@@ -246,10 +241,6 @@ impl Cluster {
         let mut log = self.local_activity.lock();
         log.push_front(event);
         log.truncate(self.activity_depth);
-    }
-
-    pub fn info(&self) -> Option<&NodeInfo> {
-        self.info.get()
     }
 
     pub fn alive(&self) -> usize {
