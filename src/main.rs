@@ -3,14 +3,21 @@ use std::process::ExitCode;
 
 use kuzzle_rt::config::{self, ConfigSources};
 
-const USAGE: &str = "usage: kuzzle-rt [--config FILE]
+const USAGE: &str = "usage: kuzzle-rt [--config FILE] [--strict-config]
 
 Starts one kuzzle-rt node. Configuration comes from kuzzlerc files and kuzzle_*
-environment variables (see the README); --config names one more file, read last.";
+environment variables (see the README); --config names one more file, read last.
+--strict-config stops the start on a configuration key that no setting reads.";
 
-fn parse_args() -> Result<Option<PathBuf>, String> {
+struct Args {
+    config: Option<PathBuf>,
+    strict_config: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
     let mut config = None;
+    let mut strict_config = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "-h" | "--help" => {
@@ -21,6 +28,7 @@ fn parse_args() -> Result<Option<PathBuf>, String> {
                 println!("kuzzle-rt {}", env!("CARGO_PKG_VERSION"));
                 std::process::exit(0);
             }
+            "--strict-config" => strict_config = true,
             "--config" => {
                 config = Some(PathBuf::from(
                     args.next().ok_or("--config needs a file name")?,
@@ -32,7 +40,10 @@ fn parse_args() -> Result<Option<PathBuf>, String> {
             },
         }
     }
-    Ok(config)
+    Ok(Args {
+        config,
+        strict_config,
+    })
 }
 
 /// Every socket is a descriptor: the soft limit (often 1,024) is raised to the hard one,
@@ -50,20 +61,49 @@ fn raise_open_files_limit() {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let config_file = match parse_args() {
-        Ok(file) => file,
+    let args = match parse_args() {
+        Ok(args) => args,
         Err(message) => {
             eprintln!("{message}");
             return ExitCode::from(2);
         }
     };
-    let settings = match config::load(&ConfigSources::from_process(config_file)) {
-        Ok(settings) => settings,
+    let loaded = match config::load_checked(&ConfigSources::from_process(args.config)) {
+        Ok(loaded) => loaded,
         Err(error) => {
             eprintln!("{error}");
             return ExitCode::from(1);
         }
     };
+    let files: Vec<String> = loaded
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
+    log::info!(
+        "configuration: {}",
+        if files.is_empty() {
+            "defaults and environment only (no kuzzlerc file found)".to_owned()
+        } else {
+            format!("files read, last wins: {}", files.join(", "))
+        }
+    );
+    let settings = loaded.settings;
+    if args.strict_config || settings.server.strict_config {
+        if !loaded.unknown_keys.is_empty() {
+            for unknown in &loaded.unknown_keys {
+                eprintln!("[CONFIG] {unknown}");
+            }
+            eprintln!(
+                "[CONFIG] strict configuration: stopping (--strict-config or server.strictConfig)"
+            );
+            return ExitCode::from(1);
+        }
+    } else {
+        for unknown in &loaded.unknown_keys {
+            log::warn!("[CONFIG] {unknown}");
+        }
+    }
     for warning in config::warnings(&settings) {
         log::warn!("{warning}");
     }

@@ -50,7 +50,13 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
     })
     .disable_signals()
     .shutdown_timeout(grace_secs)
-    .bind((s.host.as_str(), s.port))?;
+    .bind((s.host.as_str(), s.port))
+    .map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot listen on {}:{}: {e}", s.host, s.port),
+        )
+    })?;
     let addr = server
         .addrs()
         .first()

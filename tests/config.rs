@@ -343,3 +343,126 @@ fn deeply_nested_files_are_refused_not_crashed_on() {
         config::parse_kuzzlerc(&after_cr).is_err_and(|e| e.to_string().contains("nested deeper"))
     );
 }
+
+/// Runs the binary with `args` and `vars` in `dir`; returns (exit code, stderr). A node
+/// that starts is stopped with SIGTERM once it says it listens.
+fn run_binary(
+    dir: &std::path::Path,
+    args: &[&str],
+    vars: &[(&str, &str)],
+) -> (Option<i32>, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kuzzle-rt"))
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env("kuzzle_server__host", "127.0.0.1")
+        .env("kuzzle_server__port", "0")
+        .envs(vars.iter().copied())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = String::new();
+    let stderr = child.stderr.take().unwrap();
+    for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains(" listening on ") {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+        }
+    }
+    (child.wait().unwrap().code(), log)
+}
+
+#[test]
+fn a_named_configuration_file_must_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, log) = run_binary(dir.path(), &["--config", "nope.json"], &[]);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("[CONFIG] nope.json: no such configuration file (named by --config)"),
+        "{log}"
+    );
+    let (code, log) = run_binary(dir.path(), &[], &[("kuzzle_config", "/nowhere/rc")]);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("[CONFIG] /nowhere/rc: no such configuration file (named by $kuzzle_config)"),
+        "{log}"
+    );
+    // A directory is not a configuration file.
+    let (code, log) = run_binary(dir.path(), &["--config", "."], &[]);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("no such configuration file"), "{log}");
+}
+
+#[test]
+fn unknown_keys_are_named_with_the_closest_known_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let rc = dir.path().join("my.kuzzlerc");
+    write(
+        &rc,
+        r#"{ "server": { "protocols": { "websocket": { "idletimeout": 30000 } } },
+             "limits": { "subscriptionRoms": 5 } }"#,
+    );
+    let rc_arg = rc.display().to_string();
+    let typo = [("kuzzle_cluster__heartbaet", "1000")];
+    // Warned about, and the node starts.
+    let (code, log) = run_binary(dir.path(), &["--config", &rc_arg], &typo);
+    assert_eq!(code, Some(0), "{log}");
+    for expected in [
+        format!("unknown configuration key `server.protocols.websocket.idletimeout` in {rc_arg}: did you mean `server.protocols.websocket.idleTimeout`?"),
+        format!("unknown configuration key `limits.subscriptionRoms` in {rc_arg}: did you mean `limits.subscriptionRooms`?"),
+        "unknown configuration key `cluster.heartbaet` from kuzzle_cluster__heartbaet: did you mean `cluster.heartbeat`?".to_owned(),
+        format!("configuration: files read, last wins: {rc_arg}"),
+    ] {
+        assert!(log.contains(&expected), "missing {expected:?} in:\n{log}");
+    }
+    // --strict-config, or server.strictConfig, stops the start.
+    let (code, log) = run_binary(dir.path(), &["--config", &rc_arg, "--strict-config"], &typo);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains("[CONFIG] strict configuration: stopping"),
+        "{log}"
+    );
+    assert!(!log.contains(" listening on "), "{log}");
+    let (code, log) = run_binary(
+        dir.path(),
+        &[],
+        &[("kuzzle_server__strictConfig", "true"), typo[0]],
+    );
+    assert_eq!(code, Some(1), "{log}");
+    // Known keys only: strict mode starts.
+    let (code, log) = run_binary(dir.path(), &["--strict-config"], &[]);
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("unknown configuration key"), "{log}");
+}
+
+#[test]
+fn a_syntax_error_names_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let rc = dir.path().join("broken.kuzzlerc");
+    write(&rc, "{\n  \"server\": {\n    \"port\": 7512,,\n  }\n}\n");
+    let (code, log) = run_binary(dir.path(), &["--config", &rc.display().to_string()], &[]);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("broken.kuzzlerc"), "{log}");
+    assert!(
+        log.contains("broken.kuzzlerc: expected identifier at line 3 column 18\n"),
+        "one position, the error's: {log}"
+    );
+}
+
+#[test]
+fn a_port_in_use_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let (code, log) = run_binary(dir.path(), &[], &[("kuzzle_server__port", &port)]);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{log}"
+    );
+}

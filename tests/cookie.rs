@@ -236,3 +236,70 @@ async fn the_websocket_handshake_cookie_authenticates_every_frame() {
         .await;
     assert_eq!(res["status"], 200, "the admin's rights, not anonymous ones");
 }
+
+/// `_kuzzle_info.author` of a publish is the publisher's kuid (PROTOCOL.md §4.5), whichever
+/// way it authenticated; "-1" when anonymous.
+#[actix_rt::test]
+async fn publish_notifications_name_the_publishing_user() {
+    let node = start_node(|_| {}).await;
+    with_admin(&node, false).await;
+    let mut subscriber = Ws::connect(node.addr).await;
+    let res = subscriber
+        .request(json!({"controller":"realtime","action":"subscribe","index":"i","collection":"c","body":{}}))
+        .await;
+    assert_eq!(res["status"], 200, "{res}");
+    let author = |n: &Value| n["result"]["_source"]["_kuzzle_info"]["author"].clone();
+    let next_document = async |ws: &mut Ws| loop {
+        let n = ws.next_json().await;
+        if n["type"] == "document" {
+            return n;
+        }
+    };
+
+    // A WebSocket with a jwt in the request.
+    let (_, _, login) = post(&node, "/_login/local", CREDENTIALS, &[]).await;
+    let jwt = login["result"]["jwt"].as_str().unwrap().to_owned();
+    let mut publisher = Ws::connect(node.addr).await;
+    let res = publisher
+        .request(
+            json!({"controller":"realtime","action":"publish","index":"i","collection":"c",
+            "body":{"via":"websocket"},"jwt":jwt,"requestId":"p1"}),
+        )
+        .await;
+    assert_eq!(res["status"], 200, "{res}");
+    assert_eq!(author(&next_document(&mut subscriber).await), "ada");
+
+    // HTTP with a bearer token.
+    let bearer = format!("Bearer {jwt}");
+    let (status, _, _) = post(
+        &node,
+        "/i/c/_publish",
+        r#"{"via":"http"}"#,
+        &[("Authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(author(&next_document(&mut subscriber).await), "ada");
+
+    // A WebSocket authenticated by the cookie of its handshake.
+    let (_, cookies, _) = post(&node, "/_login/local?cookieAuth", CREDENTIALS, &[]).await;
+    let header = format!("authToken={}", token_of(&cookies[0]));
+    let options = WsOptions {
+        headers: &[("Cookie", &header)],
+        ..WsOptions::default()
+    };
+    let mut cookie_socket = Ws::connect_with(node.addr, options).await.unwrap();
+    let res = cookie_socket
+        .request(
+            json!({"controller":"realtime","action":"publish","index":"i","collection":"c",
+            "body":{"via":"cookie"},"requestId":"p2"}),
+        )
+        .await;
+    assert_eq!(res["status"], 200, "{res}");
+    assert_eq!(author(&next_document(&mut subscriber).await), "ada");
+
+    // Anonymous.
+    let (status, _, _) = post(&node, "/i/c/_publish", r#"{"via":"nobody"}"#, &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(author(&next_document(&mut subscriber).await), "-1");
+}

@@ -556,9 +556,19 @@ async fn metrics_count_websocket_connections() {
     let node = start_node(|_| {}).await;
     let mut a = Ws::connect(node.addr).await;
     let _b = Ws::connect(node.addr).await;
-    let res = a
-        .request(json!({"controller":"server","action":"metrics"}))
-        .await;
+    // The client's handshake completes before the node registers the socket: wait for
+    // the node's own count rather than for the handshake.
+    let deadline = std::time::Instant::now() + WAIT;
+    let res = loop {
+        let res = a
+            .request(json!({"controller":"server","action":"metrics"}))
+            .await;
+        if res["result"]["network"]["connections"]["websocket"] == 2 {
+            break res;
+        }
+        assert!(std::time::Instant::now() < deadline, "{res}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
     assert_eq!(
         res["result"]["network"]["connections"],
         json!({"websocket": 2})

@@ -288,10 +288,11 @@ pub async fn publish(call: &Call<'_>) -> ActionResult {
     let id = request.string_arg("_id")?;
     let mut source = body.clone();
     if let Value::Object(map) = &mut source {
-        // The server's own record of who published and when; a client value is replaced.
+        // The server's own record of who published (the caller's kuid, "-1" when
+        // anonymous) and when; a client value is replaced.
         map.insert(
             "_kuzzle_info".into(),
-            json!({"author": "-1", "createdAt": now_ms()}),
+            json!({"author": call.identity.kuid, "createdAt": now_ms()}),
         );
     }
     call.node.cluster.publish(&Published {

@@ -20,18 +20,18 @@ impl KuzzleEnv {
         KuzzleEnv { vars, string_keys }
     }
 
+    /// Each override's variable name and the dotted key path it sets.
+    pub fn key_paths(&self) -> Vec<(String, String)> {
+        self.vars
+            .iter()
+            .filter_map(|(name, _)| key_path(name).map(|path| (name.clone(), path.join("."))))
+            .collect()
+    }
+
     fn overrides(&self) -> impl Iterator<Item = (Vec<&str>, &str)> {
-        self.vars.iter().filter_map(|(name, value)| {
-            let head = name.get(..PREFIX.len())?;
-            if !head.eq_ignore_ascii_case(PREFIX) || name.eq_ignore_ascii_case("kuzzle_config") {
-                return None;
-            }
-            let path: Vec<&str> = name[PREFIX.len()..]
-                .split("__")
-                .filter(|s| !s.is_empty())
-                .collect();
-            (!path.is_empty()).then_some((path, value.as_str()))
-        })
+        self.vars
+            .iter()
+            .filter_map(|(name, value)| key_path(name).map(|path| (path, value.as_str())))
     }
 
     fn convert(&self, path: &[&str], raw: &str) -> Result<ValueKind, ConfigError> {
@@ -60,6 +60,19 @@ impl KuzzleEnv {
             _ => ValueKind::String(raw.to_owned()),
         })
     }
+}
+
+/// `kuzzle_a__b__c` (prefix in any case) → `["a", "b", "c"]`; `kuzzle_config` names a file.
+fn key_path(name: &str) -> Option<Vec<&str>> {
+    let head = name.get(..PREFIX.len())?;
+    if !head.eq_ignore_ascii_case(PREFIX) || name.eq_ignore_ascii_case("kuzzle_config") {
+        return None;
+    }
+    let path: Vec<&str> = name[PREFIX.len()..]
+        .split("__")
+        .filter(|s| !s.is_empty())
+        .collect();
+    (!path.is_empty()).then_some(path)
 }
 
 fn is_integer(s: &str) -> bool {

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::env::KuzzleEnv;
 use super::settings::{NULLABLE_STRING_KEYS, Settings};
+use super::unknown::KnownKeys;
 use super::validate;
 
 /// A configuration problem that stops the start; its text is the whole message.
@@ -52,7 +53,21 @@ impl ConfigSources {
         }
     }
 
-    /// The candidate files, lowest precedence first.
+    /// The candidate files, lowest precedence first, each with what named it when it
+    /// must exist (`--config`, `$kuzzle_config`); the others are read when present.
+    pub fn files_named(&self) -> Vec<(PathBuf, Option<&'static str>)> {
+        let mut files: Vec<(PathBuf, Option<&'static str>)> =
+            self.files().into_iter().map(|f| (f, None)).collect();
+        if let Some((_, path)) = self.env.iter().find(|(k, _)| k == "kuzzle_config") {
+            files.push((PathBuf::from(path), Some("$kuzzle_config")));
+        }
+        if let Some(path) = &self.config_arg {
+            files.push((path.clone(), Some("--config")));
+        }
+        files
+    }
+
+    /// The files read when present, lowest precedence first.
     pub fn files(&self) -> Vec<PathBuf> {
         let mut files = vec![
             self.etc_dir.join("kuzzle/config"),
@@ -76,31 +91,71 @@ impl ConfigSources {
         {
             files.push(found);
         }
-        if let Some((_, path)) = self.env.iter().find(|(k, _)| k == "kuzzle_config") {
-            files.push(PathBuf::from(path));
-        }
-        files.extend(self.config_arg.clone());
         files
     }
 }
 
+/// The settings, and what the start should say about them.
+#[derive(Debug)]
+pub struct Loaded {
+    pub settings: Settings,
+    /// The files read, lowest precedence first.
+    pub files: Vec<PathBuf>,
+    /// One message per key that no setting reads, naming where it came from.
+    pub unknown_keys: Vec<String>,
+}
+
 /// Loads, merges, deserialises and validates every source.
 pub fn load(sources: &ConfigSources) -> Result<Settings, ConfigError> {
+    load_checked(sources).map(|loaded| loaded.settings)
+}
+
+/// `load`, with the files read and the unknown keys found on the way.
+pub fn load_checked(sources: &ConfigSources) -> Result<Loaded, ConfigError> {
     let defaults =
         serde_json::to_value(Settings::default()).map_err(|e| ConfigError(e.to_string()))?;
+    let known = KnownKeys::of(&defaults);
     let mut builder = Config::builder().add_source(json_source(&defaults)?);
-    for path in sources.files() {
-        if let Some(text) = read_file(&path)? {
+    let mut files = Vec::new();
+    let mut unknown_keys = Vec::new();
+    for (path, named_by) in sources.files_named() {
+        if let Some(named_by) = named_by
+            && !path.is_file()
+        {
+            return Err(ConfigError(format!(
+                "[CONFIG] {}: no such configuration file (named by {named_by})",
+                path.display()
+            )));
+        }
+        if let Some((text, tree)) = read_file(&path)? {
+            let origin = format!("in {}", path.display());
+            unknown_keys.extend(
+                known
+                    .unknown_in(&tree)
+                    .iter()
+                    .map(|key| known.describe(key, &origin)),
+            );
             builder = builder.add_source(File::from_str(&text, FileFormat::Json5));
+            files.push(path);
         }
     }
     let string_keys = string_key_paths(&defaults);
-    builder = builder.add_source(KuzzleEnv::new(sources.env.clone(), string_keys));
+    let env = KuzzleEnv::new(sources.env.clone(), string_keys);
+    for (variable, path) in env.key_paths() {
+        if !known.knows(&path) {
+            unknown_keys.push(known.describe(&path, &format!("from {variable}")));
+        }
+    }
+    builder = builder.add_source(env);
     let merged: Value = builder
         .build()
         .and_then(Config::try_deserialize)
         .map_err(|e| ConfigError(format!("[CONFIG] {e}")))?;
-    from_json(merged)
+    Ok(Loaded {
+        settings: from_json(merged)?,
+        files,
+        unknown_keys,
+    })
 }
 
 /// Deserialises a merged tree and validates it.
@@ -132,9 +187,27 @@ pub fn parse_kuzzlerc(text: &str) -> Result<Value, ConfigError> {
         .and_then(Config::try_deserialize)
         .map_err(|e| {
             ConfigError(format!(
-                "[CONFIG] Unable to read kuzzlerc configuration file: {e}"
+                "[CONFIG] Unable to read kuzzlerc configuration file: {}",
+                first_position(&e.to_string())
             ))
         })
+}
+
+/// The JSON5 parser names the position of the error, then of each enclosing value
+/// ("… at line 3 column 18 at line 2 column 13 at line 1 column 1"): the first one is
+/// the error's.
+fn first_position(message: &str) -> &str {
+    let Some(at) = message.find(" at line ") else {
+        return message;
+    };
+    let rest = &message[at..];
+    let Some(column) = rest.find(" column ") else {
+        return message;
+    };
+    let digits = rest[column + 8..]
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len() - column - 8);
+    &message[..at + column + 8 + digits]
 }
 
 /// The deepest nesting of `{` and `[` in a JSON5 text, outside strings and comments.
@@ -184,7 +257,8 @@ fn nesting_depth(text: &str) -> usize {
     deepest
 }
 
-fn read_file(path: &Path) -> Result<Option<String>, ConfigError> {
+/// A file's text and tree, when it exists.
+fn read_file(path: &Path) -> Result<Option<(String, Value)>, ConfigError> {
     if !path.is_file() {
         return Ok(None);
     }
@@ -195,14 +269,14 @@ fn read_file(path: &Path) -> Result<Option<String>, ConfigError> {
         ))
     })?;
     // Parse now, so that the message names the file.
-    parse_kuzzlerc(&text).map_err(|e| {
+    let tree = parse_kuzzlerc(&text).map_err(|e| {
         ConfigError(format!(
             "[CONFIG] Unable to read kuzzlerc configuration file: {}: {}",
             path.display(),
             e.0.trim_start_matches("[CONFIG] Unable to read kuzzlerc configuration file: ")
         ))
     })?;
-    Ok(Some(text))
+    Ok(Some((text, tree)))
 }
 
 fn json_source(value: &Value) -> Result<File<config::FileSourceString, FileFormat>, ConfigError> {

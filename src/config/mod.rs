@@ -6,10 +6,11 @@ mod load;
 mod settings;
 mod size;
 pub mod timespan;
+mod unknown;
 mod validate;
 
 pub use env::KuzzleEnv;
-pub use load::{ConfigError, ConfigSources, from_json, load, parse_kuzzlerc};
+pub use load::{ConfigError, ConfigSources, Loaded, from_json, load, load_checked, parse_kuzzlerc};
 pub use settings::*;
 pub use size::Size;
 pub use validate::warnings;

@@ -26,6 +26,8 @@ pub struct ServerSettings {
     pub port: u16,
     pub max_request_size: Size,
     pub strict_sdk_version: bool,
+    /// kuzzle-rt: an unknown configuration key stops the start (as `--strict-config`).
+    pub strict_config: bool,
     pub shutdown_grace_period: u64,
     pub protocols: Protocols,
 }
@@ -37,6 +39,7 @@ impl Default for ServerSettings {
             port: 7512,
             max_request_size: Size(1 << 20),
             strict_sdk_version: true,
+            strict_config: false,
             shutdown_grace_period: 20_000,
             protocols: Protocols::default(),
         }
