@@ -7,6 +7,7 @@ pub mod config; // kuzzlerc files + kuzzle_* environment → validated Settings
 #[doc(hidden)]
 pub mod fuzzing; // entry points of the fuzz targets, replayed by tests/fuzz_corpora.rs
 pub mod http; // the HTTP side of the shared port
+pub mod metrics; // Prometheus metrics (GET /metrics)
 pub mod names; // random readable ids (node ids)
 pub mod node; // what one node's parts share
 pub mod protocol; // envelopes, error catalogue, close codes (pure data)

@@ -16,6 +16,7 @@ use crate::auth::registry::SessionRegistry;
 use crate::auth::throttle::LoginThrottle;
 use crate::cluster::{self, Cluster};
 use crate::config::Settings;
+use crate::metrics::Metrics;
 use crate::realtime::{Hub, HubLimits};
 use crate::security::cache::SecurityCache;
 use crate::storage::Store;
@@ -42,6 +43,8 @@ pub struct Node {
     /// The JWT signing secret, shared by every node of the store.
     pub secret: String,
     pub http_in_flight: AtomicUsize,
+    /// Prometheus metrics (`GET /metrics`).
+    pub metrics: Arc<Metrics>,
     draining: AtomicBool,
 }
 
@@ -51,6 +54,7 @@ impl Node {
         store: Store,
         secret: String,
         joining: cluster::Joining,
+        metrics: Arc<Metrics>,
     ) -> Arc<Node> {
         let limits = &settings.limits;
         let limiter = RequestLimiter::new(
@@ -68,8 +72,10 @@ impl Node {
             subscriptions_per_connection: settings.limits.subscriptions_per_connection,
         };
         let hub = Arc::new(Hub::new(id.clone(), hub_limits, room_key(&secret)));
-        let cluster = Cluster::new(joining, hub.clone(), &settings);
-        let sessions = SessionRegistry::new(id.clone(), cluster.clone()).start();
+        let cluster = Cluster::new(joining, hub.clone(), &settings, metrics.clone());
+        let sessions =
+            SessionRegistry::new(id.clone(), cluster.clone(), metrics.token_expired.clone())
+                .start();
         Arc::new(Node {
             id,
             hub,
@@ -86,6 +92,7 @@ impl Node {
             origins,
             connections: ConnectionRegistry::default(),
             http_in_flight: AtomicUsize::new(0),
+            metrics,
             draining: AtomicBool::new(false),
         })
     }

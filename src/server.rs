@@ -9,6 +9,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpServer, web};
 
 use crate::config::Settings;
+use crate::metrics::{Metrics, ProtocolLabel, ProtocolLabels};
 use crate::node::Node;
 use crate::protocol::close;
 use crate::security::bootstrap::bootstrap;
@@ -18,7 +19,10 @@ use crate::storage::Store;
 pub struct RunningNode {
     pub node: Arc<Node>,
     pub addr: SocketAddr,
+    /// Where `/metrics` is served when `server.metrics.port` is set.
+    pub metrics_addr: Option<SocketAddr>,
     handle: ServerHandle,
+    metrics_handle: Option<ServerHandle>,
 }
 
 /// Binds `server.host:server.port` and starts serving on the current actix system.
@@ -32,10 +36,11 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
     for warning in &ready.warnings {
         log::warn!("{warning}");
     }
-    let joining = crate::cluster::connect(&settings)
+    let metrics = Arc::new(Metrics::new());
+    let joining = crate::cluster::connect(&settings, metrics.bus_counters())
         .await
         .map_err(|e| io::Error::other(format!("[CLUSTER] {e}")))?;
-    let node = Node::new(settings, store, ready.secret, joining);
+    let node = Node::new(settings, store, ready.secret, joining, metrics);
     node.security
         .current(&node.store)
         .await
@@ -43,10 +48,21 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
     let data = web::Data::new(node.clone());
     let s = &node.settings.server;
     let grace_secs = s.shutdown_grace_period.div_ceil(1000).max(1);
+    let accepted = node
+        .metrics
+        .connections_accepted
+        .get_or_create(&ProtocolLabels {
+            protocol: ProtocolLabel::http,
+        })
+        .clone();
+    let metrics_data = data.clone();
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .default_service(web::to(crate::http::entry))
+    })
+    .on_connect(move |_, _| {
+        accepted.inc();
     })
     .disable_signals()
     .shutdown_timeout(grace_secs)
@@ -62,6 +78,7 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
         .first()
         .copied()
         .ok_or_else(|| io::Error::other("no address bound"))?;
+    let metrics_listener = metrics_listener(&node, metrics_data)?;
     // Bound, but accepting nobody yet: the cluster is joined first, so that no request
     // finds it half started.
     node.cluster
@@ -90,7 +107,62 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
         ws.idle_timeout,
         ws.rate_limit,
     );
-    Ok(RunningNode { node, addr, handle })
+    let (metrics_addr, metrics_handle) = match metrics_listener {
+        Some((server, addr)) => {
+            let handle = server.handle();
+            actix_rt::spawn(server);
+            log::info!("metrics on http://{addr}/metrics");
+            (Some(addr), Some(handle))
+        }
+        None => (None, None),
+    };
+    Ok(RunningNode {
+        node,
+        addr,
+        metrics_addr,
+        handle,
+        metrics_handle,
+    })
+}
+
+/// With `server.metrics.port`, a listener of its own serving `GET /metrics` only.
+fn metrics_listener(
+    node: &Node,
+    data: web::Data<Arc<Node>>,
+) -> io::Result<Option<(actix_web::dev::Server, SocketAddr)>> {
+    let listener = &node.settings.server.metrics;
+    let (true, Some(port)) = (node.settings.http.metrics.enabled, listener.port) else {
+        return Ok(None);
+    };
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .route(
+                "/metrics",
+                web::get().to(|node: web::Data<Arc<Node>>| async move {
+                    crate::http::metrics_response(&node)
+                }),
+            )
+            .default_service(web::to(actix_web::HttpResponse::NotFound))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind((listener.host.as_str(), port))
+    .map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "cannot listen on {}:{port} (server.metrics): {e}",
+                listener.host
+            ),
+        )
+    })?;
+    let addr = server
+        .addrs()
+        .first()
+        .copied()
+        .ok_or_else(|| io::Error::other("no address bound for the metrics"))?;
+    Ok(Some((server.run(), addr)))
 }
 
 impl RunningNode {
@@ -115,12 +187,18 @@ impl RunningNode {
         }
         node.cluster.leave().await;
         self.handle.stop(true).await;
+        if let Some(metrics) = self.metrics_handle {
+            metrics.stop(true).await;
+        }
         log::info!("node {} stopped", node.id);
     }
 
     /// Stops at once, without draining.
     pub async fn stop(self) {
         self.handle.stop(false).await;
+        if let Some(metrics) = self.metrics_handle {
+            metrics.stop(false).await;
+        }
     }
 }
 

@@ -142,6 +142,19 @@ pub struct Dispatched {
 /// Runs one request through every step. `None` means nothing is to be delivered
 /// (the connection closed while the request waited, step 7).
 pub async fn dispatch(node: &Arc<Node>, caller: &Caller, request: Request) -> Option<Dispatched> {
+    let started = std::time::Instant::now();
+    let dispatched = answer(node, caller, request).await?;
+    let response = &dispatched.response;
+    node.metrics.answered(
+        response.controller.as_deref().unwrap_or_default(),
+        response.action.as_deref().unwrap_or_default(),
+        response.status,
+        started.elapsed().as_secs_f64(),
+    );
+    Some(dispatched)
+}
+
+async fn answer(node: &Arc<Node>, caller: &Caller, request: Request) -> Option<Dispatched> {
     let outcome = match admit(node, caller, &request) {
         Err(error) => Err(error),
         Ok(()) => match node.limiter.acquire().await {

@@ -11,10 +11,13 @@ use actix::{Actor, AsyncContext, Context, Handler, MessageResult, SpawnHandle};
 
 use super::messages::{Count, Link, Move, Revoke, Unlink};
 use crate::cluster::Cluster;
+use crate::metrics::ReasonLabels;
 use crate::protocol::now_ms;
 use crate::realtime::notify::token_expired;
 use crate::ws::outbox::Outbox;
 use crate::ws::writer::Outgoing;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 struct Linked {
     expires_at: Option<u64>,
@@ -24,6 +27,8 @@ struct Linked {
 pub struct SessionRegistry {
     node_id: Arc<str>,
     cluster: Arc<Cluster>,
+    /// TokenExpired sent, by reason (`/metrics`).
+    token_expired: Family<ReasonLabels, Counter>,
     tokens: HashMap<String, Linked>,
     by_connection: HashMap<Arc<str>, String>,
     /// (expiry, token) of every linked token that expires, earliest first.
@@ -32,10 +37,15 @@ pub struct SessionRegistry {
 }
 
 impl SessionRegistry {
-    pub fn new(node_id: Arc<str>, cluster: Arc<Cluster>) -> Self {
+    pub fn new(
+        node_id: Arc<str>,
+        cluster: Arc<Cluster>,
+        token_expired: Family<ReasonLabels, Counter>,
+    ) -> Self {
         SessionRegistry {
             node_id,
             cluster,
+            token_expired,
             tokens: HashMap::new(),
             by_connection: HashMap::new(),
             expiries: BTreeSet::new(),
@@ -65,11 +75,15 @@ impl SessionRegistry {
     }
 
     /// TokenExpired, subscriptions dropped, link removed: for every connection of `token`.
-    fn end(&mut self, token: &str) {
+    /// `reason` is "expiry" or "revocation".
+    fn end(&mut self, token: &str, reason: &'static str) {
         let Some(linked) = self.forget(token) else {
             return;
         };
         let message = Outgoing::from(token_expired(&self.node_id));
+        self.token_expired
+            .get_or_create(&ReasonLabels { reason })
+            .inc_by(linked.connections.len() as u64);
         for (connection_id, outbox) in linked.connections {
             self.by_connection.remove(&connection_id);
             outbox.push(message.clone());
@@ -98,7 +112,7 @@ impl SessionRegistry {
                     .map(|(_, t)| t.clone())
                     .collect();
                 for token in due {
-                    registry.end(&token);
+                    registry.end(&token, "expiry");
                 }
                 registry.reschedule(ctx);
             });
@@ -151,7 +165,7 @@ impl Handler<Revoke> for SessionRegistry {
 
     fn handle(&mut self, revoke: Revoke, ctx: &mut Context<Self>) {
         for token in &revoke.tokens {
-            self.end(token);
+            self.end(token, "revocation");
         }
         self.reschedule(ctx);
     }

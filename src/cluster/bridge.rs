@@ -6,7 +6,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix::{Actor, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, WrapFuture};
@@ -107,6 +106,7 @@ impl Bridge {
                     bridge.sink = Some(sink);
                     if bridge.lost_logged {
                         bridge.lost_logged = false;
+                        bridge.link.health.counters.reconnects.inc();
                         log::warn!(
                             "[CLUSTER] pub/sub connection back: {} channel(s) subscribed again",
                             channels.len()
@@ -254,7 +254,7 @@ impl Publisher {
     /// Queues one message for `channel`; dropped (and counted) when the queue is full.
     pub fn send(&self, channel: String, payload: String) {
         if self.queue.try_send((channel, payload)).is_err() {
-            self.link.health.dropped.fetch_add(1, Ordering::Relaxed);
+            self.link.health.counters.dropped.inc();
         }
     }
 }
@@ -264,7 +264,7 @@ async fn drain(mut receiver: mpsc::Receiver<(String, String)>, link: Arc<Link>) 
     while receiver.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
         let n = batch.len() as u64;
         if !link.health.is_up() {
-            link.health.dropped.fetch_add(n, Ordering::Relaxed);
+            link.health.counters.dropped.inc_by(n);
             batch.clear();
             continue;
         }
@@ -276,10 +276,10 @@ async fn drain(mut receiver: mpsc::Receiver<(String, String)>, link: Arc<Link>) 
             .bounded(pipe.query_async::<()>(&mut link.redis.clone()))
             .await
         {
-            Ok(()) => link.health.published.fetch_add(n, Ordering::Relaxed),
+            Ok(()) => link.health.counters.published.inc_by(n),
             Err(reason) => {
                 link.health.down(&reason);
-                link.health.dropped.fetch_add(n, Ordering::Relaxed)
+                link.health.counters.dropped.inc_by(n)
             }
         };
         batch.clear();

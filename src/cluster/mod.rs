@@ -21,7 +21,7 @@ pub mod wire;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -33,6 +33,7 @@ use serde_json::{Value, json};
 use crate::auth::messages::Revoke;
 use crate::auth::registry::SessionRegistry;
 use crate::config::{Settings, StorageBackend};
+use crate::metrics::{BusCounters, Metrics};
 use crate::protocol::now_ms;
 use crate::realtime::Hub;
 use crate::realtime::hub::Presence;
@@ -44,15 +45,20 @@ use rooms::RoomSync;
 use wire::BusMessage;
 
 /// Whether Redis answers the cluster; a change is logged once, not per message.
-#[derive(Default)]
 pub struct BusHealth {
     down: AtomicBool,
-    pub published: AtomicU64,
-    pub received: AtomicU64,
-    pub dropped: AtomicU64,
+    /// Messages sent to Redis, received from it, and dropped (`/metrics`, `server:metrics`).
+    pub counters: BusCounters,
 }
 
 impl BusHealth {
+    pub fn new(counters: BusCounters) -> BusHealth {
+        BusHealth {
+            down: AtomicBool::new(false),
+            counters,
+        }
+    }
+
     pub fn is_up(&self) -> bool {
         !self.down.load(Ordering::Acquire)
     }
@@ -123,7 +129,7 @@ impl Joining {
 }
 
 /// Claims a node id unique among live nodes (standalone: any random one).
-pub async fn connect(settings: &Settings) -> Result<Joining, String> {
+pub async fn connect(settings: &Settings, counters: BusCounters) -> Result<Joining, String> {
     let clustered =
         settings.cluster.enabled && settings.services.storage.backend == StorageBackend::Redis;
     if !clustered {
@@ -144,7 +150,7 @@ pub async fn connect(settings: &Settings) -> Result<Joining, String> {
         timeout: Duration::from_millis(storage.command_timeout),
         heartbeat: Duration::from_millis(settings.cluster.heartbeat),
         activity_depth: settings.cluster.activity_depth as usize,
-        health: BusHealth::default(),
+        health: BusHealth::new(counters),
     };
     let node_id = membership::claim_id(&link).await?;
     Ok(Joining {
@@ -171,10 +177,16 @@ pub struct Cluster {
     activity_depth: usize,
     /// The JWT secret, written back to a Redis that came back empty.
     secret: OnceLock<String>,
+    metrics: Arc<Metrics>,
 }
 
 impl Cluster {
-    pub fn new(joining: Joining, hub: Arc<Hub>, settings: &Settings) -> Arc<Cluster> {
+    pub fn new(
+        joining: Joining,
+        hub: Arc<Hub>,
+        settings: &Settings,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Cluster> {
         Arc::new(Cluster {
             node_id: hub.node_id().clone(),
             hub,
@@ -190,6 +202,7 @@ impl Cluster {
             local_activity: Mutex::new(VecDeque::new()),
             activity_depth: settings.cluster.activity_depth as usize,
             secret: OnceLock::new(),
+            metrics,
         })
     }
 
@@ -372,7 +385,9 @@ impl Cluster {
 
     /// A publish: delivered here, and sent once to the other nodes.
     pub fn publish(&self, published: &Published<'_>) {
-        self.hub.publish(published);
+        self.metrics.publishes.inc();
+        let delivered = self.hub.publish(published);
+        self.metrics.deliveries.inc_by(delivered as u64);
         if let Some(link) = &self.link {
             let message = BusMessage::Document {
                 node: self.node_id.to_string(),
@@ -428,7 +443,7 @@ impl Cluster {
             return; // delivered locally already
         }
         if let Some(link) = &self.link {
-            link.health.received.fetch_add(1, Ordering::Relaxed);
+            link.health.counters.received.inc();
         }
         match message {
             BusMessage::Document {
@@ -442,7 +457,7 @@ impl Cluster {
                 volatile,
                 protocol,
             } => {
-                self.hub.publish(&Published {
+                let delivered = self.hub.publish(&Published {
                     node: &node,
                     index: &index,
                     collection: &collection,
@@ -453,6 +468,7 @@ impl Cluster {
                     volatile: volatile.as_ref(),
                     protocol: protocol.into(),
                 });
+                self.metrics.deliveries.inc_by(delivered as u64);
             }
             BusMessage::Presence {
                 node,
@@ -574,20 +590,24 @@ impl Cluster {
         let Some(link) = &self.link else {
             return json!({"nodes": 1, "bus": {"state": "standalone"}});
         };
-        let h = &link.health;
-        let state = match (h.is_up(), self.bridge.get()) {
-            (true, Some(_)) => "up",
-            _ => "down",
-        };
+        let c = &link.health.counters;
         json!({
             "nodes": self.alive(),
             "bus": {
-                "state": state,
-                "published": h.published.load(Ordering::Relaxed),
-                "received": h.received.load(Ordering::Relaxed),
-                "dropped": h.dropped.load(Ordering::Relaxed),
+                "state": if self.bus_up() { "up" } else { "down" },
+                "published": c.published.get(),
+                "received": c.received.get(),
+                "dropped": c.dropped.get(),
             }
         })
+    }
+
+    /// Whether Redis answers the cluster (true for a one-node cluster without one).
+    pub fn bus_up(&self) -> bool {
+        match &self.link {
+            None => true,
+            Some(link) => link.health.is_up() && self.bridge.get().is_some(),
+        }
     }
 
     /// The node leaves (SIGTERM): its registration and its counts go at once.

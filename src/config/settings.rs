@@ -30,6 +30,26 @@ pub struct ServerSettings {
     pub strict_config: bool,
     pub shutdown_grace_period: u64,
     pub protocols: Protocols,
+    /// kuzzle-rt: where `GET /metrics` is served.
+    pub metrics: MetricsListener,
+}
+
+/// `server.metrics`: with a port, `/metrics` is served on `host:port` only, not on the
+/// API's port, so that it need not be public.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct MetricsListener {
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl Default for MetricsListener {
+    fn default() -> Self {
+        MetricsListener {
+            host: "127.0.0.1".into(),
+            port: None,
+        }
+    }
 }
 
 impl Default for ServerSettings {
@@ -42,6 +62,7 @@ impl Default for ServerSettings {
             strict_config: false,
             shutdown_grace_period: 20_000,
             protocols: Protocols::default(),
+            metrics: MetricsListener::default(),
         }
     }
 }
@@ -128,6 +149,20 @@ pub struct HttpSettings {
     pub cookie_authentication: bool,
     /// kuzzle-rt: proxies whose `X-Forwarded-For` names the client address.
     pub trusted_proxies: Vec<ProxyRange>,
+    /// kuzzle-rt: `GET /metrics` (Prometheus).
+    pub metrics: HttpMetrics,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct HttpMetrics {
+    pub enabled: bool,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        HttpMetrics { enabled: true }
+    }
 }
 
 /// A trusted proxy: one address (`10.0.0.5`) or a network (`10.0.0.0/8`), for proxies
@@ -179,6 +214,7 @@ impl Default for HttpSettings {
             access_control_allow_headers: "Content-Type, Access-Control-Allow-Headers, Authorization, X-Requested-With, Content-Encoding, Content-Length, X-Kuzzle-Volatile".into(),
             cookie_authentication: true,
             trusted_proxies: Vec::new(),
+            metrics: HttpMetrics::default(),
         }
     }
 }

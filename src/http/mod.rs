@@ -104,6 +104,13 @@ fn request_id_of(req: &HttpRequest) -> String {
         .map_or_else(new_request_id, str::to_owned)
 }
 
+/// `GET /metrics`.
+pub fn metrics_response(node: &Node) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(crate::metrics::CONTENT_TYPE)
+        .body(node.metrics.render(node))
+}
+
 async fn serve(
     req: &HttpRequest,
     payload: web::Payload,
@@ -120,6 +127,13 @@ async fn serve(
             Value::Null,
             None,
         ));
+    }
+    if method == Method::GET
+        && path == "/metrics"
+        && node.settings.http.metrics.enabled
+        && node.settings.server.metrics.port.is_none()
+    {
+        return metrics_response(node);
     }
     if method == Method::GET && path == "/_ready" {
         let ready =

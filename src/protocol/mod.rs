@@ -15,6 +15,8 @@ pub mod close {
     pub const INVALID_PAYLOAD: u16 = 1007;
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     pub const SERVER_ERROR: u16 = 1011;
+    /// Never sent: what a connection that dropped without a close frame counts as.
+    pub const ABNORMAL: u16 = 1006;
 
     pub const HEARTBEAT_TIMEOUT: &str = "heartbeat timeout";
     pub const IDLE_TIMEOUT: &str = "idle timeout";

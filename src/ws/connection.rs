@@ -25,6 +25,7 @@ use crate::api::{self, Caller};
 use crate::auth::cookie::AuthCookie;
 use crate::auth::messages::Unlink;
 use crate::config::WebsocketProtocol;
+use crate::metrics::{ProtocolLabel, ProtocolLabels};
 use crate::node::Node;
 use crate::protocol::errors::{self, ApiError};
 use crate::protocol::request::readable_request_id;
@@ -285,6 +286,13 @@ impl Actor for Connection {
         self.node
             .connections
             .insert(self.caller.connection_id.clone(), self.outbox.clone());
+        self.node
+            .metrics
+            .connections_accepted
+            .get_or_create(&ProtocolLabels {
+                protocol: ProtocolLabel::websocket,
+            })
+            .inc();
         log::debug!("connection {} opened", self.caller.connection_id);
         let writer = write_loop(self.outbox.clone(), self.transport.clone());
         ctx.spawn(writer.into_actor(self).map(|_, _, ctx| ctx.stop()));
@@ -310,6 +318,13 @@ impl Actor for Connection {
             connection_id: self.caller.connection_id.clone(),
         });
         self.node.connections.remove(&self.caller.connection_id);
+        // No close frame went out or came in: the connection dropped (1006).
+        let close = self.outbox.closing_with();
+        let metrics = &self.node.metrics;
+        metrics.closed(close.as_ref().map_or(close::ABNORMAL, |c| c.code));
+        if close.is_some_and(|c| c.reason == close::BACKPRESSURE) {
+            metrics.outbound_overflows.inc();
+        }
         log::debug!("connection {} closed", self.caller.connection_id);
     }
 }

@@ -97,6 +97,11 @@ impl Outbox {
         true
     }
 
+    /// The close the socket is going through, if any.
+    pub fn closing_with(&self) -> Option<CloseReason> {
+        self.inner.state.lock().close.clone()
+    }
+
     /// Closes after the queued messages are sent.
     pub fn close(&self, code: u16, reason: &str) {
         let mut state = self.inner.state.lock();

@@ -1,0 +1,280 @@
+//! Prometheus metrics of a node (`GET /metrics`, OpenMetrics text format, encoded by the
+//! `prometheus-client` crate). Counters are atomics updated where things happen; gauges
+//! that mirror state (open connections, rooms, the bus) are read when scraped. Label
+//! values come from fixed sets, never from what a client sends, so the number of series
+//! stays bounded.
+
+use std::sync::atomic::Ordering;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::node::Node;
+
+/// The content type of `/metrics`.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ProtocolLabel {
+    http,
+    websocket,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabels {
+    pub protocol: ProtocolLabel,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloseLabels {
+    /// A close code the server knows ("1000" … "1011"), or "other".
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// An action of the API table, or "unknown".
+    pub controller: &'static str,
+    pub action: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub controller: &'static str,
+    pub action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// "expiry" or "revocation".
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    /// "published", "received" or "dropped".
+    pub direction: &'static str,
+}
+
+/// Handles on the bus counters (each clone counts into the same series).
+#[derive(Clone, Debug, Default)]
+pub struct BusCounters {
+    pub published: Counter,
+    pub received: Counter,
+    pub dropped: Counter,
+    pub reconnects: Counter,
+}
+
+type HistogramFamily = Family<ActionLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to about 26 s.
+    Histogram::new(exponential_buckets(0.0001, 4.0, 10))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub connections_accepted: Family<ProtocolLabels, Counter>,
+    connections_open: Family<ProtocolLabels, Gauge>,
+    pub closes: Family<CloseLabels, Counter>,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: HistogramFamily,
+    rooms: Gauge,
+    subscriptions: Gauge,
+    pub publishes: Counter,
+    pub deliveries: Counter,
+    pub outbound_overflows: Counter,
+    pub token_expired: Family<ReasonLabels, Counter>,
+    bus_messages: Family<DirectionLabels, Counter>,
+    bus_reconnects: Counter,
+    bus_up: Gauge,
+    nodes_alive: Gauge,
+}
+
+/// The close codes counted under their own label.
+const KNOWN_CLOSE_CODES: [&str; 10] = [
+    "1000", "1001", "1002", "1003", "1006", "1007", "1008", "1009", "1010", "1011",
+];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("kuzzle");
+        let m = Metrics {
+            connections_accepted: Family::default(),
+            connections_open: Family::default(),
+            closes: Family::default(),
+            requests: Family::default(),
+            request_duration: HistogramFamily::new_with_constructor(latency_histogram),
+            rooms: Gauge::default(),
+            subscriptions: Gauge::default(),
+            publishes: Counter::default(),
+            deliveries: Counter::default(),
+            outbound_overflows: Counter::default(),
+            token_expired: Family::default(),
+            bus_messages: Family::default(),
+            bus_reconnects: Counter::default(),
+            bus_up: Gauge::default(),
+            nodes_alive: Gauge::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "connections_accepted",
+            "Connections accepted: TCP connections (http) and WebSocket upgrades (websocket)",
+            m.connections_accepted.clone(),
+        );
+        r.register(
+            "connections_open",
+            "Open WebSockets (websocket) and HTTP requests in flight (http)",
+            m.connections_open.clone(),
+        );
+        r.register(
+            "websocket_closes",
+            "WebSockets closed, by close code (1006: the connection dropped without one)",
+            m.closes.clone(),
+        );
+        r.register(
+            "requests",
+            "API requests, by controller, action and status",
+            m.requests.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Time to answer an API request, by controller and action",
+            m.request_duration.clone(),
+        );
+        r.register(
+            "rooms",
+            "Rooms with a subscriber on this node",
+            m.rooms.clone(),
+        );
+        r.register(
+            "subscriptions",
+            "Connections of this node with at least one subscription",
+            m.subscriptions.clone(),
+        );
+        r.register(
+            "notifications_published",
+            "Document notifications published on this node",
+            m.publishes.clone(),
+        );
+        r.register(
+            "deliveries",
+            "Document notifications queued to this node's sockets (local and cross-node publishes)",
+            m.deliveries.clone(),
+        );
+        r.register(
+            "outbound_queue_overflows",
+            "Sockets closed with 1011 because their outbound queue overflowed",
+            m.outbound_overflows.clone(),
+        );
+        r.register(
+            "token_expired",
+            "TokenExpired notifications sent, by reason (expiry or revocation)",
+            m.token_expired.clone(),
+        );
+        r.register(
+            "bus_messages",
+            "Cluster bus messages (Redis pub/sub), by direction: published, received, dropped",
+            m.bus_messages.clone(),
+        );
+        r.register(
+            "bus_reconnects",
+            "Times the pub/sub connection to Redis was established again",
+            m.bus_reconnects.clone(),
+        );
+        r.register(
+            "bus_up",
+            "1 while Redis answers the cluster (always 1 for a node without a cluster)",
+            m.bus_up.clone(),
+        );
+        r.register(
+            "cluster_nodes_alive",
+            "Live nodes of the cluster, this one included",
+            m.nodes_alive.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The counters the cluster's bus updates (they stay at 0 without a cluster).
+    pub fn bus_counters(&self) -> BusCounters {
+        let direction = |direction| {
+            self.bus_messages
+                .get_or_create(&DirectionLabels { direction })
+                .clone()
+        };
+        BusCounters {
+            published: direction("published"),
+            received: direction("received"),
+            dropped: direction("dropped"),
+            reconnects: self.bus_reconnects.clone(),
+        }
+    }
+
+    /// A WebSocket closed with `code` (1006 when it dropped without a close frame).
+    pub fn closed(&self, code: u16) {
+        let code = code.to_string();
+        let label = KNOWN_CLOSE_CODES
+            .iter()
+            .find(|known| **known == code)
+            .copied()
+            .unwrap_or("other");
+        self.closes
+            .get_or_create(&CloseLabels { code: label })
+            .inc();
+    }
+
+    /// One API request answered with `status` after `seconds`.
+    pub fn answered(&self, controller: &str, action: &str, status: u16, seconds: f64) {
+        let (controller, action) = crate::api::actions::ACTIONS
+            .iter()
+            .find(|a| a.controller == controller && a.name == action)
+            .map_or(("unknown", "unknown"), |a| (a.controller, a.name));
+        self.requests
+            .get_or_create(&RequestLabels {
+                controller,
+                action,
+                status,
+            })
+            .inc();
+        self.request_duration
+            .get_or_create(&ActionLabels { controller, action })
+            .observe(seconds);
+    }
+
+    /// The whole exposition: gauges refreshed from the node, then every metric.
+    pub fn render(&self, node: &Node) -> String {
+        self.connections_open
+            .get_or_create(&ProtocolLabels {
+                protocol: ProtocolLabel::websocket,
+            })
+            .set(node.connections.len() as i64);
+        self.connections_open
+            .get_or_create(&ProtocolLabels {
+                protocol: ProtocolLabel::http,
+            })
+            .set(node.http_in_flight.load(Ordering::Relaxed) as i64);
+        let (rooms, subscriptions) = node.hub.metrics();
+        self.rooms.set(rooms as i64);
+        self.subscriptions.set(subscriptions as i64);
+        self.bus_up.set(i64::from(node.cluster.bus_up()));
+        self.nodes_alive.set(node.cluster.alive() as i64);
+        let mut text = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            log::error!("cannot encode the metrics: {e}");
+        }
+        text
+    }
+}
