@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use kuzzle_rt::config::{self, ConfigSources};
+use kuzzle_rt::config::{self, ConfigSources, LogFormat};
 
 const USAGE: &str = "usage: kuzzle-rt [--config FILE] [--strict-config]
 
@@ -59,8 +59,26 @@ fn raise_open_files_limit() {
     }
 }
 
+/// `RUST_LOG` chooses the levels (info by default); `server.logs.format` the shape.
+fn init_logging(format: LogFormat) {
+    use std::io::Write;
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if format == LogFormat::Json {
+        builder.format(|buf, record| {
+            let line = serde_json::json!({
+                "time": buf.timestamp_millis().to_string(),
+                "level": record.level().as_str(),
+                "target": record.target(),
+                "message": record.args().to_string(),
+            });
+            writeln!(buf, "{line}")
+        });
+    }
+    builder.init();
+}
+
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = match parse_args() {
         Ok(args) => args,
         Err(message) => {
@@ -75,6 +93,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    init_logging(loaded.settings.server.logs.format);
     let files: Vec<String> = loaded
         .files
         .iter()

@@ -145,6 +145,16 @@ pub async fn dispatch(node: &Arc<Node>, caller: &Caller, request: Request) -> Op
     let started = std::time::Instant::now();
     let dispatched = answer(node, caller, request).await?;
     let response = &dispatched.response;
+    // Never the arguments, the body or a token: only what the request was and how it ended.
+    log::debug!(
+        target: "request",
+        "{} {}:{} {} {:.1}ms",
+        caller.protocol.name(),
+        response.controller.as_deref().unwrap_or("-"),
+        response.action.as_deref().unwrap_or("-"),
+        response.status,
+        started.elapsed().as_secs_f64() * 1000.0
+    );
     node.metrics.answered(
         response.controller.as_deref().unwrap_or_default(),
         response.action.as_deref().unwrap_or_default(),

@@ -32,6 +32,25 @@ pub struct ServerSettings {
     pub protocols: Protocols,
     /// kuzzle-rt: where `GET /metrics` is served.
     pub metrics: MetricsListener,
+    /// kuzzle-rt: access log and log format.
+    pub logs: LogSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct LogSettings {
+    /// One `info` line per HTTP request and per WebSocket opened and closed.
+    pub access: bool,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 /// `server.metrics`: with a port, `/metrics` is served on `host:port` only, not on the
@@ -63,6 +82,7 @@ impl Default for ServerSettings {
             shutdown_grace_period: 20_000,
             protocols: Protocols::default(),
             metrics: MetricsListener::default(),
+            logs: LogSettings::default(),
         }
     }
 }

@@ -43,8 +43,23 @@ pub async fn entry(
         return ws::upgrade(&req, payload, node);
     }
     let _in_flight = InFlight::enter(node);
+    let started = std::time::Instant::now();
     let reply = Reply::new(&req, node, request_id_of(&req));
-    serve(&req, payload, node, &reply).await
+    let response = serve(&req, payload, node, &reply).await;
+    if node.settings.server.logs.access {
+        // The path only: a query string may carry a token.
+        log::info!(
+            target: "access",
+            "{} http {} {} {} {:.1}ms",
+            client_address(&req, &node.settings.http.trusted_proxies)
+                .map_or_else(|| "-".to_owned(), |a| a.to_string()),
+            req.method(),
+            req.path(),
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+    response
 }
 
 /// Counts an HTTP request for `server:metrics` until it ends, also when actix drops

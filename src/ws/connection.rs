@@ -55,6 +55,8 @@ pub struct Connection {
     rate_window: (Instant, u32),
     pending_control_frames: Rc<Cell<usize>>,
     closing: bool,
+    /// For the access log's duration.
+    opened: Instant,
 }
 
 impl Connection {
@@ -86,7 +88,14 @@ impl Connection {
             rate_window: (now, 0),
             pending_control_frames: Rc::new(Cell::new(0)),
             closing: false,
+            opened: now,
         }
+    }
+
+    fn peer(&self) -> String {
+        self.caller
+            .address
+            .map_or_else(|| "-".to_owned(), |a| a.to_string())
     }
 
     /// Starts closing: what is queued is sent first when `flush` is true.
@@ -294,6 +303,9 @@ impl Actor for Connection {
             })
             .inc();
         log::debug!("connection {} opened", self.caller.connection_id);
+        if self.node.settings.server.logs.access {
+            log::info!(target: "access", "{} websocket open", self.peer());
+        }
         let writer = write_loop(self.outbox.clone(), self.transport.clone());
         ctx.spawn(writer.into_actor(self).map(|_, _, ctx| ctx.stop()));
         if self.options.heartbeat > 0 {
@@ -321,7 +333,16 @@ impl Actor for Connection {
         // No close frame went out or came in: the connection dropped (1006).
         let close = self.outbox.closing_with();
         let metrics = &self.node.metrics;
-        metrics.closed(close.as_ref().map_or(close::ABNORMAL, |c| c.code));
+        let code = close.as_ref().map_or(close::ABNORMAL, |c| c.code);
+        metrics.closed(code);
+        if self.node.settings.server.logs.access {
+            log::info!(
+                target: "access",
+                "{} websocket closed {code} after {:.1}s",
+                self.peer(),
+                self.opened.elapsed().as_secs_f64()
+            );
+        }
         if close.is_some_and(|c| c.reason == close::BACKPRESSURE) {
             metrics.outbound_overflows.inc();
         }
