@@ -4,7 +4,7 @@
 //! values come from fixed sets, never from what a client sends, so the number of series
 //! stays bounded.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -95,6 +95,9 @@ pub struct Metrics {
     bus_reconnects: Counter,
     bus_up: Gauge,
     nodes_alive: Gauge,
+    /// Totals for the cluster's dashboard (`cluster:metrics`), which reads them directly.
+    requests_answered: AtomicU64,
+    closes_by_code: [AtomicU64; KNOWN_CLOSE_CODES.len() + 1],
 }
 
 /// The close codes counted under their own label.
@@ -127,6 +130,8 @@ impl Metrics {
             bus_reconnects: Counter::default(),
             bus_up: Gauge::default(),
             nodes_alive: Gauge::default(),
+            requests_answered: AtomicU64::new(0),
+            closes_by_code: Default::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -226,14 +231,44 @@ impl Metrics {
     /// A WebSocket closed with `code` (1006 when it dropped without a close frame).
     pub fn closed(&self, code: u16) {
         let code = code.to_string();
-        let label = KNOWN_CLOSE_CODES
-            .iter()
-            .find(|known| **known == code)
-            .copied()
-            .unwrap_or("other");
+        let known = KNOWN_CLOSE_CODES.iter().position(|known| **known == code);
+        let label = known.map_or("other", |i| KNOWN_CLOSE_CODES[i]);
         self.closes
             .get_or_create(&CloseLabels { code: label })
             .inc();
+        self.closes_by_code[known.unwrap_or(KNOWN_CLOSE_CODES.len())]
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What the dashboard shows of this node (`cluster:metrics`).
+    pub fn snapshot(&self, node: &Node) -> serde_json::Value {
+        let mut closes = serde_json::Map::new();
+        for (i, count) in self.closes_by_code.iter().enumerate() {
+            let count = count.load(Ordering::Relaxed);
+            if count > 0 {
+                let code = KNOWN_CLOSE_CODES.get(i).copied().unwrap_or("other");
+                closes.insert(code.into(), count.into());
+            }
+        }
+        let (rooms, subscriptions) = node.hub.metrics();
+        let info = node.cluster.node_info();
+        serde_json::json!({
+            "id": &*node.id,
+            "address": info.map(|i| i.address.clone()),
+            "birthdate": info.map(|i| i.birthdate),
+            "uptime": node.started.elapsed().as_secs(),
+            "connections": {
+                "websocket": node.connections.len(),
+                "http": node.http_in_flight.load(Ordering::Relaxed),
+            },
+            "rooms": rooms,
+            "subscriptions": subscriptions,
+            "requests": self.requests_answered.load(Ordering::Relaxed),
+            "deliveries": self.deliveries.get(),
+            "closes": closes,
+            "bus": node.cluster.metrics()["bus"].clone(),
+            "time": crate::protocol::now_ms(),
+        })
     }
 
     /// One API request answered with `status` after `seconds`.
@@ -242,6 +277,7 @@ impl Metrics {
             .iter()
             .find(|a| a.controller == controller && a.name == action)
             .map_or(("unknown", "unknown"), |a| (a.controller, a.name));
+        self.requests_answered.fetch_add(1, Ordering::Relaxed);
         self.requests
             .get_or_create(&RequestLabels {
                 controller,

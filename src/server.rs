@@ -87,6 +87,10 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
         .map_err(|e| io::Error::other(format!("[CLUSTER] {e}")))?;
     if let Some(link) = node.cluster.link() {
         node.logins.share(link.clone());
+        actix_rt::spawn(crate::cluster::membership::share_snapshots(
+            Arc::downgrade(&node),
+            link.clone(),
+        ));
     }
     let server = server.run();
     let handle = server.handle();

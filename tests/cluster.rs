@@ -674,3 +674,36 @@ async fn clusters_with_different_key_prefixes_share_a_redis_unaware_of_each_othe
         "{keys}"
     );
 }
+
+#[actix_rt::test]
+async fn cluster_metrics_list_every_live_node() {
+    let redis = RedisServer::start();
+    let [n1, n2, n3] = three_nodes(&redis).await;
+    let ids = |res: &Value| -> Vec<String> {
+        let mut ids: Vec<String> = res["result"]["nodes"]
+            .as_array()
+            .map(|nodes| {
+                nodes
+                    .iter()
+                    .filter_map(|n| n["id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    };
+    let mut expected = vec![n1.id.clone(), n2.id.clone(), n3.id.clone()];
+    expected.sort();
+    let metrics = json!({"controller": "cluster", "action": "metrics"});
+    poll(|| async { ids(&call(n1.addr, metrics.clone()).await) == expected }).await;
+    let res = call(n2.addr, metrics.clone()).await;
+    assert_eq!(ids(&res), expected, "{res}");
+    assert!(
+        res["result"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["bus"]["state"] == "up"),
+        "{res}"
+    );
+}

@@ -194,3 +194,49 @@ async fn metrics_can_be_disabled_or_moved_to_their_own_listener() {
     let (status, _, _) = scrape_at(apart.addr).await;
     assert_eq!(status, 404, "not on the API's port");
 }
+
+#[actix_rt::test]
+async fn cluster_metrics_describe_the_node_for_the_dashboard() {
+    let node = start_node(|_| {}).await;
+    let mut ws = Ws::connect(node.addr).await;
+    ws.assert_now_ok().await;
+    let res = ws
+        .request(json!({"controller":"cluster","action":"metrics"}))
+        .await;
+    assert_eq!(res["status"], 200, "{res}");
+    let nodes = res["result"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1);
+    let me = &nodes[0];
+    assert_eq!(me["id"], res["node"]);
+    assert_eq!(me["connections"]["websocket"], 1);
+    assert!(me["requests"].as_u64() >= Some(1), "{me}");
+    assert_eq!(me["bus"]["state"], "standalone");
+    for key in [
+        "address",
+        "birthdate",
+        "uptime",
+        "rooms",
+        "subscriptions",
+        "deliveries",
+        "closes",
+        "time",
+    ] {
+        assert!(!me[key].is_null(), "{key} in {me}");
+    }
+    // The page itself.
+    let mut page = Client::default()
+        .get(format!("http://{}/_dashboard", node.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert_eq!(
+        page.headers().get("content-type").unwrap(),
+        "text/html; charset=utf-8"
+    );
+    let html = String::from_utf8(page.body().await.unwrap().to_vec()).unwrap();
+    assert!(
+        html.contains(r#"request({ controller: "cluster", action: "metrics" })"#),
+        "the page reads cluster:metrics"
+    );
+}

@@ -291,6 +291,9 @@ pub static ACTIONS: &[Action] = &[
     action("server", "publicApi", &[(Get, "/_publicApi")], |c| {
         Box::pin(server::public_api(c))
     }),
+    action("cluster", "metrics", &[(Get, "/cluster/_metrics")], |c| {
+        Box::pin(cluster::metrics(c))
+    }),
     action("cluster", "status", &[(Get, "/cluster/_status")], |c| {
         Box::pin(cluster::status(c))
     }),
@@ -395,6 +398,7 @@ const ROUTE_ORDER: &[(Verb, &str)] = &[
     (Get, "/_metrics"),
     (Get, "/_capabilities"),
     (Get, "/_adminExists"),
+    (Get, "/cluster/_metrics"),
     (Get, "/cluster/_status"),
 ];
 

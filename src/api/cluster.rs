@@ -3,6 +3,20 @@
 use super::{ActionResult, Call, Reply};
 use crate::protocol::errors::{self, ApiError};
 
+/// kuzzle-rt: every live node's figures, for the dashboard (`GET /_dashboard`).
+pub async fn metrics(call: &Call<'_>) -> ActionResult {
+    let nodes = call
+        .node
+        .cluster
+        .snapshots(call.node)
+        .await
+        .map_err(|reason| {
+            log::warn!("[CLUSTER] cluster:metrics: {reason}");
+            ApiError::plain(errors::CACHE_NOT_CONNECTED)
+        })?;
+    Ok(Reply::Json(serde_json::json!({"nodes": nodes})))
+}
+
 pub async fn status(call: &Call<'_>) -> ActionResult {
     call.node
         .cluster

@@ -30,6 +30,11 @@ impl Keys {
         format!("{}node/", self.prefix)
     }
 
+    /// A node's latest figures for the dashboard (JSON, refreshed every second).
+    pub fn node_metrics(&self, id: &str) -> String {
+        format!("{}metrics/{id}", self.prefix)
+    }
+
     /// Hash: node id → its description, for every node that joined and was not yet
     /// removed; a member whose registration expired is evicted by the first to notice.
     pub fn roster(&self) -> String {

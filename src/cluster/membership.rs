@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use redis::AsyncCommands;
 use serde_json::{Value, json};
@@ -287,6 +288,63 @@ pub async fn status(link: &Link) -> Result<Value, String> {
     }))
 }
 
+/// How often a node writes its figures for the dashboard.
+const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Writes this node's figures (`Metrics::snapshot`) every second, with a TTL of a few
+/// seconds so that a dead node's vanish, until the node leaves.
+pub async fn share_snapshots(node: std::sync::Weak<crate::node::Node>, link: Arc<Link>) {
+    let ttl = (ttl_ms(&link)).max(3 * SNAPSHOT_INTERVAL.as_millis() as u64);
+    let mut tick = tokio::time::interval(SNAPSHOT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(node) = node.upgrade() else {
+            return;
+        };
+        if node.cluster.is_leaving() {
+            return;
+        }
+        if !link.health.is_up() {
+            continue;
+        }
+        let snapshot = node.metrics.snapshot(&node).to_string();
+        let key = link.keys.node_metrics(&node.id);
+        drop(node);
+        let written = link
+            .bounded(link.redis.clone().pset_ex::<_, _, ()>(key, snapshot, ttl))
+            .await;
+        if let Err(reason) = written {
+            link.health.down(&reason);
+        }
+    }
+}
+
+/// The latest figures of every live node (the dashboard's `cluster:metrics`).
+pub async fn snapshots(link: &Link) -> Result<Vec<Value>, String> {
+    let alive: Vec<String> = roster(link)
+        .await?
+        .into_iter()
+        .filter(|(_, alive)| *alive)
+        .map(|(node, _)| link.keys.node_metrics(&node.id))
+        .collect();
+    if alive.is_empty() {
+        return Ok(Vec::new());
+    }
+    let texts: Vec<Option<String>> = link
+        .bounded(
+            redis::cmd("MGET")
+                .arg(&alive)
+                .query_async(&mut link.redis.clone()),
+        )
+        .await?;
+    Ok(texts
+        .into_iter()
+        .flatten()
+        .filter_map(|text| serde_json::from_str(&text).ok())
+        .collect())
+}
+
 /// The rooms that live nodes other than `me` have counts in.
 pub async fn rooms_of_other_nodes(link: &Link, me: &str) -> Result<Vec<String>, String> {
     let others: Vec<NodeInfo> = roster(link)
@@ -332,6 +390,8 @@ pub async fn leave(link: &Link, rooms: &RoomSync, info: &NodeInfo) -> Result<(),
     let mut pipe = redis::pipe();
     pipe.atomic()
         .del(link.keys.node(&info.id))
+        .ignore()
+        .del(link.keys.node_metrics(&info.id))
         .ignore()
         .hdel(link.keys.roster(), &info.id)
         .ignore();

@@ -256,6 +256,11 @@ impl Cluster {
         log.truncate(self.activity_depth);
     }
 
+    /// What this node says of itself (once started).
+    pub fn node_info(&self) -> Option<&NodeInfo> {
+        self.info.get()
+    }
+
     pub fn alive(&self) -> usize {
         self.alive.load(Ordering::Acquire)
     }
@@ -570,6 +575,23 @@ impl Cluster {
     pub async fn remote_room(&self, room_id: &str) -> Option<(String, String, Value)> {
         let link = self.link.as_ref()?;
         membership::room(link, room_id).await
+    }
+
+    /// Every live node's figures for the dashboard: this node's fresh, the others' as they
+    /// last wrote them (at most a second old).
+    pub async fn snapshots(&self, node: &crate::node::Node) -> Result<Vec<Value>, String> {
+        let mine = node.metrics.snapshot(node);
+        let Some(link) = &self.link else {
+            return Ok(vec![mine]);
+        };
+        let mut all: Vec<Value> = membership::snapshots(link)
+            .await?
+            .into_iter()
+            .filter(|s| s["id"] != mine["id"])
+            .collect();
+        all.push(mine);
+        all.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+        Ok(all)
     }
 
     /// `cluster:status` (PROTOCOL.md §4.7).

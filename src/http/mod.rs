@@ -119,6 +119,10 @@ fn request_id_of(req: &HttpRequest) -> String {
         .map_or_else(new_request_id, str::to_owned)
 }
 
+/// The dashboard page (`GET /_dashboard`): it logs in and reads `cluster:metrics` over
+/// the node's own WebSocket protocol.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
 /// `GET /metrics`.
 pub fn metrics_response(node: &Node) -> HttpResponse {
     HttpResponse::Ok()
@@ -149,6 +153,12 @@ async fn serve(
         && node.settings.server.metrics.port.is_none()
     {
         return metrics_response(node);
+    }
+    if method == Method::GET && path == "/_dashboard" {
+        return HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .body(DASHBOARD);
     }
     if method == Method::GET && path == "/_ready" {
         let ready =
