@@ -43,7 +43,37 @@ struct Args {
     publish_interval: Duration,
     /// Two nodes and a Redis instead of one node.
     cluster: bool,
+    /// A node already running, instead of one started by the tool.
+    url: Option<SocketAddr>,
+    /// That node's process, for its memory and CPU figures.
+    pid: Option<u32>,
 }
+
+const HELP: &str =
+    "kuzzle-load: measures a kuzzle-rt node over loopback (see the README's Performance).
+
+usage: kuzzle-load [options]
+
+  --binary PATH            the kuzzle-rt binary to start (default: kuzzle-rt next to this tool)
+  --url HOST:PORT          measure a node that is already running instead (ws://HOST:PORT
+                           accepted); its memory and CPU are measured only with --pid
+  --pid PID                the process of the --url node, for RSS and CPU from /proc
+  --connections N          idle WebSockets opened and held (default: 10000)
+  --clients C              clients sending requests one after the other (default: 50)
+  --requests R             server:now requests per client (default: 2000)
+  --subscribers S          sockets subscribed to the fan-out room (default: 1000)
+  --publishes P            messages published to that room (default: 200)
+  --publish-interval-ms MS pause between publishes; 0 publishes as fast as answered (default: 0)
+  --document-bytes N       pad each published document to about N bytes of JSON (default: 0)
+  --compression            permessage-deflate on in the node and offered by every client
+                           (default: off)
+  --cluster                start a redis-server and two nodes instead: the fan-out with the
+                           publisher on the subscribers' node, then on the other node, and the
+                           Redis commands per publish (uses --subscribers, --publishes,
+                           --publish-interval-ms, --document-bytes)
+  -h, --help               this help
+
+Progress goes to stderr during long phases; the tables go to stdout.";
 
 fn parse_args() -> Result<Args, String> {
     let sibling = std::env::current_exe()
@@ -61,6 +91,8 @@ fn parse_args() -> Result<Args, String> {
         document_bytes: 0,
         publish_interval: Duration::ZERO,
         cluster: false,
+        url: None,
+        pid: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -88,6 +120,19 @@ fn parse_args() -> Result<Args, String> {
             }
             "--compression" => args.compression = true,
             "--cluster" => args.cluster = true,
+            "--url" => {
+                let text = value()?;
+                let bare = text
+                    .trim_start_matches("ws://")
+                    .trim_start_matches("http://")
+                    .trim_end_matches('/');
+                let addr = std::net::ToSocketAddrs::to_socket_addrs(bare)
+                    .ok()
+                    .and_then(|mut addrs| addrs.next())
+                    .ok_or_else(|| format!("--url: cannot resolve {text:?}"))?;
+                args.url = Some(addr);
+            }
+            "--pid" => args.pid = Some(value()?.parse().map_err(|e| format!("--pid: {e}"))?),
             "--publish-interval-ms" => {
                 args.publish_interval = Duration::from_millis(
                     value()?
@@ -101,9 +146,7 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|e| format!("--document-bytes: {e}"))?
             }
             "-h" | "--help" => {
-                println!(
-                    "usage: kuzzle-load [--binary PATH] [--connections N] [--clients C] [--requests R] [--subscribers S] [--publishes P] [--compression] [--document-bytes N] [--publish-interval-ms MS] [--cluster]"
-                );
+                println!("{HELP}");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}")),
@@ -112,11 +155,14 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// A node started for the measurement; stopped when dropped.
+/// The node measured: started for the measurement (stopped when dropped), or one already
+/// running (`--url`).
 struct NodeProcess {
-    child: Child,
+    child: Option<Child>,
+    /// The process, when known, for its memory and CPU.
+    pid: Option<u32>,
     addr: SocketAddr,
-    dir: PathBuf,
+    dir: Option<PathBuf>,
 }
 
 impl NodeProcess {
@@ -162,13 +208,34 @@ impl NodeProcess {
             .map_err(|_| "the node did not announce its address".to_owned())?
             .parse()
             .map_err(|e| format!("bad address: {e}"))?;
-        Ok(NodeProcess { child, addr, dir })
+        Ok(NodeProcess {
+            pid: Some(child.id()),
+            child: Some(child),
+            addr,
+            dir: Some(dir),
+        })
+    }
+
+    fn attach(addr: SocketAddr, pid: Option<u32>) -> NodeProcess {
+        NodeProcess {
+            child: None,
+            pid,
+            addr,
+            dir: None,
+        }
+    }
+
+    /// Whether memory and CPU can be read.
+    fn measured(&self) -> bool {
+        self.pid.is_some()
     }
 
     /// Resident memory of the node process, in bytes.
     fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
+        let Some(pid) = self.pid else {
+            return 0;
+        };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -178,8 +245,10 @@ impl NodeProcess {
 
     /// CPU time the node used so far (user + system, all threads), in milliseconds.
     fn cpu_ms(&self) -> u64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let Some(pid) = self.pid else {
+            return 0;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         // Fields after the command name (which may hold spaces): utime and stime are the
         // 12th and 13th, in clock ticks of 10 ms on Linux.
         let fields: Vec<&str> = stat
@@ -198,10 +267,19 @@ impl NodeProcess {
 
 impl Drop for NodeProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
+}
+
+/// A progress line on stderr (the tables stay alone on stdout).
+fn progress(text: &str) {
+    eprintln!("kuzzle-load: {text}");
 }
 
 async fn connect(addr: SocketAddr, compression: bool) -> Result<Client, String> {
@@ -375,6 +453,13 @@ async fn fan_out(
             return Err(format!("subscribe failed: {reply}"));
         }
         subscribers.push(client);
+        if subscribers.len() % 500 == 0 {
+            progress(&format!(
+                "{} / {} subscribers",
+                subscribers.len(),
+                args.subscribers
+            ));
+        }
     }
     let expected = args.publishes;
     let receivers = subscribers.into_iter().map(|mut client| async move {
@@ -411,6 +496,9 @@ async fn fan_out(
                 "body": {"sent": sent, "seq": p, "text": "a notification of a realistic size, with a few fields", "rows": rows},
                 "requestId": format!("pub-{p}")});
             send_request(&mut publisher, message).await?;
+            if (p + 1) % (args.publishes / 4).max(1) == 0 {
+                progress(&format!("{} / {} publishes", p + 1, args.publishes));
+            }
             if !args.publish_interval.is_zero() {
                 tokio::time::sleep(args.publish_interval).await;
             }
@@ -442,7 +530,7 @@ async fn fan_out(
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {} | {} | {:.0} B | {:.0} B | {:.0} | {} | {} | {} | {:.1} ms |",
+        "| {} | {} | {} | {:.0} B | {:.0} B | {:.0} | {} | {} | {} | {} |",
         args.subscribers,
         args.publishes,
         if args.compression { "on" } else { "off" },
@@ -452,7 +540,11 @@ async fn fan_out(
         ms(percentile(&latencies, 50.0)),
         ms(percentile(&latencies, 99.0)),
         ms(latencies.last().copied().unwrap_or_default()),
-        cpu_ms as f64 * 1000.0 / deliveries
+        if node.measured() {
+            format!("{:.1} ms", cpu_ms as f64 * 1000.0 / deliveries)
+        } else {
+            "n/a".into()
+        }
     );
     if let (Some((all_before, publish_before)), Some((all_after, publish_after))) =
         (redis_before, redis_after)
@@ -514,6 +606,13 @@ async fn measure(args: &Args, node: &NodeProcess) -> Result<(), String> {
         for result in opened {
             idle.push(result?);
         }
+        if idle.len() % 2000 == 0 || idle.len() == args.connections {
+            progress(&format!(
+                "{} / {} idle connections open",
+                idle.len(),
+                args.connections
+            ));
+        }
     }
     let open_time = started.elapsed();
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -544,16 +643,17 @@ async fn measure(args: &Args, node: &NodeProcess) -> Result<(), String> {
         "| connections opened | held by the node | sampled and answering | time to open | node RSS before | node RSS after | RSS per idle connection |"
     );
     println!("|---|---|---|---|---|---|---|");
+    let figure = |value: String| if node.measured() { value } else { "n/a".into() };
     println!(
-        "| {} | {} | {alive}/{alive} | {:.2} s | {:.1} MiB | {:.1} MiB | {:.1} KiB |",
+        "| {} | {} | {alive}/{alive} | {:.2} s | {} | {} | {} |",
         args.connections,
         held.saturating_sub(1),
         open_time.as_secs_f64(),
-        rss_before as f64 / 1048576.0,
-        rss_after as f64 / 1048576.0,
-        per_connection / 1024.0
+        figure(format!("{:.1} MiB", rss_before as f64 / 1048576.0)),
+        figure(format!("{:.1} MiB", rss_after as f64 / 1048576.0)),
+        figure(format!("{:.1} KiB", per_connection / 1024.0))
     );
-    if args.compression {
+    if args.compression && node.measured() {
         // Each socket's inflater (with the client's 32 KiB window) is made on its first
         // compressed message: the worst case, every client having sent one.
         for batch in idle.chunks_mut(500) {
@@ -585,6 +685,10 @@ async fn measure(args: &Args, node: &NodeProcess) -> Result<(), String> {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // 2. Request round trips.
+    progress(&format!(
+        "{} clients x {} requests",
+        args.clients, args.requests
+    ));
     let mut clients = Vec::with_capacity(args.clients);
     for _ in 0..args.clients {
         clients.push(connect(node.addr, args.compression).await?);
@@ -650,18 +754,28 @@ fn main() {
         }
         return;
     }
-    let node = match NodeProcess::start(&args.binary, args.compression, &[]) {
+    let started = match args.url {
+        Some(addr) => Ok(NodeProcess::attach(addr, args.pid)),
+        None => NodeProcess::start(&args.binary, args.compression, &[]),
+    };
+    let node = match started {
         Ok(node) => node,
         Err(message) => {
             eprintln!("kuzzle-load: {message}");
             std::process::exit(1);
         }
     };
-    println!(
-        "# kuzzle-load against {} (node {})",
-        node.addr,
-        args.binary.display()
-    );
+    match args.url {
+        Some(_) => println!(
+            "# kuzzle-load against {} (a node already running)",
+            node.addr
+        ),
+        None => println!(
+            "# kuzzle-load against {} (node {})",
+            node.addr,
+            args.binary.display()
+        ),
+    }
     println!();
     if let Err(message) = runtime.block_on(measure(&args, &node)) {
         eprintln!("kuzzle-load: {message}");
