@@ -10,54 +10,79 @@
 
 use std::net::SocketAddr;
 
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
+use actix_codec::Framed;
+use actix_http::{HttpService, Request, Response, h1};
+use actix_service::{fn_factory, fn_service};
+use actix_web::ResponseError;
 use bytestring::ByteString;
 use futures_util::StreamExt;
+use tokio::net::TcpStream;
 
-use kuzzle_rt::ws::reader::{Message, Reader};
-use kuzzle_rt::ws::writer::{Outgoing, Transport};
+use kuzzle_rt::ws::reader::{Message, Reader, SocketSource};
+use kuzzle_rt::ws::upgrade::{respond, switch};
+use kuzzle_rt::ws::writer::{Outgoing, SocketWriter};
 use kuzzle_rt::ws::{SocketOptions, accept};
 
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
+/// Takes the connection of every upgrade request, as the node does.
 async fn upgrade(
-    req: HttpRequest,
-    payload: web::Payload,
-    options: web::Data<SocketOptions>,
-) -> HttpResponse {
-    match accept(&req, payload, None, **options) {
+    options: SocketOptions,
+    (req, framed): (Request, Framed<TcpStream, h1::Codec>),
+) -> Result<(), actix_web::Error> {
+    match accept(req.head(), None, options) {
         Ok(upgraded) => {
-            actix_web::rt::spawn(echo(upgraded.reader, upgraded.transport));
-            upgraded.response
+            let (head, _) = Response::from(upgraded.response).into_parts();
+            let (stream, read) = switch(framed, head).await?;
+            let agreed = upgraded.agreed;
+            let reader = Reader::with_bytes(
+                SocketSource(stream.clone()),
+                read,
+                agreed.max_message,
+                agreed.inflater,
+            );
+            actix_web::rt::spawn(echo(reader, SocketWriter::new(stream, agreed.compression)));
+            Ok(())
         }
-        Err(refusal) => refusal.error_response(),
+        Err(refusal) => {
+            let (head, body) = Response::from(refusal.error_response()).into_parts();
+            Ok(respond(framed, head, body).await?)
+        }
     }
 }
 
-async fn echo(mut reader: Reader<web::Payload>, transport: Transport) {
+async fn echo(mut reader: Reader<SocketSource>, mut writer: SocketWriter) {
     while let Some(item) = reader.next().await {
-        let sent = match item {
+        match item {
             Ok(Message::Text(data)) => match ByteString::try_from(data) {
-                Ok(text) => transport.send(&Outgoing::text(text)).await,
-                Err(_) => transport.close(1007, "invalid UTF-8").await,
+                Ok(text) => writer.queue(&Outgoing::text(text)),
+                Err(_) => return close(writer, 1007, "invalid UTF-8").await,
             },
-            Ok(Message::Binary(data)) => transport.send(&Outgoing::binary(data)).await,
-            Ok(Message::Ping(payload)) => transport.pong(&payload).await,
-            Ok(Message::Pong(_)) => Ok(()),
-            Ok(Message::Close(close)) => {
-                let (code, reason) = close.unwrap_or((1000, String::new()));
-                let _ = transport.close(code, &reason).await;
-                return;
+            Ok(Message::Binary(data)) => writer.queue(&Outgoing::binary(data)),
+            Ok(Message::Ping(payload)) => writer.queue(&Outgoing::control(
+                kuzzle_rt::ws::frame::OpCode::Pong,
+                payload,
+            )),
+            Ok(Message::Pong(_)) => {}
+            Ok(Message::Close(close_frame)) => {
+                let (code, reason) = close_frame.unwrap_or((1000, String::new()));
+                return close(writer, code, &reason).await;
             }
-            Err(violation) => {
-                let _ = transport.close(violation.code, violation.reason).await;
-                return;
-            }
-        };
-        if sent.is_err() {
+            Err(violation) => return close(writer, violation.code, violation.reason).await,
+        }
+        if writer.flush().await.is_err() {
             return;
         }
     }
+}
+
+async fn close(mut writer: SocketWriter, code: u16, reason: &str) {
+    writer.queue_close(code, reason);
+    if writer.flush().await.is_ok() {
+        writer.shutdown();
+    }
+    // Give the client time to read the close frame and end its side.
+    actix_web::rt::time::sleep(std::time::Duration::from_millis(500)).await;
 }
 
 #[actix_web::main]
@@ -81,15 +106,20 @@ async fn main() -> std::io::Result<()> {
         max_message: MAX_MESSAGE,
         compression_threshold,
     };
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(web::Data::new(options))
-            .default_service(web::to(upgrade))
-    })
-    .workers(1)
-    .bind(addr)?;
-    for bound in server.addrs() {
-        println!("echo listening on ws://{bound}");
-    }
-    server.run().await
+    let listener = std::net::TcpListener::bind(addr)?;
+    println!("echo listening on ws://{}", listener.local_addr()?);
+    actix_server::Server::build()
+        .workers(1)
+        .listen("echo", listener, move || {
+            HttpService::build()
+                .upgrade(fn_factory(move || async move {
+                    Ok::<_, ()>(fn_service(move |upgraded| upgrade(options, upgraded)))
+                }))
+                .finish(fn_service(|_: Request| async {
+                    Ok::<_, actix_web::Error>(Response::not_found())
+                }))
+                .tcp()
+        })?
+        .run()
+        .await
 }

@@ -15,7 +15,7 @@ use crate::http::body::{self, BodyKind};
 use crate::protocol::{BoolArgs, Protocol, Request};
 use crate::realtime::filter::{Filter, MAX_CONJUNCTIONS, MAX_LITERALS};
 use crate::ws::deflate::{Agreement, Inflater};
-use crate::ws::reader::{Message, Reader};
+use crate::ws::reader::{Chunks, Message, Reader};
 
 /// The frame parser and message reader, with or without permessage-deflate. The first
 /// byte chooses the options and how the rest is cut into reads.
@@ -36,7 +36,11 @@ pub fn websocket_frames(data: &[u8]) {
             client_no_context_takeover: options & 2 == 2,
         })
     });
-    let mut reader = Reader::new(futures_util::stream::iter(chunks), max_message, inflater);
+    let mut reader = Reader::new(
+        Chunks(futures_util::stream::iter(chunks)),
+        max_message,
+        inflater,
+    );
     let mut context = Context::from_waker(Waker::noop());
     // The input is always ready, so every poll makes progress or ends the stream.
     loop {

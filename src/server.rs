@@ -5,8 +5,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::dev::ServerHandle;
+use std::rc::Rc;
+
+use actix_http::HttpService;
+use actix_service::{IntoServiceFactory, ServiceFactory, fn_factory, fn_service, map_config};
+use actix_web::body::BoxBody;
+use actix_web::dev::{AppConfig, ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::{App, HttpServer, web};
+use tokio::net::TcpStream;
 
 use crate::config::Settings;
 use crate::metrics::{Metrics, ProtocolLabel, ProtocolLabels};
@@ -56,28 +62,39 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
         })
         .clone();
     let metrics_data = data.clone();
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
-            .default_service(web::to(crate::http::entry))
-    })
-    .on_connect(move |_, _| {
-        accepted.inc();
-    })
-    .disable_signals()
-    .shutdown_timeout(grace_secs)
-    .bind((s.host.as_str(), s.port))
-    .map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("cannot listen on {}:{}: {e}", s.host, s.port),
-        )
-    })?;
-    let addr = server
-        .addrs()
-        .first()
-        .copied()
-        .ok_or_else(|| io::Error::other("no address bound"))?;
+    let listeners = bind(&s.host, s.port)?;
+    let addr = listeners[0]
+        .local_addr()
+        .map_err(|e| io::Error::other(format!("no address bound: {e}")))?;
+    let mut server = actix_server::Server::build()
+        .disable_signals()
+        .shutdown_timeout(grace_secs);
+    for listener in listeners {
+        let data = data.clone();
+        let accepted = accepted.clone();
+        let local = listener.local_addr()?;
+        server = server.listen("kuzzle-rt", listener, move || {
+            let accepted = accepted.clone();
+            let upgrade_data = data.clone();
+            HttpService::build()
+                .tcp_nodelay(true)
+                .local_addr(local)
+                .on_connect_ext(move |_: &TcpStream, _| {
+                    accepted.inc();
+                })
+                .upgrade(fn_factory(move || {
+                    let app = app(upgrade_data.clone()).into_factory();
+                    async move {
+                        let app = Rc::new(app.new_service(AppConfig::default()).await?);
+                        Ok::<_, ()>(fn_service(move |upgrade| {
+                            crate::ws::upgrade::serve(app.clone(), upgrade)
+                        }))
+                    }
+                }))
+                .finish(map_config(app(data.clone()), |_| AppConfig::default()))
+                .tcp()
+        })?;
+    }
     let metrics_listener = metrics_listener(&node, metrics_data)?;
     // Bound, but accepting nobody yet: the cluster is joined first, so that no request
     // finds it half started.
@@ -127,6 +144,44 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
         handle,
         metrics_handle,
     })
+}
+
+/// The App every request goes through, upgrades included.
+fn app(
+    data: web::Data<Arc<Node>>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<BoxBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(data)
+        .default_service(web::to(crate::http::entry))
+}
+
+/// Listens on every address `host` names (as actix-web's `bind` does), with actix-web's
+/// backlog.
+fn bind(host: &str, port: u16) -> io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let cannot =
+        |e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {host}:{port}: {e}"));
+    let mut listeners = Vec::new();
+    for addr in std::net::ToSocketAddrs::to_socket_addrs(&(host, port)).map_err(cannot)? {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .map_err(cannot)?;
+        socket.set_reuse_address(true).map_err(cannot)?;
+        socket.bind(&addr.into()).map_err(cannot)?;
+        socket.listen(1024).map_err(cannot)?;
+        listeners.push(std::net::TcpListener::from(socket));
+    }
+    if listeners.is_empty() {
+        return Err(io::Error::other(format!("{host}:{port} names no address")));
+    }
+    Ok(listeners)
 }
 
 /// With `server.metrics.port`, a listener of its own serving `GET /metrics` only.

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix_web::http::{Method, header};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use serde_json::{Map, Value};
 
 use crate::api::actions::Verb;
@@ -35,12 +35,17 @@ pub async fn entry(
 ) -> HttpResponse {
     let node = node.get_ref();
     let protocols = &node.settings.server.protocols;
-    if protocols.websocket.enabled && ws::is_upgrade(&req) {
+    // Only a request actix-http handed to the upgrade path (`ws::upgrade::serve`) can
+    // give its connection to a socket; one that came with a body did not.
+    if protocols.websocket.enabled
+        && ws::is_upgrade(&req)
+        && req.extensions().contains::<ws::ThroughUpgrade>()
+    {
         if node.is_draining() {
             let reply = Reply::new(&req, node, request_id_of(&req));
             return reply.bare(&ApiError::plain(errors::SHUTTING_DOWN));
         }
-        return ws::upgrade(&req, payload, node);
+        return ws::upgrade(&req, node);
     }
     let _in_flight = InFlight::enter(node);
     let started = std::time::Instant::now();

@@ -2,9 +2,8 @@
 //! application ping and the per-socket rate limit; it turns the whole messages of its
 //! `Reader` (which enforces framing, compression and the size limit) into requests, runs
 //! them concurrently through `api::dispatch`, and queues what comes back in the socket's
-//! `Outbox`, which its write loop drains into the `Transport`.
+//! `Outbox`, which its write loop drains into the TCP stream (`SocketWriter`).
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,10 +16,10 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use serde_json::Value;
 
-use super::frame::Violation;
-use super::outbox::{Next, Outbox, close_reason};
+use super::frame::{OpCode, Violation};
+use super::outbox::{Batch, Outbox, close_reason};
 use super::reader::Message;
-use super::writer::Transport;
+use super::writer::{Outgoing, SocketWriter};
 use crate::api::{self, Caller};
 use crate::auth::cookie::AuthCookie;
 use crate::auth::messages::Unlink;
@@ -31,20 +30,20 @@ use crate::protocol::errors::{self, ApiError};
 use crate::protocol::request::readable_request_id;
 use crate::protocol::{BoolArgs, Protocol, Request, Response, close, now_ms};
 
-/// How long a close frame may wait for room in the transport before the socket is dropped.
+/// How long a close frame may wait for room in the socket before the socket is dropped.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
-const APP_PONG: &str = r#"{"p":2}"#;
+/// How long the client has to end its side after the close frame went out; the socket
+/// is dropped then, unread bytes or not.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
-/// Control frames (PING/PONG) waiting for room in the transport. Past this, PINGs from the
-/// client get no PONG: RFC 6455 only asks to answer the most recent one, and a client that
-/// floods PINGs without reading must not grow the node's memory.
-const MAX_PENDING_CONTROL_FRAMES: usize = 8;
+const APP_PONG: &str = r#"{"p":2}"#;
 
 pub struct Connection {
     node: Arc<Node>,
     caller: Rc<Caller>,
-    transport: Transport,
+    /// Taken by the write loop when the actor starts.
+    writer: Option<SocketWriter>,
     outbox: Outbox,
     options: WebsocketProtocol,
     last_inbound: Instant,
@@ -53,8 +52,11 @@ pub struct Connection {
     /// The idle period (its start) for which `sendPingsAutomatically` already pinged.
     idle_pinged_for: Option<Instant>,
     rate_window: (Instant, u32),
-    pending_control_frames: Rc<Cell<usize>>,
     closing: bool,
+    /// The write loop ended (the close frame is out, or the socket failed).
+    written_out: bool,
+    /// The client's side ended.
+    read_out: bool,
     /// For the access log's duration.
     opened: Instant,
 }
@@ -62,7 +64,7 @@ pub struct Connection {
 impl Connection {
     pub fn new(
         node: Arc<Node>,
-        transport: Transport,
+        writer: SocketWriter,
         address: Option<std::net::IpAddr>,
         origin: Option<String>,
         cookie: AuthCookie,
@@ -79,15 +81,16 @@ impl Connection {
                 cookie,
             )),
             node,
-            transport,
+            writer: Some(writer),
             outbox,
             options,
             last_inbound: now,
             heartbeat_ping: None,
             idle_pinged_for: None,
             rate_window: (now, 0),
-            pending_control_frames: Rc::new(Cell::new(0)),
             closing: false,
+            written_out: false,
+            read_out: false,
             opened: now,
         }
     }
@@ -116,25 +119,24 @@ impl Connection {
         }
     }
 
-    fn send_control(&self, ctx: &mut Context<Self>, ping: bool, payload: Bytes) {
-        let pending = self.pending_control_frames.clone();
-        if pending.get() >= MAX_PENDING_CONTROL_FRAMES {
-            return;
-        }
-        pending.set(pending.get() + 1);
-        let transport = self.transport.clone();
-        let send = async move {
-            let _ = if ping {
-                transport.ping(&payload).await
-            } else {
-                transport.pong(&payload).await
-            };
-            pending.set(pending.get() - 1);
-        };
-        ctx.spawn(send.into_actor(self));
+    fn send_control(&self, ping: bool, payload: Bytes) {
+        let opcode = if ping { OpCode::Ping } else { OpCode::Pong };
+        self.outbox.push_control(Outgoing::control(opcode, payload));
     }
 
-    fn heartbeat_tick(&mut self, ctx: &mut Context<Self>) {
+    /// The socket is done once the close frame is out and the client ended its side (or
+    /// had `CLOSE_LINGER` to do so): dropping it earlier, with the client's bytes unread,
+    /// would reset the connection and could lose the close frame.
+    fn written_out(&mut self, ctx: &mut Context<Self>) {
+        self.written_out = true;
+        if self.read_out {
+            ctx.stop();
+        } else {
+            ctx.run_later(CLOSE_LINGER, |_, ctx| ctx.stop());
+        }
+    }
+
+    fn heartbeat_tick(&mut self, _: &mut Context<Self>) {
         if self.closing {
             return;
         }
@@ -145,7 +147,7 @@ impl Connection {
             return;
         }
         self.heartbeat_ping = Some(Instant::now());
-        self.send_control(ctx, true, Bytes::new());
+        self.send_control(true, Bytes::new());
     }
 
     fn last_activity(&self) -> Instant {
@@ -173,7 +175,7 @@ impl Connection {
             self.options.send_pings_automatically && self.idle_pinged_for != Some(since);
         if wants_ping && idle >= half {
             self.idle_pinged_for = Some(since);
-            self.send_control(ctx, true, Bytes::new());
+            self.send_control(true, Bytes::new());
         }
         let next = if self.options.send_pings_automatically && self.idle_pinged_for != Some(since) {
             half
@@ -264,24 +266,31 @@ fn is_app_ping(value: &Value) -> bool {
     }
 }
 
-/// Drains the outbox into the transport until it closes.
-async fn write_loop(outbox: Outbox, transport: Transport) {
+/// Drains the outbox into the socket until it closes: whatever is queued when the writer
+/// gets to it goes out in one `writev`.
+async fn write_loop(outbox: Outbox, mut writer: SocketWriter) {
     loop {
-        match outbox.next().await {
-            Next::Send(message) => {
+        match outbox.next_batch().await {
+            Batch::Send(batch) => {
+                for message in &batch {
+                    writer.queue(message);
+                }
+                drop(batch);
                 tokio::select! {
                     biased;
-                    _ = outbox.aborted() => continue,
-                    sent = transport.send(&message) => if sent.is_err() { return },
+                    // Only the frame already half written is finished, so that the close
+                    // frame can follow it.
+                    _ = outbox.aborted() => writer.drop_unstarted(),
+                    written = writer.flush() => if written.is_err() { return },
                 }
                 outbox.mark_sent();
             }
-            Next::Close(close) => {
-                let _ = tokio::time::timeout(
-                    CLOSE_FLUSH_TIMEOUT,
-                    transport.close(close.code, &close.reason),
-                )
-                .await;
+            Batch::Close(close) => {
+                writer.queue_close(close.code, &close.reason);
+                if let Ok(Ok(())) = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, writer.flush()).await
+                {
+                    writer.shutdown();
+                }
                 return;
             }
         }
@@ -306,8 +315,14 @@ impl Actor for Connection {
         if self.node.settings.server.logs.access {
             log::info!(target: "access", "{} websocket open", self.peer());
         }
-        let writer = write_loop(self.outbox.clone(), self.transport.clone());
-        ctx.spawn(writer.into_actor(self).map(|_, _, ctx| ctx.stop()));
+        if let Some(writer) = self.writer.take() {
+            let writing = write_loop(self.outbox.clone(), writer);
+            ctx.spawn(
+                writing
+                    .into_actor(self)
+                    .map(|_, connection, ctx| connection.written_out(ctx)),
+            );
+        }
         if self.options.heartbeat > 0 {
             ctx.run_interval(
                 Duration::from_millis(self.options.heartbeat),
@@ -358,7 +373,7 @@ impl StreamHandler<Result<Message, Violation>> for Connection {
         }
         match item {
             Err(violation) => self.close(violation.code, violation.reason, false),
-            Ok(Message::Ping(payload)) => self.send_control(ctx, false, payload),
+            Ok(Message::Ping(payload)) => self.send_control(false, payload),
             Ok(Message::Pong(_)) => {}
             Ok(Message::Close(reason)) => {
                 // Echo the client's close; this is the only way a 1000 close is sent.
@@ -372,9 +387,10 @@ impl StreamHandler<Result<Message, Violation>> for Connection {
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
-        // A closing socket stops once its close frame is written (the write loop ends
-        // the actor); otherwise the client is gone and nothing more can be delivered.
-        if !self.closing {
+        // A closing socket stops once its close frame is written as well; otherwise the
+        // client is gone and nothing more can be delivered.
+        self.read_out = true;
+        if !self.closing || self.written_out {
             ctx.stop();
         }
     }

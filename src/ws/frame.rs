@@ -1,8 +1,6 @@
 //! RFC 6455 frames: parsing the client's headers, unmasking, and encoding the server's
 //! (unmasked) frames. Whole-message rules live in `reader`.
 
-use bytes::{BufMut, Bytes, BytesMut};
-
 use crate::protocol::close;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,31 +150,29 @@ pub fn unmask(data: &mut [u8], mask: [u8; 4]) {
     }
 }
 
-/// The header of one unfragmented server frame carrying `len` payload bytes.
-pub fn encode_header(rsv1: bool, opcode: OpCode, len: usize) -> Bytes {
-    let mut header = BytesMut::with_capacity(10);
-    header.put_u8(0x80 | if rsv1 { 0x40 } else { 0 } | opcode.bits());
+/// The longest server frame header: no mask, 64-bit length.
+pub const MAX_HEADER: usize = 10;
+
+/// Writes the header of one unfragmented server frame carrying `len` payload bytes into
+/// `out`; returns its length.
+pub fn write_header(out: &mut [u8; MAX_HEADER], rsv1: bool, opcode: OpCode, len: usize) -> usize {
+    out[0] = 0x80 | if rsv1 { 0x40 } else { 0 } | opcode.bits();
     match len {
-        0..=125 => header.put_u8(len as u8),
+        0..=125 => {
+            out[1] = len as u8;
+            2
+        }
         126..=0xFFFF => {
-            header.put_u8(126);
-            header.put_u16(len as u16);
+            out[1] = 126;
+            out[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            4
         }
         _ => {
-            header.put_u8(127);
-            header.put_u64(len as u64);
+            out[1] = 127;
+            out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            10
         }
     }
-    header.freeze()
-}
-
-/// One whole server frame: header and payload in one buffer (for small frames).
-pub fn encode_frame(opcode: OpCode, payload: &[u8]) -> Bytes {
-    let header = encode_header(false, opcode, payload.len());
-    let mut frame = BytesMut::with_capacity(header.len() + payload.len());
-    frame.extend_from_slice(&header);
-    frame.extend_from_slice(payload);
-    frame.freeze()
 }
 
 /// A close frame's payload: the code, then as much of the reason as fits in 123 bytes
@@ -282,15 +278,21 @@ mod tests {
         }
     }
 
+    fn encode_header(rsv1: bool, opcode: OpCode, len: usize) -> Vec<u8> {
+        let mut out = [0; MAX_HEADER];
+        let n = write_header(&mut out, rsv1, opcode, len);
+        out[..n].to_vec()
+    }
+
     #[test]
     fn header_lengths() {
-        assert_eq!(&encode_header(false, OpCode::Text, 125)[..], [0x81, 125]);
+        assert_eq!(encode_header(false, OpCode::Text, 125), [0x81, 125]);
         assert_eq!(
-            &encode_header(true, OpCode::Binary, 126)[..],
+            encode_header(true, OpCode::Binary, 126),
             [0xC2, 126, 0, 126]
         );
         assert_eq!(
-            &encode_header(false, OpCode::Text, 65536)[..],
+            encode_header(false, OpCode::Text, 65536),
             [0x81, 127, 0, 0, 0, 0, 0, 1, 0, 0]
         );
     }

@@ -1,14 +1,13 @@
-//! The upgrade: checks the client's handshake, negotiates permessage-deflate, and returns
-//! the 101 response with the socket's two halves.
+//! The handshake: checks the client's request, negotiates permessage-deflate, and returns
+//! the 101 response with what the socket agreed to.
 
+use actix_http::RequestHead;
 use actix_http::ws::HandshakeError;
-use actix_web::body::BodyStream;
+use actix_web::HttpResponse;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::deflate::{self, Inflater};
-use super::reader::Reader;
-use super::writer::{Compression, Transport};
+use super::writer::Compression;
 
 /// How sockets are accepted.
 #[derive(Debug, Clone, Copy)]
@@ -21,21 +20,26 @@ pub struct SocketOptions {
 
 pub struct Upgraded {
     pub response: HttpResponse,
-    pub reader: Reader<web::Payload>,
-    pub transport: Transport,
+    pub agreed: Agreed,
+}
+
+/// What both sides agreed to for one socket.
+pub struct Agreed {
+    pub max_message: usize,
+    pub inflater: Option<Inflater>,
+    pub compression: Option<Compression>,
 }
 
 /// Accepts the upgrade, answering with `protocol` as the subprotocol if given.
 /// A bad handshake is refused with the error's own response (`ResponseError`).
 pub fn accept(
-    req: &HttpRequest,
-    payload: web::Payload,
+    req: &RequestHead,
     protocol: Option<&str>,
     options: SocketOptions,
 ) -> Result<Upgraded, HandshakeError> {
-    actix_http::ws::verify_handshake(req.head())?;
+    actix_http::ws::verify_handshake(req)?;
     let key = req
-        .headers()
+        .headers
         .get(header::SEC_WEBSOCKET_KEY)
         .map(|key| actix_http::ws::hash_key(key.as_bytes()))
         .ok_or(HandshakeError::BadWebsocketKey)?;
@@ -49,7 +53,7 @@ pub fn accept(
     }
     let agreement = options.compression_threshold.and_then(|threshold| {
         let offers = req
-            .headers()
+            .headers
             .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
             .filter_map(|value| value.to_str().ok());
         deflate::negotiate(offers).map(|(agreement, answer)| (agreement, answer, threshold))
@@ -67,10 +71,12 @@ pub fn accept(
         }
         None => (None, None),
     };
-    let (transport, body) = Transport::new(compression);
     Ok(Upgraded {
-        response: response.body(BodyStream::new(body)),
-        reader: Reader::new(payload, options.max_message, inflater),
-        transport,
+        response: response.finish(),
+        agreed: Agreed {
+            max_message: options.max_message,
+            inflater,
+            compression,
+        },
     })
 }

@@ -8,17 +8,18 @@ pub mod handshake;
 pub mod outbox;
 pub mod reader;
 pub mod registry;
+pub mod upgrade;
 pub mod writer;
 
 use std::sync::Arc;
 
-use actix::{Actor, AsyncContext};
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
 
 use crate::node::Node;
 
 pub use connection::Connection;
 pub use handshake::{SocketOptions, accept};
+pub use upgrade::{AcceptedSocket, ThroughUpgrade};
 
 /// True when the request asks for a WebSocket upgrade.
 pub fn is_upgrade(req: &HttpRequest) -> bool {
@@ -28,8 +29,9 @@ pub fn is_upgrade(req: &HttpRequest) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// Accepts the upgrade (any path) and starts the connection actor.
-pub fn upgrade(req: &HttpRequest, payload: web::Payload, node: &Arc<Node>) -> HttpResponse {
+/// Accepts the upgrade (any path): the 101 response carries what the connection actor
+/// needs, and `upgrade::service` starts it on the TCP stream once the 101 is written.
+pub fn upgrade(req: &HttpRequest, node: &Arc<Node>) -> HttpResponse {
     // If subprotocols are offered, the first one is selected.
     let first_protocol = req
         .headers()
@@ -43,7 +45,7 @@ pub fn upgrade(req: &HttpRequest, payload: web::Payload, node: &Arc<Node>) -> Ht
             .compression
             .then(|| websocket.compression_threshold.as_usize()),
     };
-    let upgraded = match accept(req, payload, first_protocol, options) {
+    let upgraded = match accept(req.head(), first_protocol, options) {
         Ok(upgraded) => upgraded,
         Err(refusal) => return refusal.error_response(),
     };
@@ -58,11 +60,13 @@ pub fn upgrade(req: &HttpRequest, payload: web::Payload, node: &Arc<Node>) -> Ht
             .and_then(|v| v.to_str().ok()),
     );
     let address = crate::http::client_address(req, &node.settings.http.trusted_proxies);
-    let connection = Connection::new(node.clone(), upgraded.transport, address, origin, cookie);
-    let reader = upgraded.reader;
-    Connection::create(move |ctx| {
-        ctx.add_stream(reader);
-        connection
+    let mut response = upgraded.response;
+    response.extensions_mut().insert(AcceptedSocket {
+        node: node.clone(),
+        agreed: upgraded.agreed,
+        address,
+        origin,
+        cookie,
     });
-    upgraded.response
+    response
 }

@@ -17,6 +17,16 @@ use crate::protocol::close;
 pub const MAX_MESSAGES: usize = 1000;
 pub const MAX_BYTES: usize = 4 * 1024 * 1024;
 
+/// PING/PONG frames waiting to go out. Past this, PINGs from the client get no PONG:
+/// RFC 6455 only asks to answer the most recent one, and a client that floods PINGs
+/// without reading must not grow the node's memory.
+pub const MAX_CONTROL_FRAMES: usize = 8;
+
+/// What the writer takes at once (at least one message): what it holds is no longer
+/// counted by the queue's bounds, so it is bounded too.
+const BATCH_MESSAGES: usize = 256;
+const BATCH_BYTES: usize = 1024 * 1024;
+
 #[derive(Clone)]
 pub struct Outbox {
     inner: Arc<Inner>,
@@ -32,6 +42,8 @@ struct Inner {
 
 struct State {
     queue: VecDeque<Outgoing>,
+    /// PING/PONG frames, sent before the queued messages.
+    control: VecDeque<Outgoing>,
     bytes: usize,
     /// The message at the front is larger than `MAX_BYTES` and was queued alone: it is
     /// not counted in `bytes`, so that one large response (a long `realtime:list`) is
@@ -48,6 +60,13 @@ pub enum Next {
     Close(CloseReason),
 }
 
+/// What the writer must do next, taking everything it can at once.
+pub enum Batch {
+    /// Control frames first, then messages, in order.
+    Send(Vec<Outgoing>),
+    Close(CloseReason),
+}
+
 impl Default for Outbox {
     fn default() -> Self {
         Self::new()
@@ -60,6 +79,7 @@ impl Outbox {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
                     queue: VecDeque::new(),
+                    control: VecDeque::new(),
                     bytes: 0,
                     front_exempt: false,
                     close: None,
@@ -97,6 +117,19 @@ impl Outbox {
         true
     }
 
+    /// Queues a PING or PONG ahead of the messages; false when the socket is closing or
+    /// `MAX_CONTROL_FRAMES` are already waiting.
+    pub fn push_control(&self, frame: Outgoing) -> bool {
+        let mut state = self.inner.state.lock();
+        if state.close.is_some() || state.control.len() >= MAX_CONTROL_FRAMES {
+            return false;
+        }
+        state.control.push_back(frame);
+        drop(state);
+        self.inner.ready.notify_one();
+        true
+    }
+
     /// The close the socket is going through, if any.
     pub fn closing_with(&self) -> Option<CloseReason> {
         self.inner.state.lock().close.clone()
@@ -123,7 +156,8 @@ impl Outbox {
             return;
         }
         state.aborted = true;
-        state.queue.clear();
+        state.queue = VecDeque::new();
+        state.control = VecDeque::new();
         state.bytes = 0;
         state.front_exempt = false;
         // An abort overrides a pending graceful close: the client is not draining it.
@@ -162,6 +196,43 @@ impl Outbox {
                 }
                 if let Some(reason) = state.close.clone() {
                     return Next::Close(reason);
+                }
+            }
+            ready.await;
+        }
+    }
+
+    /// The writer's side: control frames and as many messages as a batch takes, or the
+    /// close once nothing is left.
+    pub async fn next_batch(&self) -> Batch {
+        loop {
+            let ready = self.inner.ready.notified();
+            {
+                let mut state = self.inner.state.lock();
+                if !state.control.is_empty() || !state.queue.is_empty() {
+                    let mut batch: Vec<Outgoing> = state.control.drain(..).collect();
+                    let mut bytes = 0;
+                    while batch.len() < BATCH_MESSAGES && (bytes < BATCH_BYTES || batch.is_empty())
+                    {
+                        let Some(message) = state.queue.pop_front() else {
+                            break;
+                        };
+                        if state.front_exempt {
+                            state.front_exempt = false;
+                        } else {
+                            state.bytes -= message.len();
+                        }
+                        bytes += message.len();
+                        batch.push(message);
+                    }
+                    if state.queue.is_empty() {
+                        // Nothing is kept for an idle socket.
+                        state.queue = VecDeque::new();
+                    }
+                    return Batch::Send(batch);
+                }
+                if let Some(reason) = state.close.clone() {
+                    return Batch::Close(reason);
                 }
             }
             ready.await;

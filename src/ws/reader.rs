@@ -3,11 +3,15 @@
 //! compressed message, UTF-8 in text messages and close reasons, and the size limit
 //! (on the inflated size, checked while inflating). The first violation ends the stream.
 
+use std::cell::RefCell;
+use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
+use tokio::net::TcpStream;
 
 use super::deflate::Inflater;
 use super::frame::{self, Header, OpCode, Violation};
@@ -34,6 +38,74 @@ struct Partial {
     utf8_checked: usize,
 }
 
+/// Where a reader's bytes come from.
+pub trait Source {
+    /// Appends what arrived to `buf`; `Ok(0)` at the end of the input.
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>>;
+}
+
+/// Bytes already cut into chunks (tests and fuzzing).
+pub struct Chunks<S>(pub S);
+
+impl<S, E> Source for Chunks<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        match ready!(Pin::new(&mut self.0).poll_next(cx)) {
+            Some(Ok(chunk)) => {
+                buf.extend_from_slice(&chunk);
+                // An empty chunk is not the end of the input.
+                Poll::Ready(Ok(chunk.len().max(1)))
+            }
+            Some(Err(_)) => Poll::Ready(Err(io::ErrorKind::ConnectionReset.into())),
+            None => Poll::Ready(Ok(0)),
+        }
+    }
+}
+
+/// Reads per worker thread, shared by all its sockets.
+const READ_SCRATCH: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_SCRATCH].into_boxed_slice());
+}
+
+/// A socket the connection owns: each read lands in the worker's scratch buffer and only
+/// the bytes that arrived are copied to the reader, which keeps nothing once they are
+/// whole messages.
+pub struct SocketSource(pub Arc<TcpStream>);
+
+impl Source for SocketSource {
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_read_ready(cx))?;
+            let read = SCRATCH.with_borrow_mut(|scratch| {
+                let n = self.0.try_read(scratch)?;
+                buf.extend_from_slice(&scratch[..n]);
+                Ok::<_, io::Error>(n)
+            });
+            match read {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+}
+
 pub struct Reader<S> {
     input: S,
     buf: BytesMut,
@@ -46,9 +118,19 @@ pub struct Reader<S> {
 impl<S> Reader<S> {
     /// `inflater` is given when permessage-deflate was negotiated.
     pub fn new(input: S, max_message: usize, inflater: Option<Inflater>) -> Self {
+        Self::with_bytes(input, BytesMut::new(), max_message, inflater)
+    }
+
+    /// A reader whose input starts with `read`, the bytes that came with the handshake.
+    pub fn with_bytes(
+        input: S,
+        read: BytesMut,
+        max_message: usize,
+        inflater: Option<Inflater>,
+    ) -> Self {
         Reader {
             input,
-            buf: BytesMut::new(),
+            buf: read,
             max_message,
             inflater,
             partial: None,
@@ -105,8 +187,9 @@ impl<S> Reader<S> {
             self.admit(&header)?;
             // Bounded by `admit`: at most the size limit, or 125 for control frames.
             let total = header.len + header.payload_len as usize;
+            // The buffer grows with what arrives, not with what a header announces: a
+            // client that announces a large frame and trickles it pays for its bytes.
             if self.buf.len() < total {
-                self.buf.reserve(total - self.buf.len());
                 return Ok(None);
             }
             let mut payload = self.buf.split_to(total).split_off(header.len);
@@ -195,10 +278,7 @@ fn check_utf8(partial: &mut Partial, fin: bool) -> Result<(), Violation> {
     Ok(())
 }
 
-impl<S, E> Stream for Reader<S>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-{
+impl<S: Source + Unpin> Stream for Reader<S> {
     type Item = Result<Message, Violation>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -215,10 +295,14 @@ where
                     return Poll::Ready(Some(Err(violation)));
                 }
             }
-            match Pin::new(&mut this.input).poll_next(cx) {
-                Poll::Ready(Some(Ok(chunk))) => this.buf.extend_from_slice(&chunk),
+            if this.buf.is_empty() {
+                // Between messages an idle socket keeps no buffer.
+                this.buf = BytesMut::new();
+            }
+            match this.input.poll_read_into(cx, &mut this.buf) {
+                Poll::Ready(Ok(n)) if n > 0 => {}
                 // The transport failed or ended: there is nobody left to tell.
-                Poll::Ready(Some(Err(_)) | None) => {
+                Poll::Ready(_) => {
                     this.done = true;
                     return Poll::Ready(None);
                 }
@@ -272,7 +356,7 @@ mod tests {
                 client_no_context_takeover: false,
             })
         });
-        Reader::new(futures_util::stream::iter(chunks), max, inflater)
+        Reader::new(Chunks(futures_util::stream::iter(chunks)), max, inflater)
             .collect()
             .await
     }

@@ -1,16 +1,19 @@
 //! The server's side of a socket: messages to send (shared between subscribers, each
-//! deflated at most once per window size) and the transport that frames them into the
-//! HTTP response body.
+//! deflated at most once per window size) and the writer that frames them straight into
+//! the TCP stream the connection owns after the 101.
+//!
+//! Nothing is copied or buffered per socket while it is idle: a frame is its header
+//! (at most 10 bytes, inline) and the message's shared payload, and everything queued
+//! goes out in one `writev`. Only what the kernel did not take yet is kept, as those
+//! same frames.
 
-use std::convert::Infallible;
-use std::pin::Pin;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use bytestring::ByteString;
-use futures_util::Stream;
-use tokio::sync::mpsc;
+use tokio::net::TcpStream;
 
 use super::deflate::{self, WINDOW_SLOTS};
 use super::frame::{self, OpCode};
@@ -36,6 +39,12 @@ impl Outgoing {
         Self::new(OpCode::Binary, data)
     }
 
+    /// A PING or PONG; the payload is cut to 125 bytes.
+    pub fn control(opcode: OpCode, mut payload: Bytes) -> Self {
+        payload.truncate(frame::MAX_CONTROL_PAYLOAD);
+        Self::new(opcode, payload)
+    }
+
     fn new(opcode: OpCode, data: Bytes) -> Self {
         Outgoing(Arc::new(Payload {
             opcode,
@@ -54,6 +63,10 @@ impl Outgoing {
 
     pub fn data(&self) -> &Bytes {
         &self.0.data
+    }
+
+    pub fn opcode(&self) -> OpCode {
+        self.0.opcode
     }
 
     fn deflated(&self, window_bits: u8) -> Option<Bytes> {
@@ -77,150 +90,215 @@ pub struct Compression {
     pub threshold: usize,
 }
 
-/// The transport is gone: nothing more can be sent.
-#[derive(Debug)]
-pub struct Closed;
-
-enum Chunk {
-    Bytes(Bytes),
-    /// The close frame went out: the body ends and the connection with it.
-    End,
+/// One server frame: its header inline and its payload shared with the message.
+struct Frame {
+    header: [u8; frame::MAX_HEADER],
+    header_len: u8,
+    payload: Bytes,
 }
 
-/// Frames waiting for the HTTP layer; past this, sending waits (backpressure).
-const CHANNEL_CAPACITY: usize = 16;
-
-/// Payloads up to this size are copied next to their header to make one write.
-const COPY_BELOW: usize = 1024;
-
-#[derive(Clone)]
-pub struct Transport {
-    tx: mpsc::Sender<Chunk>,
-    compression: Option<Compression>,
-}
-
-impl Transport {
-    /// The transport and the response body it feeds.
-    pub fn new(compression: Option<Compression>) -> (Transport, Body) {
-        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        (Transport { tx, compression }, Body { rx, ended: false })
+impl Frame {
+    fn new(rsv1: bool, opcode: OpCode, payload: Bytes) -> Self {
+        let mut header = [0; frame::MAX_HEADER];
+        let header_len = frame::write_header(&mut header, rsv1, opcode, payload.len());
+        Frame {
+            header,
+            header_len: header_len as u8,
+            payload,
+        }
     }
 
-    pub async fn send(&self, message: &Outgoing) -> Result<(), Closed> {
+    fn len(&self) -> usize {
+        usize::from(self.header_len) + self.payload.len()
+    }
+}
+
+/// Frames per `writev`: two slices each, well below `IOV_MAX` (1024 on Linux).
+const FRAMES_PER_WRITE: usize = 64;
+
+/// Writes frames to a socket. There is one per connection, used by its write loop only,
+/// so frames never interleave.
+pub struct SocketWriter {
+    stream: Arc<TcpStream>,
+    compression: Option<Compression>,
+    /// Frames not fully written yet, in order.
+    frames: VecDeque<Frame>,
+    /// Bytes of the first frame already written.
+    written: usize,
+}
+
+impl SocketWriter {
+    pub fn new(stream: Arc<TcpStream>, compression: Option<Compression>) -> Self {
+        SocketWriter {
+            stream,
+            compression,
+            frames: VecDeque::new(),
+            written: 0,
+        }
+    }
+
+    /// Queues one message as a frame, compressed when it is worth it.
+    pub fn queue(&mut self, message: &Outgoing) {
+        let opcode = message.opcode();
         let deflated = match self.compression {
-            Some(c) if message.len() >= c.threshold => message.deflated(c.window_bits),
+            Some(c) if !opcode.is_control() && message.len() >= c.threshold => {
+                message.deflated(c.window_bits)
+            }
             _ => None,
         };
-        let (rsv1, payload) = match deflated {
-            Some(compressed) => (true, compressed),
-            None => (false, message.0.data.clone()),
+        let frame = match deflated {
+            Some(compressed) => Frame::new(true, opcode, compressed),
+            None => Frame::new(false, opcode, message.data().clone()),
         };
-        let header = frame::encode_header(rsv1, message.0.opcode, payload.len());
-        if payload.len() < COPY_BELOW {
-            let mut frame = BytesMut::with_capacity(header.len() + payload.len());
-            frame.extend_from_slice(&header);
-            frame.extend_from_slice(&payload);
-            self.write(frame.freeze()).await
-        } else {
-            self.write(header).await?;
-            self.write(payload).await
-        }
+        self.frames.push_back(frame);
     }
 
-    pub async fn ping(&self, payload: &[u8]) -> Result<(), Closed> {
-        self.control(OpCode::Ping, payload).await
+    /// Queues the close frame; nothing may follow it.
+    pub fn queue_close(&mut self, code: u16, reason: &str) {
+        let payload = Bytes::from(frame::close_payload(code, reason));
+        self.frames
+            .push_back(Frame::new(false, OpCode::Close, payload));
     }
 
-    pub async fn pong(&self, payload: &[u8]) -> Result<(), Closed> {
-        self.control(OpCode::Pong, payload).await
+    /// Drops the queued frames that have not started to go out; a frame half written
+    /// is kept, so that a close frame can still follow it.
+    pub fn drop_unstarted(&mut self) {
+        let keep = usize::from(self.written > 0);
+        self.frames.truncate(keep);
     }
 
-    async fn control(&self, opcode: OpCode, payload: &[u8]) -> Result<(), Closed> {
-        let payload = &payload[..payload.len().min(frame::MAX_CONTROL_PAYLOAD)];
-        self.write(frame::encode_frame(opcode, payload)).await
-    }
-
-    /// Sends a close frame, then ends the body: nothing can follow it.
-    pub async fn close(&self, code: u16, reason: &str) -> Result<(), Closed> {
-        let payload = frame::close_payload(code, reason);
-        self.write(frame::encode_frame(OpCode::Close, &payload))
-            .await?;
-        self.tx.send(Chunk::End).await.map_err(|_| Closed)
-    }
-
-    async fn write(&self, bytes: Bytes) -> Result<(), Closed> {
-        self.tx.send(Chunk::Bytes(bytes)).await.map_err(|_| Closed)
-    }
-}
-
-/// The upgraded response's body: the frames the transport wrote.
-pub struct Body {
-    rx: mpsc::Receiver<Chunk>,
-    ended: bool,
-}
-
-impl Stream for Body {
-    type Item = Result<Bytes, Infallible>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if this.ended {
-            return Poll::Ready(None);
-        }
-        match this.rx.poll_recv(cx) {
-            Poll::Ready(Some(Chunk::Bytes(bytes))) => Poll::Ready(Some(Ok(bytes))),
-            Poll::Ready(Some(Chunk::End) | None) => {
-                this.ended = true;
-                this.rx.close();
-                Poll::Ready(None)
+    /// Writes everything queued, waiting for the socket as needed. Cancel-safe: what was
+    /// not written stays queued.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        loop {
+            self.write_some()?;
+            if self.frames.is_empty() {
+                // Idle sockets keep no buffer.
+                self.frames = VecDeque::new();
+                return Ok(());
             }
-            Poll::Pending => Poll::Pending,
+            self.stream.writable().await?;
         }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Writes until everything is out or the socket would block.
+    fn write_some(&mut self) -> io::Result<()> {
+        while !self.frames.is_empty() {
+            let mut slices = [IoSlice::new(&[]); FRAMES_PER_WRITE * 2];
+            let mut count = 0;
+            let mut skip = self.written;
+            for frame in self.frames.iter().take(FRAMES_PER_WRITE) {
+                let header = &frame.header[..usize::from(frame.header_len)];
+                for part in [header, &frame.payload[..]] {
+                    if skip >= part.len() {
+                        skip -= part.len();
+                        continue;
+                    }
+                    slices[count] = IoSlice::new(&part[skip..]);
+                    skip = 0;
+                    count += 1;
+                }
+            }
+            match self.stream.try_write_vectored(&slices[..count]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        while let Some(front) = self.frames.front() {
+            let left = front.len() - self.written;
+            if n < left {
+                self.written += n;
+                return;
+            }
+            n -= left;
+            self.written = 0;
+            self.frames.pop_front();
+        }
+    }
+
+    /// Half-closes: the client sees the end of the stream after the close frame.
+    pub fn shutdown(&self) {
+        let _ = socket2::SockRef::from(&*self.stream).shutdown(std::net::Shutdown::Write);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures_util::StreamExt;
+    use tokio::io::AsyncReadExt;
 
-    async fn written(body: &mut Body) -> Vec<u8> {
-        body.next().await.unwrap().unwrap().to_vec()
+    async fn pair() -> (Arc<TcpStream>, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (accepted, client) = tokio::join!(listener.accept(), client);
+        (Arc::new(accepted.unwrap().0), client.unwrap())
+    }
+
+    async fn read_exactly(client: &mut TcpStream, n: usize) -> Vec<u8> {
+        let mut out = vec![0; n];
+        client.read_exact(&mut out).await.unwrap();
+        out
     }
 
     #[tokio::test]
     async fn small_messages_go_plain_and_large_ones_compressed_once() {
-        let (transport, mut body) = Transport::new(Some(Compression {
-            window_bits: 15,
-            threshold: 100,
-        }));
-        transport
-            .send(&Outgoing::text("short".into()))
-            .await
-            .unwrap();
-        assert_eq!(written(&mut body).await, b"\x81\x05short");
-
+        let (server, mut client) = pair().await;
+        let mut writer = SocketWriter::new(
+            server,
+            Some(Compression {
+                window_bits: 15,
+                threshold: 100,
+            }),
+        );
+        writer.queue(&Outgoing::text("short".into()));
         let big = Outgoing::text(ByteString::from("{\"x\":1}".repeat(500)));
         let shared = big.clone();
-        transport.send(&big).await.unwrap();
-        let frame = written(&mut body).await;
-        assert_eq!(frame[0], 0xC1, "FIN, RSV1, text");
-        assert!(usize::from(frame[1]) < 126, "compressed to a few bytes");
+        writer.queue(&big);
+        writer.flush().await.unwrap();
+        assert_eq!(read_exactly(&mut client, 7).await, b"\x81\x05short");
+        let head = read_exactly(&mut client, 2).await;
+        assert_eq!(head[0], 0xC1, "FIN, RSV1, text");
+        assert!(usize::from(head[1]) < 126, "compressed to a few bytes");
+        let body = read_exactly(&mut client, usize::from(head[1])).await;
         // A second socket sharing the message reuses the same compressed buffer.
-        let again = shared.deflated(15).unwrap();
-        assert_eq!(again, frame[2..]);
+        assert_eq!(shared.deflated(15).unwrap(), body);
         assert!(Arc::ptr_eq(&big.0, &shared.0));
     }
 
     #[tokio::test]
-    async fn close_ends_the_body() {
-        let (transport, mut body) = Transport::new(None);
-        transport.close(1001, "bye").await.unwrap();
-        assert_eq!(written(&mut body).await, b"\x88\x05\x03\xE9bye");
-        assert!(body.next().await.is_none());
-        assert!(
-            transport.ping(b"").await.is_err(),
-            "nothing after the close"
-        );
+    async fn a_half_written_frame_survives_dropping_the_rest() {
+        let (server, mut client) = pair().await;
+        let mut writer = SocketWriter::new(server, None);
+        let big = Outgoing::text(ByteString::from("y".repeat(8 << 20)));
+        writer.queue(&big);
+        writer.queue(&Outgoing::text("dropped".into()));
+        // The client reads nothing: the socket fills and the first frame stops midway.
+        writer.write_some().unwrap();
+        assert_eq!(writer.frames.len(), 2);
+        assert!(writer.written > 0, "part of the first frame went out");
+        writer.drop_unstarted();
+        writer.queue_close(1011, "slow");
+        let reading = tokio::spawn(async move {
+            let mut all = Vec::new();
+            client.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        writer.flush().await.unwrap();
+        writer.shutdown();
+        let all = reading.await.unwrap();
+        let header_len = 10;
+        assert_eq!(all.len(), header_len + (8 << 20) + 2 + 6);
+        assert_eq!(&all[all.len() - 8..], b"\x88\x06\x03\xF3slow");
     }
 }
