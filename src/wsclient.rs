@@ -35,6 +35,9 @@ pub struct Options<'a> {
     pub headers: &'a [(&'a str, &'a str)],
     /// A small SO_RCVBUF makes a client that stops reading fill up quickly.
     pub recv_buffer: Option<u32>,
+    /// The local address to connect from (the load tool spreads its sockets over several
+    /// 127.0.0.x addresses: one address has only so many ephemeral ports).
+    pub source: Option<std::net::IpAddr>,
 }
 
 impl Default for Options<'_> {
@@ -43,6 +46,7 @@ impl Default for Options<'_> {
             path: "/",
             headers: &[],
             recv_buffer: None,
+            source: None,
         }
     }
 }
@@ -83,6 +87,9 @@ impl Client {
         };
         if let Some(size) = options.recv_buffer {
             socket.set_recv_buffer_size(size)?;
+        }
+        if let Some(source) = options.source {
+            socket.bind(SocketAddr::new(source, 0))?;
         }
         let mut stream = socket.connect(addr).await?;
         let mut request = format!(

@@ -42,7 +42,7 @@ async fn upgrade_on_any_path_and_first_subprotocol() {
     let options = WsOptions {
         path: "/some/where?x=1",
         headers: &[("Sec-WebSocket-Protocol", "alpha, beta")],
-        recv_buffer: None,
+        ..WsOptions::default()
     };
     let mut ws = Ws::connect_with(node.addr, options).await.unwrap();
     assert!(

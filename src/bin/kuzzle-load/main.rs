@@ -1,0 +1,569 @@
+//! kuzzle-load: measures a realtime server over loopback. By default it starts a kuzzle-rt
+//! node; `--url` (with `--pid` for memory and CPU) measures one already running, and
+//! `--dialect` measures the reference servers of `bench/peers/` with the same scenarios
+//! (`bench/side-by-side` runs them all). Run `kuzzle-load --help` for the scenarios.
+//!
+//! The generator is multi-threaded (tokio) and spreads its sockets over several
+//! 127.0.0.x source addresses. Everything stays on 127.0.0.0/8. The README's figures come
+//! from this tool.
+
+mod dialect;
+mod scenarios;
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+
+use dialect::Dialect;
+use scenarios::{Pace, Probe, Target};
+
+const SCENARIOS: &[&str] = &["idle", "requests", "fanout", "burst", "churn"];
+
+struct Args {
+    binary: PathBuf,
+    url: Option<SocketAddr>,
+    pid: Option<u32>,
+    dialect: Dialect,
+    scenarios: Vec<String>,
+    connections: usize,
+    sources: usize,
+    clients: usize,
+    requests: usize,
+    subscribers: usize,
+    publishes: usize,
+    rate: f64,
+    burst: usize,
+    window: usize,
+    document_bytes: usize,
+    compression: bool,
+    cycles: usize,
+    churn_sockets: usize,
+    threads: Option<usize>,
+    pin: Option<String>,
+    json: bool,
+    cluster: bool,
+}
+
+const HELP: &str =
+    "kuzzle-load: measures a realtime server over loopback (see the README's Performance).
+
+usage: kuzzle-load [options]
+
+Scenarios (--scenarios, in this order):
+  idle      N sockets each subscribed to one room: resident memory per socket, then the
+            share of it given back within 10 s after they all close
+  requests  C clients each sending R server:now one after the other (kuzzle-rt only)
+  fanout    S subscribers in one room, P publishes paced at --rate: deliveries/s, first
+            delivery of each publish, p50/p99/max publish-to-delivery, server CPU per delivery
+  burst     the same S subscribers, B publishes with W in flight: deliveries/s, CPU per delivery
+  churn     --cycles times: --churn-sockets sockets connect, subscribe, close; memory after
+            each cycle (it must level off)
+
+Options:
+  --binary PATH            the kuzzle-rt binary to start (default: kuzzle-rt next to this tool)
+  --url HOST:PORT          measure a server that is already running instead (ws://HOST:PORT
+                           accepted); its memory and CPU are measured only with --pid
+  --pid PID                the process of the --url server, for RSS and CPU from /proc
+  --dialect NAME           kuzzle, ws or socketio: the protocol of the --url server
+                           (bench/peers/ holds the ws and socketio servers) (default: kuzzle)
+  --scenarios LIST         comma-separated, from idle,requests,fanout,burst,churn
+                           (default: all of them)
+  --connections N          idle sockets (default: 10000)
+  --sources K              spread sockets over 127.0.0.1 .. 127.0.0.K: one source address
+                           has only so many ephemeral ports (default: 4)
+  --clients C              request clients (default: 50)
+  --requests R             server:now per request client (default: 2000)
+  --subscribers S          sockets in the fan-out room (default: 1000)
+  --publishes P            publishes of the paced fan-out (default: 200)
+  --rate R                 publishes per second of the paced fan-out (default: 20)
+  --burst B                publishes of the burst (default: 200)
+  --window W               publishes in flight during the burst (default: 16)
+  --document-bytes N       pad each published document to about N bytes of JSON (default: 0)
+  --compression            permessage-deflate on in the node and offered by every client
+                           (default: off)
+  --cycles N               churn cycles (default: 10)
+  --churn-sockets N        sockets per churn cycle (default: 1000)
+  --threads T              the generator's threads (default: one per core)
+  --pin CPUS               start the node under taskset -c CPUS (default: not pinned);
+                           pin this tool elsewhere yourself, e.g. taskset -c 1 kuzzle-load --pin 0
+  --json                   one JSON object on stdout instead of tables (default: tables)
+  --cluster                start a redis-server and two nodes instead: the paced fan-out with
+                           the publisher on the subscribers' node, then on the other node, and
+                           the Redis commands per publish
+  -h, --help               this help
+
+Progress goes to stderr during long phases; the results go to stdout.";
+
+fn parse_args() -> Result<Args, String> {
+    let sibling = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("kuzzle-rt")))
+        .unwrap_or_else(|| PathBuf::from("kuzzle-rt"));
+    let mut args = Args {
+        binary: sibling,
+        url: None,
+        pid: None,
+        dialect: Dialect::Kuzzle,
+        scenarios: SCENARIOS.iter().map(|s| s.to_string()).collect(),
+        connections: 10_000,
+        sources: 4,
+        clients: 50,
+        requests: 2_000,
+        subscribers: 1_000,
+        publishes: 200,
+        rate: 20.0,
+        burst: 200,
+        window: 16,
+        document_bytes: 0,
+        compression: false,
+        cycles: 10,
+        churn_sockets: 1_000,
+        threads: None,
+        pin: None,
+        json: false,
+        cluster: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        macro_rules! number {
+            ($field:expr) => {
+                $field = value()?.parse().map_err(|e| format!("{flag}: {e}"))?
+            };
+        }
+        match flag.as_str() {
+            "--binary" => args.binary = PathBuf::from(value()?),
+            "--url" => {
+                let text = value()?;
+                let bare = text
+                    .trim_start_matches("ws://")
+                    .trim_start_matches("http://")
+                    .trim_end_matches('/');
+                let addr = std::net::ToSocketAddrs::to_socket_addrs(bare)
+                    .ok()
+                    .and_then(|mut addrs| addrs.next())
+                    .ok_or_else(|| format!("--url: cannot resolve {text:?}"))?;
+                args.url = Some(addr);
+            }
+            "--pid" => args.pid = Some(value()?.parse().map_err(|e| format!("--pid: {e}"))?),
+            "--dialect" => {
+                let name = value()?;
+                args.dialect = Dialect::parse(&name)
+                    .ok_or_else(|| format!("--dialect: {name:?} is not kuzzle, ws or socketio"))?;
+            }
+            "--scenarios" => {
+                let list = value()?;
+                args.scenarios = list.split(',').map(|s| s.trim().to_owned()).collect();
+                if let Some(unknown) = args
+                    .scenarios
+                    .iter()
+                    .find(|s| !SCENARIOS.contains(&s.as_str()))
+                {
+                    return Err(format!("--scenarios: unknown scenario {unknown:?}"));
+                }
+            }
+            "--connections" => number!(args.connections),
+            "--sources" => number!(args.sources),
+            "--clients" => number!(args.clients),
+            "--requests" => number!(args.requests),
+            "--subscribers" => number!(args.subscribers),
+            "--publishes" => number!(args.publishes),
+            "--rate" => number!(args.rate),
+            "--burst" => number!(args.burst),
+            "--window" => number!(args.window),
+            "--document-bytes" => number!(args.document_bytes),
+            "--cycles" => number!(args.cycles),
+            "--churn-sockets" => number!(args.churn_sockets),
+            "--threads" => {
+                args.threads = Some(value()?.parse().map_err(|e| format!("{flag}: {e}"))?)
+            }
+            "--pin" => args.pin = Some(value()?),
+            "--compression" => args.compression = true,
+            "--json" => args.json = true,
+            "--cluster" => args.cluster = true,
+            "-h" | "--help" => {
+                println!("{HELP}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if args.dialect != Dialect::Kuzzle && args.url.is_none() {
+        return Err("--dialect other than kuzzle needs --url".into());
+    }
+    if args.rate.is_nan() || args.rate <= 0.0 {
+        return Err("--rate must be above 0".into());
+    }
+    if !(1..=250).contains(&args.sources) {
+        return Err("--sources must be between 1 and 250".into());
+    }
+    args.window = args.window.max(1);
+    Ok(args)
+}
+
+/// A progress line on stderr (the results stay alone on stdout).
+pub fn progress(text: &str) {
+    eprintln!("kuzzle-load: {text}");
+}
+
+/// A node started for the measurement, stopped when dropped.
+struct NodeProcess {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl NodeProcess {
+    fn start(args: &Args, env: &[(String, String)]) -> Result<NodeProcess, String> {
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("kuzzle-load-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let mut command = match &args.pin {
+            Some(cpus) => {
+                let mut taskset = Command::new("taskset");
+                taskset.args(["-c", cpus]).arg(&args.binary);
+                taskset
+            }
+            None => Command::new(&args.binary),
+        };
+        let mut child = command
+            .current_dir(&dir)
+            .env("HOME", &dir)
+            .env("RUST_LOG", "info")
+            .env("kuzzle_server__host", "127.0.0.1")
+            .env("kuzzle_server__port", "0")
+            .env(
+                "kuzzle_server__protocols__websocket__compression",
+                args.compression.to_string(),
+            )
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", args.binary.display()))?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split(" listening on ").nth(1) {
+                    let _ = tx.send(
+                        rest.split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    );
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(15))
+            .map_err(|_| "the node did not announce its address".to_owned())?
+            .parse()
+            .map_err(|e| format!("bad address: {e}"))?;
+        Ok(NodeProcess { child, addr, dir })
+    }
+
+    fn probe(&self) -> Probe {
+        Probe {
+            pid: Some(self.child.id()),
+        }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A redis-server for `--cluster`, on a free port of 127.0.0.1, without persistence.
+struct RedisProcess {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl RedisProcess {
+    fn start() -> Result<RedisProcess, String> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let dir = std::env::temp_dir().join(format!("kuzzle-load-redis-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start redis-server: {e}"))?;
+        let redis = RedisProcess { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return Err("redis-server did not start".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(redis)
+    }
+
+    /// PUBLISH commands Redis has run since it started.
+    fn publishes(&self) -> Result<u64, String> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
+            .map_err(|e| e.to_string())?;
+        let mut connection = client.get_connection().map_err(|e| e.to_string())?;
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut connection)
+            .map_err(|e| e.to_string())?;
+        Ok(info
+            .lines()
+            .find_map(|line| line.strip_prefix("cmdstat_publish:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0))
+    }
+
+    fn node_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("kuzzle_services__storage__backend".into(), "redis".into()),
+            (
+                "kuzzle_services__storage__node__host".into(),
+                "127.0.0.1".into(),
+            ),
+            (
+                "kuzzle_services__storage__node__port".into(),
+                self.port.to_string(),
+            ),
+        ]
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn sources(count: usize) -> Vec<IpAddr> {
+    (1..=count as u8)
+        .map(|last| IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
+        .collect()
+}
+
+/// Runs the chosen scenarios against one server.
+async fn measure(args: &Args, target: &Target) -> Result<Map<String, Value>, String> {
+    let mut results = Map::new();
+    let wants = |name: &str| args.scenarios.iter().any(|s| s == name);
+    if wants("idle") {
+        progress(&format!("idle: {} sockets", args.connections));
+        results.insert(
+            "idle".into(),
+            scenarios::idle(target, args.connections).await?,
+        );
+    }
+    if wants("requests") && target.dialect == Dialect::Kuzzle {
+        results.insert(
+            "requests".into(),
+            scenarios::requests(target, args.clients, args.requests).await?,
+        );
+    }
+    if wants("fanout") || wants("burst") {
+        let mut subscribers = target
+            .open(args.subscribers, "subscribers", |_| "fanout".into())
+            .await?;
+        if wants("fanout") {
+            let interval = Duration::from_secs_f64(1.0 / args.rate);
+            let (figures, peers) = scenarios::fan_out(
+                target,
+                target,
+                subscribers,
+                "fanout",
+                args.publishes,
+                Pace::Paced(interval),
+                args.document_bytes,
+            )
+            .await?;
+            results.insert("fanout".into(), figures);
+            subscribers = peers;
+        }
+        if wants("burst") {
+            let (figures, _) = scenarios::fan_out(
+                target,
+                target,
+                subscribers,
+                "fanout",
+                args.burst,
+                Pace::Burst(args.window),
+                args.document_bytes,
+            )
+            .await?;
+            results.insert("burst".into(), figures);
+        }
+    }
+    if wants("churn") {
+        results.insert(
+            "churn".into(),
+            scenarios::churn(target, args.cycles, args.churn_sockets).await?,
+        );
+    }
+    Ok(results)
+}
+
+/// Two nodes on one Redis: the paced fan-out with the publisher on the subscribers' node,
+/// then on the other node.
+async fn measure_cluster(args: &Args) -> Result<Map<String, Value>, String> {
+    let redis = RedisProcess::start()?;
+    let env = redis.node_env();
+    let home = NodeProcess::start(args, &env)?;
+    let other = NodeProcess::start(args, &env)?;
+    progress(&format!(
+        "cluster: nodes {} and {}, redis-server 127.0.0.1:{}",
+        home.addr, other.addr, redis.port
+    ));
+    let target = |node: &NodeProcess| Target {
+        addr: node.addr,
+        dialect: Dialect::Kuzzle,
+        compression: args.compression,
+        sources: sources(args.sources),
+        probe: node.probe(),
+    };
+    let (home_target, other_target) = (target(&home), target(&other));
+    let mut results = Map::new();
+    let mut subscribers = home_target
+        .open(args.subscribers, "subscribers", |_| "fanout".into())
+        .await?;
+    for (name, publisher) in [("same_node", &home_target), ("cross_node", &other_target)] {
+        let before = redis.publishes()?;
+        let (mut figures, peers) = scenarios::fan_out(
+            &home_target,
+            publisher,
+            subscribers,
+            "fanout",
+            args.publishes,
+            Pace::Paced(Duration::from_secs_f64(1.0 / args.rate)),
+            args.document_bytes,
+        )
+        .await?;
+        let published = redis.publishes()? - before;
+        figures["redis_publish_per_publish"] =
+            json!((published as f64 * 100.0 / args.publishes.max(1) as f64).round() / 100.0);
+        results.insert(name.into(), figures);
+        subscribers = peers;
+    }
+    Ok(results)
+}
+
+/// The results as Markdown tables: one per scenario, its figures as columns.
+fn print_tables(heading: &str, results: &Map<String, Value>) {
+    println!("# {heading}");
+    for (scenario, figures) in results {
+        let Value::Object(figures) = figures else {
+            continue;
+        };
+        println!();
+        println!("## {scenario}");
+        println!();
+        let names: Vec<&str> = figures.keys().map(String::as_str).collect();
+        println!("| {} |", names.join(" | "));
+        println!("|{}", "---|".repeat(names.len()));
+        let values: Vec<String> = figures
+            .values()
+            .map(|v| match v {
+                Value::Null => "n/a".to_owned(),
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect();
+        println!("| {} |", values.join(" | "));
+    }
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("kuzzle-load: {message}");
+            std::process::exit(2);
+        }
+    };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = args.threads {
+        runtime.worker_threads(threads.max(1));
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kuzzle-load: {e}");
+            std::process::exit(1);
+        }
+    };
+    let outcome = runtime.block_on(async {
+        if args.cluster {
+            let results = measure_cluster(&args).await?;
+            return Ok::<_, String>((
+                "kuzzle-load --cluster: two nodes, one Redis".to_owned(),
+                results,
+                None,
+            ));
+        }
+        let node = match args.url {
+            Some(_) => None,
+            None => Some(NodeProcess::start(&args, &[])?),
+        };
+        let target = Target {
+            addr: args
+                .url
+                .or(node.as_ref().map(|n| n.addr))
+                .ok_or_else(|| "no server".to_owned())?,
+            dialect: args.dialect,
+            compression: args.compression,
+            sources: sources(args.sources),
+            probe: node
+                .as_ref()
+                .map_or(Probe { pid: args.pid }, NodeProcess::probe),
+        };
+        let heading = match &node {
+            Some(_) => format!(
+                "kuzzle-load against {} (node {})",
+                target.addr,
+                args.binary.display()
+            ),
+            None => format!(
+                "kuzzle-load against {} ({}, already running)",
+                target.addr,
+                args.dialect.name()
+            ),
+        };
+        let results = measure(&args, &target).await?;
+        drop(node);
+        Ok((heading, results, Some(target.addr)))
+    });
+    match outcome {
+        Ok((heading, results, addr)) => {
+            if args.json {
+                let mut all = Map::new();
+                all.insert("dialect".into(), json!(args.dialect.name()));
+                all.insert("server".into(), json!(addr.map(|a| a.to_string())));
+                all.extend(results);
+                println!("{}", Value::Object(all));
+            } else {
+                print_tables(&heading, &results);
+            }
+        }
+        Err(message) => {
+            eprintln!("kuzzle-load: {message}");
+            std::process::exit(1);
+        }
+    }
+}
