@@ -441,9 +441,7 @@ pub struct Presence {
 }
 
 fn deliver(deliveries: Deliveries) {
-    for (outbox, message) in deliveries {
-        outbox.push(message);
-    }
+    crate::ws::outbox::deliver(deliveries);
 }
 
 /// Rooms a disconnecting connection leaves per hold of the lock, so that removing a

@@ -17,9 +17,9 @@ use bytestring::ByteString;
 use serde_json::Value;
 
 use super::frame::{OpCode, Violation};
-use super::outbox::{Batch, Outbox, close_reason};
+use super::outbox::{Flushed, Outbox, close_reason};
 use super::reader::Message;
-use super::writer::{Outgoing, SocketWriter};
+use super::writer::{self, Outgoing};
 use crate::api::{self, Caller};
 use crate::auth::cookie::AuthCookie;
 use crate::auth::messages::Unlink;
@@ -42,8 +42,6 @@ const APP_PONG: &str = r#"{"p":2}"#;
 pub struct Connection {
     node: Arc<Node>,
     caller: Rc<Caller>,
-    /// Taken by the write loop when the actor starts.
-    writer: Option<SocketWriter>,
     outbox: Outbox,
     options: WebsocketProtocol,
     last_inbound: Instant,
@@ -64,14 +62,13 @@ pub struct Connection {
 impl Connection {
     pub fn new(
         node: Arc<Node>,
-        writer: SocketWriter,
+        outbox: Outbox,
         address: Option<std::net::IpAddr>,
         origin: Option<String>,
         cookie: AuthCookie,
     ) -> Self {
         let options = node.settings.server.protocols.websocket.clone();
         let now = Instant::now();
-        let outbox = Outbox::new();
         Connection {
             caller: Rc::new(Caller::new(
                 Protocol::Websocket,
@@ -81,7 +78,6 @@ impl Connection {
                 cookie,
             )),
             node,
-            writer: Some(writer),
             outbox,
             options,
             last_inbound: now,
@@ -266,32 +262,42 @@ fn is_app_ping(value: &Value) -> bool {
     }
 }
 
-/// Drains the outbox into the socket until it closes: whatever is queued when the writer
-/// gets to it goes out in one `writev`.
-async fn write_loop(outbox: Outbox, mut writer: SocketWriter) {
+/// Writes what the outbox holds whenever it is woken, waits for the socket when it would
+/// block, and ends after the close frame (or when the socket fails).
+async fn write_loop(outbox: Outbox) {
+    let Some(stream) = outbox.stream().cloned() else {
+        return;
+    };
+    // Set once the close frame is queued: how long it may take to go out.
+    let mut closing: Option<tokio::time::Instant> = None;
     loop {
-        match outbox.next_batch().await {
-            Batch::Send(batch) => {
-                for message in &batch {
-                    writer.queue(message);
-                }
-                drop(batch);
+        match outbox.flush() {
+            Flushed::Failed => return,
+            Flushed::Blocked => {
+                let writable = async {
+                    match closing {
+                        Some(deadline) => tokio::time::timeout_at(deadline, stream.writable())
+                            .await
+                            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
+                        None => stream.writable().await,
+                    }
+                };
                 tokio::select! {
-                    biased;
-                    // Only the frame already half written is finished, so that the close
-                    // frame can follow it.
-                    _ = outbox.aborted() => writer.drop_unstarted(),
-                    written = writer.flush() => if written.is_err() { return },
+                    ready = writable => if ready.is_err() { return },
+                    // A new message or an abort: the next flush sees it.
+                    _ = outbox.ready() => {}
                 }
-                outbox.mark_sent();
             }
-            Batch::Close(close) => {
-                writer.queue_close(close.code, &close.reason);
-                if let Ok(Ok(())) = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, writer.flush()).await
-                {
-                    writer.shutdown();
-                }
+            Flushed::Idle if closing.is_some() => {
+                writer::shutdown(&stream);
                 return;
+            }
+            Flushed::Idle => {
+                if outbox.queue_close_frame().is_some() {
+                    closing = Some(tokio::time::Instant::now() + CLOSE_FLUSH_TIMEOUT);
+                    continue;
+                }
+                outbox.ready().await;
             }
         }
     }
@@ -315,14 +321,12 @@ impl Actor for Connection {
         if self.node.settings.server.logs.access {
             log::info!(target: "access", "{} websocket open", self.peer());
         }
-        if let Some(writer) = self.writer.take() {
-            let writing = write_loop(self.outbox.clone(), writer);
-            ctx.spawn(
-                writing
-                    .into_actor(self)
-                    .map(|_, connection, ctx| connection.written_out(ctx)),
-            );
-        }
+        let writing = write_loop(self.outbox.clone());
+        ctx.spawn(
+            writing
+                .into_actor(self)
+                .map(|_, connection, ctx| connection.written_out(ctx)),
+        );
         if self.options.heartbeat > 0 {
             ctx.run_interval(
                 Duration::from_millis(self.options.heartbeat),

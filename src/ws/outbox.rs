@@ -1,17 +1,28 @@
 //! The one way bytes reach a socket: a bounded FIFO shared by responses and notifications
-//! (PROTOCOL.md §2.6). Anyone may push; one writer drains it into the transport.
+//! (PROTOCOL.md §2.6), and the socket's frames on their way out.
+//!
 //! Past 1000 messages or 4 MiB the client is too slow: the queue is dropped and the
 //! socket closed with 1011. One message larger than 4 MiB is still sent when it is queued
-//! alone (a long response), uncounted. Nothing else ever waits on a slow client.
+//! alone (a long response), uncounted. Nothing ever waits on a slow client.
+//!
+//! Whoever holds the lock may write, without blocking: the connection's write loop
+//! (responses, control frames, the close, and whatever the socket could not take at
+//! once), and the fan-out (`deliver`): a notification is queued without waking the
+//! connection, and its worker's `Flusher` writes every socket that got one, once, after
+//! the fan-out, so that a burst still leaves in one `writev` per socket. The first few
+//! sockets of a fan-out are written at once, so that the first delivery never waits for
+//! the whole room to be queued.
 
+use std::cell::OnceCell;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use super::writer::Outgoing;
+use super::writer::{Compression, Frames, Outgoing};
 use crate::protocol::close;
 
 pub const MAX_MESSAGES: usize = 1000;
@@ -22,10 +33,13 @@ pub const MAX_BYTES: usize = 4 * 1024 * 1024;
 /// without reading must not grow the node's memory.
 pub const MAX_CONTROL_FRAMES: usize = 8;
 
-/// What the writer takes at once (at least one message): what it holds is no longer
-/// counted by the queue's bounds, so it is bounded too.
+/// What a writer turns into frames at once (at least one message): frames are no longer
+/// counted by the queue's bounds, so they are bounded too.
 const BATCH_MESSAGES: usize = 256;
 const BATCH_BYTES: usize = 1024 * 1024;
+
+/// Sockets a fan-out writes itself before leaving the rest to the flushers.
+const WRITTEN_AT_ONCE: usize = 16;
 
 #[derive(Clone)]
 pub struct Outbox {
@@ -34,10 +48,19 @@ pub struct Outbox {
 
 struct Inner {
     state: Mutex<State>,
-    /// Wakes the writer: a message or a close is waiting.
+    /// Wakes the write loop: a message, a close, or a socket that would block.
     ready: Notify,
-    /// Wakes a writer blocked on the transport: the queue was aborted.
+    /// Resolves `aborted`.
     aborted: Notify,
+    /// `None` for a queue without a socket (tests): messages are only taken with `next`.
+    sink: Option<Sink>,
+}
+
+struct Sink {
+    stream: Arc<TcpStream>,
+    compression: Option<Compression>,
+    /// The flusher of the worker the socket lives on.
+    flusher: Arc<Flusher>,
 }
 
 struct State {
@@ -52,19 +75,29 @@ struct State {
     close: Option<CloseReason>,
     aborted: bool,
     last_sent: Instant,
+    /// Frames taken from the queues and not fully written.
+    frames: Frames,
+    /// The socket is on its flusher's list.
+    flush_pending: bool,
+    /// The socket failed: nothing more can be written.
+    failed: bool,
 }
 
-/// What the writer must do next.
+/// What the writer must do next (a queue without a socket).
 pub enum Next {
     Send(Outgoing),
     Close(CloseReason),
 }
 
-/// What the writer must do next, taking everything it can at once.
-pub enum Batch {
-    /// Control frames first, then messages, in order.
-    Send(Vec<Outgoing>),
-    Close(CloseReason),
+/// What a write left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    /// Everything queued is out.
+    Idle,
+    /// The socket would block: the write loop waits for it.
+    Blocked,
+    /// The socket failed.
+    Failed,
 }
 
 impl Default for Outbox {
@@ -74,7 +107,21 @@ impl Default for Outbox {
 }
 
 impl Outbox {
+    /// A queue without a socket.
     pub fn new() -> Self {
+        Self::build(None)
+    }
+
+    /// The queue of `stream`, on the current worker thread.
+    pub fn for_socket(stream: Arc<TcpStream>, compression: Option<Compression>) -> Self {
+        Self::build(Some(Sink {
+            stream,
+            compression,
+            flusher: Flusher::of_this_thread(),
+        }))
+    }
+
+    fn build(sink: Option<Sink>) -> Self {
         Outbox {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
@@ -85,36 +132,74 @@ impl Outbox {
                     close: None,
                     aborted: false,
                     last_sent: Instant::now(),
+                    frames: Frames::default(),
+                    flush_pending: false,
+                    failed: false,
                 }),
                 ready: Notify::new(),
                 aborted: Notify::new(),
+                sink,
             }),
         }
     }
 
-    /// Queues one message. Returns false when the socket is closing, or when this
-    /// message made the queue overflow (the socket is then closed with 1011).
+    /// Queues one message and wakes the write loop. Returns false when the socket is
+    /// closing, or when this message made the queue overflow (the socket is then closed
+    /// with 1011).
     pub fn push(&self, message: impl Into<Outgoing>) -> bool {
-        let message = message.into();
+        let queued = self.enqueue(message.into());
+        if queued {
+            self.inner.ready.notify_one();
+        }
+        queued
+    }
+
+    /// Queues one message without waking the write loop (part of a fan-out: see
+    /// `deliver`). True when the socket must be put on its flusher's list.
+    fn enqueue_for_flush(&self, message: Outgoing) -> bool {
+        if self.inner.sink.is_none() {
+            self.push(message);
+            return false;
+        }
         let mut state = self.inner.state.lock();
         if state.close.is_some() {
             return false;
         }
+        if !Self::enqueue_locked(&mut state, message) {
+            drop(state);
+            self.overflowed();
+            return false;
+        }
+        !std::mem::replace(&mut state.flush_pending, true)
+    }
+
+    fn enqueue(&self, message: Outgoing) -> bool {
+        let mut state = self.inner.state.lock();
+        if state.close.is_some() {
+            return false;
+        }
+        if Self::enqueue_locked(&mut state, message) {
+            return true;
+        }
+        drop(state);
+        self.overflowed();
+        false
+    }
+
+    /// Queues on an open socket; false when that went over the bounds.
+    fn enqueue_locked(state: &mut State, message: Outgoing) -> bool {
         if state.queue.is_empty() && message.len() > MAX_BYTES {
             state.front_exempt = true;
         } else {
             state.bytes += message.len();
         }
         state.queue.push_back(message);
-        if state.queue.len() > MAX_MESSAGES || state.bytes > MAX_BYTES {
-            drop(state);
-            log::debug!("closing a slow client: outbound queue over its bounds");
-            self.abort(close::SERVER_ERROR, close::BACKPRESSURE);
-            return false;
-        }
-        drop(state);
-        self.inner.ready.notify_one();
-        true
+        state.queue.len() <= MAX_MESSAGES && state.bytes <= MAX_BYTES
+    }
+
+    fn overflowed(&self) {
+        log::debug!("closing a slow client: outbound queue over its bounds");
+        self.abort(close::SERVER_ERROR, close::BACKPRESSURE);
     }
 
     /// Queues a PING or PONG ahead of the messages; false when the socket is closing or
@@ -145,7 +230,8 @@ impl Outbox {
         self.inner.ready.notify_one();
     }
 
-    /// Drops the queued messages and closes now, interrupting a blocked send.
+    /// Drops the queued messages and closes now; a frame half written is finished first,
+    /// so that the close frame can follow it.
     pub fn abort(&self, code: u16, reason: &str) {
         self.abort_with(close_reason(code, reason));
     }
@@ -160,6 +246,7 @@ impl Outbox {
         state.control = VecDeque::new();
         state.bytes = 0;
         state.front_exempt = false;
+        state.frames.drop_unstarted();
         // An abort overrides a pending graceful close: the client is not draining it.
         state.close = Some(reason);
         drop(state);
@@ -180,7 +267,91 @@ impl Outbox {
         self.inner.state.lock().last_sent
     }
 
-    /// The writer's side: the next message, or the close once the queue is empty.
+    /// Writes what is queued, as far as the socket takes it without blocking.
+    pub fn flush(&self) -> Flushed {
+        let Some(sink) = &self.inner.sink else {
+            return Flushed::Idle;
+        };
+        let mut state = self.inner.state.lock();
+        Self::flush_locked(&mut state, sink)
+    }
+
+    fn flush_locked(state: &mut State, sink: &Sink) -> Flushed {
+        if state.failed {
+            return Flushed::Failed;
+        }
+        let mut wrote = false;
+        loop {
+            if state.frames.is_empty() && !Self::take_batch(state, sink) {
+                if wrote {
+                    state.last_sent = Instant::now();
+                }
+                return Flushed::Idle;
+            }
+            match state.frames.write_some(&sink.stream) {
+                Ok(true) => wrote = true,
+                Ok(false) => return Flushed::Blocked,
+                Err(_) => {
+                    state.failed = true;
+                    return Flushed::Failed;
+                }
+            }
+        }
+    }
+
+    /// Turns the control frames and a batch of messages into frames; false if none.
+    fn take_batch(state: &mut State, sink: &Sink) -> bool {
+        if state.control.is_empty() && state.queue.is_empty() {
+            return false;
+        }
+        while let Some(control) = state.control.pop_front() {
+            state.frames.queue(&control, None);
+        }
+        let (mut count, mut bytes) = (0, 0);
+        while count < BATCH_MESSAGES && (bytes < BATCH_BYTES || count == 0) {
+            let Some(message) = state.queue.pop_front() else {
+                break;
+            };
+            if state.front_exempt {
+                state.front_exempt = false;
+            } else {
+                state.bytes -= message.len();
+            }
+            bytes += message.len();
+            count += 1;
+            state.frames.queue(&message, sink.compression);
+        }
+        if state.queue.is_empty() {
+            // Nothing is kept for an idle socket.
+            state.queue = VecDeque::new();
+        }
+        true
+    }
+
+    /// For the write loop: once everything before it is out, queues the close frame;
+    /// `None` while there is no close to send.
+    pub fn queue_close_frame(&self) -> Option<CloseReason> {
+        let mut state = self.inner.state.lock();
+        if !state.queue.is_empty() || !state.control.is_empty() || !state.frames.is_empty() {
+            return None;
+        }
+        let reason = state.close.clone()?;
+        state.frames.queue_close(reason.code, &reason.reason);
+        Some(reason)
+    }
+
+    /// Resolves when the write loop has something to do.
+    pub async fn ready(&self) {
+        self.inner.ready.notified().await;
+    }
+
+    /// The socket, for the write loop to wait until it takes more.
+    pub fn stream(&self) -> Option<&Arc<TcpStream>> {
+        self.inner.sink.as_ref().map(|sink| &sink.stream)
+    }
+
+    /// The writer's side of a queue without a socket: the next message, or the close
+    /// once the queue is empty.
     pub async fn next(&self) -> Next {
         loop {
             let ready = self.inner.ready.notified();
@@ -202,43 +373,6 @@ impl Outbox {
         }
     }
 
-    /// The writer's side: control frames and as many messages as a batch takes, or the
-    /// close once nothing is left.
-    pub async fn next_batch(&self) -> Batch {
-        loop {
-            let ready = self.inner.ready.notified();
-            {
-                let mut state = self.inner.state.lock();
-                if !state.control.is_empty() || !state.queue.is_empty() {
-                    let mut batch: Vec<Outgoing> = state.control.drain(..).collect();
-                    let mut bytes = 0;
-                    while batch.len() < BATCH_MESSAGES && (bytes < BATCH_BYTES || batch.is_empty())
-                    {
-                        let Some(message) = state.queue.pop_front() else {
-                            break;
-                        };
-                        if state.front_exempt {
-                            state.front_exempt = false;
-                        } else {
-                            state.bytes -= message.len();
-                        }
-                        bytes += message.len();
-                        batch.push(message);
-                    }
-                    if state.queue.is_empty() {
-                        // Nothing is kept for an idle socket.
-                        state.queue = VecDeque::new();
-                    }
-                    return Batch::Send(batch);
-                }
-                if let Some(reason) = state.close.clone() {
-                    return Batch::Close(reason);
-                }
-            }
-            ready.await;
-        }
-    }
-
     /// Resolves once the queue has been aborted.
     pub async fn aborted(&self) {
         loop {
@@ -252,8 +386,89 @@ impl Outbox {
         }
     }
 
-    pub fn mark_sent(&self) {
-        self.inner.state.lock().last_sent = Instant::now();
+    /// Called by the flusher: writes, and hands a socket that would block to its write loop.
+    fn flush_for_fan_out(&self) {
+        let Some(sink) = &self.inner.sink else {
+            return;
+        };
+        let mut state = self.inner.state.lock();
+        state.flush_pending = false;
+        let flushed = Self::flush_locked(&mut state, sink);
+        drop(state);
+        if flushed != Flushed::Idle {
+            self.inner.ready.notify_one();
+        }
+    }
+
+    fn flusher(&self) -> Option<&Arc<Flusher>> {
+        self.inner.sink.as_ref().map(|sink| &sink.flusher)
+    }
+}
+
+/// The sockets of one worker thread that a fan-out queued messages for, written by one
+/// task on that worker once the fan-out is done.
+#[derive(Default)]
+pub struct Flusher {
+    pending: Mutex<Vec<Outbox>>,
+    wake: Notify,
+}
+
+impl Flusher {
+    /// This worker's flusher, started on first use.
+    fn of_this_thread() -> Arc<Flusher> {
+        thread_local! {
+            static FLUSHER: OnceCell<Arc<Flusher>> = const { OnceCell::new() };
+        }
+        FLUSHER.with(|cell| {
+            cell.get_or_init(|| {
+                let flusher = Arc::new(Flusher::default());
+                let running = flusher.clone();
+                tokio::task::spawn_local(async move { running.run().await });
+                flusher
+            })
+            .clone()
+        })
+    }
+
+    async fn run(&self) {
+        loop {
+            let notified = self.wake.notified();
+            let pending = std::mem::take(&mut *self.pending.lock());
+            if pending.is_empty() {
+                notified.await;
+                continue;
+            }
+            for outbox in pending {
+                outbox.flush_for_fan_out();
+            }
+        }
+    }
+}
+
+/// Delivers one fan-out: every message is queued first; the first sockets are written at
+/// once, the others by their worker's flusher, one `writev` each whatever the fan-out
+/// queued for them.
+pub fn deliver(deliveries: impl IntoIterator<Item = (Outbox, Outgoing)>) {
+    let mut flushers: Vec<(Arc<Flusher>, Vec<Outbox>)> = Vec::new();
+    for (i, (outbox, message)) in deliveries.into_iter().enumerate() {
+        if !outbox.enqueue_for_flush(message) {
+            continue;
+        }
+        if i < WRITTEN_AT_ONCE {
+            outbox.flush_for_fan_out();
+            continue;
+        }
+        let Some(flusher) = outbox.flusher().cloned() else {
+            continue;
+        };
+        match flushers.iter_mut().find(|(f, _)| Arc::ptr_eq(f, &flusher)) {
+            Some((_, list)) => list.push(outbox),
+            None => flushers.push((flusher, vec![outbox])),
+        }
+    }
+    for (flusher, list) in flushers {
+        flusher.pending.lock().extend(list);
+        flusher.wake.notify_one();
     }
 }
 

@@ -22,8 +22,8 @@ use tokio::net::TcpStream;
 
 use super::connection::Connection;
 use super::handshake::Agreed;
+use super::outbox::Outbox;
 use super::reader::{Reader, SocketSource};
-use super::writer::SocketWriter;
 use crate::auth::cookie::AuthCookie;
 use crate::node::Node;
 
@@ -106,8 +106,8 @@ fn start(stream: Arc<TcpStream>, read: bytes::BytesMut, accepted: AcceptedSocket
         agreed.max_message,
         agreed.inflater,
     );
-    let writer = SocketWriter::new(stream, agreed.compression);
-    let connection = Connection::new(node, writer, address, origin, cookie);
+    let outbox = Outbox::for_socket(stream, agreed.compression);
+    let connection = Connection::new(node, outbox, address, origin, cookie);
     Connection::create(move |ctx| {
         ctx.add_stream(reader);
         connection

@@ -5,7 +5,7 @@
 //! Nothing is copied or buffered per socket while it is idle: a frame is its header
 //! (at most 10 bytes, inline) and the message's shared payload, and everything queued
 //! goes out in one `writev`. Only what the kernel did not take yet is kept, as those
-//! same frames.
+//! same frames (`Frames`).
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -116,31 +116,20 @@ impl Frame {
 /// Frames per `writev`: two slices each, well below `IOV_MAX` (1024 on Linux).
 const FRAMES_PER_WRITE: usize = 64;
 
-/// Writes frames to a socket. There is one per connection, used by its write loop only,
-/// so frames never interleave.
-pub struct SocketWriter {
-    stream: Arc<TcpStream>,
-    compression: Option<Compression>,
-    /// Frames not fully written yet, in order.
-    frames: VecDeque<Frame>,
+/// Frames on their way to one socket, in order, and how much of the first already went.
+/// Whoever holds them writes them: nothing else may write to the socket.
+#[derive(Default)]
+pub struct Frames {
+    queue: VecDeque<Frame>,
     /// Bytes of the first frame already written.
     written: usize,
 }
 
-impl SocketWriter {
-    pub fn new(stream: Arc<TcpStream>, compression: Option<Compression>) -> Self {
-        SocketWriter {
-            stream,
-            compression,
-            frames: VecDeque::new(),
-            written: 0,
-        }
-    }
-
+impl Frames {
     /// Queues one message as a frame, compressed when it is worth it.
-    pub fn queue(&mut self, message: &Outgoing) {
+    pub fn queue(&mut self, message: &Outgoing, compression: Option<Compression>) {
         let opcode = message.opcode();
-        let deflated = match self.compression {
+        let deflated = match compression {
             Some(c) if !opcode.is_control() && message.len() >= c.threshold => {
                 message.deflated(c.window_bits)
             }
@@ -150,13 +139,13 @@ impl SocketWriter {
             Some(compressed) => Frame::new(true, opcode, compressed),
             None => Frame::new(false, opcode, message.data().clone()),
         };
-        self.frames.push_back(frame);
+        self.queue.push_back(frame);
     }
 
     /// Queues the close frame; nothing may follow it.
     pub fn queue_close(&mut self, code: u16, reason: &str) {
         let payload = Bytes::from(frame::close_payload(code, reason));
-        self.frames
+        self.queue
             .push_back(Frame::new(false, OpCode::Close, payload));
     }
 
@@ -164,34 +153,21 @@ impl SocketWriter {
     /// is kept, so that a close frame can still follow it.
     pub fn drop_unstarted(&mut self) {
         let keep = usize::from(self.written > 0);
-        self.frames.truncate(keep);
-    }
-
-    /// Writes everything queued, waiting for the socket as needed. Cancel-safe: what was
-    /// not written stays queued.
-    pub async fn flush(&mut self) -> io::Result<()> {
-        loop {
-            self.write_some()?;
-            if self.frames.is_empty() {
-                // Idle sockets keep no buffer.
-                self.frames = VecDeque::new();
-                return Ok(());
-            }
-            self.stream.writable().await?;
-        }
+        self.queue.truncate(keep);
     }
 
     pub fn is_empty(&self) -> bool {
-        self.frames.is_empty()
+        self.queue.is_empty()
     }
 
-    /// Writes until everything is out or the socket would block.
-    fn write_some(&mut self) -> io::Result<()> {
-        while !self.frames.is_empty() {
+    /// Writes until everything is out (`Ok(true)`) or the socket would block (`Ok(false)`).
+    /// An idle socket keeps no buffer.
+    pub fn write_some(&mut self, stream: &TcpStream) -> io::Result<bool> {
+        while !self.queue.is_empty() {
             let mut slices = [IoSlice::new(&[]); FRAMES_PER_WRITE * 2];
             let mut count = 0;
             let mut skip = self.written;
-            for frame in self.frames.iter().take(FRAMES_PER_WRITE) {
+            for frame in self.queue.iter().take(FRAMES_PER_WRITE) {
                 let header = &frame.header[..usize::from(frame.header_len)];
                 for part in [header, &frame.payload[..]] {
                     if skip >= part.len() {
@@ -203,19 +179,20 @@ impl SocketWriter {
                     count += 1;
                 }
             }
-            match self.stream.try_write_vectored(&slices[..count]) {
+            match stream.try_write_vectored(&slices[..count]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.advance(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        self.queue = VecDeque::new();
+        Ok(true)
     }
 
     fn advance(&mut self, mut n: usize) {
-        while let Some(front) = self.frames.front() {
+        while let Some(front) = self.queue.front() {
             let left = front.len() - self.written;
             if n < left {
                 self.written += n;
@@ -223,14 +200,54 @@ impl SocketWriter {
             }
             n -= left;
             self.written = 0;
-            self.frames.pop_front();
+            self.queue.pop_front();
         }
+    }
+}
+
+/// A socket and its frames, for a single writer that awaits the socket itself (the echo
+/// endpoint of the Autobahn run; connections write through their `Outbox`).
+pub struct SocketWriter {
+    stream: Arc<TcpStream>,
+    compression: Option<Compression>,
+    frames: Frames,
+}
+
+impl SocketWriter {
+    pub fn new(stream: Arc<TcpStream>, compression: Option<Compression>) -> Self {
+        SocketWriter {
+            stream,
+            compression,
+            frames: Frames::default(),
+        }
+    }
+
+    pub fn queue(&mut self, message: &Outgoing) {
+        self.frames.queue(message, self.compression);
+    }
+
+    pub fn queue_close(&mut self, code: u16, reason: &str) {
+        self.frames.queue_close(code, reason);
+    }
+
+    /// Writes everything queued, waiting for the socket as needed. Cancel-safe: what was
+    /// not written stays queued.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        while !self.frames.write_some(&self.stream)? {
+            self.stream.writable().await?;
+        }
+        Ok(())
     }
 
     /// Half-closes: the client sees the end of the stream after the close frame.
     pub fn shutdown(&self) {
-        let _ = socket2::SockRef::from(&*self.stream).shutdown(std::net::Shutdown::Write);
+        shutdown(&self.stream);
     }
+}
+
+/// Half-closes `stream`: the client sees the end of the stream after what was written.
+pub fn shutdown(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
 }
 
 #[cfg(test)]
@@ -284,10 +301,13 @@ mod tests {
         writer.queue(&big);
         writer.queue(&Outgoing::text("dropped".into()));
         // The client reads nothing: the socket fills and the first frame stops midway.
-        writer.write_some().unwrap();
-        assert_eq!(writer.frames.len(), 2);
-        assert!(writer.written > 0, "part of the first frame went out");
-        writer.drop_unstarted();
+        assert!(!writer.frames.write_some(&writer.stream).unwrap());
+        assert_eq!(writer.frames.queue.len(), 2);
+        assert!(
+            writer.frames.written > 0,
+            "part of the first frame went out"
+        );
+        writer.frames.drop_unstarted();
         writer.queue_close(1011, "slow");
         let reading = tokio::spawn(async move {
             let mut all = Vec::new();

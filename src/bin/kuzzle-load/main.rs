@@ -30,6 +30,7 @@ struct Args {
     dialect: Dialect,
     scenarios: Vec<String>,
     connections: usize,
+    release_wait: u64,
     sources: usize,
     clients: usize,
     requests: usize,
@@ -55,7 +56,7 @@ usage: kuzzle-load [options]
 
 Scenarios (--scenarios, in this order):
   idle      N sockets each subscribed to one room: resident memory per socket, then the
-            share of it given back within 10 s after they all close
+            share of it given back within 10 s (--release-wait) after they all close
   requests  C clients each sending R server:now one after the other (kuzzle-rt only)
   fanout    S subscribers in one room, P publishes paced at --rate: deliveries/s, first
             delivery of each publish, p50/p99/max publish-to-delivery, server CPU per delivery
@@ -73,6 +74,8 @@ Options:
   --scenarios LIST         comma-separated, from idle,requests,fanout,burst,churn
                            (default: all of them)
   --connections N          idle sockets (default: 10000)
+  --release-wait S         seconds the idle scenario watches the memory after closing its
+                           sockets (default: 10)
   --sources K              spread sockets over 127.0.0.1 .. 127.0.0.K: one source address
                            has only so many ephemeral ports (default: 4)
   --clients C              request clients (default: 50)
@@ -110,6 +113,7 @@ fn parse_args() -> Result<Args, String> {
         dialect: Dialect::Kuzzle,
         scenarios: SCENARIOS.iter().map(|s| s.to_string()).collect(),
         connections: 10_000,
+        release_wait: 10,
         sources: 4,
         clients: 50,
         requests: 2_000,
@@ -167,6 +171,7 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--connections" => number!(args.connections),
+            "--release-wait" => number!(args.release_wait),
             "--sources" => number!(args.sources),
             "--clients" => number!(args.clients),
             "--requests" => number!(args.requests),
@@ -369,7 +374,12 @@ async fn measure(args: &Args, target: &Target) -> Result<Map<String, Value>, Str
         progress(&format!("idle: {} sockets", args.connections));
         results.insert(
             "idle".into(),
-            scenarios::idle(target, args.connections).await?,
+            scenarios::idle(
+                target,
+                args.connections,
+                Duration::from_secs(args.release_wait),
+            )
+            .await?,
         );
     }
     if wants("requests") && target.dialect == Dialect::Kuzzle {

@@ -138,8 +138,8 @@ fn mib(bytes: u64) -> f64 {
 }
 
 /// Idle sockets, each subscribed to one room: resident memory per socket, then how much of
-/// it the server gives back within 10 s of every socket closing.
-pub async fn idle(target: &Target, n: usize) -> Result<Value, String> {
+/// it the server gives back within `release_wait` (10 s by default) of every socket closing.
+pub async fn idle(target: &Target, n: usize, release_wait: Duration) -> Result<Value, String> {
     let probe = target.probe;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_before = probe.rss();
@@ -159,10 +159,13 @@ pub async fn idle(target: &Target, n: usize) -> Result<Value, String> {
         }
     }
     drop(peers);
-    progress("idle sockets closed; watching the memory for 10 s");
+    progress(&format!(
+        "idle sockets closed; watching the memory for {} s",
+        release_wait.as_secs()
+    ));
     let closed = Instant::now();
     let mut rss_closed = probe.rss();
-    while closed.elapsed() < Duration::from_secs(10) {
+    while closed.elapsed() < release_wait {
         tokio::time::sleep(Duration::from_millis(500)).await;
         rss_closed = probe.rss();
     }
@@ -175,7 +178,8 @@ pub async fn idle(target: &Target, n: usize) -> Result<Value, String> {
         "open_seconds": (open_s * 100.0).round() / 100.0,
         "rss_before_mib": mib(rss_before),
         "rss_open_mib": mib(rss_open),
-        "rss_closed_10s_mib": mib(rss_closed),
+        "release_wait_seconds": release_wait.as_secs(),
+        "rss_closed_mib": mib(rss_closed),
         "kib_per_socket": kib(grown as f64 / n.max(1) as f64),
         "given_back_percent": if grown == 0 { 0.0 } else {
             (given_back as f64 * 1000.0 / grown as f64).round() / 10.0
