@@ -550,4 +550,34 @@ mod tests {
         assert!(!outbox.push(huge));
         assert!(outbox.is_closing());
     }
+
+    #[tokio::test]
+    async fn a_fan_out_reaches_every_socket_in_order() {
+        use tokio::io::AsyncReadExt;
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                let (mut clients, mut outboxes) = (Vec::new(), Vec::new());
+                // More sockets than a fan-out writes itself: the flusher writes the rest.
+                for _ in 0..WRITTEN_AT_ONCE + 24 {
+                    let (accepted, client) =
+                        tokio::join!(listener.accept(), TcpStream::connect(addr));
+                    let stream = Arc::new(accepted.unwrap().0);
+                    outboxes.push(Outbox::for_socket(stream, None));
+                    clients.push(client.unwrap());
+                }
+                let (one, two) = (Outgoing::text(text("one")), Outgoing::text(text("two")));
+                deliver(outboxes.iter().map(|o| (o.clone(), one.clone())));
+                deliver(outboxes.iter().map(|o| (o.clone(), two.clone())));
+                for client in &mut clients {
+                    let mut frames = [0; 10];
+                    client.read_exact(&mut frames).await.unwrap();
+                    assert_eq!(&frames, b"\x81\x03one\x81\x03two");
+                }
+                assert!(outboxes.iter().all(|o| o.queued() == (0, 0)));
+            })
+            .await;
+    }
 }
