@@ -110,6 +110,19 @@ struct Channel {
     scope: Scope,
     users: Users,
     subscribers: HashMap<Arc<str>, Subscriber>,
+    /// The subscribers' outboxes as one shared list, made by the first publish after a
+    /// change: a publish to a stable room then costs one clone under the lock, and its
+    /// first sockets are written before the others are even looked at.
+    outboxes: Option<Arc<[Outbox]>>,
+}
+
+impl Channel {
+    fn outboxes(&mut self) -> Arc<[Outbox]> {
+        let subscribers = &self.subscribers;
+        self.outboxes
+            .get_or_insert_with(|| subscribers.values().map(|s| s.outbox.clone()).collect())
+            .clone()
+    }
 }
 
 struct Room {
@@ -441,7 +454,7 @@ pub struct Presence {
 }
 
 fn deliver(deliveries: Deliveries) {
-    crate::ws::outbox::deliver(deliveries);
+    crate::ws::outbox::deliver(deliveries.iter().map(|(outbox, message)| (outbox, message)));
 }
 
 /// Rooms a disconnecting connection leaves per hold of the lock, so that removing a
@@ -689,10 +702,12 @@ impl Hub {
                 scope,
                 users,
                 subscribers: HashMap::new(),
+                outboxes: None,
             });
         if entry.subscribers.contains_key(&member.connection_id) {
             return None;
         }
+        entry.outboxes = None;
         entry.subscribers.insert(
             member.connection_id.clone(),
             Subscriber {
@@ -809,6 +824,7 @@ impl Hub {
         let mut leaver = None;
         room.channels.retain(|_, channel| {
             if let Some(subscriber) = channel.subscribers.remove(connection_id) {
+                channel.outboxes = None;
                 leaver.get_or_insert(subscriber);
             }
             !channel.subscribers.is_empty()
@@ -850,33 +866,32 @@ impl Hub {
         if let (Some(id), Value::Object(map)) = (message.id, &mut doc) {
             map.insert("_id".into(), id.into());
         }
-        let state = self.state.lock();
+        let mut state = self.state.lock();
         let rooms = matching_rooms(&state, message.index, message.collection, &doc);
         if rooms.is_empty() {
             return 0;
         }
         let prefix = notify::document(message);
-        let mut deliveries = Vec::new();
+        let mut deliveries: Vec<(Arc<[Outbox]>, Outgoing)> = Vec::new();
         for room_id in rooms {
-            let Some(room) = state.rooms.get(&room_id) else {
+            let Some(room) = state.rooms.get_mut(&room_id) else {
                 continue;
             };
-            for (name, channel) in &room.channels {
+            for (name, channel) in &mut room.channels {
                 if !matches!(channel.scope, Scope::All | Scope::In) {
                     continue;
                 }
                 let text = Outgoing::from(prefix.for_room(name));
-                deliveries.extend(
-                    channel
-                        .subscribers
-                        .values()
-                        .map(|s| (s.outbox.clone(), text.clone())),
-                );
+                deliveries.push((channel.outboxes(), text));
             }
         }
         drop(state);
-        let count = deliveries.len();
-        deliver(deliveries);
+        let count = deliveries.iter().map(|(outboxes, _)| outboxes.len()).sum();
+        crate::ws::outbox::deliver(
+            deliveries
+                .iter()
+                .flat_map(|(outboxes, text)| outboxes.iter().map(move |outbox| (outbox, text))),
+        );
         count
     }
 

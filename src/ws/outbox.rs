@@ -448,22 +448,22 @@ impl Flusher {
 /// Delivers one fan-out: every message is queued first; the first sockets are written at
 /// once, the others by their worker's flusher, one `writev` each whatever the fan-out
 /// queued for them.
-pub fn deliver(deliveries: impl IntoIterator<Item = (Outbox, Outgoing)>) {
+pub fn deliver<'a>(deliveries: impl IntoIterator<Item = (&'a Outbox, &'a Outgoing)>) {
     let mut flushers: Vec<(Arc<Flusher>, Vec<Outbox>)> = Vec::new();
     for (i, (outbox, message)) in deliveries.into_iter().enumerate() {
-        if !outbox.enqueue_for_flush(message) {
+        if !outbox.enqueue_for_flush(message.clone()) {
             continue;
         }
         if i < WRITTEN_AT_ONCE {
             outbox.flush_for_fan_out();
             continue;
         }
-        let Some(flusher) = outbox.flusher().cloned() else {
+        let Some(flusher) = outbox.flusher() else {
             continue;
         };
-        match flushers.iter_mut().find(|(f, _)| Arc::ptr_eq(f, &flusher)) {
-            Some((_, list)) => list.push(outbox),
-            None => flushers.push((flusher, vec![outbox])),
+        match flushers.iter_mut().find(|(f, _)| Arc::ptr_eq(f, flusher)) {
+            Some((_, list)) => list.push(outbox.clone()),
+            None => flushers.push((flusher.clone(), vec![outbox.clone()])),
         }
     }
     for (flusher, list) in flushers {
@@ -569,8 +569,8 @@ mod tests {
                     clients.push(client.unwrap());
                 }
                 let (one, two) = (Outgoing::text(text("one")), Outgoing::text(text("two")));
-                deliver(outboxes.iter().map(|o| (o.clone(), one.clone())));
-                deliver(outboxes.iter().map(|o| (o.clone(), two.clone())));
+                deliver(outboxes.iter().map(|o| (o, &one)));
+                deliver(outboxes.iter().map(|o| (o, &two)));
                 for client in &mut clients {
                     let mut frames = [0; 10];
                     client.read_exact(&mut frames).await.unwrap();

@@ -140,7 +140,12 @@ fn parse_args() -> Result<Args, String> {
             };
         }
         match flag.as_str() {
-            "--binary" => args.binary = PathBuf::from(value()?),
+            "--binary" => {
+                // The node starts in a directory of its own: a relative path would not resolve.
+                let path = PathBuf::from(value()?);
+                args.binary = std::fs::canonicalize(&path)
+                    .map_err(|e| format!("--binary {}: {e}", path.display()))?;
+            }
             "--url" => {
                 let text = value()?;
                 let bare = text
