@@ -76,7 +76,10 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
         server = server.listen("kuzzle-rt", listener, move || {
             let accepted = accepted.clone();
             let upgrade_data = data.clone();
+            // actix-web's HttpServer defaults, which this server replaces to get the
+            // upgrade hook, plus TCP_NODELAY.
             HttpService::build()
+                .client_disconnect_timeout(Duration::from_secs(1))
                 .tcp_nodelay(true)
                 .local_addr(local)
                 .on_connect_ext(move |_: &TcpStream, _| {

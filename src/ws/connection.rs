@@ -2,7 +2,8 @@
 //! application ping and the per-socket rate limit; it turns the whole messages of its
 //! `Reader` (which enforces framing, compression and the size limit) into requests, runs
 //! them concurrently through `api::dispatch`, and queues what comes back in the socket's
-//! `Outbox`, which its write loop drains into the TCP stream (`SocketWriter`).
+//! `Outbox`, which holds the TCP stream; its write loop writes what the fan-out's flushers
+//! do not: responses, control frames, the close, and a socket that would block.
 
 use std::rc::Rc;
 use std::sync::Arc;
