@@ -50,8 +50,6 @@ struct Inner {
     state: Mutex<State>,
     /// Wakes the write loop: a message, a close, or a socket that would block.
     ready: Notify,
-    /// Resolves `aborted`.
-    aborted: Notify,
     /// `None` for a queue without a socket (tests): messages are only taken with `next`.
     sink: Option<Sink>,
 }
@@ -83,7 +81,8 @@ struct State {
     failed: bool,
 }
 
-/// What the writer must do next (a queue without a socket).
+/// What the writer must do next (a queue without a socket, in tests).
+#[cfg(test)]
 pub enum Next {
     Send(Outgoing),
     Close(CloseReason),
@@ -137,7 +136,6 @@ impl Outbox {
                     failed: false,
                 }),
                 ready: Notify::new(),
-                aborted: Notify::new(),
                 sink,
             }),
         }
@@ -251,7 +249,6 @@ impl Outbox {
         state.close = Some(reason);
         drop(state);
         self.inner.ready.notify_one();
-        self.inner.aborted.notify_waiters();
     }
 
     pub fn is_closing(&self) -> bool {
@@ -352,6 +349,7 @@ impl Outbox {
 
     /// The writer's side of a queue without a socket: the next message, or the close
     /// once the queue is empty.
+    #[cfg(test)]
     pub async fn next(&self) -> Next {
         loop {
             let ready = self.inner.ready.notified();
@@ -370,19 +368,6 @@ impl Outbox {
                 }
             }
             ready.await;
-        }
-    }
-
-    /// Resolves once the queue has been aborted.
-    pub async fn aborted(&self) {
-        loop {
-            let notified = self.inner.aborted.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.inner.state.lock().aborted {
-                return;
-            }
-            notified.await;
         }
     }
 
@@ -518,7 +503,6 @@ mod tests {
         }
         assert!(!outbox.push(text("x")));
         assert_eq!(outbox.queued(), (0, 0), "the backlog is dropped");
-        outbox.aborted().await;
         match outbox.next().await {
             Next::Close(r) => assert_eq!(r, close_reason(1011, close::BACKPRESSURE)),
             Next::Send(_) => panic!("expected close"),

@@ -52,12 +52,16 @@ where
     let response: actix_http::Response<_> = app.call(req).await?.into();
     let (mut head, body) = response.into_parts();
     let accepted = head.extensions_mut().remove::<AcceptedSocket>();
-    match accepted {
-        Some(accepted) if head.status() == StatusCode::SWITCHING_PROTOCOLS => {
-            let (stream, read) = switch(framed, head).await?;
-            start(stream, read, accepted);
-        }
-        _ => respond(framed, head, body).await?,
+    let written = match accepted {
+        Some(accepted) if head.status() == StatusCode::SWITCHING_PROTOCOLS => switch(framed, head)
+            .await
+            .map(|(stream, read)| start(stream, read, accepted)),
+        _ => respond(framed, head, body).await,
+    };
+    // A client gone before its answer is not the server's error (actix-http would log
+    // one at the error level).
+    if let Err(e) = written {
+        log::debug!("upgrade answer not written: {e}");
     }
     Ok(())
 }
