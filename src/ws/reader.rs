@@ -458,4 +458,41 @@ mod tests {
             vec![Err(Violation::protocol("RSV1 set on a control frame"))]
         );
     }
+
+    /// A reader fed `bytes`, then nothing more for ever (a client that went quiet).
+    fn quiet_after(
+        bytes: Vec<u8>,
+        max: usize,
+    ) -> Reader<Chunks<impl Stream<Item = Result<Bytes, Infallible>> + Unpin>> {
+        let chunks = futures_util::stream::iter(vec![Ok(Bytes::from(bytes))])
+            .chain(futures_util::stream::pending());
+        Reader::new(Chunks(chunks), max, None)
+    }
+
+    #[test]
+    fn an_announced_frame_costs_only_the_bytes_that_arrived() {
+        let mut bytes = client_frame(true, false, 2, &vec![7; 1 << 20]);
+        bytes.truncate(14 + 100);
+        let mut reader = quiet_after(bytes, 2 << 20);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(Pin::new(&mut reader).poll_next(&mut cx).is_pending());
+        assert_eq!(reader.buf.len(), 114);
+        assert!(
+            reader.buf.capacity() < 4096,
+            "{} bytes held for a frame announcing 1 MiB",
+            reader.buf.capacity()
+        );
+    }
+
+    #[test]
+    fn an_idle_reader_holds_no_buffer_between_messages() {
+        let mut reader = quiet_after(client_frame(true, false, 1, b"{\"p\":1}"), 1024);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(matches!(
+            Pin::new(&mut reader).poll_next(&mut cx),
+            Poll::Ready(Some(Ok(Message::Text(_))))
+        ));
+        assert!(Pin::new(&mut reader).poll_next(&mut cx).is_pending());
+        assert_eq!(reader.buf.capacity(), 0);
+    }
 }
