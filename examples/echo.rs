@@ -68,6 +68,7 @@ async fn echo(mut reader: Reader<SocketSource>, mut writer: SocketWriter) {
                 let (code, reason) = close_frame.unwrap_or((1000, String::new()));
                 return close(writer, code, &reason).await;
             }
+            Ok(Message::End { .. }) => return,
             Err(violation) => return close(writer, violation.code, violation.reason).await,
         }
         if writer.flush().await.is_err() {

@@ -54,7 +54,7 @@ pub fn websocket_frames(data: &[u8]) {
                     assert!(data.len() <= max_message, "a message past the limit");
                 }
                 Message::Ping(p) | Message::Pong(p) => assert!(p.len() <= 125),
-                Message::Close(_) => {}
+                Message::Close(_) | Message::End { .. } => {}
             },
             Poll::Ready(Some(Err(_)) | None) => return,
             Poll::Pending => panic!("an always-ready input left the reader pending"),

@@ -90,6 +90,7 @@ pub struct Metrics {
     pub publishes: Counter,
     pub deliveries: Counter,
     pub outbound_overflows: Counter,
+    pub close_timeouts: Counter,
     pub token_expired: Family<ReasonLabels, Counter>,
     bus_messages: Family<DirectionLabels, Counter>,
     bus_reconnects: Counter,
@@ -101,8 +102,8 @@ pub struct Metrics {
 }
 
 /// The close codes counted under their own label.
-const KNOWN_CLOSE_CODES: [&str; 10] = [
-    "1000", "1001", "1002", "1003", "1006", "1007", "1008", "1009", "1010", "1011",
+const KNOWN_CLOSE_CODES: [&str; 11] = [
+    "1000", "1001", "1002", "1003", "1006", "1007", "1008", "1009", "1010", "1011", "1013",
 ];
 
 impl Default for Metrics {
@@ -125,6 +126,7 @@ impl Metrics {
             publishes: Counter::default(),
             deliveries: Counter::default(),
             outbound_overflows: Counter::default(),
+            close_timeouts: Counter::default(),
             token_expired: Family::default(),
             bus_messages: Family::default(),
             bus_reconnects: Counter::default(),
@@ -184,6 +186,11 @@ impl Metrics {
             "outbound_queue_overflows",
             "Sockets closed with 1011 because their outbound queue overflowed",
             m.outbound_overflows.clone(),
+        );
+        r.register(
+            "websocket_close_timeouts",
+            "WebSockets released with a TCP reset: not closed within closeTimeout of the close",
+            m.close_timeouts.clone(),
         );
         r.register(
             "token_expired",

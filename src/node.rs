@@ -76,6 +76,14 @@ impl Node {
         let sessions =
             SessionRegistry::new(id.clone(), cluster.clone(), metrics.token_expired.clone())
                 .start();
+        let connections = ConnectionRegistry::new(
+            settings
+                .server
+                .protocols
+                .websocket
+                .partial_messages_budget
+                .0,
+        );
         Arc::new(Node {
             id,
             hub,
@@ -90,7 +98,7 @@ impl Node {
             started: Instant::now(),
             limiter,
             origins,
-            connections: ConnectionRegistry::default(),
+            connections,
             http_in_flight: AtomicUsize::new(0),
             metrics,
             draining: AtomicBool::new(false),

@@ -133,6 +133,13 @@ pub struct WebsocketProtocol {
     pub compression_threshold: Size,
     pub rate_limit: u32,
     pub realtime_notifications: bool,
+    /// kuzzle-rt: how long (ms) a socket the node decided to close (or whose client
+    /// closed) may take to finish; past it the socket is released with a reset.
+    pub close_timeout: u64,
+    /// kuzzle-rt: how long (ms) a message may take to arrive once its first byte did.
+    pub message_timeout: u64,
+    /// kuzzle-rt: bytes of unfinished frames and messages held across all sockets.
+    pub partial_messages_budget: Size,
 }
 
 impl Default for WebsocketProtocol {
@@ -147,6 +154,9 @@ impl Default for WebsocketProtocol {
             compression_threshold: Size(1024),
             rate_limit: 0,
             realtime_notifications: true,
+            close_timeout: 5_000,
+            message_timeout: 30_000,
+            partial_messages_budget: Size(256 << 20),
         }
     }
 }

@@ -35,6 +35,21 @@ pub fn validate(s: &Settings) -> Result<(), ConfigError> {
     let http = &s.server.protocols.http;
     zero_or_at_least_1000("server.protocols.websocket.heartbeat", ws.heartbeat)?;
     zero_or_at_least_1000("server.protocols.websocket.idleTimeout", ws.idle_timeout)?;
+    at_least(
+        "server.protocols.websocket.closeTimeout",
+        ws.close_timeout,
+        100,
+    )?;
+    at_least(
+        "server.protocols.websocket.messageTimeout",
+        ws.message_timeout,
+        1000,
+    )?;
+    at_least(
+        "server.protocols.websocket.partialMessagesBudget",
+        ws.partial_messages_budget.0,
+        s.server.max_request_size.0,
+    )?;
     if s.server.protocols.mqtt.enabled {
         fail(
             "server.protocols.mqtt.enabled",

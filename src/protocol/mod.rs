@@ -13,8 +13,10 @@ pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     pub const PROTOCOL_ERROR: u16 = 1002;
     pub const INVALID_PAYLOAD: u16 = 1007;
+    pub const POLICY_VIOLATION: u16 = 1008;
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     pub const SERVER_ERROR: u16 = 1011;
+    pub const TRY_AGAIN_LATER: u16 = 1013;
     /// Never sent: what a connection that dropped without a close frame counts as.
     pub const ABNORMAL: u16 = 1006;
 
@@ -24,6 +26,8 @@ pub mod close {
     pub const INVALID_UTF8: &str = "invalid UTF-8";
     pub const TOO_BIG: &str = "message too big";
     pub const BACKPRESSURE: &str = "too much backpressure: client is too slow";
+    pub const BUSY: &str = "server busy: too many partial messages";
+    pub const MESSAGE_TIMEOUT: &str = "message not completed in time";
 }
 
 /// Milliseconds since the Unix epoch.

@@ -4,6 +4,13 @@
 //! them concurrently through `api::dispatch`, and queues what comes back in the socket's
 //! `Outbox`, which holds the TCP stream; its write loop writes what the fan-out's flushers
 //! do not: responses, control frames, the close, and a socket that would block.
+//!
+//! The close (PROTOCOL.md §2.7): once the node decides to close a socket, or its client
+//! ends (close frame or FIN), the socket has `closeTimeout` to finish; past it the socket
+//! is released with a reset, whatever the client does. Requests received before the
+//! client's close frame or FIN are executed and answered before the node's close frame;
+//! a socket that violated the protocol gets its close frame while the reader discards
+//! what the client still sends, so that the close code reaches the client.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -18,7 +25,7 @@ use bytestring::ByteString;
 use serde_json::Value;
 
 use super::frame::{OpCode, Violation};
-use super::outbox::{Flushed, Outbox, close_reason};
+use super::outbox::{CloseReason, Flushed, Outbox, close_reason};
 use super::reader::Message;
 use super::writer::{self, Outgoing};
 use crate::api::{self, Caller};
@@ -31,26 +38,43 @@ use crate::protocol::errors::{self, ApiError};
 use crate::protocol::request::readable_request_id;
 use crate::protocol::{BoolArgs, Protocol, Request, Response, close, now_ms};
 
-/// How long a close frame may wait for room in the socket before the socket is dropped.
-const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long the client has to end its side after the close frame went out; the socket
-/// is dropped then, unread bytes or not.
-const CLOSE_LINGER: Duration = Duration::from_secs(2);
-
 const APP_PONG: &str = r#"{"p":2}"#;
+
+/// How the client ended while requests it sent before still run.
+enum ClientEnded {
+    /// A close frame: echoed once the answers are out.
+    Close(CloseReason),
+    /// A FIN: the socket shuts down once the answers are out.
+    Fin,
+}
+
+/// How the write loop ended.
+enum WriteEnd {
+    /// The close (frame) is out and the socket's side is shut.
+    Done,
+    /// The socket failed.
+    Failed,
+    /// The close deadline passed first.
+    Expired,
+}
 
 pub struct Connection {
     node: Arc<Node>,
     caller: Rc<Caller>,
     outbox: Outbox,
     options: WebsocketProtocol,
+    close_timeout: Duration,
+    /// Requests received and not answered yet.
+    in_flight: usize,
+    /// The client ended; the close waits for `in_flight` to reach 0.
+    client_ended: Option<ClientEnded>,
     last_inbound: Instant,
     /// When the last heartbeat PING went out.
     heartbeat_ping: Option<Instant>,
     /// The idle period (its start) for which `sendPingsAutomatically` already pinged.
     idle_pinged_for: Option<Instant>,
     rate_window: (Instant, u32),
+    /// No further message from the client is processed.
     closing: bool,
     /// The write loop ended (the close frame is out, or the socket failed).
     written_out: bool,
@@ -69,6 +93,7 @@ impl Connection {
         cookie: AuthCookie,
     ) -> Self {
         let options = node.settings.server.protocols.websocket.clone();
+        let close_timeout = Duration::from_millis(options.close_timeout);
         let now = Instant::now();
         Connection {
             caller: Rc::new(Caller::new(
@@ -81,6 +106,9 @@ impl Connection {
             node,
             outbox,
             options,
+            close_timeout,
+            in_flight: 0,
+            client_ended: None,
             last_inbound: now,
             heartbeat_ping: None,
             idle_pinged_for: None,
@@ -121,25 +149,82 @@ impl Connection {
         self.outbox.push_control(Outgoing::control(opcode, payload));
     }
 
-    /// The socket is done once the close frame is out and the client ended its side (or
-    /// had `CLOSE_LINGER` to do so): dropping it earlier, with the client's bytes unread,
-    /// would reset the connection and could lose the close frame.
-    fn written_out(&mut self, ctx: &mut Context<Self>) {
-        self.written_out = true;
-        if self.read_out {
-            ctx.stop();
-        } else {
-            ctx.run_later(CLOSE_LINGER, |_, ctx| ctx.stop());
+    /// The client ended: requests already received still run, and their answers go out
+    /// before the close; the close deadline starts now.
+    fn client_ended(&mut self, ended: ClientEnded) {
+        self.closing = true;
+        self.outbox.begin_closing();
+        self.client_ended = Some(ended);
+        self.settle_client_end();
+    }
+
+    /// Closes the outbox once the requests received before the client's end are answered.
+    fn settle_client_end(&mut self) {
+        if self.in_flight > 0 {
+            return;
+        }
+        match self.client_ended.take() {
+            // Echo the client's close; this is the only way a 1000 close is sent.
+            Some(ClientEnded::Close(reason)) => self.outbox.close_with(reason),
+            Some(ClientEnded::Fin) => self.outbox.finish(),
+            None => {}
         }
     }
 
-    fn heartbeat_tick(&mut self, _: &mut Context<Self>) {
-        if self.closing {
+    /// When a closing socket is released whatever the client does.
+    fn close_deadline(&self) -> Option<Instant> {
+        self.outbox
+            .closing_since()
+            .map(|since| since + self.close_timeout)
+    }
+
+    /// Releases the socket now: the client did not let it finish closing in time, so the
+    /// close is abortive (a reset), which frees the kernel's buffers at once.
+    fn release(&mut self, ctx: &mut Context<Self>) {
+        if let Some(stream) = self.outbox.stream() {
+            let _ = socket2::SockRef::from(stream.as_ref()).set_linger(Some(Duration::ZERO));
+        }
+        self.node.metrics.close_timeouts.inc();
+        log::debug!(
+            "connection {} released: not closed within closeTimeout",
+            self.caller.connection_id
+        );
+        ctx.stop();
+    }
+
+    fn write_ended(&mut self, end: WriteEnd, ctx: &mut Context<Self>) {
+        match end {
+            WriteEnd::Done => {
+                // The socket is done once the client ended its side too (dropping it
+                // earlier, with the client's bytes unread, would reset the connection and
+                // could lose the close frame), or at the close deadline.
+                self.written_out = true;
+                if self.read_out {
+                    ctx.stop();
+                    return;
+                }
+                let left = self.close_deadline().map_or(Duration::ZERO, |d| {
+                    d.saturating_duration_since(Instant::now())
+                });
+                ctx.run_later(left, |connection, ctx| connection.release(ctx));
+            }
+            WriteEnd::Failed => ctx.stop(),
+            WriteEnd::Expired => self.release(ctx),
+        }
+    }
+
+    fn heartbeat_tick(&mut self, ctx: &mut Context<Self>) {
+        let unanswered = self
+            .heartbeat_ping
+            .is_some_and(|ping_at| self.last_inbound < ping_at);
+        if self.closing || self.outbox.is_closing() {
+            // Still running while the socket closes: a silent client is released.
+            if unanswered {
+                self.release(ctx);
+            }
             return;
         }
-        if let Some(ping_at) = self.heartbeat_ping
-            && self.last_inbound < ping_at
-        {
+        if unanswered {
             self.close(close::GOING_AWAY, close::HEARTBEAT_TIMEOUT, false);
             return;
         }
@@ -155,26 +240,37 @@ impl Connection {
         }
     }
 
-    /// Checks the idle clock and schedules the next check at the next deadline.
+    /// Checks the idle clock and schedules the next check at the next deadline. While
+    /// the socket closes, the clock starts again from the close, and a socket idle for a
+    /// whole period more is released.
     fn idle_check(&mut self, ctx: &mut Context<Self>) {
-        if self.closing {
-            return;
-        }
         let timeout = Duration::from_millis(self.options.idle_timeout);
         let half = timeout / 2;
-        let since = self.last_activity();
+        let closing_since = (self.closing || self.outbox.is_closing())
+            .then(|| self.outbox.closing_since())
+            .flatten();
+        let since = match closing_since {
+            Some(closing) => self.last_activity().max(closing),
+            None => self.last_activity(),
+        };
         let idle = since.elapsed();
         if idle >= timeout {
+            if closing_since.is_some() {
+                self.release(ctx);
+                return;
+            }
             self.close(close::GOING_AWAY, close::IDLE_TIMEOUT, false);
+            ctx.run_later(timeout, Self::idle_check);
             return;
         }
-        let wants_ping =
-            self.options.send_pings_automatically && self.idle_pinged_for != Some(since);
+        let wants_ping = closing_since.is_none()
+            && self.options.send_pings_automatically
+            && self.idle_pinged_for != Some(since);
         if wants_ping && idle >= half {
             self.idle_pinged_for = Some(since);
             self.send_control(true, Bytes::new());
         }
-        let next = if self.options.send_pings_automatically && self.idle_pinged_for != Some(since) {
+        let next = if wants_ping && self.idle_pinged_for != Some(since) {
             half
         } else {
             timeout
@@ -231,7 +327,11 @@ impl Connection {
                 outbox.push(ByteString::from(response.to_json()));
             }
         };
-        ctx.spawn(run.into_actor(self));
+        self.in_flight += 1;
+        ctx.spawn(run.into_actor(self).map(|_, connection, _| {
+            connection.in_flight -= 1;
+            connection.settle_client_end();
+        }));
     }
 
     /// Counts one data frame in the current one-second window.
@@ -264,41 +364,46 @@ fn is_app_ping(value: &Value) -> bool {
 }
 
 /// Writes what the outbox holds whenever it is woken, waits for the socket when it would
-/// block, and ends after the close frame (or when the socket fails).
-async fn write_loop(outbox: Outbox) {
+/// block, and ends after the close (or when the socket fails, or when the socket started
+/// closing `close_timeout` ago).
+async fn write_loop(outbox: Outbox, close_timeout: Duration) -> WriteEnd {
     let Some(stream) = outbox.stream().cloned() else {
-        return;
+        return WriteEnd::Done;
     };
-    // Set once the close frame is queued: how long it may take to go out.
-    let mut closing: Option<tokio::time::Instant> = None;
+    let mut close_queued = false;
     loop {
+        let deadline = outbox
+            .closing_since()
+            .map(|since| tokio::time::Instant::from_std(since + close_timeout));
+        let expired = async {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
         match outbox.flush() {
-            Flushed::Failed => return,
+            Flushed::Failed => return WriteEnd::Failed,
             Flushed::Blocked => {
-                let writable = async {
-                    match closing {
-                        Some(deadline) => tokio::time::timeout_at(deadline, stream.writable())
-                            .await
-                            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
-                        None => stream.writable().await,
-                    }
-                };
                 tokio::select! {
-                    ready = writable => if ready.is_err() { return },
-                    // A new message or an abort: the next flush sees it.
+                    ready = stream.writable() => if ready.is_err() { return WriteEnd::Failed },
+                    // A new message, a close or an abort: the next flush sees it.
                     _ = outbox.ready() => {}
+                    _ = expired => return WriteEnd::Expired,
                 }
             }
-            Flushed::Idle if closing.is_some() => {
+            Flushed::Idle if close_queued => {
                 writer::shutdown(&stream);
-                return;
+                return WriteEnd::Done;
             }
             Flushed::Idle => {
                 if outbox.queue_close_frame().is_some() {
-                    closing = Some(tokio::time::Instant::now() + CLOSE_FLUSH_TIMEOUT);
+                    close_queued = true;
                     continue;
                 }
-                outbox.ready().await;
+                tokio::select! {
+                    _ = outbox.ready() => {}
+                    _ = expired => return WriteEnd::Expired,
+                }
             }
         }
     }
@@ -322,11 +427,11 @@ impl Actor for Connection {
         if self.node.settings.server.logs.access {
             log::info!(target: "access", "{} websocket open", self.peer());
         }
-        let writing = write_loop(self.outbox.clone());
+        let writing = write_loop(self.outbox.clone(), self.close_timeout);
         ctx.spawn(
             writing
                 .into_actor(self)
-                .map(|_, connection, ctx| connection.written_out(ctx)),
+                .map(|end, connection, ctx| connection.write_ended(end, ctx)),
         );
         if self.options.heartbeat > 0 {
             ctx.run_interval(
@@ -373,29 +478,36 @@ impl Actor for Connection {
 impl StreamHandler<Result<Message, Violation>> for Connection {
     fn handle(&mut self, item: Result<Message, Violation>, ctx: &mut Context<Self>) {
         self.last_inbound = Instant::now();
-        if self.closing {
-            return;
-        }
         match item {
+            Ok(Message::End { clean: false }) => {
+                // A reset: nobody is left to answer; requests still waiting are dropped.
+                self.read_out = true;
+                self.caller.open.store(false, Ordering::Release);
+                ctx.stop();
+            }
+            Ok(Message::End { clean: true }) => {
+                self.read_out = true;
+                if !self.closing {
+                    self.client_ended(ClientEnded::Fin);
+                }
+            }
+            _ if self.closing => {}
             Err(violation) => self.close(violation.code, violation.reason, false),
             Ok(Message::Ping(payload)) => self.send_control(false, payload),
             Ok(Message::Pong(_)) => {}
             Ok(Message::Close(reason)) => {
-                // Echo the client's close; this is the only way a 1000 close is sent.
-                self.closing = true;
-                self.caller.open.store(false, Ordering::Release);
                 let (code, reason) = reason.unwrap_or((1000, String::new()));
-                self.outbox.abort_with(close_reason(code, &reason));
+                self.client_ended(ClientEnded::Close(close_reason(code, &reason)));
             }
             Ok(Message::Text(data) | Message::Binary(data)) => self.on_message(data, ctx),
         }
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
-        // A closing socket stops once its close frame is written as well; otherwise the
-        // client is gone and nothing more can be delivered.
+        // The reader ended (after its last item, or once it stopped discarding after a
+        // violation). A socket still closing stops once its close is written too.
         self.read_out = true;
-        if !self.closing || self.written_out {
+        if self.written_out {
             ctx.stop();
         }
     }

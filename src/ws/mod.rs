@@ -1,6 +1,7 @@
 //! WebSocket connections: the upgrade, the framing (with permessage-deflate), the
 //! per-socket actor and its outbound queue.
 
+pub mod budget;
 mod connection;
 pub mod deflate;
 pub mod frame;

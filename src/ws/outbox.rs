@@ -71,6 +71,12 @@ struct State {
     /// still sent, and what follows it is judged by the usual bounds.
     front_exempt: bool,
     close: Option<CloseReason>,
+    /// The close ends with a close frame (false: the client ended without one, so the
+    /// socket only shuts down once what is queued is out).
+    close_frame: bool,
+    /// When the socket started closing (the node decided, or the client ended): its
+    /// close deadline runs from here.
+    closing_since: Option<Instant>,
     aborted: bool,
     last_sent: Instant,
     /// Frames taken from the queues and not fully written.
@@ -129,6 +135,8 @@ impl Outbox {
                     bytes: 0,
                     front_exempt: false,
                     close: None,
+                    close_frame: true,
+                    closing_since: None,
                     aborted: false,
                     last_sent: Instant::now(),
                     frames: Frames::default(),
@@ -220,12 +228,46 @@ impl Outbox {
 
     /// Closes after the queued messages are sent.
     pub fn close(&self, code: u16, reason: &str) {
+        self.close_with(close_reason(code, reason));
+    }
+
+    pub fn close_with(&self, reason: CloseReason) {
         let mut state = self.inner.state.lock();
         if state.close.is_none() {
-            state.close = Some(close_reason(code, reason));
+            state.close = Some(reason);
+            state.closing_since.get_or_insert_with(Instant::now);
         }
         drop(state);
         self.inner.ready.notify_one();
+    }
+
+    /// The client ended without a close frame: once the queued messages are out, the
+    /// socket shuts down without one (counted as 1006).
+    pub fn finish(&self) {
+        let mut state = self.inner.state.lock();
+        if state.close.is_none() {
+            state.close = Some(close_reason(close::ABNORMAL, ""));
+            state.close_frame = false;
+            state.closing_since.get_or_insert_with(Instant::now);
+        }
+        drop(state);
+        self.inner.ready.notify_one();
+    }
+
+    /// Starts the close deadline before the close itself is decided (the client ended,
+    /// and the requests it sent before are still running).
+    pub fn begin_closing(&self) {
+        self.inner
+            .state
+            .lock()
+            .closing_since
+            .get_or_insert_with(Instant::now);
+        self.inner.ready.notify_one();
+    }
+
+    /// When the socket started closing, if it did.
+    pub fn closing_since(&self) -> Option<Instant> {
+        self.inner.state.lock().closing_since
     }
 
     /// Drops the queued messages and closes now; a frame half written is finished first,
@@ -247,6 +289,8 @@ impl Outbox {
         state.frames.drop_unstarted();
         // An abort overrides a pending graceful close: the client is not draining it.
         state.close = Some(reason);
+        state.close_frame = true;
+        state.closing_since.get_or_insert_with(Instant::now);
         drop(state);
         self.inner.ready.notify_one();
     }
@@ -333,7 +377,9 @@ impl Outbox {
             return None;
         }
         let reason = state.close.clone()?;
-        state.frames.queue_close(reason.code, &reason.reason);
+        if state.close_frame {
+            state.frames.queue_close(reason.code, &reason.reason);
+        }
         Some(reason)
     }
 

@@ -1,18 +1,28 @@
 //! Turns the bytes a client sends into whole messages, enforcing RFC 6455 and RFC 7692:
 //! fragmentation, control frames between fragments, RSV1 only on the first frame of a
 //! compressed message, UTF-8 in text messages and close reasons, and the size limit
-//! (on the inflated size, checked while inflating). The first violation ends the stream.
+//! (on the inflated size, checked while inflating). What a socket holds of a message
+//! that has not fully arrived is taken from the node-wide `InboundBudget`, and a message
+//! must arrive within its deadline.
+//!
+//! The first violation ends the messages; the reader then reads and discards what the
+//! client still sends (bounded in bytes), so that the client's unread bytes do not turn
+//! the node's close frame into a reset.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
+use super::budget::InboundBudget;
 use super::deflate::Inflater;
 use super::frame::{self, Header, OpCode, Violation};
 
@@ -25,6 +35,10 @@ pub enum Message {
     Pong(Bytes),
     /// The client's code and reason, if it gave any.
     Close(Option<(u16, String)>),
+    /// The input ended (the last item): with a FIN (`clean`), or with an error (a reset).
+    End {
+        clean: bool,
+    },
 }
 
 /// A message being reassembled from several frames.
@@ -40,7 +54,8 @@ struct Partial {
 
 /// Where a reader's bytes come from.
 pub trait Source {
-    /// Appends what arrived to `buf`; `Ok(0)` at the end of the input.
+    /// Appends what arrived to `buf`; `Ok(0)` at the end of the input. An error ends the
+    /// input abruptly (a reset).
     fn poll_read_into(
         &mut self,
         cx: &mut Context<'_>,
@@ -106,14 +121,48 @@ impl Source for SocketSource {
     }
 }
 
+/// What a socket may hold while a message arrives.
+#[derive(Clone)]
+pub struct Intake {
+    /// The node-wide budget of partial input.
+    pub budget: Arc<InboundBudget>,
+    /// How long a message may take to arrive once its first byte did.
+    pub message_timeout: Duration,
+}
+
+enum Phase {
+    Reading,
+    /// After a violation: bytes the client may still send before the reader stops
+    /// reading.
+    Discarding(usize),
+    Done,
+}
+
 pub struct Reader<S> {
     input: S,
     buf: BytesMut,
     max_message: usize,
     inflater: Option<Inflater>,
     partial: Option<Partial>,
-    done: bool,
+    phase: Phase,
+    intake: Option<Intake>,
+    /// Bytes taken from the budget.
+    held: u64,
+    /// When the message that started arriving must be whole.
+    deadline: Option<Pin<Box<Sleep>>>,
 }
+
+/// Closes a socket whose partial input would go past the node-wide budget.
+pub const OVER_BUDGET: Violation = Violation {
+    code: crate::protocol::close::TRY_AGAIN_LATER,
+    reason: crate::protocol::close::BUSY,
+};
+
+/// Closes a socket whose message did not arrive within `messageTimeout`.
+pub const TOO_SLOW: Violation = Violation {
+    code: crate::protocol::close::POLICY_VIOLATION,
+    reason: crate::protocol::close::MESSAGE_TIMEOUT,
+};
 
 impl<S> Reader<S> {
     /// `inflater` is given when permessage-deflate was negotiated.
@@ -134,8 +183,69 @@ impl<S> Reader<S> {
             max_message,
             inflater,
             partial: None,
-            done: false,
+            phase: Phase::Reading,
+            intake: None,
+            held: 0,
+            deadline: None,
         }
+    }
+
+    /// Partial input taken from `intake`'s budget and bounded in time.
+    pub fn with_intake(mut self, intake: Intake) -> Self {
+        self.intake = Some(intake);
+        self
+    }
+
+    /// What the client may still send once a violation ended the messages: a message
+    /// of the largest size, twice, and a margin.
+    fn discard_allowance(&self) -> usize {
+        self.max_compressed()
+            .saturating_mul(2)
+            .saturating_add(64 * 1024)
+    }
+
+    /// Brings the budget in line with what the socket holds now, and arms or disarms
+    /// the message's deadline.
+    fn account(&mut self) -> Result<(), Violation> {
+        let Some(intake) = &self.intake else {
+            return Ok(());
+        };
+        let partial = self.partial.as_ref().map_or(0, |p| p.data.capacity());
+        let holds = (self.buf.capacity() + partial) as u64;
+        if holds > self.held {
+            if !intake.budget.take(holds - self.held) {
+                return Err(OVER_BUDGET);
+            }
+        } else if holds < self.held {
+            intake.budget.give_back(self.held - holds);
+        }
+        self.held = holds;
+        let arriving = !self.buf.is_empty() || self.partial.is_some();
+        match (&self.deadline, arriving) {
+            (None, true) => {
+                self.deadline = Some(Box::pin(tokio::time::sleep(intake.message_timeout)));
+            }
+            (Some(_), false) => self.deadline = None,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Drops every byte held and gives them back.
+    fn release(&mut self) {
+        self.buf = BytesMut::new();
+        self.partial = None;
+        self.deadline = None;
+        if let Some(intake) = &self.intake {
+            intake.budget.give_back(self.held);
+        }
+        self.held = 0;
+    }
+
+    fn violated(&mut self, violation: Violation) -> Poll<Option<Result<Message, Violation>>> {
+        self.release();
+        self.phase = Phase::Discarding(self.discard_allowance());
+        Poll::Ready(Some(Err(violation)))
     }
 
     /// Compressed data may be a little larger than what it inflates to.
@@ -278,33 +388,80 @@ fn check_utf8(partial: &mut Partial, fin: bool) -> Result<(), Violation> {
     Ok(())
 }
 
+impl<S> Drop for Reader<S> {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl<S: Source + Unpin> Reader<S> {
+    /// After a violation: reads and drops what arrives until the input ends or the
+    /// allowance is spent.
+    fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Violation>>> {
+        loop {
+            let Phase::Discarding(allowance) = &mut self.phase else {
+                return Poll::Ready(None);
+            };
+            match self.input.poll_read_into(cx, &mut self.buf) {
+                Poll::Ready(Ok(n)) if n > 0 && n < *allowance => {
+                    *allowance -= n;
+                    self.buf.clear();
+                }
+                Poll::Ready(_) => {
+                    self.phase = Phase::Done;
+                    self.release();
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
 impl<S: Source + Unpin> Stream for Reader<S> {
     type Item = Result<Message, Violation>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if this.done {
-            return Poll::Ready(None);
+        match this.phase {
+            Phase::Reading => {}
+            Phase::Discarding(_) => return this.poll_discard(cx),
+            Phase::Done => return Poll::Ready(None),
         }
         loop {
             match this.next_message() {
-                Ok(Some(message)) => return Poll::Ready(Some(Ok(message))),
-                Ok(None) => {}
-                Err(violation) => {
-                    this.done = true;
-                    return Poll::Ready(Some(Err(violation)));
+                Ok(Some(message)) => {
+                    if this.held > 0
+                        && let Err(violation) = this.account()
+                    {
+                        return this.violated(violation);
+                    }
+                    return Poll::Ready(Some(Ok(message)));
                 }
+                Ok(None) => {}
+                Err(violation) => return this.violated(violation),
             }
             if this.buf.is_empty() {
                 // Between messages an idle socket keeps no buffer.
                 this.buf = BytesMut::new();
             }
+            if let Err(violation) = this.account() {
+                return this.violated(violation);
+            }
+            if let Some(deadline) = &mut this.deadline
+                && deadline.as_mut().poll(cx).is_ready()
+            {
+                return this.violated(TOO_SLOW);
+            }
             match this.input.poll_read_into(cx, &mut this.buf) {
                 Poll::Ready(Ok(n)) if n > 0 => {}
-                // The transport failed or ended: there is nobody left to tell.
-                Poll::Ready(_) => {
-                    this.done = true;
-                    return Poll::Ready(None);
+                // The input ended: the last item says how.
+                Poll::Ready(ended) => {
+                    this.phase = Phase::Done;
+                    this.release();
+                    return Poll::Ready(Some(Ok(Message::End {
+                        clean: ended.is_ok(),
+                    })));
                 }
                 Poll::Pending => return Poll::Pending,
             }
@@ -356,9 +513,13 @@ mod tests {
                 client_no_context_takeover: false,
             })
         });
-        Reader::new(Chunks(futures_util::stream::iter(chunks)), max, inflater)
+        let items: Vec<_> = Reader::new(Chunks(futures_util::stream::iter(chunks)), max, inflater)
             .collect()
-            .await
+            .await;
+        items
+            .into_iter()
+            .filter(|item| *item != Ok(Message::End { clean: true }))
+            .collect()
     }
 
     #[tokio::test]

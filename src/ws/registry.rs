@@ -1,18 +1,32 @@
-//! The node's open WebSocket connections, by connection id.
+//! The node's open WebSocket connections, by connection id, and what they hold together
+//! of partial input.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use super::budget::InboundBudget;
 use super::outbox::Outbox;
 
-#[derive(Default)]
 pub struct ConnectionRegistry {
     open: Mutex<HashMap<Arc<str>, Outbox>>,
+    inbound: Arc<InboundBudget>,
 }
 
 impl ConnectionRegistry {
+    /// `partial_budget`: bytes of unfinished messages every socket together may hold.
+    pub fn new(partial_budget: u64) -> Self {
+        ConnectionRegistry {
+            open: Mutex::default(),
+            inbound: Arc::new(InboundBudget::new(partial_budget)),
+        }
+    }
+
+    pub fn inbound(&self) -> &Arc<InboundBudget> {
+        &self.inbound
+    }
+
     pub fn insert(&self, id: Arc<str>, outbox: Outbox) {
         self.open.lock().insert(id, outbox);
     }
