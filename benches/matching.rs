@@ -64,7 +64,7 @@ fn measure(kind: &Kind, rooms: usize) -> (Duration, usize) {
             index: "idx",
             collection: "col",
             filter,
-            body: Arc::new(body),
+            body: Arc::from(body.to_string()),
             room_id,
         };
         hub.subscribe(&member, target, Scope::All, Users::None, None)

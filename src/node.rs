@@ -70,6 +70,7 @@ impl Node {
         let hub_limits = HubLimits {
             rooms: settings.limits.subscription_rooms,
             subscriptions_per_connection: settings.limits.subscriptions_per_connection,
+            filters_memory: settings.limits.subscription_filters_memory.0,
         };
         let hub = Arc::new(Hub::new(id.clone(), hub_limits, room_key(&secret)));
         let cluster = Cluster::new(joining, hub.clone(), &settings, metrics.clone());

@@ -30,6 +30,33 @@ pub enum Frame {
     Continuation(Vec<u8>),
 }
 
+/// One frame whose first byte (FIN, RSV bits, opcode) is given as is, masked with a
+/// random key unless told otherwise.
+pub fn encode_frame(first_byte: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(payload.len() + 14);
+    frame.push(first_byte);
+    let mask_bit = if masked { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => frame.push(mask_bit | n as u8),
+        n if n <= u16::MAX as usize => {
+            frame.push(mask_bit | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(mask_bit | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    if masked {
+        let key: [u8; 4] = rand::random();
+        frame.extend_from_slice(&key);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        frame.extend_from_slice(payload);
+    }
+    frame
+}
+
 pub struct Options<'a> {
     pub path: &'a str,
     pub headers: &'a [(&'a str, &'a str)],
@@ -156,28 +183,19 @@ impl Client {
         payload: &[u8],
         masked: bool,
     ) -> io::Result<()> {
-        let mut frame = Vec::with_capacity(payload.len() + 14);
-        frame.push(first_byte);
-        let mask_bit = if masked { 0x80 } else { 0 };
-        match payload.len() {
-            n if n < 126 => frame.push(mask_bit | n as u8),
-            n if n <= u16::MAX as usize => {
-                frame.push(mask_bit | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(mask_bit | 127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        if masked {
-            let key: [u8; 4] = rand::random();
-            frame.extend_from_slice(&key);
-            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-        } else {
-            frame.extend_from_slice(payload);
-        }
-        self.stream.write_all(&frame).await
+        self.stream
+            .write_all(&encode_frame(first_byte, payload, masked))
+            .await
+    }
+
+    /// Writes `bytes` as they are, in one write (several frames at once, say).
+    pub async fn send_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
+    /// Ends the client's side (a FIN), still reading what the server sends.
+    pub async fn shutdown_write(&mut self) -> io::Result<()> {
+        self.stream.shutdown().await
     }
 
     pub async fn send_text(&mut self, text: &str) -> io::Result<()> {

@@ -240,3 +240,43 @@ async fn cluster_metrics_describe_the_node_for_the_dashboard() {
         "the page reads cluster:metrics"
     );
 }
+
+/// Once an administrator exists (and anonymous lost its rights), `GET /metrics` on the API
+/// port needs a bearer token with the rights of `server:metrics`; the separate metrics
+/// port stays open.
+#[actix_rt::test]
+async fn metrics_on_the_api_port_need_the_rights_of_server_metrics() {
+    let node = start_node(|_| {}).await;
+    assert_eq!(
+        scrape_at(node.addr).await.0,
+        200,
+        "open before the first admin"
+    );
+    let (_admin, jwt) = admin_session(&node).await;
+    let (status, _, text) = scrape_at(node.addr).await;
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("security.rights.unauthorized"), "{text}");
+    assert!(!text.contains("kuzzle_"), "no metrics: {text}");
+    let mut res = Client::default()
+        .get(format!("http://{}/metrics", node.addr))
+        .insert_header(("Authorization", format!("Bearer {jwt}")))
+        .send()
+        .await
+        .unwrap();
+    let body = String::from_utf8_lossy(&res.body().await.unwrap()).into_owned();
+    assert_eq!(res.status().as_u16(), 200, "{body}");
+    assert!(body.contains("kuzzle_cluster_nodes_alive 1"), "{body}");
+
+    let apart = start_node(|s| {
+        s.server.metrics.host = "127.0.0.1".into();
+        s.server.metrics.port = Some(0);
+    })
+    .await;
+    let (_admin, _) = admin_session(&apart).await;
+    let metrics_addr = apart.metrics_addr.expect("a metrics listener");
+    assert_eq!(
+        scrape_at(metrics_addr).await.0,
+        200,
+        "the metrics port stays open"
+    );
+}

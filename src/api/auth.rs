@@ -90,7 +90,8 @@ pub async fn login(call: &Call<'_>) -> ActionResult {
     let username = body_or_arg(call, "username").ok_or_else(missing)?;
     let password = body_or_arg(call, "password").ok_or_else(missing)?;
     let throttle = &call.node.logins;
-    if !throttle.check_username(username).await {
+    let address = call.caller.address;
+    if throttle.check(username, address).await.is_err() {
         return Err(ApiError::plain(errors::TOO_MANY_LOGINS_REQUESTS));
     }
     let store = &call.node.store;
@@ -108,13 +109,13 @@ pub async fn login(call: &Call<'_>) -> ActionResult {
         .await
         .map_err(|_| ApiError::plain(errors::OVERLOADED))?;
     if !verified {
-        throttle.record_failure(username).await;
+        throttle.record_failure(username, address).await;
         return Err(ApiError::new(
             errors::STRATEGY_MISSING_USER,
             ["wrong username or password"],
         ));
     }
-    throttle.record_success(username).await;
+    throttle.record_success(username, address).await;
     let kuid = credential
         .as_ref()
         .and_then(|c| c.get("kuid"))

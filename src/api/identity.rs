@@ -139,6 +139,33 @@ pub fn check_rights(
     Err(rights_error(identity, &request.controller, &request.action))
 }
 
+/// Whether the bearer of `token` (anonymous without one) may call `controller:action`
+/// (no index or collection): steps 9, 10 and 12 alone, for what is served outside the
+/// API but guarded by an action's rights (`GET /metrics` by `server:metrics`).
+pub async fn authorize(
+    node: &Node,
+    token: Option<&str>,
+    controller: &str,
+    action: &str,
+) -> Result<(), ApiError> {
+    let identity = authenticate(node, token).await?;
+    let security = node
+        .security
+        .current(&node.store)
+        .await
+        .map_err(store_read_error)?;
+    let profiles: Vec<_> = identity
+        .profile_ids
+        .iter()
+        .filter_map(|id| security.profiles.get(id))
+        .collect();
+    if is_allowed(&profiles, &security.roles, controller, action, None, None) {
+        Ok(())
+    } else {
+        Err(rights_error(&identity, controller, action))
+    }
+}
+
 /// Step 12's refusal: 401 for anonymous callers, 403 for others.
 pub fn rights_error(identity: &Identity, controller: &str, action: &str) -> ApiError {
     if identity.is_anonymous() {

@@ -110,7 +110,7 @@ pub async fn subscribe(call: &Call<'_>) -> ActionResult {
         index,
         collection,
         filter,
-        body: Arc::new(body.clone()),
+        body: Arc::from(body.to_string()),
         room_id,
     };
     let hold = call.node.cluster.hold_channel(index, collection).await;
@@ -150,6 +150,16 @@ fn subscribe_error(call: &Call<'_>, error: SubscribeError, room_id: Option<&str>
                 .settings
                 .limits
                 .subscriptions_per_connection
+                .to_string()],
+        ),
+        (SubscribeError::FiltersBudget, _) => ApiError::new(
+            errors::FILTERS_BUDGET,
+            [call
+                .node
+                .settings
+                .limits
+                .subscription_filters_memory
+                .0
                 .to_string()],
         ),
         (SubscribeError::RoomNotFound, Some(room_id)) => {
@@ -216,7 +226,7 @@ pub async fn join(call: &Call<'_>) -> ActionResult {
                 index: &index,
                 collection: &collection,
                 filter,
-                body: Arc::new(body),
+                body: Arc::from(body.to_string()),
                 room_id: Arc::from(room_id),
             };
             // The room is new here, but the others are told of a join.

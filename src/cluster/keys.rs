@@ -71,9 +71,21 @@ impl Keys {
         format!("{}logins/address/{address}/{second}", self.prefix)
     }
 
-    /// One username's login failures (a hash: `count`, `blockedUntil`).
-    pub fn login_failures(&self, username: &str) -> String {
-        format!("{}logins/failures/{username}", self.prefix)
+    /// One username's login failures from one address (a hash: `count`, `blockedUntil`).
+    /// The address comes first: it holds no `/`, a username may.
+    pub fn login_failures(&self, address: &str, username: &str) -> String {
+        format!("{}logins/failures/{address}/{username}", self.prefix)
+    }
+
+    /// The addresses a username logged in from (a hash: address → last success, ms).
+    pub fn login_known(&self, username: &str) -> String {
+        format!("{}logins/known/{username}", self.prefix)
+    }
+
+    /// A username's ceiling on passwords checked from unknown addresses (the
+    /// theoretical arrival time of a GCRA, ms).
+    pub fn login_ceiling(&self, username: &str) -> String {
+        format!("{}logins/ceiling/{username}", self.prefix)
     }
 
     /// The channel of token revocations.

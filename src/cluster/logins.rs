@@ -7,8 +7,9 @@ use redis::Script;
 use super::Link;
 use crate::protocol::now_ms;
 
-/// KEYS[1]: the username's failures hash. ARGV: now (ms), failures before the delay, first
-/// delay (ms), longest delay (ms), how long a record outlives its delay (ms).
+/// KEYS[1]: the failures hash of one (address, username). ARGV: now (ms), failures
+/// before the delay, first delay (ms), longest delay (ms), how long a record outlives its
+/// delay (ms).
 const FAILED_SCRIPT: &str = r"
 local count = redis.call('HINCRBY', KEYS[1], 'count', 1)
 local now, before, first, max, forget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -21,14 +22,58 @@ redis.call('PEXPIRE', KEYS[1], delay + forget)
 return count
 ";
 
+/// KEYS: the failures hash of (address, username), the username's known addresses, its
+/// ceiling. ARGV: now (ms), the address, how long an address stays known (ms), the
+/// ceiling's interval (ms, 0: no ceiling) and tolerance (ms).
+/// Returns 0 (check the password), 1 (this address waits), 2 (the ceiling is reached).
+const ADMIT_SCRIPT: &str = r"
+local now = tonumber(ARGV[1])
+local blocked = tonumber(redis.call('HGET', KEYS[1], 'blockedUntil') or '0')
+if now < blocked then return 1 end
+local interval = tonumber(ARGV[4])
+if interval == 0 then return 0 end
+local seen = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '-1')
+if seen >= 0 and now - seen < tonumber(ARGV[3]) then return 0 end
+local tat = tonumber(redis.call('GET', KEYS[3]) or '0')
+if tat < now then tat = now end
+if tat - now > tonumber(ARGV[5]) then return 2 end
+redis.call('SET', KEYS[3], tat + interval, 'PX', tat + interval - now + 1000)
+return 0
+";
+
+/// KEYS: the failures hash of (address, username), the username's known addresses.
+/// ARGV: now (ms), the address, how long an address stays known (ms), most addresses kept.
+const SUCCEEDED_SCRIPT: &str = r"
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
+if redis.call('HLEN', KEYS[2]) > tonumber(ARGV[4]) then
+  local all = redis.call('HGETALL', KEYS[2])
+  local oldest, at = nil, nil
+  for i = 1, #all, 2 do
+    local t = tonumber(all[i + 1])
+    if at == nil or t < at then oldest, at = all[i], t end
+  end
+  redis.call('HDEL', KEYS[2], oldest)
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
+";
+
+/// Addresses kept per username as known.
+const MAX_KNOWN: u32 = 16;
+
 pub struct SharedLogins {
     failed_script: Script,
+    admit_script: Script,
+    succeeded_script: Script,
 }
 
 impl Default for SharedLogins {
     fn default() -> Self {
         SharedLogins {
             failed_script: Script::new(FAILED_SCRIPT),
+            admit_script: Script::new(ADMIT_SCRIPT),
+            succeeded_script: Script::new(SUCCEEDED_SCRIPT),
         }
     }
 }
@@ -51,25 +96,40 @@ impl SharedLogins {
         Ok(count <= per_second)
     }
 
-    /// False while `username` waits after repeated failures on any node.
-    pub async fn admit_username(&self, link: &Link, username: &str) -> Result<bool, String> {
-        let until: Option<u64> = link
-            .bounded(
-                redis::cmd("HGET")
-                    .arg(link.keys.login_failures(username))
-                    .arg("blockedUntil")
-                    .query_async(&mut link.redis.clone()),
-            )
-            .await?;
-        Ok(until.is_none_or(|until| now_ms() >= until))
+    /// Whether the password of `username` may be checked for a client at `address`,
+    /// on any node: 0 yes, 1 the address waits, 2 the username's ceiling (`ceiling`:
+    /// interval and tolerance in ms) is reached for unknown addresses.
+    pub async fn admit(
+        &self,
+        link: &Link,
+        username: &str,
+        address: &str,
+        known_for_ms: u64,
+        ceiling: Option<(u64, u64)>,
+    ) -> Result<u8, String> {
+        let (interval, tolerance) = ceiling.unwrap_or((0, 0));
+        let mut invocation = self.admit_script.prepare_invoke();
+        invocation
+            .key(link.keys.login_failures(address, username))
+            .key(link.keys.login_known(username))
+            .key(link.keys.login_ceiling(username))
+            .arg(now_ms())
+            .arg(address)
+            .arg(known_for_ms)
+            .arg(interval)
+            .arg(tolerance);
+        link.bounded(invocation.invoke_async::<u8>(&mut link.redis.clone()))
+            .await
     }
 
-    /// Records a failure; from the `before_delay`-th on, the username waits, the delay
-    /// doubling with each failure up to `max_delay`.
+    /// Records a failure; from the `before_delay`-th on, the (address, username) waits,
+    /// the delay doubling with each failure up to `max_delay`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn failed(
         &self,
         link: &Link,
         username: &str,
+        address: &str,
         before_delay: u32,
         first_delay_ms: u64,
         max_delay_ms: u64,
@@ -77,7 +137,7 @@ impl SharedLogins {
     ) -> Result<(), String> {
         let mut invocation = self.failed_script.prepare_invoke();
         invocation
-            .key(link.keys.login_failures(username))
+            .key(link.keys.login_failures(address, username))
             .arg(now_ms())
             .arg(before_delay)
             .arg(first_delay_ms)
@@ -88,13 +148,24 @@ impl SharedLogins {
             .map(|_| ())
     }
 
-    pub async fn succeeded(&self, link: &Link, username: &str) -> Result<(), String> {
-        link.bounded(
-            redis::cmd("DEL")
-                .arg(link.keys.login_failures(username))
-                .query_async::<u64>(&mut link.redis.clone()),
-        )
-        .await
-        .map(|_| ())
+    /// Resets the (address, username) record and remembers the address as known.
+    pub async fn succeeded(
+        &self,
+        link: &Link,
+        username: &str,
+        address: &str,
+        known_for_ms: u64,
+    ) -> Result<(), String> {
+        let mut invocation = self.succeeded_script.prepare_invoke();
+        invocation
+            .key(link.keys.login_failures(address, username))
+            .key(link.keys.login_known(username))
+            .arg(now_ms())
+            .arg(address)
+            .arg(known_for_ms)
+            .arg(MAX_KNOWN);
+        link.bounded(invocation.invoke_async::<u64>(&mut link.redis.clone()))
+            .await
+            .map(|_| ())
     }
 }

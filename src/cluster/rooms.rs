@@ -276,10 +276,9 @@ impl RoomSync {
                     .arg(count)
                     .arg(if wants_users { "1" } else { "0" });
                 match snapshot {
-                    Some(s) if !written.contains(room) => invocation
-                        .arg(s.index)
-                        .arg(s.collection)
-                        .arg(s.body.to_string()),
+                    Some(s) if !written.contains(room) => {
+                        invocation.arg(s.index).arg(s.collection).arg(&*s.body)
+                    }
                     _ => invocation.arg("").arg("").arg(""),
                 };
             }

@@ -285,6 +285,12 @@ pub struct Limits {
     pub login_failure_delay: u64,
     /// kuzzle-rt: the longest delay (ms).
     pub login_failure_max_delay: u64,
+    /// kuzzle-rt: per username, passwords checked per minute from addresses it did not
+    /// log in from recently; 0 = no ceiling.
+    pub login_failures_per_username_per_minute: u32,
+    /// kuzzle-rt: how long (ms) an address a username logged in from stays exempt from
+    /// that ceiling.
+    pub login_known_address_ttl: u64,
     pub subscription_conditions_count: u32,
     pub subscription_rooms: u64,
     /// kuzzle-rt: most subscriptions, (room, channel) pairs, per connection; 0 = unlimited.
@@ -292,6 +298,8 @@ pub struct Limits {
     pub documents_fetch_count: u32,
     pub documents_write_count: u32,
     pub subscription_minterms: u32,
+    /// kuzzle-rt: estimated bytes every room's filter together may hold; 0 = unlimited.
+    pub subscription_filters_memory: Size,
     #[serde(rename = "subscriptionDocumentTTL")]
     pub subscription_document_ttl: u64,
 }
@@ -307,12 +315,15 @@ impl Default for Limits {
             login_failures_before_delay: 5,
             login_failure_delay: 1_000,
             login_failure_max_delay: 60_000,
+            login_failures_per_username_per_minute: 100,
+            login_known_address_ttl: 30 * 24 * 3600 * 1000,
             subscription_conditions_count: 100,
             subscription_rooms: 1_000_000,
             subscriptions_per_connection: 1_000,
             documents_fetch_count: 10_000,
             documents_write_count: 200,
-            subscription_minterms: 0,
+            subscription_minterms: 16,
+            subscription_filters_memory: Size(1 << 30),
             subscription_document_ttl: 259_200_000,
         }
     }

@@ -157,7 +157,15 @@ async fn serve(
         && node.settings.http.metrics.enabled
         && node.settings.server.metrics.port.is_none()
     {
-        return metrics_response(node);
+        // On the API port, the rights of `server:metrics` (a bearer token); the separate
+        // metrics port (`server.metrics.port`) stays open, for a private network.
+        let token = bearer_token(req);
+        return match crate::api::identity::authorize(node, token.as_deref(), "server", "metrics")
+            .await
+        {
+            Ok(()) => metrics_response(node),
+            Err(error) => reply.bare(&error),
+        };
     }
     if method == Method::GET && path == "/_dashboard" {
         return HttpResponse::Ok()

@@ -96,6 +96,8 @@ catalogue! {
     TOO_MANY_ROOMS = ("core.realtime.too_many_rooms", 413, 65543, "Unable to subscribe: maximum number of unique rooms reached.");
     // kuzzle-rt: `limits.subscriptionsPerConnection`.
     TOO_MANY_SUBSCRIPTIONS = ("core.realtime.too_many_subscriptions", 413, 65636, "Unable to subscribe: this connection already holds the maximum number of subscriptions (%s).");
+    // kuzzle-rt: `limits.subscriptionFiltersMemory`.
+    FILTERS_BUDGET = ("core.realtime.filters_budget_exceeded", 413, 65637, "Unable to subscribe: the filters of this node's rooms hold the maximum memory (limits.subscriptionFiltersMemory: %s bytes); try again later.");
     NOT_SUBSCRIBED = ("core.realtime.not_subscribed", 412, 65544, "User \"%s\" has not subscribed to \"%s\".");
     CACHE_READ_FAILED = ("services.cache.read_failed", 500, 16973826, "Cache read fail: %s");
     CACHE_NOT_CONNECTED = ("services.cache.not_connected", 503, 16973827, "Unable to connect to the cache server.");

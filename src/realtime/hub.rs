@@ -128,14 +128,20 @@ impl Channel {
 struct Room {
     index: String,
     collection: String,
-    /// The filter as subscribed, for the cluster (another node joining this room compiles it).
-    body: Arc<Value>,
+    /// The filter as subscribed, as JSON text, for the cluster (another node joining this
+    /// room compiles it): far smaller than the parsed value.
+    body: Arc<str>,
     channels: HashMap<String, Channel>,
     /// Distinct connections in the room, with how many of its channels each joined.
     members: HashMap<Arc<str>, usize>,
     /// Where the collection index filed each conjunction, to remove them in O(1) each.
     placements: Vec<Placement>,
+    /// What the room takes of the node-wide budget of filters.
+    cost: u64,
 }
+
+/// Bytes of a room besides its filter (its entry, names, channel and member maps).
+const ROOM_BYTES: u64 = 1024;
 
 /// One conjunction of one room's filter. It holds the filter, so that evaluating a
 /// candidate needs no lookup.
@@ -415,6 +421,8 @@ struct State {
     collections: HashMap<(String, String), CollectionIndex>,
     /// Each connection's subscriptions, for unsubscribe, disconnect and its limit.
     connections: HashMap<Arc<str>, ConnectionSubscriptions>,
+    /// What the rooms' filters cost in all (`Room::cost`).
+    filters_cost: u64,
 }
 
 #[derive(Default)]
@@ -469,6 +477,8 @@ pub struct HubLimits {
     /// Subscriptions, (room, channel) pairs, per connection
     /// (`limits.subscriptionsPerConnection`).
     pub subscriptions_per_connection: u64,
+    /// Estimated bytes of every room's filter together (`limits.subscriptionFiltersMemory`).
+    pub filters_memory: u64,
 }
 
 pub struct Hub {
@@ -484,6 +494,8 @@ pub enum SubscribeError {
     TooManyRooms,
     TooManySubscriptions,
     RoomNotFound,
+    /// The rooms' filters already hold the node-wide budget.
+    FiltersBudget,
 }
 
 /// The room a subscribe request asks for.
@@ -491,8 +503,8 @@ pub struct RoomTarget<'a> {
     pub index: &'a str,
     pub collection: &'a str,
     pub filter: Filter,
-    /// The filter as the client wrote it.
-    pub body: Arc<Value>,
+    /// The filter as the client wrote it, as JSON text.
+    pub body: Arc<str>,
     /// From `Hub::room_id`.
     pub room_id: Arc<str>,
 }
@@ -508,7 +520,7 @@ pub struct Subscription {
 pub struct RoomSnapshot {
     pub index: String,
     pub collection: String,
-    pub body: Arc<Value>,
+    pub body: Arc<str>,
     /// Connections in the room on this node.
     pub count: usize,
     /// Some channel of the room on this node wants user notifications.
@@ -570,6 +582,13 @@ impl Hub {
             if self.limits.rooms > 0 && state.rooms.len() as u64 >= self.limits.rooms {
                 return Err(SubscribeError::TooManyRooms);
             }
+            let cost = filter.footprint() + body.len() as u64 + ROOM_BYTES;
+            if self.limits.filters_memory > 0
+                && state.filters_cost + cost > self.limits.filters_memory
+            {
+                return Err(SubscribeError::FiltersBudget);
+            }
+            state.filters_cost += cost;
             let filter = Arc::new(filter);
             let placements = state
                 .collections
@@ -583,6 +602,7 @@ impl Hub {
                 channels: HashMap::new(),
                 members: HashMap::new(),
                 placements,
+                cost,
             };
             state.rooms.insert(room_id.clone(), room);
         }
@@ -848,6 +868,7 @@ impl Hub {
         if presence.room_removed
             && let Some(room) = state.rooms.remove(room_id)
         {
+            state.filters_cost -= room.cost;
             let key = (room.index, room.collection);
             if let Some(index) = state.collections.get_mut(&key) {
                 index.remove(&room.placements);
@@ -987,7 +1008,7 @@ mod tests {
     fn hub(max_rooms: u64) -> Hub {
         let limits = HubLimits {
             rooms: max_rooms,
-            subscriptions_per_connection: 0,
+            ..HubLimits::default()
         };
         Hub::new(Arc::from("n"), limits, [7; 32])
     }
@@ -1005,7 +1026,7 @@ mod tests {
             index: "i",
             collection: "c",
             filter,
-            body: Arc::new(Value::Null),
+            body: Arc::from("null"),
             room_id,
         };
         let subscription = hub.subscribe(member, target, scope, users, volatile)?;
@@ -1317,8 +1338,8 @@ mod tests {
     #[test]
     fn subscriptions_per_connection_limit() {
         let limits = HubLimits {
-            rooms: 0,
             subscriptions_per_connection: 2,
+            ..HubLimits::default()
         };
         let hub = Hub::new(Arc::from("n"), limits, [7; 32]);
         let a = member("a");
@@ -1340,6 +1361,35 @@ mod tests {
         );
         assert!(unsubscribe(&hub, "a", &room.room_id));
         assert!(subscribe_to(&hub, &a, f(2), Scope::All, Users::None, None).is_ok());
+    }
+
+    #[test]
+    fn the_filters_budget_is_node_wide_and_given_back() {
+        let one_room = filter(json!({"equals": {"x": 0}})).footprint() + 4 + ROOM_BYTES;
+        let limits = HubLimits {
+            filters_memory: 2 * one_room,
+            ..HubLimits::default()
+        };
+        let hub = Hub::new(Arc::from("n"), limits, [7; 32]);
+        let f = |x: i64| filter(json!({"equals": {"x": x}}));
+        let a = subscribe_to(&hub, &member("a"), f(1), Scope::All, Users::None, None).unwrap();
+        subscribe_to(&hub, &member("b"), f(2), Scope::All, Users::None, None).unwrap();
+        let refused = subscribe_to(&hub, &member("c"), f(3), Scope::All, Users::None, None);
+        assert_eq!(
+            refused.err(),
+            Some(SubscribeError::FiltersBudget),
+            "another connection: the budget is the node's"
+        );
+        assert!(
+            subscribe_to(&hub, &member("c"), f(1), Scope::All, Users::None, None).is_ok(),
+            "an existing room costs nothing more"
+        );
+        assert!(unsubscribe(&hub, "a", &a.room_id));
+        assert!(unsubscribe(&hub, "c", &a.room_id));
+        assert!(
+            subscribe_to(&hub, &member("c"), f(3), Scope::All, Users::None, None).is_ok(),
+            "a removed room gives its cost back"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! a socket that violated the protocol gets its close frame while the reader discards
 //! what the client still sends, so that the close code reaches the client.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -64,8 +65,10 @@ pub struct Connection {
     outbox: Outbox,
     options: WebsocketProtocol,
     close_timeout: Duration,
-    /// Requests received and not answered yet.
-    in_flight: usize,
+    /// Requests received and not answered yet (counted by their tasks).
+    in_flight: Rc<Cell<usize>>,
+    /// Set with `client_ended`: the last request to finish tells the actor.
+    ending: Rc<Cell<bool>>,
     /// The client ended; the close waits for `in_flight` to reach 0.
     client_ended: Option<ClientEnded>,
     last_inbound: Instant,
@@ -107,7 +110,8 @@ impl Connection {
             outbox,
             options,
             close_timeout,
-            in_flight: 0,
+            in_flight: Rc::new(Cell::new(0)),
+            ending: Rc::new(Cell::new(false)),
             client_ended: None,
             last_inbound: now,
             heartbeat_ping: None,
@@ -155,12 +159,13 @@ impl Connection {
         self.closing = true;
         self.outbox.begin_closing();
         self.client_ended = Some(ended);
+        self.ending.set(true);
         self.settle_client_end();
     }
 
     /// Closes the outbox once the requests received before the client's end are answered.
     fn settle_client_end(&mut self) {
-        if self.in_flight > 0 {
+        if self.in_flight.get() > 0 {
             return;
         }
         match self.client_ended.take() {
@@ -319,19 +324,25 @@ impl Connection {
         let node = self.node.clone();
         let caller = self.caller.clone();
         let outbox = self.outbox.clone();
-        let run = async move {
+        let in_flight = self.in_flight.clone();
+        let ending = self.ending.clone();
+        let connection = ctx.address();
+        in_flight.set(in_flight.get() + 1);
+        // A task of the worker rather than an actor future: tasks start in the order
+        // they were spawned, so that a socket's requests run (and its publishes are
+        // delivered) in the order they arrived; the actor's futures would not.
+        actix_rt::spawn(async move {
             let request_id = request.request_id.clone();
             if let Some(dispatched) = api::dispatch(&node, &caller, request).await {
                 let mut response = dispatched.response;
                 response.room = Some(request_id);
                 outbox.push(ByteString::from(response.to_json()));
             }
-        };
-        self.in_flight += 1;
-        ctx.spawn(run.into_actor(self).map(|_, connection, _| {
-            connection.in_flight -= 1;
-            connection.settle_client_end();
-        }));
+            in_flight.set(in_flight.get() - 1);
+            if ending.get() && in_flight.get() == 0 {
+                connection.do_send(Answered);
+            }
+        });
     }
 
     /// Counts one data frame in the current one-second window.
@@ -472,6 +483,19 @@ impl Actor for Connection {
             metrics.outbound_overflows.inc();
         }
         log::debug!("connection {} closed", self.caller.connection_id);
+    }
+}
+
+/// The last request received before the client ended is answered.
+#[derive(actix::Message)]
+#[rtype(result = "()")]
+struct Answered;
+
+impl actix::Handler<Answered> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, _: Answered, _: &mut Context<Self>) {
+        self.settle_client_end();
     }
 }
 

@@ -656,4 +656,100 @@ mod tests {
         assert!(Pin::new(&mut reader).poll_next(&mut cx).is_pending());
         assert_eq!(reader.buf.capacity(), 0);
     }
+
+    fn intake(limit: u64, message_timeout: Duration) -> Intake {
+        Intake {
+            budget: Arc::new(InboundBudget::new(limit)),
+            message_timeout,
+        }
+    }
+
+    #[tokio::test]
+    async fn partial_input_is_taken_from_the_node_wide_budget() {
+        let shared = intake(3000, Duration::from_secs(30));
+        let mut partial = client_frame(true, false, 2, &[1; 4000]);
+        partial.truncate(2000);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut first = quiet_after(partial.clone(), 8000).with_intake(shared.clone());
+        assert!(Pin::new(&mut first).poll_next(&mut cx).is_pending());
+        assert!(shared.budget.held() >= 2000, "{}", shared.budget.held());
+        let mut second = quiet_after(partial, 8000).with_intake(shared.clone());
+        assert_eq!(
+            Pin::new(&mut second).poll_next(&mut cx),
+            Poll::Ready(Some(Err(OVER_BUDGET))),
+            "another socket would go past the node's budget"
+        );
+        assert_eq!(OVER_BUDGET.code, 1013);
+        drop(first);
+        drop(second);
+        assert_eq!(shared.budget.held(), 0, "everything given back");
+    }
+
+    #[tokio::test]
+    async fn a_message_must_arrive_within_its_deadline_pings_or_not() {
+        let mut bytes = client_frame(false, false, 1, b"{\"first\":");
+        bytes.extend(client_frame(true, false, 9, b"ping"));
+        // The fragment, then a PING every 20 ms for ever: the message never completes.
+        let pings = futures_util::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Some((
+                Ok::<_, Infallible>(Bytes::from(client_frame(true, false, 9, b"p"))),
+                (),
+            ))
+        });
+        let input = futures_util::stream::iter(vec![Ok(Bytes::from(bytes))]).chain(pings);
+        let mut reader = Reader::new(Chunks(Box::pin(input)), 1024, None)
+            .with_intake(intake(1 << 20, Duration::from_millis(200)));
+        let mut pings_seen = 0;
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match reader.next().await {
+                    Some(Ok(Message::Ping(_))) => pings_seen += 1,
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .expect("the deadline fires");
+        assert_eq!(ended, Some(Err(TOO_SLOW)));
+        assert_eq!(TOO_SLOW.code, 1008);
+        assert!(pings_seen > 1, "pings arrived meanwhile: {pings_seen}");
+    }
+
+    #[tokio::test]
+    async fn the_end_of_the_input_says_how_it_ended() {
+        let clean: Vec<Result<Bytes, Infallible>> =
+            vec![Ok(Bytes::from(client_frame(true, false, 1, b"{}")))];
+        let items: Vec<_> = Reader::new(Chunks(futures_util::stream::iter(clean)), 100, None)
+            .collect()
+            .await;
+        assert_eq!(
+            items,
+            vec![
+                Ok(Message::Text(Bytes::from_static(b"{}"))),
+                Ok(Message::End { clean: true })
+            ]
+        );
+        let reset: Vec<Result<Bytes, ()>> = vec![Err(())];
+        let items: Vec<_> = Reader::new(Chunks(futures_util::stream::iter(reset)), 100, None)
+            .collect()
+            .await;
+        assert_eq!(items, vec![Ok(Message::End { clean: false })]);
+    }
+
+    #[tokio::test]
+    async fn after_a_violation_what_the_client_still_sends_is_read_and_dropped() {
+        let mut bytes = client_frame(true, false, 2, &[0; 200]);
+        bytes.extend(vec![0xAB; 150]);
+        let chunks: Vec<Result<Bytes, Infallible>> = vec![Ok(Bytes::from(bytes))];
+        let mut reader = Reader::new(Chunks(futures_util::stream::iter(chunks)), 100, None);
+        assert_eq!(reader.next().await, Some(Err(Violation::TOO_BIG)));
+        assert!(matches!(reader.phase, Phase::Discarding(_)));
+        assert_eq!(
+            reader.next().await,
+            None,
+            "the input ended while discarding"
+        );
+        assert_eq!(reader.buf.capacity(), 0);
+    }
 }

@@ -50,7 +50,7 @@ pub async fn start_node(configure: impl FnOnce(&mut Settings)) -> TestNode {
 }
 
 pub use kuzzle_rt::wsclient::{
-    BINARY, CLOSE, CONTINUATION, Frame, Options as WsOptions, PING, PONG, TEXT,
+    BINARY, CLOSE, CONTINUATION, Frame, Options as WsOptions, PING, PONG, TEXT, encode_frame,
 };
 use kuzzle_rt::wsclient::{Client, Connected};
 
@@ -113,6 +113,16 @@ impl Ws {
     /// (payload bytes of the server's data frames on the wire, messages that came compressed)
     pub fn received_stats(&self) -> (u64, u64) {
         (self.client.wire_bytes, self.client.compressed_messages)
+    }
+
+    /// Bytes written as they are, in one write.
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        self.client.send_bytes(bytes).await.expect("bytes written");
+    }
+
+    /// Ends the client's side with a FIN; the server's frames can still be read.
+    pub async fn shutdown_write(&mut self) {
+        self.client.shutdown_write().await.expect("FIN sent");
     }
 
     pub async fn send_json(&mut self, value: &Value) {
@@ -431,4 +441,81 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Open file descriptors of process `pid`.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count())
+}
+
+/// Resident memory of process `pid`, in bytes.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The kernel's TCP memory, in pages (`/proc/net/sockstat`, machine-wide).
+pub fn tcp_memory_pages() -> u64 {
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
+    sockstat
+        .lines()
+        .find(|line| line.starts_with("TCP:"))
+        .and_then(|line| line.split(" mem ").nth(1))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Polls `check` every 50 ms until it holds; false if `limit` passed first.
+pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `POST /_login/local` over a connection of its own from `source` (a 127.0.0.x address):
+/// the status and the error id (null on success).
+pub async fn http_login_from(
+    addr: SocketAddr,
+    source: std::net::IpAddr,
+    username: &str,
+    password: &str,
+) -> (u16, Value) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(source, 0)).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let body = json!({"username": username, "password": password}).to_string();
+    let request = format!(
+        "POST /_login/local HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut out))
+        .await
+        .expect("a login answer in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let json = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .and_then(|body| serde_json::from_str::<Value>(body).ok())
+        .unwrap_or(Value::Null);
+    (status, json["error"]["id"].clone())
 }

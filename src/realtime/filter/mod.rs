@@ -36,6 +36,14 @@ fn json_depth(value: &Value) -> usize {
     deepest
 }
 
+/// Estimated bytes of one distinct condition of a normal form (its literal, its term and
+/// their allocations), measured on equality terms (docs/limits.md).
+pub const CONDITION_BYTES: u64 = 320;
+/// Bytes of a conjunction's reference to a condition.
+pub const REFERENCE_BYTES: u64 = 8;
+/// Bytes of a conjunction itself and its entry in the collection's index.
+pub const CONJUNCTION_BYTES: u64 = 256;
+
 /// A validated filter in normal form.
 #[derive(Debug, Clone)]
 pub struct Filter {
@@ -78,6 +86,24 @@ impl Filter {
             ));
         }
         Ok(Filter { conjunctions })
+    }
+
+    /// What keeping this normal form costs, in bytes as estimated for the node-wide
+    /// budget of room filters: each distinct condition (a literal and its term), and each
+    /// place a conjunction refers to one.
+    pub fn footprint(&self) -> u64 {
+        let mut distinct: Vec<*const Literal> = self
+            .conjunctions
+            .iter()
+            .flatten()
+            .map(std::sync::Arc::as_ptr)
+            .collect();
+        let references = distinct.len() as u64;
+        distinct.sort_unstable();
+        distinct.dedup();
+        distinct.len() as u64 * CONDITION_BYTES
+            + references * REFERENCE_BYTES
+            + self.conjunctions.len() as u64 * CONJUNCTION_BYTES
     }
 
     pub fn matches(&self, doc: &Value) -> bool {
