@@ -640,6 +640,76 @@ async fn login_failures_on_one_node_delay_the_username_on_the_others() {
     );
 }
 
+/// Issue 17's login rules across nodes: failures delay the (username, address) that made
+/// them on every node, never the owner from elsewhere; the per-username ceiling for
+/// unknown addresses is shared, and the owner's known address is exempt everywhere.
+#[actix_rt::test]
+async fn login_delays_and_the_username_ceiling_are_cluster_wide_and_spare_the_owner() {
+    let redis = RedisServer::start();
+    let nodes = nodes_with(
+        &redis,
+        &[
+            ("kuzzle_limits__loginFailuresBeforeDelay", "2"),
+            ("kuzzle_limits__loginFailureDelay", "60000"),
+            // Spent by the first logins of u1 (from 127.0.0.1 in `users`, then 127.0.0.3),
+            // the guesser's two, and two more below.
+            ("kuzzle_limits__loginFailuresPerUsernamePerMinute", "6"),
+        ],
+    )
+    .await;
+    let (_admin, _) = users(nodes[0].addr).await;
+    let at = |last: u8| std::net::IpAddr::from([127, 0, 0, last]);
+    let wrong = json!("plugin.strategy.missing_user");
+    let waits = (429, json!("api.process.too_many_logins_requests"));
+    // The owner logs in from 127.0.0.3 on node 1: a known address from now on.
+    assert_eq!(
+        http_login_from(nodes[0].addr, at(3), "u1", "p1").await.0,
+        200
+    );
+    // A guesser at 127.0.0.2 fails on nodes 1 and 2...
+    assert_eq!(
+        http_login_from(nodes[0].addr, at(2), "u1", "x").await,
+        (401, wrong.clone())
+    );
+    assert_eq!(
+        http_login_from(nodes[1].addr, at(2), "u1", "x").await,
+        (401, wrong.clone())
+    );
+    // ...and waits on node 3, even with the right password; the owner does not.
+    assert_eq!(
+        http_login_from(nodes[2].addr, at(2), "u1", "p1").await,
+        waits
+    );
+    assert_eq!(
+        http_login_from(nodes[2].addr, at(3), "u1", "p1").await.0,
+        200
+    );
+    // Two more unknown addresses spend the ceiling, on two nodes; a third is refused on
+    // the last node without its password being checked.
+    assert_eq!(
+        http_login_from(nodes[1].addr, at(10), "u1", "x").await,
+        (401, wrong.clone())
+    );
+    assert_eq!(
+        http_login_from(nodes[2].addr, at(11), "u1", "x").await,
+        (401, wrong)
+    );
+    assert_eq!(
+        http_login_from(nodes[0].addr, at(12), "u1", "p1").await,
+        waits
+    );
+    // The owner's known address is exempt on every node; another username is untouched.
+    for node in &nodes {
+        assert_eq!(http_login_from(node.addr, at(3), "u1", "p1").await.0, 200);
+    }
+    assert_eq!(
+        http_login_from(nodes[1].addr, at(12), "root", "toor")
+            .await
+            .0,
+        200
+    );
+}
+
 #[actix_rt::test]
 async fn clusters_with_different_key_prefixes_share_a_redis_unaware_of_each_other() {
     let redis = RedisServer::start();

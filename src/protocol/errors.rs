@@ -302,9 +302,9 @@ mod tests {
             assert!(def.code & 0xffff > 0, "{}", def.id);
             assert!((400..600).contains(&def.status), "{}", def.id);
         }
-        // The 72 of PROTOCOL.md §3.5 and kuzzle-rt's core.realtime.too_many_subscriptions
-        // and network.http.request_timeout.
-        assert_eq!(ALL.len(), 74);
+        // The 72 of PROTOCOL.md §3.5 and kuzzle-rt's core.realtime.too_many_subscriptions,
+        // core.realtime.filters_budget_exceeded and network.http.request_timeout.
+        assert_eq!(ALL.len(), 75);
     }
 
     #[test]

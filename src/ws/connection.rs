@@ -69,6 +69,9 @@ pub struct Connection {
     in_flight: Rc<Cell<usize>>,
     /// Set with `client_ended`: the last request to finish tells the actor.
     ending: Rc<Cell<bool>>,
+    /// The requests' tasks, aborted when the connection stops (finished ones are pruned
+    /// as more are added), so that none keeps the socket past its close deadline.
+    requests: Vec<tokio::task::JoinHandle<()>>,
     /// The client ended; the close waits for `in_flight` to reach 0.
     client_ended: Option<ClientEnded>,
     last_inbound: Instant,
@@ -112,6 +115,7 @@ impl Connection {
             close_timeout,
             in_flight: Rc::new(Cell::new(0)),
             ending: Rc::new(Cell::new(false)),
+            requests: Vec::new(),
             client_ended: None,
             last_inbound: now,
             heartbeat_ping: None,
@@ -331,7 +335,13 @@ impl Connection {
         // A task of the worker rather than an actor future: tasks start in the order
         // they were spawned, so that a socket's requests run (and its publishes are
         // delivered) in the order they arrived; the actor's futures would not.
-        actix_rt::spawn(async move {
+        if self.requests.len() >= 16 && self.requests.len().is_power_of_two() {
+            self.requests.retain(|task| !task.is_finished());
+            if self.requests.len() < self.requests.capacity() / 4 {
+                self.requests.shrink_to_fit();
+            }
+        }
+        self.requests.push(actix_rt::spawn(async move {
             let request_id = request.request_id.clone();
             if let Some(dispatched) = api::dispatch(&node, &caller, request).await {
                 let mut response = dispatched.response;
@@ -342,7 +352,7 @@ impl Connection {
             if ending.get() && in_flight.get() == 0 {
                 connection.do_send(Answered);
             }
-        });
+        }));
     }
 
     /// Counts one data frame in the current one-second window.
@@ -457,6 +467,10 @@ impl Actor for Connection {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.caller.open.store(false, Ordering::Release);
+        // What still runs was received before an abrupt end or a passed deadline.
+        for task in self.requests.drain(..) {
+            task.abort();
+        }
         // A node shutting down drops subscriptions without "out" notifications.
         let notify = !self.node.is_draining();
         self.node
