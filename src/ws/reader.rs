@@ -431,10 +431,16 @@ impl<S: Source + Unpin> Stream for Reader<S> {
         loop {
             match this.next_message() {
                 Ok(Some(message)) => {
-                    if this.held > 0
-                        && let Err(violation) = this.account()
-                    {
-                        return this.violated(violation);
+                    let completed = matches!(message, Message::Text(_) | Message::Binary(_));
+                    if this.held > 0 || (completed && this.deadline.is_some()) {
+                        // The deadline was this message's: what follows starts its own.
+                        // Control frames between fragments do not end it.
+                        if completed {
+                            this.deadline = None;
+                        }
+                        if let Err(violation) = this.account() {
+                            return this.violated(violation);
+                        }
                     }
                     return Poll::Ready(Some(Ok(message)));
                 }
@@ -751,5 +757,36 @@ mod tests {
             "the input ended while discarding"
         );
         assert_eq!(reader.buf.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn each_message_has_its_own_deadline() {
+        // Every 60 ms a chunk that ends one message and starts the next: the buffer never
+        // empties, yet every message arrives within 200 ms of its first byte.
+        let frame = client_frame(true, false, 1, b"{\"p\":1}");
+        let (head, tail) = frame.split_at(5);
+        let (head, tail) = (Bytes::copy_from_slice(head), Bytes::copy_from_slice(tail));
+        let chunks = futures_util::stream::unfold(0u32, move |n| {
+            let (head, tail) = (head.clone(), tail.clone());
+            async move {
+                if n > 0 {
+                    tokio::time::sleep(Duration::from_millis(60)).await;
+                }
+                let chunk = match n {
+                    0 => head,
+                    10 => return None,
+                    _ => Bytes::from([tail.as_ref(), head.as_ref()].concat()),
+                };
+                Some((Ok::<_, Infallible>(chunk), n + 1))
+            }
+        });
+        let reader = Reader::new(Chunks(Box::pin(chunks)), 1024, None)
+            .with_intake(intake(1 << 20, Duration::from_millis(200)));
+        let items: Vec<_> = reader.collect().await;
+        assert_eq!(items.len(), 10, "{items:?}");
+        assert!(
+            items[..9].iter().all(|i| matches!(i, Ok(Message::Text(_)))),
+            "{items:?}"
+        );
     }
 }
