@@ -2,6 +2,7 @@
 
 pub mod filter;
 pub mod hub;
+mod index;
 pub mod notify;
 
 pub use hub::{Hub, HubLimits, Member, RoomTarget, Scope, Users};

@@ -12,7 +12,7 @@
 //! a socket that violated the protocol gets its close frame while the reader discards
 //! what the client still sends, so that the close code reaches the client.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -49,6 +49,18 @@ enum ClientEnded {
     Fin,
 }
 
+/// What a connection shares with the tasks of its requests.
+#[derive(Default)]
+struct Requests {
+    /// Received and not answered yet.
+    in_flight: Cell<usize>,
+    /// Set once the client ended: the last request to finish tells the connection.
+    waiting: RefCell<Option<actix::Addr<Connection>>>,
+    /// The connection stopped: tasks not started yet do nothing, running ones give up.
+    stopped: Cell<bool>,
+    stop: tokio::sync::Notify,
+}
+
 /// How the write loop ended.
 enum WriteEnd {
     /// The close (frame) is out and the socket's side is shut.
@@ -65,13 +77,8 @@ pub struct Connection {
     outbox: Outbox,
     options: WebsocketProtocol,
     close_timeout: Duration,
-    /// Requests received and not answered yet (counted by their tasks).
-    in_flight: Rc<Cell<usize>>,
-    /// Set with `client_ended`: the last request to finish tells the actor.
-    ending: Rc<Cell<bool>>,
-    /// The requests' tasks, aborted when the connection stops (finished ones are pruned
-    /// as more are added), so that none keeps the socket past its close deadline.
-    requests: Vec<tokio::task::JoinHandle<()>>,
+    /// What the connection shares with its requests' tasks.
+    requests: Rc<Requests>,
     /// The client ended; the close waits for `in_flight` to reach 0.
     client_ended: Option<ClientEnded>,
     last_inbound: Instant,
@@ -113,9 +120,7 @@ impl Connection {
             outbox,
             options,
             close_timeout,
-            in_flight: Rc::new(Cell::new(0)),
-            ending: Rc::new(Cell::new(false)),
-            requests: Vec::new(),
+            requests: Rc::default(),
             client_ended: None,
             last_inbound: now,
             heartbeat_ping: None,
@@ -159,17 +164,17 @@ impl Connection {
 
     /// The client ended: requests already received still run, and their answers go out
     /// before the close; the close deadline starts now.
-    fn client_ended(&mut self, ended: ClientEnded) {
+    fn client_ended(&mut self, ended: ClientEnded, ctx: &mut Context<Self>) {
         self.closing = true;
         self.outbox.begin_closing();
         self.client_ended = Some(ended);
-        self.ending.set(true);
+        *self.requests.waiting.borrow_mut() = Some(ctx.address());
         self.settle_client_end();
     }
 
     /// Closes the outbox once the requests received before the client's end are answered.
     fn settle_client_end(&mut self) {
-        if self.in_flight.get() > 0 {
+        if self.requests.in_flight.get() > 0 {
             return;
         }
         match self.client_ended.take() {
@@ -291,7 +296,7 @@ impl Connection {
     }
 
     /// One whole data message, past the size and UTF-8 checks (frame-level steps of §3.2).
-    fn on_message(&mut self, data: Bytes, ctx: &mut Context<Self>) {
+    fn on_message(&mut self, data: Bytes) {
         if data.is_empty() {
             return;
         }
@@ -328,31 +333,37 @@ impl Connection {
         let node = self.node.clone();
         let caller = self.caller.clone();
         let outbox = self.outbox.clone();
-        let in_flight = self.in_flight.clone();
-        let ending = self.ending.clone();
-        let connection = ctx.address();
-        in_flight.set(in_flight.get() + 1);
+        let requests = self.requests.clone();
+        requests.in_flight.set(requests.in_flight.get() + 1);
         // A task of the worker rather than an actor future: tasks start in the order
         // they were spawned, so that a socket's requests run (and its publishes are
         // delivered) in the order they arrived; the actor's futures would not.
-        if self.requests.len() >= 16 && self.requests.len().is_power_of_two() {
-            self.requests.retain(|task| !task.is_finished());
-            if self.requests.len() < self.requests.capacity() / 4 {
-                self.requests.shrink_to_fit();
+        actix_rt::spawn(async move {
+            if requests.stopped.get() {
+                return;
             }
-        }
-        self.requests.push(actix_rt::spawn(async move {
-            let request_id = request.request_id.clone();
-            if let Some(dispatched) = api::dispatch(&node, &caller, request).await {
-                let mut response = dispatched.response;
-                response.room = Some(request_id);
-                outbox.push(ByteString::from(response.to_json()));
+            let run = async {
+                let request_id = request.request_id.clone();
+                if let Some(dispatched) = api::dispatch(&node, &caller, request).await {
+                    let mut response = dispatched.response;
+                    response.room = Some(request_id);
+                    outbox.push(ByteString::from(response.to_json()));
+                }
+            };
+            tokio::select! {
+                biased;
+                // The connection stopped: nothing more keeps its socket.
+                _ = requests.stop.notified() => return,
+                _ = run => {}
             }
-            in_flight.set(in_flight.get() - 1);
-            if ending.get() && in_flight.get() == 0 {
+            let left = requests.in_flight.get() - 1;
+            requests.in_flight.set(left);
+            if left == 0
+                && let Some(connection) = requests.waiting.borrow().as_ref()
+            {
                 connection.do_send(Answered);
             }
-        }));
+        });
     }
 
     /// Counts one data frame in the current one-second window.
@@ -468,9 +479,9 @@ impl Actor for Connection {
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.caller.open.store(false, Ordering::Release);
         // What still runs was received before an abrupt end or a passed deadline.
-        for task in self.requests.drain(..) {
-            task.abort();
-        }
+        self.requests.stopped.set(true);
+        self.requests.stop.notify_waiters();
+        self.requests.waiting.take();
         // A node shutting down drops subscriptions without "out" notifications.
         let notify = !self.node.is_draining();
         self.node
@@ -526,7 +537,7 @@ impl StreamHandler<Result<Message, Violation>> for Connection {
             Ok(Message::End { clean: true }) => {
                 self.read_out = true;
                 if !self.closing {
-                    self.client_ended(ClientEnded::Fin);
+                    self.client_ended(ClientEnded::Fin, ctx);
                 }
             }
             _ if self.closing => {}
@@ -535,9 +546,9 @@ impl StreamHandler<Result<Message, Violation>> for Connection {
             Ok(Message::Pong(_)) => {}
             Ok(Message::Close(reason)) => {
                 let (code, reason) = reason.unwrap_or((1000, String::new()));
-                self.client_ended(ClientEnded::Close(close_reason(code, &reason)));
+                self.client_ended(ClientEnded::Close(close_reason(code, &reason)), ctx);
             }
-            Ok(Message::Text(data) | Message::Binary(data)) => self.on_message(data, ctx),
+            Ok(Message::Text(data) | Message::Binary(data)) => self.on_message(data),
         }
     }
 
