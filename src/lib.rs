@@ -11,6 +11,7 @@ pub mod metrics; // Prometheus metrics (GET /metrics)
 pub mod names; // random readable ids (node ids)
 pub mod node; // what one node's parts share
 pub mod protocol; // envelopes, error catalogue, close codes (pure data)
+pub mod rate; // per-key rate counters and the node's request limiter
 pub mod realtime; // filters, rooms, channels, notifications
 pub mod security; // roles, profiles, rights
 pub mod server; // binds, runs, drains

@@ -13,8 +13,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::node::Node;
-
 /// The content type of `/metrics`.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -76,6 +74,29 @@ type HistogramFamily = Family<ActionLabels, Histogram, fn() -> Histogram>;
 fn latency_histogram() -> Histogram {
     // 100 µs to about 26 s.
     Histogram::new(exponential_buckets(0.0001, 4.0, 10))
+}
+
+/// What the node's parts report when the metrics are read.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    pub websockets: usize,
+    pub http_in_flight: usize,
+    pub rooms: usize,
+    pub subscriptions: usize,
+    pub bus_up: bool,
+    pub nodes_alive: usize,
+}
+
+/// A node as the dashboard shows it (`cluster:metrics`), besides its counters.
+#[derive(Debug, Clone, Default)]
+pub struct NodeFigures {
+    pub id: String,
+    pub address: Option<String>,
+    pub birthdate: Option<u64>,
+    pub uptime_seconds: u64,
+    pub gauges: Gauges,
+    /// The bus's state, as `cluster:status` reports it.
+    pub bus: serde_json::Value,
 }
 
 pub struct Metrics {
@@ -248,7 +269,7 @@ impl Metrics {
     }
 
     /// What the dashboard shows of this node (`cluster:metrics`).
-    pub fn snapshot(&self, node: &Node) -> serde_json::Value {
+    pub fn snapshot(&self, node: &NodeFigures) -> serde_json::Value {
         let mut closes = serde_json::Map::new();
         for (i, count) in self.closes_by_code.iter().enumerate() {
             let count = count.load(Ordering::Relaxed);
@@ -257,33 +278,36 @@ impl Metrics {
                 closes.insert(code.into(), count.into());
             }
         }
-        let (rooms, subscriptions) = node.hub.metrics();
-        let info = node.cluster.node_info();
+        let gauges = &node.gauges;
         serde_json::json!({
             "id": &*node.id,
-            "address": info.map(|i| i.address.clone()),
-            "birthdate": info.map(|i| i.birthdate),
-            "uptime": node.started.elapsed().as_secs(),
+            "address": node.address,
+            "birthdate": node.birthdate,
+            "uptime": node.uptime_seconds,
             "connections": {
-                "websocket": node.connections.len(),
-                "http": node.http_in_flight.load(Ordering::Relaxed),
+                "websocket": gauges.websockets,
+                "http": gauges.http_in_flight,
             },
-            "rooms": rooms,
-            "subscriptions": subscriptions,
+            "rooms": gauges.rooms,
+            "subscriptions": gauges.subscriptions,
             "requests": self.requests_answered.load(Ordering::Relaxed),
             "deliveries": self.deliveries.get(),
             "closes": closes,
-            "bus": node.cluster.metrics()["bus"].clone(),
+            "bus": node.bus,
             "time": crate::protocol::now_ms(),
         })
     }
 
-    /// One API request answered with `status` after `seconds`.
-    pub fn answered(&self, controller: &str, action: &str, status: u16, seconds: f64) {
-        let (controller, action) = crate::api::actions::ACTIONS
-            .iter()
-            .find(|a| a.controller == controller && a.name == action)
-            .map_or(("unknown", "unknown"), |a| (a.controller, a.name));
+    /// One API request answered with `status` after `seconds`. The controller and action
+    /// come from the API's action table ("unknown" for one that does not exist), so that
+    /// the series are bounded.
+    pub fn answered(
+        &self,
+        controller: &'static str,
+        action: &'static str,
+        status: u16,
+        seconds: f64,
+    ) {
         self.requests_answered.fetch_add(1, Ordering::Relaxed);
         self.requests
             .get_or_create(&RequestLabels {
@@ -297,23 +321,22 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// The whole exposition: gauges refreshed from the node, then every metric.
-    pub fn render(&self, node: &Node) -> String {
+    /// The whole exposition: the gauges as given, then every metric.
+    pub fn render(&self, gauges: &Gauges) -> String {
         self.connections_open
             .get_or_create(&ProtocolLabels {
                 protocol: ProtocolLabel::websocket,
             })
-            .set(node.connections.len() as i64);
+            .set(gauges.websockets as i64);
         self.connections_open
             .get_or_create(&ProtocolLabels {
                 protocol: ProtocolLabel::http,
             })
-            .set(node.http_in_flight.load(Ordering::Relaxed) as i64);
-        let (rooms, subscriptions) = node.hub.metrics();
-        self.rooms.set(rooms as i64);
-        self.subscriptions.set(subscriptions as i64);
-        self.bus_up.set(i64::from(node.cluster.bus_up()));
-        self.nodes_alive.set(node.cluster.alive() as i64);
+            .set(gauges.http_in_flight as i64);
+        self.rooms.set(gauges.rooms as i64);
+        self.subscriptions.set(gauges.subscriptions as i64);
+        self.bus_up.set(i64::from(gauges.bus_up));
+        self.nodes_alive.set(gauges.nodes_alive as i64);
         let mut text = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
             log::error!("cannot encode the metrics: {e}");

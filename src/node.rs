@@ -9,14 +9,13 @@ use regex::Regex;
 
 use actix::{Actor, Addr};
 
-use crate::api::identity::RateCounter;
-use crate::api::limiter::RequestLimiter;
 use crate::auth::messages::Revoke;
 use crate::auth::registry::SessionRegistry;
 use crate::auth::throttle::LoginThrottle;
 use crate::cluster::{self, Cluster};
 use crate::config::Settings;
-use crate::metrics::Metrics;
+use crate::metrics::{Gauges, Metrics, NodeFigures};
+use crate::rate::{RateCounter, RequestLimiter};
 use crate::realtime::{Hub, HubLimits};
 use crate::security::cache::SecurityCache;
 use crate::storage::Store;
@@ -77,13 +76,10 @@ impl Node {
         let sessions =
             SessionRegistry::new(id.clone(), cluster.clone(), metrics.token_expired.clone())
                 .start();
+        let websocket = &settings.server.protocols.websocket;
         let connections = ConnectionRegistry::new(
-            settings
-                .server
-                .protocols
-                .websocket
-                .partial_messages_budget
-                .0,
+            websocket.partial_messages_budget.0,
+            std::time::Duration::from_millis(websocket.message_timeout),
         );
         Arc::new(Node {
             id,
@@ -104,6 +100,32 @@ impl Node {
             metrics,
             draining: AtomicBool::new(false),
         })
+    }
+
+    /// What the metrics read of the node's parts.
+    pub fn gauges(&self) -> Gauges {
+        let (rooms, subscriptions) = self.hub.metrics();
+        Gauges {
+            websockets: self.connections.len(),
+            http_in_flight: self.http_in_flight.load(Ordering::Relaxed),
+            rooms,
+            subscriptions,
+            bus_up: self.cluster.bus_up(),
+            nodes_alive: self.cluster.alive(),
+        }
+    }
+
+    /// This node for the dashboard (`cluster:metrics`).
+    pub fn figures(&self) -> NodeFigures {
+        let info = self.cluster.node_info();
+        NodeFigures {
+            id: self.id.to_string(),
+            address: info.map(|i| i.address.clone()),
+            birthdate: info.map(|i| i.birthdate),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            gauges: self.gauges(),
+            bus: self.cluster.metrics()["bus"].clone(),
+        }
     }
 
     pub fn is_draining(&self) -> bool {

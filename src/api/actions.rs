@@ -402,6 +402,15 @@ const ROUTE_ORDER: &[(Verb, &str)] = &[
     (Get, "/cluster/_status"),
 ];
 
+/// The action's names as the metrics label them: from this table, "unknown" for an action
+/// that does not exist (a label never comes from what a client sends).
+pub fn label(controller: &str, action: &str) -> (&'static str, &'static str) {
+    ACTIONS
+        .iter()
+        .find(|a| a.controller == controller && a.name == action)
+        .map_or(("unknown", "unknown"), |a| (a.controller, a.name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,6 @@ pub mod actions;
 mod auth;
 mod cluster;
 pub mod identity;
-pub mod limiter;
 mod openapi;
 mod realtime;
 mod security;
@@ -23,11 +22,12 @@ use crate::auth::messages::Link;
 use crate::node::Node;
 use crate::protocol::errors::{self, ApiError};
 use crate::protocol::{Protocol, Request, Response};
+use crate::rate::RateCounter;
 use crate::security::cache::Snapshot;
 use crate::security::model::{Profile, is_allowed};
 use crate::ws::outbox::Outbox;
 use identity::{
-    Identity, RateCounter, Resolved, authenticate, check_rights, check_user_rate, resolve_token,
+    Identity, Resolved, authenticate, check_rights, check_user_rate, resolve_token,
     store_read_error,
 };
 
@@ -155,9 +155,13 @@ pub async fn dispatch(node: &Arc<Node>, caller: &Caller, request: Request) -> Op
         response.status,
         started.elapsed().as_secs_f64() * 1000.0
     );
-    node.metrics.answered(
+    let (controller, action) = actions::label(
         response.controller.as_deref().unwrap_or_default(),
         response.action.as_deref().unwrap_or_default(),
+    );
+    node.metrics.answered(
+        controller,
+        action,
         response.status,
         started.elapsed().as_secs_f64(),
     );

@@ -27,7 +27,7 @@ pub fn parse(header: Option<&str>) -> AuthCookie {
     else {
         return AuthCookie::Unusable;
     };
-    let decoded = crate::http::router::percent_decode_bytes(raw.trim());
+    let decoded = crate::protocol::percent::percent_decode_bytes(raw.trim());
     match String::from_utf8(decoded) {
         Err(_) => AuthCookie::Invalid,
         Ok(value) if value.is_empty() || value == "null" => AuthCookie::Unusable,

@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::api::identity::RateCounter;
 use crate::cluster::Link;
 use crate::cluster::logins::SharedLogins;
 use crate::config::Limits;
+use crate::rate::RateCounter;
 
 /// Records of each kind tracked at once; past it, expired records are dropped, and new
 /// ones are not tracked until there is room (the per-address limit still applies).

@@ -308,7 +308,7 @@ pub async fn share_snapshots(node: std::sync::Weak<crate::node::Node>, link: Arc
         if !link.health.is_up() {
             continue;
         }
-        let snapshot = node.metrics.snapshot(&node).to_string();
+        let snapshot = node.metrics.snapshot(&node.figures()).to_string();
         let key = link.keys.node_metrics(&node.id);
         drop(node);
         let written = link

@@ -580,7 +580,7 @@ impl Cluster {
     /// Every live node's figures for the dashboard: this node's fresh, the others' as they
     /// last wrote them (at most a second old).
     pub async fn snapshots(&self, node: &crate::node::Node) -> Result<Vec<Value>, String> {
-        let mine = node.metrics.snapshot(node);
+        let mine = node.metrics.snapshot(&node.figures());
         let Some(link) = &self.link else {
             return Ok(vec![mine]);
         };

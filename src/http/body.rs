@@ -207,7 +207,7 @@ pub fn parse_query(text: &str) -> Vec<(String, String)> {
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let decode = |s: &str| super::router::percent_decode(&s.replace('+', " "));
+            let decode = |s: &str| crate::protocol::percent::percent_decode(&s.replace('+', " "));
             (decode(k), decode(v))
         })
         .collect()

@@ -45,7 +45,8 @@ pub async fn entry(
             let reply = Reply::new(&req, node, request_id_of(&req));
             return reply.bare(&ApiError::plain(errors::SHUTTING_DOWN));
         }
-        return ws::upgrade(&req, node);
+        let address = client_address(&req, &node.settings.http.trusted_proxies);
+        return ws::upgrade(&req, node, address);
     }
     let _in_flight = InFlight::enter(node);
     let started = std::time::Instant::now();
@@ -132,7 +133,7 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 pub fn metrics_response(node: &Node) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(crate::metrics::CONTENT_TYPE)
-        .body(node.metrics.render(node))
+        .body(node.metrics.render(&node.gauges()))
 }
 
 async fn serve(

@@ -1,6 +1,7 @@
 //! Pure data: envelopes, the error catalogue, close codes. No I/O.
 
 pub mod errors;
+pub mod percent;
 pub mod request;
 pub mod response;
 

@@ -76,11 +76,10 @@ pub struct Connection {
     caller: Rc<Caller>,
     outbox: Outbox,
     options: WebsocketProtocol,
-    close_timeout: Duration,
     /// What the connection shares with its requests' tasks.
     requests: Rc<Requests>,
     /// The client ended; the close waits for `in_flight` to reach 0.
-    client_ended: Option<ClientEnded>,
+    client_ended: Option<Box<ClientEnded>>,
     last_inbound: Instant,
     /// When the last heartbeat PING went out.
     heartbeat_ping: Option<Instant>,
@@ -106,7 +105,6 @@ impl Connection {
         cookie: AuthCookie,
     ) -> Self {
         let options = node.settings.server.protocols.websocket.clone();
-        let close_timeout = Duration::from_millis(options.close_timeout);
         let now = Instant::now();
         Connection {
             caller: Rc::new(Caller::new(
@@ -119,7 +117,6 @@ impl Connection {
             node,
             outbox,
             options,
-            close_timeout,
             requests: Rc::default(),
             client_ended: None,
             last_inbound: now,
@@ -167,7 +164,7 @@ impl Connection {
     fn client_ended(&mut self, ended: ClientEnded, ctx: &mut Context<Self>) {
         self.closing = true;
         self.outbox.begin_closing();
-        self.client_ended = Some(ended);
+        self.client_ended = Some(Box::new(ended));
         *self.requests.waiting.borrow_mut() = Some(ctx.address());
         self.settle_client_end();
     }
@@ -177,7 +174,7 @@ impl Connection {
         if self.requests.in_flight.get() > 0 {
             return;
         }
-        match self.client_ended.take() {
+        match self.client_ended.take().map(|ended| *ended) {
             // Echo the client's close; this is the only way a 1000 close is sent.
             Some(ClientEnded::Close(reason)) => self.outbox.close_with(reason),
             Some(ClientEnded::Fin) => self.outbox.finish(),
@@ -185,11 +182,15 @@ impl Connection {
         }
     }
 
+    fn close_timeout(&self) -> Duration {
+        Duration::from_millis(self.options.close_timeout)
+    }
+
     /// When a closing socket is released whatever the client does.
     fn close_deadline(&self) -> Option<Instant> {
         self.outbox
             .closing_since()
-            .map(|since| since + self.close_timeout)
+            .map(|since| since + self.close_timeout())
     }
 
     /// Releases the socket now: the client did not let it finish closing in time, so the
@@ -459,7 +460,7 @@ impl Actor for Connection {
         if self.node.settings.server.logs.access {
             log::info!(target: "access", "{} websocket open", self.peer());
         }
-        let writing = write_loop(self.outbox.clone(), self.close_timeout);
+        let writing = write_loop(self.outbox.clone(), self.close_timeout());
         ctx.spawn(
             writing
                 .into_actor(self)

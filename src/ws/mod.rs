@@ -32,7 +32,12 @@ pub fn is_upgrade(req: &HttpRequest) -> bool {
 
 /// Accepts the upgrade (any path): the 101 response carries what the connection actor
 /// needs, and `upgrade::service` starts it on the TCP stream once the 101 is written.
-pub fn upgrade(req: &HttpRequest, node: &Arc<Node>) -> HttpResponse {
+/// `address` is the client's, resolved by the caller through trusted proxies.
+pub fn upgrade(
+    req: &HttpRequest,
+    node: &Arc<Node>,
+    address: Option<std::net::IpAddr>,
+) -> HttpResponse {
     // If subprotocols are offered, the first one is selected.
     let first_protocol = req
         .headers()
@@ -60,7 +65,6 @@ pub fn upgrade(req: &HttpRequest, node: &Arc<Node>) -> HttpResponse {
             .get(actix_web::http::header::COOKIE)
             .and_then(|v| v.to_str().ok()),
     );
-    let address = crate::http::client_address(req, &node.settings.http.trusted_proxies);
     let mut response = upgraded.response;
     response.extensions_mut().insert(AcceptedSocket {
         node: node.clone(),

@@ -121,11 +121,10 @@ impl Source for SocketSource {
     }
 }
 
-/// What a socket may hold while a message arrives.
-#[derive(Clone)]
+/// What a socket may hold while a message arrives (one per node, shared by its sockets).
 pub struct Intake {
     /// The node-wide budget of partial input.
-    pub budget: Arc<InboundBudget>,
+    pub budget: InboundBudget,
     /// How long a message may take to arrive once its first byte did.
     pub message_timeout: Duration,
 }
@@ -145,7 +144,7 @@ pub struct Reader<S> {
     inflater: Option<Inflater>,
     partial: Option<Partial>,
     phase: Phase,
-    intake: Option<Intake>,
+    intake: Option<Arc<Intake>>,
     /// Bytes taken from the budget.
     held: u64,
     /// When the message that started arriving must be whole.
@@ -191,7 +190,7 @@ impl<S> Reader<S> {
     }
 
     /// Partial input taken from `intake`'s budget and bounded in time.
-    pub fn with_intake(mut self, intake: Intake) -> Self {
+    pub fn with_intake(mut self, intake: Arc<Intake>) -> Self {
         self.intake = Some(intake);
         self
     }

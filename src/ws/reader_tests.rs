@@ -181,11 +181,11 @@ fn an_idle_reader_holds_no_buffer_between_messages() {
     assert_eq!(reader.buf.capacity(), 0);
 }
 
-fn intake(limit: u64, message_timeout: Duration) -> Intake {
-    Intake {
-        budget: Arc::new(InboundBudget::new(limit)),
+fn intake(limit: u64, message_timeout: Duration) -> Arc<Intake> {
+    Arc::new(Intake {
+        budget: InboundBudget::new(limit),
         message_timeout,
-    }
+    })
 }
 
 #[tokio::test]

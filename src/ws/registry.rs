@@ -8,23 +8,29 @@ use parking_lot::Mutex;
 
 use super::budget::InboundBudget;
 use super::outbox::Outbox;
+use super::reader::Intake;
 
 pub struct ConnectionRegistry {
     open: Mutex<HashMap<Arc<str>, Outbox>>,
-    inbound: Arc<InboundBudget>,
+    intake: Arc<Intake>,
 }
 
 impl ConnectionRegistry {
-    /// `partial_budget`: bytes of unfinished messages every socket together may hold.
-    pub fn new(partial_budget: u64) -> Self {
+    /// `partial_budget`: bytes of unfinished messages every socket together may hold;
+    /// `message_timeout`: how long one may take to arrive.
+    pub fn new(partial_budget: u64, message_timeout: std::time::Duration) -> Self {
         ConnectionRegistry {
             open: Mutex::default(),
-            inbound: Arc::new(InboundBudget::new(partial_budget)),
+            intake: Arc::new(Intake {
+                budget: InboundBudget::new(partial_budget),
+                message_timeout,
+            }),
         }
     }
 
-    pub fn inbound(&self) -> &Arc<InboundBudget> {
-        &self.inbound
+    /// What every socket's reader takes its partial input from.
+    pub fn intake(&self) -> &Arc<Intake> {
+        &self.intake
     }
 
     pub fn insert(&self, id: Arc<str>, outbox: Outbox) {

@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use super::connection::Connection;
 use super::handshake::Agreed;
 use super::outbox::Outbox;
-use super::reader::{Intake, Reader, SocketSource};
+use super::reader::{Reader, SocketSource};
 use crate::auth::cookie::AuthCookie;
 use crate::node::Node;
 
@@ -110,12 +110,7 @@ fn start(stream: Arc<TcpStream>, read: bytes::BytesMut, accepted: AcceptedSocket
         agreed.max_message,
         agreed.inflater,
     )
-    .with_intake(Intake {
-        budget: node.connections.inbound().clone(),
-        message_timeout: std::time::Duration::from_millis(
-            node.settings.server.protocols.websocket.message_timeout,
-        ),
-    });
+    .with_intake(node.connections.intake().clone());
     let outbox = Outbox::for_socket(stream, agreed.compression);
     let connection = Connection::new(node, outbox, address, origin, cookie);
     Connection::create(move |ctx| {
