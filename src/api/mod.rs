@@ -10,10 +10,9 @@ mod realtime;
 mod security;
 mod server;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
 
@@ -58,7 +57,10 @@ pub struct Caller {
     /// The `Origin` header (of the HTTP request, or of the WebSocket handshake).
     pub origin: Option<String>,
     /// Cleared when the connection closes (step 7).
-    pub open: Arc<AtomicBool>,
+    pub open: Cell<bool>,
+    /// The requests of this caller in flight (a WebSocket's: its connection waits for them
+    /// when the client ends, and stops them when it goes).
+    pub requests: InFlight,
     /// Where notifications for this connection go; HTTP callers have none.
     pub outbox: Option<Outbox>,
     /// `auth:login` calls in the current second (`limits.loginsPerSecond`).
@@ -67,6 +69,60 @@ pub struct Caller {
     pub cookie: AuthCookie,
     /// The token this WebSocket was last linked to (step 11).
     pub linked: RefCell<Option<LinkedToken>>,
+}
+
+/// Requests of one caller that were received and are not answered yet.
+#[derive(Default)]
+pub struct InFlight {
+    count: Cell<usize>,
+    /// Set when the client ended: whoever waits wants to know when the count reaches 0.
+    awaited: Cell<bool>,
+    /// Set when the caller is gone: requests not started yet do nothing, running ones
+    /// give up at their next wait.
+    stopped: Cell<bool>,
+    stop: tokio::sync::Notify,
+}
+
+impl InFlight {
+    /// One request received: counted from now until `run` ends.
+    pub fn received(&self) {
+        self.count.set(self.count.get() + 1);
+    }
+
+    /// Runs a request counted by `received`, unless the caller is gone; returns how many
+    /// are left in flight.
+    pub async fn run(&self, request: impl std::future::Future<Output = ()>) -> usize {
+        if !self.stopped.get() {
+            tokio::select! {
+                biased;
+                _ = self.stop.notified() => {}
+                _ = request => {}
+            }
+        }
+        let left = self.count.get().saturating_sub(1);
+        self.count.set(left);
+        left
+    }
+
+    /// Requests received and not answered.
+    pub fn count(&self) -> usize {
+        self.count.get()
+    }
+
+    /// From now on, the end of the last request matters (`is_awaited`).
+    pub fn await_all(&self) {
+        self.awaited.set(true);
+    }
+
+    pub fn is_awaited(&self) -> bool {
+        self.awaited.get()
+    }
+
+    /// The caller is gone: every request still running gives up.
+    pub fn stop(&self) {
+        self.stopped.set(true);
+        self.stop.notify_waiters();
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -89,7 +145,8 @@ impl Caller {
             address,
             connection_id: Arc::from(uuid::Uuid::new_v4().to_string()),
             origin,
-            open: Arc::new(AtomicBool::new(true)),
+            open: Cell::new(true),
+            requests: InFlight::default(),
             outbox,
             logins: RateCounter::default(),
             cookie,
@@ -98,7 +155,7 @@ impl Caller {
     }
 
     fn is_open(&self) -> bool {
-        self.open.load(Ordering::Acquire)
+        self.open.get()
     }
 }
 

@@ -12,10 +12,8 @@
 //! a socket that violated the protocol gets its close frame while the reader discards
 //! what the client still sends, so that the close code reaches the client.
 
-use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix::{
@@ -49,18 +47,6 @@ enum ClientEnded {
     Fin,
 }
 
-/// What a connection shares with the tasks of its requests.
-#[derive(Default)]
-struct Requests {
-    /// Received and not answered yet.
-    in_flight: Cell<usize>,
-    /// Set once the client ended: the last request to finish tells the connection.
-    waiting: RefCell<Option<actix::Addr<Connection>>>,
-    /// The connection stopped: tasks not started yet do nothing, running ones give up.
-    stopped: Cell<bool>,
-    stop: tokio::sync::Notify,
-}
-
 /// How the write loop ended.
 enum WriteEnd {
     /// The close (frame) is out and the socket's side is shut.
@@ -76,8 +62,6 @@ pub struct Connection {
     caller: Rc<Caller>,
     outbox: Outbox,
     options: WebsocketProtocol,
-    /// What the connection shares with its requests' tasks.
-    requests: Rc<Requests>,
     /// The client ended; the close waits for `in_flight` to reach 0.
     client_ended: Option<Box<ClientEnded>>,
     last_inbound: Instant,
@@ -117,7 +101,6 @@ impl Connection {
             node,
             outbox,
             options,
-            requests: Rc::default(),
             client_ended: None,
             last_inbound: now,
             heartbeat_ping: None,
@@ -142,7 +125,7 @@ impl Connection {
             return;
         }
         self.closing = true;
-        self.caller.open.store(false, Ordering::Release);
+        self.caller.open.set(false);
         log::debug!(
             "closing connection {} with {code} {reason}",
             self.caller.connection_id
@@ -161,17 +144,17 @@ impl Connection {
 
     /// The client ended: requests already received still run, and their answers go out
     /// before the close; the close deadline starts now.
-    fn client_ended(&mut self, ended: ClientEnded, ctx: &mut Context<Self>) {
+    fn client_ended(&mut self, ended: ClientEnded) {
         self.closing = true;
         self.outbox.begin_closing();
         self.client_ended = Some(Box::new(ended));
-        *self.requests.waiting.borrow_mut() = Some(ctx.address());
+        self.caller.requests.await_all();
         self.settle_client_end();
     }
 
     /// Closes the outbox once the requests received before the client's end are answered.
     fn settle_client_end(&mut self) {
-        if self.requests.in_flight.get() > 0 {
+        if self.caller.requests.count() > 0 {
             return;
         }
         match self.client_ended.take().map(|ended| *ended) {
@@ -297,7 +280,7 @@ impl Connection {
     }
 
     /// One whole data message, past the size and UTF-8 checks (frame-level steps of §3.2).
-    fn on_message(&mut self, data: Bytes) {
+    fn on_message(&mut self, data: Bytes, ctx: &mut Context<Self>) {
         if data.is_empty() {
             return;
         }
@@ -334,15 +317,14 @@ impl Connection {
         let node = self.node.clone();
         let caller = self.caller.clone();
         let outbox = self.outbox.clone();
-        let requests = self.requests.clone();
-        requests.in_flight.set(requests.in_flight.get() + 1);
+        // Told when the last request in flight is answered after the client ended.
+        let connection = ctx.address();
+        caller.requests.received();
         // A task of the worker rather than an actor future: tasks start in the order
         // they were spawned, so that a socket's requests run (and its publishes are
-        // delivered) in the order they arrived; the actor's futures would not.
+        // delivered) in the order they arrived; the actor's futures would not. When the
+        // connection stops, the request gives up: nothing more keeps its socket.
         actix_rt::spawn(async move {
-            if requests.stopped.get() {
-                return;
-            }
             let run = async {
                 let request_id = request.request_id.clone();
                 if let Some(dispatched) = api::dispatch(&node, &caller, request).await {
@@ -351,17 +333,7 @@ impl Connection {
                     outbox.push(ByteString::from(response.to_json()));
                 }
             };
-            tokio::select! {
-                biased;
-                // The connection stopped: nothing more keeps its socket.
-                _ = requests.stop.notified() => return,
-                _ = run => {}
-            }
-            let left = requests.in_flight.get() - 1;
-            requests.in_flight.set(left);
-            if left == 0
-                && let Some(connection) = requests.waiting.borrow().as_ref()
-            {
+            if caller.requests.run(run).await == 0 && caller.requests.is_awaited() {
                 connection.do_send(Answered);
             }
         });
@@ -478,11 +450,9 @@ impl Actor for Connection {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        self.caller.open.store(false, Ordering::Release);
+        self.caller.open.set(false);
         // What still runs was received before an abrupt end or a passed deadline.
-        self.requests.stopped.set(true);
-        self.requests.stop.notify_waiters();
-        self.requests.waiting.take();
+        self.caller.requests.stop();
         // A node shutting down drops subscriptions without "out" notifications.
         let notify = !self.node.is_draining();
         self.node
@@ -532,13 +502,13 @@ impl StreamHandler<Result<Message, Violation>> for Connection {
             Ok(Message::End { clean: false }) => {
                 // A reset: nobody is left to answer; requests still waiting are dropped.
                 self.read_out = true;
-                self.caller.open.store(false, Ordering::Release);
+                self.caller.open.set(false);
                 ctx.stop();
             }
             Ok(Message::End { clean: true }) => {
                 self.read_out = true;
                 if !self.closing {
-                    self.client_ended(ClientEnded::Fin, ctx);
+                    self.client_ended(ClientEnded::Fin);
                 }
             }
             _ if self.closing => {}
@@ -547,9 +517,9 @@ impl StreamHandler<Result<Message, Violation>> for Connection {
             Ok(Message::Pong(_)) => {}
             Ok(Message::Close(reason)) => {
                 let (code, reason) = reason.unwrap_or((1000, String::new()));
-                self.client_ended(ClientEnded::Close(close_reason(code, &reason)), ctx);
+                self.client_ended(ClientEnded::Close(close_reason(code, &reason)));
             }
-            Ok(Message::Text(data) | Message::Binary(data)) => self.on_message(data),
+            Ok(Message::Text(data) | Message::Binary(data)) => self.on_message(data, ctx),
         }
     }
 
