@@ -53,15 +53,20 @@ async fn logins(
     (ok.get(), checked.get())
 }
 
-#[actix_rt::test]
-async fn a_guesser_on_one_address_cannot_lock_the_owner_out() {
+/// A node whose administrator `root` (the owner) logged in from 127.0.0.3 before.
+async fn owner_known_at_3() -> TestNode {
     let node = start_node(|_| {}).await;
     let (_admin, _) = admin_session(&node).await;
-    // The owner logged in from 127.0.0.3 before.
     assert_eq!(
         http_login_from(node.addr, local(3), "root", "toor").await.0,
         200
     );
+    node
+}
+
+#[actix_rt::test]
+async fn a_guesser_on_one_address_cannot_lock_the_owner_out() {
+    let node = owner_known_at_3().await;
     let every = Duration::from_millis(500);
     let attacker = logins(node.addr, local(2), "wrong", 40, every, Duration::ZERO);
     let owner = logins(node.addr, local(3), "toor", 20, every * 2, every / 2);
@@ -84,12 +89,7 @@ async fn a_guesser_on_one_address_cannot_lock_the_owner_out() {
 
 #[actix_rt::test]
 async fn guesses_spread_over_many_addresses_meet_the_username_ceiling() {
-    let node = start_node(|_| {}).await;
-    let (_admin, _) = admin_session(&node).await;
-    assert_eq!(
-        http_login_from(node.addr, local(3), "root", "toor").await.0,
-        200
-    );
+    let node = owner_known_at_3().await;
     let every = Duration::from_millis(500);
     // A botnet's guesses spread over time: each address at its own offset.
     let attackers = futures_util::future::join_all((10..60u8).map(|last| {

@@ -2,6 +2,7 @@
 //! (rights), and not too often (rate limits).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -10,6 +11,7 @@ use crate::auth::token::{self, Algorithm, TokenError};
 use crate::node::Node;
 use crate::protocol::errors::{self, ApiError};
 use crate::protocol::{Request, now_ms};
+use crate::security::cache::Snapshot;
 use crate::security::model::{Profile, is_allowed, user_rate_limit};
 use crate::storage::{Kind, StoreError};
 
@@ -137,6 +139,24 @@ pub fn check_rights(
     Err(rights_error(identity, &request.controller, &request.action))
 }
 
+/// The roles and profiles now (cached; re-read when they changed).
+pub async fn current_security(node: &Node) -> Result<Arc<Snapshot>, ApiError> {
+    node.security
+        .current(&node.store)
+        .await
+        .map_err(store_read_error)
+}
+
+impl Identity {
+    /// The identity's profiles, as `security` holds them.
+    pub fn profiles_in<'a>(&self, security: &'a Snapshot) -> Vec<&'a Profile> {
+        self.profile_ids
+            .iter()
+            .filter_map(|id| security.profiles.get(id))
+            .collect()
+    }
+}
+
 /// Whether the bearer of `token` (anonymous without one) may call `controller:action`
 /// (no index or collection): steps 9, 10 and 12 alone, for what is served outside the
 /// API but guarded by an action's rights (`GET /metrics` by `server:metrics`).
@@ -147,16 +167,8 @@ pub async fn authorize(
     action: &str,
 ) -> Result<(), ApiError> {
     let identity = authenticate(node, token).await?;
-    let security = node
-        .security
-        .current(&node.store)
-        .await
-        .map_err(store_read_error)?;
-    let profiles: Vec<_> = identity
-        .profile_ids
-        .iter()
-        .filter_map(|id| security.profiles.get(id))
-        .collect();
+    let security = current_security(node).await?;
+    let profiles = identity.profiles_in(&security);
     if is_allowed(&profiles, &security.roles, controller, action, None, None) {
         Ok(())
     } else {

@@ -26,8 +26,8 @@ use crate::security::cache::Snapshot;
 use crate::security::model::{Profile, is_allowed};
 use crate::ws::outbox::Outbox;
 use identity::{
-    Identity, Resolved, authenticate, check_rights, check_user_rate, resolve_token,
-    store_read_error,
+    Identity, Resolved, authenticate, check_rights, check_user_rate, current_security,
+    resolve_token,
 };
 
 /// What an action answers.
@@ -335,16 +335,8 @@ async fn execute(node: &Arc<Node>, caller: &Caller, request: &Request) -> Action
     if let Some(token) = &identity.token {
         link_connection(node, caller, &identity.kuid, token, identity.expires_at);
     }
-    let security = node
-        .security
-        .current(&node.store)
-        .await
-        .map_err(store_read_error)?;
-    let profiles: Vec<_> = identity
-        .profile_ids
-        .iter()
-        .filter_map(|id| security.profiles.get(id))
-        .collect();
+    let security = current_security(node).await?;
+    let profiles = identity.profiles_in(&security);
     if !skip_rights {
         check_rights(&identity, &profiles, &security.roles, request)?;
     }
