@@ -13,6 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// that by 10 ms and then only does it when the same thread allocates again, which an idle
 /// worker never does), and the arena is committed as it is used rather than up front.
 #[cfg(not(feature = "system-allocator"))]
+#[allow(unsafe_code)]
 fn tune_allocator() {
     // The values of `mi_option_e` in the bundled mimalloc 2.3 (include/mimalloc.h).
     const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
