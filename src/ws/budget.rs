@@ -35,10 +35,6 @@ impl InboundBudget {
     pub fn held(&self) -> u64 {
         self.held.load(Ordering::Acquire)
     }
-
-    pub fn limit(&self) -> u64 {
-        self.limit
-    }
 }
 
 #[cfg(test)]

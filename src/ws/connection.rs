@@ -215,7 +215,7 @@ impl Connection {
         let unanswered = self
             .heartbeat_ping
             .is_some_and(|ping_at| self.last_inbound < ping_at);
-        if self.closing || self.outbox.is_closing() {
+        if self.outbox.closing_since().is_some() {
             // Still running while the socket closes: a silent client is released.
             if unanswered {
                 self.release(ctx);
@@ -244,9 +244,8 @@ impl Connection {
     fn idle_check(&mut self, ctx: &mut Context<Self>) {
         let timeout = Duration::from_millis(self.options.idle_timeout);
         let half = timeout / 2;
-        let closing_since = (self.closing || self.outbox.is_closing())
-            .then(|| self.outbox.closing_since())
-            .flatten();
+        // Set whenever the socket is closing, whoever decided it.
+        let closing_since = self.outbox.closing_since();
         let since = match closing_since {
             Some(closing) => self.last_activity().max(closing),
             None => self.last_activity(),
