@@ -8,11 +8,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kuzzle_rt::delivery::Outbox;
 use kuzzle_rt::protocol::Protocol;
 use kuzzle_rt::realtime::filter::Filter;
 use kuzzle_rt::realtime::notify::Published;
 use kuzzle_rt::realtime::{Hub, HubLimits, Member, RoomTarget, Scope, Users};
-use kuzzle_rt::ws::outbox::Outbox;
 use serde_json::{Value, json};
 
 struct Kind {

@@ -18,9 +18,9 @@ use bytestring::ByteString;
 use futures_util::StreamExt;
 use tokio::net::TcpStream;
 
+use kuzzle_rt::delivery::writer::{Outgoing, SocketWriter};
 use kuzzle_rt::ws::reader::{Message, Reader, SocketSource};
 use kuzzle_rt::ws::upgrade::{respond, switch};
-use kuzzle_rt::ws::writer::{Outgoing, SocketWriter};
 use kuzzle_rt::ws::{SocketOptions, accept};
 
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
@@ -60,7 +60,7 @@ async fn echo(mut reader: Reader<SocketSource>, mut writer: SocketWriter) {
             },
             Ok(Message::Binary(data)) => writer.queue(&Outgoing::binary(data)),
             Ok(Message::Ping(payload)) => writer.queue(&Outgoing::control(
-                kuzzle_rt::ws::frame::OpCode::Pong,
+                kuzzle_rt::protocol::frame::OpCode::Pong,
                 payload,
             )),
             Ok(Message::Pong(_)) => {}

@@ -12,9 +12,9 @@ use serde_json::{Value, json};
 
 use crate::config::{self, Settings, Size};
 use crate::http::body::{self, BodyKind};
+use crate::protocol::deflate::{Agreement, Inflater};
 use crate::protocol::{BoolArgs, Protocol, Request};
 use crate::realtime::filter::{Filter, MAX_CONJUNCTIONS, MAX_LITERALS};
-use crate::ws::deflate::{Agreement, Inflater};
 use crate::ws::reader::{Chunks, Message, Reader};
 
 /// The frame parser and message reader, with or without permessage-deflate. The first

@@ -14,12 +14,12 @@ use crate::auth::registry::SessionRegistry;
 use crate::auth::throttle::LoginThrottle;
 use crate::cluster::{self, Cluster};
 use crate::config::Settings;
+use crate::delivery::Connections;
 use crate::metrics::{Gauges, Metrics, NodeFigures};
 use crate::rate::{RateCounter, RequestLimiter};
 use crate::realtime::{Hub, HubLimits};
 use crate::security::cache::SecurityCache;
 use crate::storage::Store;
-use crate::ws::registry::ConnectionRegistry;
 
 pub struct Node {
     pub id: Arc<str>,
@@ -27,7 +27,7 @@ pub struct Node {
     pub started: Instant,
     pub limiter: RequestLimiter,
     pub origins: OriginPolicy,
-    pub connections: ConnectionRegistry,
+    pub connections: Connections,
     pub hub: Arc<Hub>,
     /// Membership, cross-node notifications, cluster-wide counts (one node without Redis).
     pub cluster: Arc<Cluster>,
@@ -76,11 +76,6 @@ impl Node {
         let sessions =
             SessionRegistry::new(id.clone(), cluster.clone(), metrics.token_expired.clone())
                 .start();
-        let websocket = &settings.server.protocols.websocket;
-        let connections = ConnectionRegistry::new(
-            websocket.partial_messages_budget.0,
-            std::time::Duration::from_millis(websocket.message_timeout),
-        );
         Arc::new(Node {
             id,
             hub,
@@ -95,7 +90,7 @@ impl Node {
             started: Instant::now(),
             limiter,
             origins,
-            connections,
+            connections: Connections::default(),
             http_in_flight: AtomicUsize::new(0),
             metrics,
             draining: AtomicBool::new(false),

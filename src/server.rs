@@ -52,6 +52,11 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
         .await
         .map_err(|e| io::Error::other(format!("[STORAGE] {e}")))?;
     let data = web::Data::new(node.clone());
+    let websocket = &node.settings.server.protocols.websocket;
+    let intake = web::Data::new(crate::ws::Intake::new(
+        websocket.partial_messages_budget.0,
+        Duration::from_millis(websocket.message_timeout),
+    ));
     let s = &node.settings.server;
     let grace_secs = s.shutdown_grace_period.div_ceil(1000).max(1);
     let accepted = node
@@ -71,11 +76,13 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
         .shutdown_timeout(grace_secs);
     for listener in listeners {
         let data = data.clone();
+        let intake = intake.clone();
         let accepted = accepted.clone();
         let local = listener.local_addr()?;
         server = server.listen("kuzzle-rt", listener, move || {
             let accepted = accepted.clone();
             let upgrade_data = data.clone();
+            let upgrade_intake = intake.clone();
             // actix-web's HttpServer defaults, which this server replaces to get the
             // upgrade hook, plus TCP_NODELAY.
             HttpService::build()
@@ -86,7 +93,7 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
                     accepted.inc();
                 })
                 .upgrade(fn_factory(move || {
-                    let app = app(upgrade_data.clone()).into_factory();
+                    let app = app(upgrade_data.clone(), upgrade_intake.clone()).into_factory();
                     async move {
                         let app = Rc::new(app.new_service(AppConfig::default()).await?);
                         Ok::<_, ()>(fn_service(move |upgrade| {
@@ -94,7 +101,9 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
                         }))
                     }
                 }))
-                .finish(map_config(app(data.clone()), |_| AppConfig::default()))
+                .finish(map_config(app(data.clone(), intake.clone()), |_| {
+                    AppConfig::default()
+                }))
                 .tcp()
         })?;
     }
@@ -152,6 +161,7 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
 /// The App every request goes through, upgrades included.
 fn app(
     data: web::Data<Arc<Node>>,
+    intake: web::Data<crate::ws::Intake>,
 ) -> App<
     impl ServiceFactory<
         ServiceRequest,
@@ -163,6 +173,7 @@ fn app(
 > {
     App::new()
         .app_data(data)
+        .app_data(intake)
         .default_service(web::to(crate::http::entry))
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use flate2::{Compress, Compression, Decompress, FlushDecompress};
 
-use crate::ws::deflate::compress_with;
+use crate::protocol::deflate::compress_with;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use flate2::{Compress, Compression};
 use kuzzle_rt::config::{Settings, Size};
-use kuzzle_rt::ws::deflate::compress_with;
+use kuzzle_rt::protocol::deflate::compress_with;
 use serde_json::{Value, json};
 
 const OFFER: (&str, &str) = ("Sec-WebSocket-Extensions", "permessage-deflate");

@@ -18,13 +18,13 @@ use serde_json::Value;
 
 use crate::auth::cookie::AuthCookie;
 use crate::auth::messages::Link;
+use crate::delivery::outbox::Outbox;
 use crate::node::Node;
 use crate::protocol::errors::{self, ApiError};
 use crate::protocol::{Protocol, Request, Response};
 use crate::rate::RateCounter;
 use crate::security::cache::Snapshot;
 use crate::security::model::{Profile, is_allowed};
-use crate::ws::outbox::Outbox;
 use identity::{
     Identity, Resolved, authenticate, check_rights, check_user_rate, current_security,
     resolve_token,

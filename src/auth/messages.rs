@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use actix::Message;
 
-use crate::ws::outbox::Outbox;
+use crate::delivery::outbox::Outbox;
 
 /// A WebSocket used a token: link them (a connection has at most one linked token).
 #[derive(Message)]

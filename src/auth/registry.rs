@@ -11,11 +11,11 @@ use actix::{Actor, AsyncContext, Context, Handler, MessageResult, SpawnHandle};
 
 use super::messages::{Count, Link, Move, Revoke, Unlink};
 use crate::cluster::Cluster;
+use crate::delivery::outbox::Outbox;
+use crate::delivery::writer::Outgoing;
 use crate::metrics::ReasonLabels;
 use crate::protocol::now_ms;
 use crate::realtime::notify::token_expired;
-use crate::ws::outbox::Outbox;
-use crate::ws::writer::Outgoing;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 

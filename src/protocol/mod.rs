@@ -1,6 +1,9 @@
-//! Pure data: envelopes, the error catalogue, close codes. No I/O.
+//! The wire formats, as pure data and functions (no I/O): Kuzzle's envelopes and error
+//! catalogue, close codes, RFC 6455 frames and permessage-deflate.
 
+pub mod deflate;
 pub mod errors;
+pub mod frame;
 pub mod percent;
 pub mod request;
 pub mod response;

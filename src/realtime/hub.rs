@@ -10,9 +10,9 @@ use serde_json::Value;
 use super::filter::Filter;
 use super::index::{CollectionIndex, Placement};
 use super::notify::{self, Published, UserEvent};
+use crate::delivery::outbox::Outbox;
+use crate::delivery::writer::Outgoing;
 use crate::protocol::{Protocol, now_ms};
-use crate::ws::outbox::Outbox;
-use crate::ws::writer::Outgoing;
 
 /// Which document notifications a channel receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,7 +184,7 @@ pub struct Presence {
 }
 
 fn deliver(deliveries: Deliveries) {
-    crate::ws::outbox::deliver(deliveries.iter().map(|(outbox, message)| (outbox, message)));
+    crate::delivery::outbox::deliver(deliveries.iter().map(|(outbox, message)| (outbox, message)));
 }
 
 /// Rooms a disconnecting connection leaves per hold of the lock, so that removing a
@@ -630,7 +630,7 @@ impl Hub {
         }
         drop(state);
         let count = deliveries.iter().map(|(outboxes, _)| outboxes.len()).sum();
-        crate::ws::outbox::deliver(
+        crate::delivery::outbox::deliver(
             deliveries
                 .iter()
                 .flat_map(|(outboxes, text)| outboxes.iter().map(move |outbox| (outbox, text))),

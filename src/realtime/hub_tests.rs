@@ -1,6 +1,6 @@
 //! Unit tests of `hub.rs` (a sibling file, so that the hub reads on its own).
 use super::*;
-use crate::ws::outbox::Next;
+use crate::delivery::outbox::Next;
 use serde_json::json;
 
 fn member(id: &str) -> Member {

@@ -23,17 +23,17 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use serde_json::Value;
 
-use super::frame::{OpCode, Violation};
-use super::outbox::{CloseReason, Flushed, Outbox, close_reason};
 use super::reader::Message;
-use super::writer::{self, Outgoing};
 use crate::api::{self, Caller};
 use crate::auth::cookie::AuthCookie;
 use crate::auth::messages::Unlink;
 use crate::config::WebsocketProtocol;
+use crate::delivery::outbox::{CloseReason, Flushed, Outbox, close_reason};
+use crate::delivery::writer::{self, Outgoing};
 use crate::metrics::{ProtocolLabel, ProtocolLabels};
 use crate::node::Node;
 use crate::protocol::errors::{self, ApiError};
+use crate::protocol::frame::{OpCode, Violation};
 use crate::protocol::request::readable_request_id;
 use crate::protocol::{BoolArgs, Protocol, Request, Response, close, now_ms};
 

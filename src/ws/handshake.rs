@@ -6,8 +6,8 @@ use actix_http::ws::HandshakeError;
 use actix_web::HttpResponse;
 use actix_web::http::header::{self, HeaderValue};
 
-use super::deflate::{self, Inflater};
-use super::writer::Compression;
+use crate::delivery::writer::Compression;
+use crate::protocol::deflate::{self, Inflater};
 
 /// How sockets are accepted.
 #[derive(Debug, Clone, Copy)]

@@ -1,16 +1,12 @@
-//! WebSocket connections: the upgrade, the framing (with permessage-deflate), the
-//! per-socket actor and its outbound queue.
+//! WebSocket connections, one transport over `delivery`: the upgrade, the reader of the
+//! client's frames (with permessage-deflate) and the per-socket actor. What the node sends
+//! goes through the socket's `delivery::Outbox`.
 
 pub mod budget;
 mod connection;
-pub mod deflate;
-pub mod frame;
 pub mod handshake;
-pub mod outbox;
 pub mod reader;
-pub mod registry;
 pub mod upgrade;
-pub mod writer;
 
 use std::sync::Arc;
 
@@ -20,6 +16,7 @@ use crate::node::Node;
 
 pub use connection::Connection;
 pub use handshake::{SocketOptions, accept};
+pub use reader::Intake;
 pub use upgrade::{AcceptedSocket, ThroughUpgrade};
 
 /// True when the request asks for a WebSocket upgrade.
@@ -51,6 +48,11 @@ pub fn upgrade(
             .compression
             .then(|| websocket.compression_threshold.as_usize()),
     };
+    // Registered by the server with the App: what every socket's reader shares.
+    let Some(intake) = req.app_data::<actix_web::web::Data<Intake>>() else {
+        log::error!("no WebSocket intake registered with the App: upgrade refused");
+        return HttpResponse::ServiceUnavailable().finish();
+    };
     let upgraded = match accept(req.head(), first_protocol, options) {
         Ok(upgraded) => upgraded,
         Err(refusal) => return refusal.error_response(),
@@ -68,6 +70,7 @@ pub fn upgrade(
     let mut response = upgraded.response;
     response.extensions_mut().insert(AcceptedSocket {
         node: node.clone(),
+        intake: intake.clone().into_inner(),
         agreed: upgraded.agreed,
         address,
         origin,

@@ -23,8 +23,8 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 use super::budget::InboundBudget;
-use super::deflate::Inflater;
-use super::frame::{self, Header, OpCode, Violation};
+use crate::protocol::deflate::Inflater;
+use crate::protocol::frame::{self, Header, OpCode, Violation};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
@@ -127,6 +127,17 @@ pub struct Intake {
     pub budget: InboundBudget,
     /// How long a message may take to arrive once its first byte did.
     pub message_timeout: Duration,
+}
+
+impl Intake {
+    /// `partial_budget`: bytes of unfinished messages every socket together may hold;
+    /// `message_timeout`: how long one may take to arrive.
+    pub fn new(partial_budget: u64, message_timeout: Duration) -> Intake {
+        Intake {
+            budget: InboundBudget::new(partial_budget),
+            message_timeout,
+        }
+    }
 }
 
 enum Phase {

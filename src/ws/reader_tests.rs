@@ -1,6 +1,6 @@
 //! Unit tests of `reader.rs`.
 use super::*;
-use crate::ws::deflate::{self, Agreement};
+use crate::protocol::deflate::{self, Agreement};
 use futures_util::StreamExt;
 use std::convert::Infallible;
 

@@ -22,14 +22,15 @@ use tokio::net::TcpStream;
 
 use super::connection::Connection;
 use super::handshake::Agreed;
-use super::outbox::Outbox;
 use super::reader::{Reader, SocketSource};
 use crate::auth::cookie::AuthCookie;
+use crate::delivery::Outbox;
 use crate::node::Node;
 
 /// What the App's handler accepted: everything the connection actor starts with.
 pub struct AcceptedSocket {
     pub(super) node: Arc<Node>,
+    pub(super) intake: Arc<super::Intake>,
     pub(super) agreed: Agreed,
     pub(super) address: Option<IpAddr>,
     pub(super) origin: Option<String>,
@@ -99,6 +100,7 @@ pub async fn respond(
 fn start(stream: Arc<TcpStream>, read: bytes::BytesMut, accepted: AcceptedSocket) {
     let AcceptedSocket {
         node,
+        intake,
         agreed,
         address,
         origin,
@@ -110,7 +112,7 @@ fn start(stream: Arc<TcpStream>, read: bytes::BytesMut, accepted: AcceptedSocket
         agreed.max_message,
         agreed.inflater,
     )
-    .with_intake(node.connections.intake().clone());
+    .with_intake(intake);
     let outbox = Outbox::for_socket(stream, agreed.compression);
     let connection = Connection::new(node, outbox, address, origin, cookie);
     Connection::create(move |ctx| {

@@ -15,8 +15,8 @@ use bytes::Bytes;
 use bytestring::ByteString;
 use tokio::net::TcpStream;
 
-use super::deflate::{self, WINDOW_SLOTS};
-use super::frame::{self, OpCode};
+use crate::protocol::deflate::{self, WINDOW_SLOTS};
+use crate::protocol::frame::{self, OpCode};
 
 /// One message for one or many sockets. Cloning shares it.
 #[derive(Clone)]

@@ -1,38 +1,19 @@
-//! The node's open WebSocket connections, by connection id, and what they hold together
-//! of partial input.
+//! The node's open sockets, by connection id, each as the outbox that reaches it: for the
+//! counts of `server:info` and the metrics, and for closing them all at shutdown.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::budget::InboundBudget;
 use super::outbox::Outbox;
-use super::reader::Intake;
 
-pub struct ConnectionRegistry {
+#[derive(Default)]
+pub struct Connections {
     open: Mutex<HashMap<Arc<str>, Outbox>>,
-    intake: Arc<Intake>,
 }
 
-impl ConnectionRegistry {
-    /// `partial_budget`: bytes of unfinished messages every socket together may hold;
-    /// `message_timeout`: how long one may take to arrive.
-    pub fn new(partial_budget: u64, message_timeout: std::time::Duration) -> Self {
-        ConnectionRegistry {
-            open: Mutex::default(),
-            intake: Arc::new(Intake {
-                budget: InboundBudget::new(partial_budget),
-                message_timeout,
-            }),
-        }
-    }
-
-    /// What every socket's reader takes its partial input from.
-    pub fn intake(&self) -> &Arc<Intake> {
-        &self.intake
-    }
-
+impl Connections {
     pub fn insert(&self, id: Arc<str>, outbox: Outbox) {
         self.open.lock().insert(id, outbox);
     }
