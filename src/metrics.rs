@@ -13,6 +13,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+pub use crate::cluster::BusCounters;
+use crate::realtime::RealtimeCounters;
+use crate::realtime::sessions::ExpiryCounters;
+
 /// The content type of `/metrics`.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -58,15 +62,6 @@ pub struct ReasonLabels {
 pub struct DirectionLabels {
     /// "published", "received" or "dropped".
     pub direction: &'static str,
-}
-
-/// Handles on the bus counters (each clone counts into the same series).
-#[derive(Clone, Debug, Default)]
-pub struct BusCounters {
-    pub published: Counter,
-    pub received: Counter,
-    pub dropped: Counter,
-    pub reconnects: Counter,
 }
 
 type HistogramFamily = Family<ActionLabels, Histogram, fn() -> Histogram>;
@@ -253,6 +248,23 @@ impl Metrics {
             received: direction("received"),
             dropped: direction("dropped"),
             reconnects: self.bus_reconnects.clone(),
+        }
+    }
+
+    /// The counters the realtime service updates.
+    pub fn realtime_counters(&self) -> RealtimeCounters {
+        let expired = |reason| {
+            self.token_expired
+                .get_or_create(&ReasonLabels { reason })
+                .clone()
+        };
+        RealtimeCounters {
+            publishes: self.publishes.clone(),
+            deliveries: self.deliveries.clone(),
+            expired: ExpiryCounters {
+                expiry: expired("expiry"),
+                revocation: expired("revocation"),
+            },
         }
     }
 

@@ -7,17 +7,13 @@ use std::time::Instant;
 
 use regex::Regex;
 
-use actix::{Actor, Addr};
-
-use crate::auth::messages::Revoke;
-use crate::auth::registry::SessionRegistry;
 use crate::auth::throttle::LoginThrottle;
-use crate::cluster::{self, Cluster};
+use crate::cluster::Bus;
 use crate::config::Settings;
 use crate::delivery::Connections;
 use crate::metrics::{Gauges, Metrics, NodeFigures};
 use crate::rate::{RateCounter, RequestLimiter};
-use crate::realtime::{Hub, HubLimits};
+use crate::realtime::Realtime;
 use crate::security::cache::SecurityCache;
 use crate::storage::Store;
 
@@ -27,12 +23,12 @@ pub struct Node {
     pub started: Instant,
     pub limiter: RequestLimiter,
     pub origins: OriginPolicy,
+    /// Open WebSocket connections.
     pub connections: Connections,
-    pub hub: Arc<Hub>,
-    /// Membership, cross-node notifications, cluster-wide counts (one node without Redis).
-    pub cluster: Arc<Cluster>,
-    /// Links tokens to WebSocket connections (TokenExpired).
-    pub sessions: Addr<SessionRegistry>,
+    /// Subscriptions, notifications, and which sockets use which token.
+    pub realtime: Arc<Realtime>,
+    /// Membership of the cluster (a node alone without Redis).
+    pub bus: Arc<dyn Bus>,
     pub store: Store,
     pub security: SecurityCache,
     /// Requests per kuid in the current second (profiles' `rateLimit`).
@@ -48,11 +44,13 @@ pub struct Node {
 }
 
 impl Node {
+    /// The parts are built and wired by `server.rs`.
     pub fn new(
         settings: Settings,
         store: Store,
         secret: String,
-        joining: cluster::Joining,
+        bus: Arc<dyn Bus>,
+        realtime: Arc<Realtime>,
         metrics: Arc<Metrics>,
     ) -> Arc<Node> {
         let limits = &settings.limits;
@@ -65,22 +63,11 @@ impl Node {
             &settings.http.access_control_allow_origin,
             settings.http.access_control_allow_origin_use_regexp,
         );
-        let id: Arc<str> = Arc::from(joining.node_id());
-        let hub_limits = HubLimits {
-            rooms: settings.limits.subscription_rooms,
-            subscriptions_per_connection: settings.limits.subscriptions_per_connection,
-            filters_memory: settings.limits.subscription_filters_memory.0,
-        };
-        let hub = Arc::new(Hub::new(id.clone(), hub_limits, room_key(&secret)));
-        let cluster = Cluster::new(joining, hub.clone(), &settings, metrics.clone());
-        let sessions =
-            SessionRegistry::new(id.clone(), cluster.clone(), metrics.token_expired.clone())
-                .start();
+        let id = bus.node_id().clone();
         Arc::new(Node {
             id,
-            hub,
-            cluster,
-            sessions,
+            realtime,
+            bus,
             store,
             secret,
             security: SecurityCache::default(),
@@ -99,27 +86,27 @@ impl Node {
 
     /// What the metrics read of the node's parts.
     pub fn gauges(&self) -> Gauges {
-        let (rooms, subscriptions) = self.hub.metrics();
+        let (rooms, subscriptions) = self.realtime.metrics();
         Gauges {
             websockets: self.connections.len(),
             http_in_flight: self.http_in_flight.load(Ordering::Relaxed),
             rooms,
             subscriptions,
-            bus_up: self.cluster.bus_up(),
-            nodes_alive: self.cluster.alive(),
+            bus_up: self.bus.is_up(),
+            nodes_alive: self.bus.alive(),
         }
     }
 
     /// This node for the dashboard (`cluster:metrics`).
     pub fn figures(&self) -> NodeFigures {
-        let info = self.cluster.node_info();
+        let info = self.bus.node_info();
         NodeFigures {
             id: self.id.to_string(),
-            address: info.map(|i| i.address.clone()),
+            address: info.as_ref().map(|i| i.address.clone()),
             birthdate: info.map(|i| i.birthdate),
             uptime_seconds: self.started.elapsed().as_secs(),
             gauges: self.gauges(),
-            bus: self.cluster.metrics()["bus"].clone(),
+            bus: self.bus.figures()["bus"].clone(),
         }
     }
 
@@ -134,8 +121,7 @@ impl Node {
     /// Tokens were revoked here: every connection linked to one of them, on this node
     /// and on the others, gets `TokenExpired` and loses its subscriptions.
     pub fn revoke(&self, tokens: Vec<String>) {
-        self.cluster.revoke(&tokens);
-        self.sessions.do_send(Revoke { tokens });
+        self.realtime.revoke(tokens);
     }
 }
 
@@ -154,18 +140,6 @@ pub fn client_address(
         .and_then(|list| list.rsplit(',').next())
         .and_then(|last| last.trim().parse().ok())
         .or(Some(peer))
-}
-
-/// The key of room ids, derived from the deployment's JWT secret: the same on every node
-/// that shares the store and across restarts, unknown to anyone without the secret, so
-/// that nobody can compute the id of a room to `join` it without subscribing.
-fn room_key(secret: &str) -> [u8; 32] {
-    use hmac::{Hmac, Mac};
-    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) else {
-        return [0; 32];
-    };
-    mac.update(b"kuzzle-rt room id key");
-    mac.finalize().into_bytes().into()
 }
 
 /// `http.accessControlAllowOrigin`: `*`, exact origins, or unanchored regular expressions.

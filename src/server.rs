@@ -14,10 +14,13 @@ use actix_web::dev::{AppConfig, ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::{App, HttpServer, web};
 use tokio::net::TcpStream;
 
+use crate::cluster::Upstream;
 use crate::config::Settings;
 use crate::metrics::{Metrics, ProtocolLabel, ProtocolLabels};
 use crate::node::Node;
 use crate::protocol::close;
+use crate::realtime::Realtime;
+use crate::realtime::service::room_key;
 use crate::security::bootstrap::bootstrap;
 use crate::storage::Store;
 
@@ -42,11 +45,18 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
     for warning in &ready.warnings {
         log::warn!("{warning}");
     }
+    // The composition root: the bus, the realtime service above it, the node's context.
     let metrics = Arc::new(Metrics::new());
-    let joining = crate::cluster::connect(&settings, metrics.bus_counters())
+    let bus = crate::cluster::connect(&settings, metrics.bus_counters())
         .await
         .map_err(|e| io::Error::other(format!("[CLUSTER] {e}")))?;
-    let node = Node::new(settings, store, ready.secret, joining, metrics);
+    let realtime = Realtime::new(
+        bus.clone(),
+        &settings.limits,
+        room_key(&ready.secret),
+        metrics.realtime_counters(),
+    );
+    let node = Node::new(settings, store, ready.secret, bus, realtime, metrics);
     node.security
         .current(&node.store)
         .await
@@ -110,17 +120,19 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
     let metrics_listener = metrics_listener(&node, metrics_data)?;
     // Bound, but accepting nobody yet: the cluster is joined first, so that no request
     // finds it half started.
-    node.cluster
-        .start(addr, node.sessions.clone(), &node.secret)
+    let upstream: Arc<dyn Upstream> = node.realtime.clone();
+    node.bus
+        .start(addr, Arc::downgrade(&upstream), &node.secret)
         .await
         .map_err(|e| io::Error::other(format!("[CLUSTER] {e}")))?;
-    if let Some(link) = node.cluster.link() {
+    if let Some(link) = node.bus.link() {
         node.logins.share(link.clone());
-        actix_rt::spawn(crate::cluster::membership::share_snapshots(
-            Arc::downgrade(&node),
-            link.clone(),
-        ));
     }
+    let weak = Arc::downgrade(&node);
+    node.bus.share_figures(Box::new(move || {
+        let node = weak.upgrade()?;
+        Some(node.metrics.snapshot(&node.figures()).to_string())
+    }));
     let server = server.run();
     let handle = server.handle();
     actix_rt::spawn(server);
@@ -258,7 +270,7 @@ impl RunningNode {
         while !node.connections.is_empty() && Instant::now() < flush_deadline {
             actix_rt::time::sleep(Duration::from_millis(10)).await;
         }
-        node.cluster.leave().await;
+        node.bus.leave().await;
         self.handle.stop(true).await;
         if let Some(metrics) = self.metrics_handle {
             metrics.stop(true).await;

@@ -7,7 +7,6 @@ use serde_json::{Value, json};
 
 use super::identity::{ANONYMOUS, algorithm, store_read_error, store_write_error, verify_token};
 use super::{ActionResult, Call, Reply};
-use crate::auth::messages::{Move, Unlink};
 use crate::auth::{cookie, credentials, token};
 use crate::config::timespan::{Lifetime, parse_lifetime};
 use crate::protocol::errors::{self, ApiError};
@@ -159,11 +158,9 @@ pub async fn login(call: &Call<'_>) -> ActionResult {
         .await
         .map_err(|e| ApiError::new(errors::TOKEN_GENERATION_FAILED, [e.to_string()]))?;
     if let Some(previous) = previous {
-        call.node.sessions.do_send(Move {
-            from: previous.token,
-            to: issued.token.clone(),
-            expires_at: issued.expires_at,
-        });
+        call.node
+            .realtime
+            .refreshed(previous.token, issued.token.clone(), issued.expires_at);
     }
     super::link_connection(
         call.node,
@@ -190,9 +187,7 @@ pub async fn logout(call: &Call<'_>) -> ActionResult {
         call.identity.token.iter().cloned().collect()
     };
     // The caller keeps its subscriptions and gets no TokenExpired; the others do.
-    call.node.sessions.do_send(Unlink {
-        connection_id: call.caller.connection_id.clone(),
-    });
+    call.node.realtime.unlink(call.caller.connection_id.clone());
     call.caller.linked.borrow_mut().take();
     for token in &tokens {
         store.delete_token(token).await.map_err(store_write_error)?;
@@ -352,11 +347,9 @@ pub async fn refresh_token(call: &Call<'_>) -> ActionResult {
         .put_token(&refreshed_marker(&old), &identity.kuid, Some(grace))
         .await
         .map_err(store_write_error)?;
-    call.node.sessions.do_send(Move {
-        from: old,
-        to: issued.token.clone(),
-        expires_at: issued.expires_at,
-    });
+    call.node
+        .realtime
+        .refreshed(old, issued.token.clone(), issued.expires_at);
     super::link_connection(
         call.node,
         call.caller,

@@ -5,10 +5,10 @@ use crate::protocol::errors::{self, ApiError};
 
 /// kuzzle-rt: every live node's figures, for the dashboard (`GET /_dashboard`).
 pub async fn metrics(call: &Call<'_>) -> ActionResult {
-    let nodes = call
-        .node
-        .cluster
-        .snapshots(call.node)
+    let node = call.node;
+    let nodes = node
+        .bus
+        .snapshots(node.metrics.snapshot(&node.figures()))
         .await
         .map_err(|reason| {
             log::warn!("[CLUSTER] cluster:metrics: {reason}");
@@ -19,7 +19,7 @@ pub async fn metrics(call: &Call<'_>) -> ActionResult {
 
 pub async fn status(call: &Call<'_>) -> ActionResult {
     call.node
-        .cluster
+        .bus
         .status()
         .await
         .map(Reply::Json)

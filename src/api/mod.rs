@@ -17,7 +17,6 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::auth::cookie::AuthCookie;
-use crate::auth::messages::Link;
 use crate::delivery::outbox::Outbox;
 use crate::node::Node;
 use crate::protocol::errors::{self, ApiError};
@@ -275,7 +274,7 @@ fn admit(node: &Node, caller: &Caller, request: &Request) -> Result<(), ApiError
     if node.is_draining() {
         return Err(ApiError::plain(errors::SHUTTING_DOWN));
     }
-    if !node.cluster.has_enough_nodes() {
+    if !node.bus.has_enough_nodes() {
         return Err(ApiError::plain(errors::NOT_ENOUGH_NODES));
     }
     if request.controller.is_empty() {
@@ -402,12 +401,12 @@ pub(crate) fn link_connection(
     {
         return;
     }
-    node.sessions.do_send(Link {
-        token: token.to_owned(),
+    node.realtime.link(
+        token.to_owned(),
         expires_at,
-        connection_id: caller.connection_id.clone(),
-        outbox: outbox.clone(),
-    });
+        caller.connection_id.clone(),
+        outbox.clone(),
+    );
 }
 
 /// Step 15: refuse SDKs older than the minimum major version for their name.

@@ -138,12 +138,12 @@ pub async fn metrics(call: &Call<'_>) -> ActionResult {
     if http > 0 {
         connections.insert("http".into(), http.into());
     }
-    let (rooms, subscriptions) = node.hub.metrics();
+    let (rooms, subscriptions) = node.realtime.metrics();
     Ok(Reply::Json(json!({
         "api": {"concurrentRequests": node.limiter.running(), "pendingRequests": node.limiter.pending()},
         "network": {"connections": connections},
         "realtime": {"rooms": rooms, "subscriptions": subscriptions},
-        "cluster": node.cluster.metrics(),
+        "cluster": node.bus.figures(),
     })))
 }
 

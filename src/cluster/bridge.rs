@@ -14,7 +14,8 @@ use redis::aio::PubSubSink;
 use tokio::sync::mpsc;
 
 use super::messages::{Disconnected, Hold, Release};
-use super::{Cluster, Link};
+use super::shared::SharedBus;
+use super::{Bus, Link};
 
 /// Messages waiting for Redis, at most.
 pub const PUBLISH_QUEUE: usize = 4096;
@@ -24,7 +25,7 @@ const PUBLISH_BATCH: usize = 256;
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 
 pub struct Bridge {
-    cluster: Arc<Cluster>,
+    cluster: Arc<SharedBus>,
     link: Arc<Link>,
     /// None while disconnected, or while an operation has it.
     sink: Option<PubSubSink>,
@@ -40,7 +41,7 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    pub fn new(cluster: Arc<Cluster>, link: Arc<Link>) -> Bridge {
+    pub fn new(cluster: Arc<SharedBus>, link: Arc<Link>) -> Bridge {
         Bridge {
             cluster,
             link,

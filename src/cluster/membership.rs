@@ -13,7 +13,8 @@ use redis::AsyncCommands;
 use serde_json::{Value, json};
 
 use super::rooms::RoomSync;
-use super::{Cluster, Link, NodeInfo};
+use super::shared::SharedBus;
+use super::{Bus, Link, NodeInfo};
 use crate::protocol::now_ms;
 
 /// How many names a node tries before giving up (ids are random among ~10^9).
@@ -107,7 +108,7 @@ pub async fn register(link: &Link, info: &NodeInfo) -> Result<(), String> {
 }
 
 /// Every heartbeat: refresh, re-register if needed, evict the dead, count the living.
-pub async fn heartbeat(cluster: Arc<Cluster>, link: Arc<Link>) {
+pub async fn heartbeat(cluster: Arc<SharedBus>, link: Arc<Link>) {
     let mut tick = tokio::time::interval(link.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -123,7 +124,7 @@ pub async fn heartbeat(cluster: Arc<Cluster>, link: Arc<Link>) {
             Ok(true) => {
                 if link.health.up() {
                     // Writes may have been lost while Redis was away.
-                    cluster.rooms.mark_all(&cluster.hub);
+                    cluster.rewrite_rooms();
                     rewrite_secret(&cluster, &link).await;
                 }
             }
@@ -135,7 +136,7 @@ pub async fn heartbeat(cluster: Arc<Cluster>, link: Arc<Link>) {
                 );
                 match register(&link, info).await {
                     Ok(()) => {
-                        cluster.rooms.mark_all(&cluster.hub);
+                        cluster.rewrite_rooms();
                         rewrite_secret(&cluster, &link).await;
                     }
                     Err(reason) => link.health.down(&reason),
@@ -160,7 +161,7 @@ pub async fn heartbeat(cluster: Arc<Cluster>, link: Arc<Link>) {
 
 /// The JWT secret lives in Redis too: after Redis came back empty, the node writes back
 /// the one it uses (unless another node did), so that a node started later uses it too.
-async fn rewrite_secret(cluster: &Cluster, link: &Link) {
+async fn rewrite_secret(cluster: &SharedBus, link: &Link) {
     let Some(secret) = cluster.secret.get() else {
         return;
     };
@@ -218,12 +219,12 @@ async fn roster(link: &Link) -> Result<Vec<(NodeInfo, bool)>, String> {
 }
 
 async fn evict_dead(
-    cluster: &Cluster,
+    cluster: &SharedBus,
     link: &Link,
     nodes: Vec<(NodeInfo, bool)>,
 ) -> Result<(), String> {
     for (node, alive) in nodes {
-        if alive || node.id == *cluster.node_id {
+        if alive || node.id == **cluster.node_id() {
             continue;
         }
         // HDEL answers 1 to one node only: that one evicts.
@@ -243,14 +244,14 @@ async fn evict_dead(
     Ok(())
 }
 
-pub async fn refresh_alive(cluster: &Cluster, link: &Link) {
+pub async fn refresh_alive(cluster: &SharedBus, link: &Link) {
     match roster(link).await {
         Ok(nodes) => set_alive(cluster, &nodes),
         Err(reason) => link.health.down(&reason),
     }
 }
 
-fn set_alive(cluster: &Cluster, nodes: &[(NodeInfo, bool)]) {
+fn set_alive(cluster: &SharedBus, nodes: &[(NodeInfo, bool)]) {
     let alive = nodes.iter().filter(|(_, alive)| *alive).count().max(1);
     let before = cluster.alive();
     cluster.set_alive(alive);
@@ -291,28 +292,31 @@ pub async fn status(link: &Link) -> Result<Value, String> {
 /// How often a node writes its figures for the dashboard.
 const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Writes this node's figures (`Metrics::snapshot`) every second, with a TTL of a few
-/// seconds so that a dead node's vanish, until the node leaves.
-pub async fn share_snapshots(node: std::sync::Weak<crate::node::Node>, link: Arc<Link>) {
+/// Writes this node's figures (JSON text from `figures`) every second, with a TTL of a few
+/// seconds so that a dead node's vanish, until the node leaves or `figures` has none.
+pub async fn share_figures(cluster: Arc<SharedBus>, figures: Box<dyn Fn() -> Option<String>>) {
+    let link = cluster.link.clone();
     let ttl = (ttl_ms(&link)).max(3 * SNAPSHOT_INTERVAL.as_millis() as u64);
+    let key = link.keys.node_metrics(cluster.node_id());
     let mut tick = tokio::time::interval(SNAPSHOT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some(node) = node.upgrade() else {
-            return;
-        };
-        if node.cluster.is_leaving() {
+        if cluster.is_leaving() {
             return;
         }
         if !link.health.is_up() {
             continue;
         }
-        let snapshot = node.metrics.snapshot(&node.figures()).to_string();
-        let key = link.keys.node_metrics(&node.id);
-        drop(node);
+        let Some(snapshot) = figures() else {
+            return;
+        };
         let written = link
-            .bounded(link.redis.clone().pset_ex::<_, _, ()>(key, snapshot, ttl))
+            .bounded(
+                link.redis
+                    .clone()
+                    .pset_ex::<_, _, ()>(key.clone(), snapshot, ttl),
+            )
             .await;
         if let Err(reason) = written {
             link.health.down(&reason);

@@ -17,8 +17,9 @@ use parking_lot::Mutex;
 use redis::Script;
 use tokio::sync::{Notify, watch};
 
-use super::Link;
-use crate::realtime::Hub;
+use std::sync::Weak;
+
+use super::{Link, Upstream};
 
 /// Rooms per script call, so that one call never holds Redis for long.
 const BATCH: usize = 500;
@@ -189,11 +190,12 @@ impl RoomSync {
         ticket
     }
 
-    /// Everything is to be written again, filters included (Redis came back, maybe empty).
-    pub fn mark_all(&self, hub: &Hub) {
+    /// Everything is to be written again, filters included (Redis came back, maybe empty):
+    /// `rooms` are every room of this node.
+    pub fn mark_all(&self, rooms: Vec<Arc<str>>) {
         let mut queue = self.queue.lock();
         queue.written.clear();
-        queue.dirty.extend(hub.room_ids());
+        queue.dirty.extend(rooms);
         drop(queue);
         self.wake.notify_one();
     }
@@ -210,14 +212,17 @@ impl RoomSync {
     }
 
     /// Forgets the other nodes' count of a room that is no longer on this node.
-    pub fn forget(&self, room_id: &str, hub: &Hub) {
-        if hub.count(room_id) == 0 {
-            self.remote.lock().remove(room_id);
-        }
+    pub fn forget(&self, room_id: &str) {
+        self.remote.lock().remove(room_id);
     }
 
-    /// The writer: runs for the life of the node.
-    pub async fn run(self: Arc<Self>, link: Arc<Link>, hub: Arc<Hub>) {
+    /// The writer: runs for the life of the node (while `upstream` lives).
+    pub async fn run(
+        self: Arc<Self>,
+        link: Arc<Link>,
+        node: Arc<str>,
+        upstream: Weak<dyn Upstream>,
+    ) {
         loop {
             let (rooms, upto) = {
                 let mut queue = self.queue.lock();
@@ -234,9 +239,12 @@ impl RoomSync {
                 self.done.send_replace(upto);
                 continue;
             }
+            let Some(local) = upstream.upgrade() else {
+                return;
+            };
             if link.health.is_up() {
                 for chunk in rooms.chunks(BATCH) {
-                    if let Err(reason) = self.write(&link, &hub, chunk).await {
+                    if let Err(reason) = self.write(&link, &node, &*local, chunk).await {
                         link.health.down(&reason);
                         failed.extend_from_slice(chunk);
                     }
@@ -244,6 +252,7 @@ impl RoomSync {
             } else {
                 failed = rooms;
             }
+            drop(local);
             self.done.send_replace(upto);
             if !failed.is_empty() {
                 // Kept for when Redis answers again; the heartbeat finds out.
@@ -253,18 +262,23 @@ impl RoomSync {
         }
     }
 
-    async fn write(&self, link: &Link, hub: &Hub, rooms: &[Arc<str>]) -> Result<(), String> {
-        let node = hub.node_id();
+    async fn write(
+        &self,
+        link: &Link,
+        node: &str,
+        local: &dyn Upstream,
+        rooms: &[Arc<str>],
+    ) -> Result<(), String> {
         let mut invocation = self.sync_script.prepare_invoke();
         invocation
             .key(link.keys.node_rooms(node))
-            .arg(&**node)
+            .arg(node)
             .arg(link.keys.node_prefix());
         let mut counts = Vec::with_capacity(rooms.len());
         {
             let written = &self.queue.lock().written;
             for room in rooms {
-                let snapshot = hub.room_snapshot(room);
+                let snapshot = local.room(room);
                 let count = snapshot.as_ref().map_or(0, |s| s.count);
                 counts.push(count);
                 invocation

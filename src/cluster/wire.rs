@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::protocol::Protocol;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "camelCase")]
 pub enum BusMessage {
     /// A `realtime:publish`, sent on its collection's channel.

@@ -176,7 +176,7 @@ async fn serve(
     }
     if method == Method::GET && path == "/_ready" {
         let ready =
-            !node.is_draining() && node.limiter.pending() == 0 && node.cluster.has_enough_nodes();
+            !node.is_draining() && node.limiter.pending() == 0 && node.bus.has_enough_nodes();
         let status = if ready { 200 } else { 503 };
         return reply.envelope(&Response::empty(
             &node.id,

@@ -26,7 +26,6 @@ use serde_json::Value;
 use super::reader::Message;
 use crate::api::{self, Caller};
 use crate::auth::cookie::AuthCookie;
-use crate::auth::messages::Unlink;
 use crate::config::WebsocketProtocol;
 use crate::delivery::outbox::{CloseReason, Flushed, Outbox, close_reason};
 use crate::delivery::writer::{self, Outgoing};
@@ -455,11 +454,8 @@ impl Actor for Connection {
         // A node shutting down drops subscriptions without "out" notifications.
         let notify = !self.node.is_draining();
         self.node
-            .cluster
-            .remove_connection(&self.caller.connection_id, notify);
-        self.node.sessions.do_send(Unlink {
-            connection_id: self.caller.connection_id.clone(),
-        });
+            .realtime
+            .disconnect(&self.caller.connection_id, notify);
         self.node.connections.remove(&self.caller.connection_id);
         // No close frame went out or came in: the connection dropped (1006).
         let close = self.outbox.closing_with();

@@ -1,34 +1,43 @@
 //! The session registry (PROTOCOL.md §7.8): which WebSocket connections use which token.
 //! One timer fires at the earliest expiry; then, or on a revocation, each linked
-//! connection receives `TokenExpired`, loses its subscriptions (with "out" notifications)
-//! and is unlinked. Its socket stays open.
+//! connection receives `TokenExpired`, loses its subscriptions (with "out" notifications,
+//! through the realtime service) and is unlinked. Its socket stays open. Only the realtime
+//! service talks to it.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use actix::{Actor, AsyncContext, Context, Handler, MessageResult, SpawnHandle};
-
-use super::messages::{Count, Link, Move, Revoke, Unlink};
-use crate::cluster::Cluster;
-use crate::delivery::outbox::Outbox;
-use crate::delivery::writer::Outgoing;
-use crate::metrics::ReasonLabels;
-use crate::protocol::now_ms;
-use crate::realtime::notify::token_expired;
+use actix::{Actor, AsyncContext, Context, Handler, Message, SpawnHandle};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+
+use super::notify::token_expired;
+use super::service::Realtime;
+use crate::delivery::{Outbox, Outgoing};
+use crate::protocol::now_ms;
+
+#[derive(Clone, Copy)]
+enum Reason {
+    Expiry,
+    Revocation,
+}
 
 struct Linked {
     expires_at: Option<u64>,
     connections: HashMap<Arc<str>, Outbox>,
 }
 
+/// `TokenExpired` sent, by reason (`/metrics`).
+#[derive(Clone, Default)]
+pub struct ExpiryCounters {
+    pub expiry: Counter,
+    pub revocation: Counter,
+}
+
 pub struct SessionRegistry {
     node_id: Arc<str>,
-    cluster: Arc<Cluster>,
-    /// TokenExpired sent, by reason (`/metrics`).
-    token_expired: Family<ReasonLabels, Counter>,
+    realtime: Weak<Realtime>,
+    counters: ExpiryCounters,
     tokens: HashMap<String, Linked>,
     by_connection: HashMap<Arc<str>, String>,
     /// (expiry, token) of every linked token that expires, earliest first.
@@ -37,15 +46,11 @@ pub struct SessionRegistry {
 }
 
 impl SessionRegistry {
-    pub fn new(
-        node_id: Arc<str>,
-        cluster: Arc<Cluster>,
-        token_expired: Family<ReasonLabels, Counter>,
-    ) -> Self {
+    pub fn new(node_id: Arc<str>, realtime: Weak<Realtime>, counters: ExpiryCounters) -> Self {
         SessionRegistry {
             node_id,
-            cluster,
-            token_expired,
+            realtime,
+            counters,
             tokens: HashMap::new(),
             by_connection: HashMap::new(),
             expiries: BTreeSet::new(),
@@ -75,19 +80,23 @@ impl SessionRegistry {
     }
 
     /// TokenExpired, subscriptions dropped, link removed: for every connection of `token`.
-    /// `reason` is "expiry" or "revocation".
-    fn end(&mut self, token: &str, reason: &'static str) {
+    fn end(&mut self, token: &str, reason: Reason) {
         let Some(linked) = self.forget(token) else {
             return;
         };
         let message = Outgoing::from(token_expired(&self.node_id));
-        self.token_expired
-            .get_or_create(&ReasonLabels { reason })
-            .inc_by(linked.connections.len() as u64);
+        let counter = match reason {
+            Reason::Expiry => &self.counters.expiry,
+            Reason::Revocation => &self.counters.revocation,
+        };
+        counter.inc_by(linked.connections.len() as u64);
+        let realtime = self.realtime.upgrade();
         for (connection_id, outbox) in linked.connections {
             self.by_connection.remove(&connection_id);
             outbox.push(message.clone());
-            self.cluster.remove_connection(&connection_id, true);
+            if let Some(realtime) = &realtime {
+                realtime.leave_all(&connection_id, true);
+            }
         }
     }
 
@@ -112,7 +121,7 @@ impl SessionRegistry {
                     .map(|(_, t)| t.clone())
                     .collect();
                 for token in due {
-                    registry.end(&token, "expiry");
+                    registry.end(&token, Reason::Expiry);
                 }
                 registry.reschedule(ctx);
             });
@@ -165,17 +174,9 @@ impl Handler<Revoke> for SessionRegistry {
 
     fn handle(&mut self, revoke: Revoke, ctx: &mut Context<Self>) {
         for token in &revoke.tokens {
-            self.end(token, "revocation");
+            self.end(token, Reason::Revocation);
         }
         self.reschedule(ctx);
-    }
-}
-
-impl Handler<Count> for SessionRegistry {
-    type Result = MessageResult<Count>;
-
-    fn handle(&mut self, _: Count, _: &mut Context<Self>) -> Self::Result {
-        MessageResult((self.tokens.len(), self.by_connection.len()))
     }
 }
 
@@ -200,4 +201,40 @@ impl Handler<Move> for SessionRegistry {
         }
         self.reschedule(ctx);
     }
+}
+
+/// A WebSocket used a token: link them (a connection has at most one linked token).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Link {
+    pub token: String,
+    /// Milliseconds since the epoch; None for an infinite token.
+    pub expires_at: Option<u64>,
+    pub connection_id: Arc<str>,
+    pub outbox: Outbox,
+}
+
+/// The connection closed, or logs out: forget its link, with no notification.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unlink {
+    pub connection_id: Arc<str>,
+}
+
+/// These tokens were revoked: every connection still linked to one of them gets
+/// `TokenExpired` and loses its subscriptions.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Revoke {
+    pub tokens: Vec<String>,
+}
+
+/// A token was refreshed: its connections move to the new token (and keep their
+/// subscriptions).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Move {
+    pub from: String,
+    pub to: String,
+    pub expires_at: Option<u64>,
 }

@@ -1,0 +1,306 @@
+//! The bus of nodes that share one Redis: membership (`membership`), the rooms' counts
+//! (`rooms`), and pub/sub (`bridge`).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+
+use actix::{Actor, Addr};
+use futures_util::future::LocalBoxFuture;
+use serde_json::{Value, json};
+
+use super::bridge::{Bridge, Publisher};
+use super::messages::{Hold, Release};
+use super::rooms::{Remote, RemoteRoom, RoomSync};
+use super::wire::BusMessage;
+use super::{Bus, ChannelHold, Link, NodeInfo, Upstream, membership};
+use crate::config::Settings;
+use crate::protocol::now_ms;
+
+pub struct SharedBus {
+    node_id: Arc<str>,
+    pub(super) link: Arc<Link>,
+    pub(super) info: OnceLock<NodeInfo>,
+    minimum_nodes: usize,
+    /// Live nodes at the last heartbeat, this one included.
+    alive: AtomicUsize,
+    leaving: AtomicBool,
+    pub(super) rooms: Arc<RoomSync>,
+    bridge: OnceLock<Addr<Bridge>>,
+    publisher: OnceLock<Publisher>,
+    upstream: OnceLock<Weak<dyn Upstream>>,
+    /// The JWT secret, written back to a Redis that came back empty.
+    pub(super) secret: OnceLock<String>,
+    me: Weak<SharedBus>,
+}
+
+impl SharedBus {
+    pub fn new(node_id: String, link: Arc<Link>, settings: &Settings) -> Arc<SharedBus> {
+        Arc::new_cyclic(|me| SharedBus {
+            node_id: Arc::from(node_id),
+            link,
+            info: OnceLock::new(),
+            minimum_nodes: settings.cluster.minimum_nodes as usize,
+            alive: AtomicUsize::new(1),
+            leaving: AtomicBool::new(false),
+            rooms: Arc::new(RoomSync::new()),
+            bridge: OnceLock::new(),
+            publisher: OnceLock::new(),
+            upstream: OnceLock::new(),
+            secret: OnceLock::new(),
+            me: me.clone(),
+        })
+    }
+
+    pub(super) fn set_alive(&self, n: usize) {
+        self.alive.store(n, Ordering::Release);
+    }
+
+    /// Every room of this node is to be written again, filters included (Redis came
+    /// back, maybe empty).
+    pub(super) fn rewrite_rooms(&self) {
+        if let Some(upstream) = self.upstream.get().and_then(Weak::upgrade) {
+            self.rooms.mark_all(upstream.rooms());
+        }
+    }
+
+    /// A message from another node.
+    pub(super) fn receive(&self, payload: &[u8]) {
+        let message: BusMessage = match serde_json::from_slice(payload) {
+            Ok(m) => m,
+            Err(e) => {
+                log::warn!("[CLUSTER] unreadable bus message dropped: {e}");
+                return;
+            }
+        };
+        if message.origin() == &*self.node_id {
+            return; // delivered locally already
+        }
+        self.link.health.counters.received.inc();
+        if let Some(upstream) = self.upstream.get().and_then(Weak::upgrade) {
+            upstream.receive(message);
+        }
+    }
+}
+
+impl Bus for SharedBus {
+    fn node_id(&self) -> &Arc<str> {
+        &self.node_id
+    }
+
+    fn start(
+        &self,
+        bound: SocketAddr,
+        upstream: Weak<dyn Upstream>,
+        secret: &str,
+    ) -> LocalBoxFuture<'_, Result<(), String>> {
+        let _ = self.secret.set(secret.to_owned());
+        let _ = self.upstream.set(upstream.clone());
+        let info = NodeInfo {
+            id: self.node_id.to_string(),
+            address: membership::advertised_address(bound),
+            birthdate: now_ms(),
+        };
+        let _ = self.info.set(info.clone());
+        Box::pin(async move {
+            let link = &self.link;
+            let me = self.me.upgrade().ok_or("the bus is gone")?;
+            membership::register(link, &info).await?;
+            let bridge = Bridge::new(me.clone(), link.clone()).start();
+            let _ = self.bridge.set(bridge);
+            let _ = self.publisher.set(Publisher::start(link.clone()));
+            actix_rt::spawn(
+                self.rooms
+                    .clone()
+                    .run(link.clone(), self.node_id.clone(), upstream),
+            );
+            actix_rt::spawn(membership::heartbeat(me, link.clone()));
+            membership::refresh_alive(self, link).await;
+            log::info!(
+                "[CLUSTER] node {} joined the cluster ({} node(s) alive)",
+                self.node_id,
+                self.alive()
+            );
+            Ok(())
+        })
+    }
+
+    fn leave(&self) -> LocalBoxFuture<'_, ()> {
+        self.leaving.store(true, Ordering::Release);
+        Box::pin(async move {
+            let Some(info) = self.info.get() else {
+                return;
+            };
+            self.rooms.stop(self.link.timeout).await;
+            if let Err(reason) = membership::leave(&self.link, &self.rooms, info).await {
+                log::warn!("[CLUSTER] could not leave the cluster cleanly: {reason}");
+            }
+        })
+    }
+
+    fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::Acquire)
+    }
+
+    fn node_info(&self) -> Option<NodeInfo> {
+        self.info.get().cloned()
+    }
+
+    fn alive(&self) -> usize {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    fn has_enough_nodes(&self) -> bool {
+        self.alive() >= self.minimum_nodes
+    }
+
+    fn is_up(&self) -> bool {
+        self.link.health.is_up() && self.bridge.get().is_some()
+    }
+
+    fn status(&self) -> LocalBoxFuture<'_, Result<Value, String>> {
+        Box::pin(membership::status(&self.link))
+    }
+
+    fn snapshots(&self, mine: Value) -> LocalBoxFuture<'_, Result<Vec<Value>, String>> {
+        Box::pin(async move {
+            let mut all: Vec<Value> = membership::snapshots(&self.link)
+                .await?
+                .into_iter()
+                .filter(|s| s["id"] != mine["id"])
+                .collect();
+            all.push(mine);
+            all.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+            Ok(all)
+        })
+    }
+
+    fn share_figures(&self, figures: Box<dyn Fn() -> Option<String>>) {
+        if let Some(me) = self.me.upgrade() {
+            actix_rt::spawn(membership::share_figures(me, figures));
+        }
+    }
+
+    fn figures(&self) -> Value {
+        let c = &self.link.health.counters;
+        json!({
+            "nodes": self.alive(),
+            "bus": {
+                "state": if self.is_up() { "up" } else { "down" },
+                "published": c.published.get(),
+                "received": c.received.get(),
+                "dropped": c.dropped.get(),
+            }
+        })
+    }
+
+    fn link(&self) -> Option<&Arc<Link>> {
+        Some(&self.link)
+    }
+
+    fn hold(&self, index: &str, collection: &str) -> LocalBoxFuture<'static, ChannelHold> {
+        let Some(bridge) = self.bridge.get().cloned() else {
+            return Box::pin(async { ChannelHold::none() });
+        };
+        let channel = self.link.keys.collection_channel(index, collection);
+        Box::pin(async move {
+            // An actor that stopped (node shutting down) means there is nothing to wait for.
+            let _ = bridge
+                .send(Hold {
+                    channel: channel.clone(),
+                })
+                .await;
+            ChannelHold {
+                release: Some((bridge, channel)),
+            }
+        })
+    }
+
+    fn release(&self, index: &str, collection: &str) {
+        if let Some(bridge) = self.bridge.get() {
+            bridge.do_send(Release {
+                channel: self.link.keys.collection_channel(index, collection),
+            });
+        }
+    }
+
+    fn changed(&self, rooms: Vec<Arc<str>>) -> Option<LocalBoxFuture<'static, ()>> {
+        let ticket = self.rooms.mark(rooms);
+        let (sync, link) = (self.rooms.clone(), self.link.clone());
+        Some(Box::pin(async move {
+            if link.health.is_up() {
+                sync.wait(ticket, link.timeout).await;
+            }
+        }))
+    }
+
+    fn remote(&self, room_id: &str) -> Remote {
+        self.rooms.remote(room_id)
+    }
+
+    fn forget(&self, room_id: &str) {
+        self.rooms.forget(room_id);
+    }
+
+    fn send(&self, message: BusMessage) {
+        let Some(publisher) = self.publisher.get() else {
+            return;
+        };
+        let channel = match &message {
+            BusMessage::Document {
+                index, collection, ..
+            }
+            | BusMessage::Presence {
+                index, collection, ..
+            } => self.link.keys.collection_channel(index, collection),
+            BusMessage::Revoke { .. } => self.link.keys.sessions_channel(),
+        };
+        match serde_json::to_string(&message) {
+            Ok(payload) => publisher.send(channel, payload),
+            Err(e) => log::error!("[CLUSTER] cannot serialise a bus message: {e}"),
+        }
+    }
+
+    fn remote_count<'a>(&'a self, room_id: &'a str) -> LocalBoxFuture<'a, usize> {
+        Box::pin(async move {
+            let link = &self.link;
+            match self
+                .rooms
+                .read(link, &self.node_id, &[room_id.to_owned()])
+                .await
+            {
+                Ok(rooms) => rooms.first().map_or(0, |r| r.remote_count),
+                Err(reason) => {
+                    link.health.down(&reason);
+                    self.rooms.remote(room_id).count
+                }
+            }
+        })
+    }
+
+    fn remote_rooms<'a>(&'a self, local: Vec<String>) -> LocalBoxFuture<'a, Vec<RemoteRoom>> {
+        Box::pin(async move {
+            let link = &self.link;
+            let mut ids: std::collections::BTreeSet<String> = local.into_iter().collect();
+            match membership::rooms_of_other_nodes(link, &self.node_id).await {
+                Ok(remote) => ids.extend(remote),
+                Err(reason) => link.health.down(&reason),
+            }
+            let ids: Vec<String> = ids.into_iter().collect();
+            match self.rooms.read(link, &self.node_id, &ids).await {
+                Ok(rooms) => rooms,
+                Err(reason) => {
+                    link.health.down(&reason);
+                    Vec::new()
+                }
+            }
+        })
+    }
+
+    fn remote_room<'a>(
+        &'a self,
+        room_id: &'a str,
+    ) -> LocalBoxFuture<'a, Option<(String, String, Value)>> {
+        Box::pin(membership::room(&self.link, room_id))
+    }
+}
