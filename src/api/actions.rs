@@ -7,7 +7,7 @@
 use futures_util::future::LocalBoxFuture;
 
 use super::{ActionResult, Call};
-use crate::api::{auth, cluster, realtime, security, server};
+use crate::api::{auth, cluster, realtime, security, server, user_search};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Verb {
@@ -206,7 +206,7 @@ pub static ACTIONS: &[Action] = &[
         "security",
         "searchUsers",
         &[(Post, "/users/_search")],
-        |c| Box::pin(security::search_users(c)),
+        |c| Box::pin(user_search::search_users(c)),
     ),
     action(
         "security",

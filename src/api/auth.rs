@@ -94,15 +94,11 @@ pub async fn login(call: &Call<'_>) -> ActionResult {
         return Err(ApiError::plain(errors::TOO_MANY_LOGINS_REQUESTS));
     }
     let store = &call.node.store;
-    let credential = store
-        .get(Kind::Credential, username)
-        .await
-        .map_err(store_read_error)?;
+    let credential = store.credential(username).await.map_err(store_read_error)?;
     let hash = credential
         .as_ref()
-        .and_then(|c| c.get("hash"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+        .map(|c| c.hash.clone())
+        .filter(|h| !h.is_empty());
     // The same work and the same answer for an unknown user and a wrong password.
     let verified = credentials::verify(password.to_owned(), hash)
         .await
@@ -115,12 +111,7 @@ pub async fn login(call: &Call<'_>) -> ActionResult {
         ));
     }
     throttle.record_success(username, address).await;
-    let kuid = credential
-        .as_ref()
-        .and_then(|c| c.get("kuid"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let kuid = credential.map(|c| c.kuid).unwrap_or_default();
     // A socket already linked to a token of this user: an infinite token is returned
     // unchanged; a finite one is replaced, and the sockets linked to it move along.
     let previous = call
@@ -245,7 +236,7 @@ pub async fn get_current_user(call: &Call<'_>) -> ActionResult {
     let has_login = call
         .node
         .store
-        .get(Kind::Login, &identity.kuid)
+        .username_of(&identity.kuid)
         .await
         .map_err(store_read_error)?
         .is_some();
@@ -362,13 +353,11 @@ pub async fn refresh_token(call: &Call<'_>) -> ActionResult {
 
 /// The caller's username for the local strategy, if it has credentials.
 async fn my_username(call: &Call<'_>) -> Result<Option<String>, ApiError> {
-    let login = call
-        .node
+    call.node
         .store
-        .get(Kind::Login, &call.identity.kuid)
+        .username_of(&call.identity.kuid)
         .await
-        .map_err(store_read_error)?;
-    Ok(login.and_then(|l| l.get("username").and_then(Value::as_str).map(str::to_owned)))
+        .map_err(store_read_error)
 }
 
 fn no_credentials(kuid: &str) -> ApiError {
@@ -425,36 +414,8 @@ pub async fn create_my_credentials(call: &Call<'_>) -> ActionResult {
             format!("A strategy already exists for user \"{kuid}\"."),
         ));
     }
-    store_credentials(call, kuid, &username, &password).await?;
+    super::security::add_credentials(call, kuid, &username, password).await?;
     Ok(Reply::Json(json!({"username": username, "kuid": kuid})))
-}
-
-async fn store_credentials(
-    call: &Call<'_>,
-    kuid: &str,
-    username: &str,
-    password: &str,
-) -> Result<(), ApiError> {
-    let hash = credentials::hash(password.to_owned()).await?;
-    let store = &call.node.store;
-    let free = store
-        .insert_new(
-            Kind::Credential,
-            username,
-            &json!({"kuid": kuid, "hash": hash}),
-        )
-        .await
-        .map_err(store_write_error)?;
-    if !free {
-        return Err(ApiError::bare(
-            412,
-            format!("Login \"{username}\" is already used."),
-        ));
-    }
-    store
-        .put(Kind::Login, kuid, &json!({"username": username}))
-        .await
-        .map_err(store_write_error)
 }
 
 pub async fn validate_my_credentials(call: &Call<'_>) -> ActionResult {
@@ -468,16 +429,12 @@ pub async fn delete_my_credentials(call: &Call<'_>) -> ActionResult {
     require_user(call)?;
     strategy_arg(call)?;
     let kuid = &call.identity.kuid;
-    let username = my_username(call)
-        .await?
-        .ok_or_else(|| no_credentials(kuid))?;
-    let store = &call.node.store;
-    store
-        .delete(Kind::Credential, &username)
-        .await
-        .map_err(store_write_error)?;
-    store
-        .delete(Kind::Login, kuid)
+    if my_username(call).await?.is_none() {
+        return Err(no_credentials(kuid));
+    }
+    call.node
+        .store
+        .remove_credentials(kuid)
         .await
         .map_err(store_write_error)?;
     Ok(Reply::Json(json!({"acknowledged": true})))
@@ -508,52 +465,30 @@ pub(super) async fn change_credentials(
         return Err(ApiError::bare(400, "Missing username or password."));
     }
     let store = &call.node.store;
-    let login = store
-        .get(Kind::Login, kuid)
-        .await
-        .map_err(store_read_error)?;
-    let username = login
-        .and_then(|l| l.get("username").and_then(Value::as_str).map(str::to_owned))
-        .ok_or_else(|| no_credentials(kuid))?;
-    let stored = store
-        .get(Kind::Credential, &username)
+    let username = store
+        .username_of(kuid)
         .await
         .map_err(store_read_error)?
-        .unwrap_or_else(|| json!({}));
+        .ok_or_else(|| no_credentials(kuid))?;
     let hash = match &new_password {
         Some(password) => credentials::hash(password.clone()).await?,
-        None => stored
-            .get("hash")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
+        None => store
+            .credential(&username)
+            .await
+            .map_err(store_read_error)?
+            .map(|c| c.hash)
+            .unwrap_or_default(),
     };
     let final_username = new_username.unwrap_or_else(|| username.clone());
-    let record = json!({"kuid": kuid, "hash": hash});
-    if final_username != username {
-        if !store
-            .insert_new(Kind::Credential, &final_username, &record)
-            .await
-            .map_err(store_write_error)?
-        {
-            return Err(ApiError::bare(
-                412,
-                format!("Login \"{final_username}\" is already used."),
-            ));
-        }
-        store
-            .delete(Kind::Credential, &username)
-            .await
-            .map_err(store_write_error)?;
-        store
-            .put(Kind::Login, kuid, &json!({"username": final_username}))
-            .await
-            .map_err(store_write_error)?;
-    } else {
-        store
-            .put(Kind::Credential, &username, &record)
-            .await
-            .map_err(store_write_error)?;
+    let replaced = store
+        .replace_credentials(kuid, &username, &final_username, &hash)
+        .await
+        .map_err(store_write_error)?;
+    if !replaced {
+        return Err(ApiError::bare(
+            412,
+            format!("Login \"{final_username}\" is already used."),
+        ));
     }
     if new_password.is_some() {
         let mut revoked = store.user_tokens(kuid).await.map_err(store_read_error)?;

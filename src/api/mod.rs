@@ -9,6 +9,7 @@ mod openapi;
 mod realtime;
 mod security;
 mod server;
+mod user_search;
 
 use std::cell::{Cell, RefCell};
 use std::net::IpAddr;

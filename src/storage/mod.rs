@@ -2,6 +2,7 @@
 //! Two backends behind one type: `embedded` (an on-disk redb file, one node, nothing to
 //! install) and `redis` (shared by the nodes of a cluster). Both pass the same test suite.
 
+mod credentials;
 mod embedded;
 pub mod redis_store;
 
@@ -13,6 +14,7 @@ use serde_json::Value;
 
 use crate::config::{StorageBackend, StorageSettings};
 
+pub use credentials::LocalCredential;
 pub use embedded::EmbeddedStore;
 pub use redis_store::RedisStore;
 
