@@ -417,6 +417,18 @@ impl Outbox {
         }
     }
 
+    /// Every message queued so far, parsed as JSON (tests of what a socket would receive).
+    #[cfg(test)]
+    pub async fn drain_json(&self) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        while self.queued().0 > 0 {
+            if let Next::Send(text) = self.next().await {
+                out.push(serde_json::from_slice(text.data()).expect("JSON"));
+            }
+        }
+        out
+    }
+
     /// Called by the flusher: writes, and hands a socket that would block to its write loop.
     fn flush_for_fan_out(&self) {
         let Some(sink) = &self.inner.sink else {

@@ -1,6 +1,5 @@
 //! Unit tests of `hub.rs` (a sibling file, so that the hub reads on its own).
 use super::*;
-use crate::delivery::outbox::Next;
 use serde_json::json;
 
 fn member(id: &str) -> Member {
@@ -76,13 +75,7 @@ fn published<'a>(source: &'a Value, id: Option<&'a str>) -> Published<'a> {
 }
 
 async fn drain(outbox: &Outbox) -> Vec<Value> {
-    let mut out = Vec::new();
-    while outbox.queued().0 > 0 {
-        if let Next::Send(text) = outbox.next().await {
-            out.push(serde_json::from_slice(text.data()).unwrap());
-        }
-    }
-    out
+    outbox.drain_json().await
 }
 
 #[tokio::test]

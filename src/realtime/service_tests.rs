@@ -10,7 +10,6 @@ use serde_json::json;
 use super::*;
 use crate::cluster::{NodeInfo, Remote, RemoteRoom};
 use crate::config::Settings;
-use crate::delivery::outbox::Next;
 use crate::protocol::Protocol;
 
 /// Each node's id and its realtime service.
@@ -241,13 +240,7 @@ fn publish(realtime: &Realtime, node: &str, source: &Value) {
 
 /// Every message queued for `member`, as JSON.
 async fn received(member: &Member) -> Vec<Value> {
-    let mut out = Vec::new();
-    while member.outbox.queued().0 > 0 {
-        if let Next::Send(text) = member.outbox.next().await {
-            out.push(serde_json::from_slice(text.data()).unwrap());
-        }
-    }
-    out
+    member.outbox.drain_json().await
 }
 
 /// Lets spawned tasks and actors run until `done` holds (a deadline, not a duration).
