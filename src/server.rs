@@ -128,6 +128,8 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
     if let Some(link) = node.bus.link() {
         node.logins.share(link.clone());
     }
+    node.realtime
+        .set_token_check(token_check(Arc::downgrade(&node)));
     let weak = Arc::downgrade(&node);
     node.bus.share_figures(Box::new(move || {
         let node = weak.upgrade()?;
@@ -167,6 +169,34 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
         metrics_addr,
         handle,
         metrics_handle,
+    })
+}
+
+/// Linked tokens checked against the store (all at once, so over Redis they are
+/// pipelined): those it no longer holds were revoked. A store that does not answer
+/// revokes nothing.
+fn token_check(node: std::sync::Weak<Node>) -> crate::realtime::service::TokenCheck {
+    Box::new(move |tokens| {
+        let node = node.clone();
+        Box::pin(async move {
+            let Some(node) = node.upgrade() else {
+                return Vec::new();
+            };
+            let checks = tokens.into_iter().map(|token| {
+                let node = node.clone();
+                async move {
+                    match node.store.token_owner(&token).await {
+                        Ok(None) => Some(token),
+                        _ => None,
+                    }
+                }
+            });
+            futures_util::future::join_all(checks)
+                .await
+                .into_iter()
+                .flatten()
+                .collect()
+        })
     })
 }
 

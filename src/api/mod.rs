@@ -319,19 +319,22 @@ async fn execute(node: &Arc<Node>, caller: &Caller, request: &Request) -> Action
     // stale one cannot block a login; logout runs as the cookie's user when it verifies,
     // else as anonymous without a rights check, since it can only clear the cookie.
     let mut skip_rights = false;
-    let identity =
-        if resolved.cookie_mode_token && (is("auth", "login") || is("auth", "checkToken")) {
-            Identity::anonymous()
-        } else if resolved.cookie_mode_token && is("auth", "logout") {
-            authenticate(node, resolved.token.as_deref())
-                .await
-                .unwrap_or_else(|_| {
-                    skip_rights = true;
-                    Identity::anonymous()
-                })
-        } else {
-            authenticate(node, resolved.token.as_deref()).await?
-        };
+    let identity = if resolved.cookie_mode_token
+        && (is("auth", "login") || is("auth", "checkToken"))
+    {
+        Identity::anonymous()
+    } else if resolved.cookie_mode_token && is("auth", "logout") {
+        authenticate(node, resolved.token.as_deref())
+            .await
+            .unwrap_or_else(|_| {
+                skip_rights = true;
+                Identity::anonymous()
+            })
+    } else {
+        authenticate(node, resolved.token.as_deref())
+            .await
+            .inspect_err(|error| end_refused_link(node, caller, resolved.token.as_deref(), error))?
+    };
     if let Some(token) = &identity.token {
         link_connection(node, caller, &identity.kuid, token, identity.expires_at);
     }
@@ -376,6 +379,26 @@ async fn execute(node: &Arc<Node>, caller: &Caller, request: &Request) -> Action
         security: &security,
     };
     handler(&call).await
+}
+
+/// A request refused for the token its socket is linked to (revoked, expired, its user
+/// gone) ends the link: the socket gets `TokenExpired` and loses its subscriptions, even if
+/// the revocation itself never reached this node.
+fn end_refused_link(node: &Node, caller: &Caller, token: Option<&str>, error: &ApiError) {
+    let refused = [
+        errors::TOKEN_INVALID,
+        errors::TOKEN_EXPIRED,
+        errors::USER_NOT_FOUND,
+    ]
+    .iter()
+    .any(|def| error.id() == Some(def.id));
+    let mut linked = caller.linked.borrow_mut();
+    if !refused || token.is_none() || linked.as_ref().map(|l| l.token.as_str()) != token {
+        return;
+    }
+    if let Some(linked) = linked.take() {
+        node.realtime.end_token_here(linked.token);
+    }
 }
 
 /// Step 11: a WebSocket that uses a token is linked to it, so that it learns when the

@@ -1,6 +1,8 @@
 //! The `Bridge` actor owns the Redis pub/sub connection: it listens to the revocations
 //! channel and to one channel per collection that has local rooms, hands what arrives to
-//! the cluster, and reconnects and re-subscribes everything when Redis comes back.
+//! the cluster, and reconnects and re-subscribes everything when Redis comes back. It pings
+//! the connection every heartbeat: a link that no longer answers within the command timeout
+//! (frozen, half-open) is replaced like a lost one.
 //! `Publisher` is the bounded queue of messages towards Redis: one PUBLISH per message,
 //! pipelined; what cannot be sent is dropped and counted, never buffered without limit.
 
@@ -105,6 +107,7 @@ impl Bridge {
             |(sink, channels, result), bridge, ctx| match result {
                 Ok(Ok(())) => {
                     bridge.sink = Some(sink);
+                    bridge.cluster.pubsub_up(true);
                     if bridge.lost_logged {
                         bridge.lost_logged = false;
                         bridge.link.health.counters.reconnects.inc();
@@ -114,6 +117,8 @@ impl Bridge {
                         );
                     }
                     bridge.subscribed.extend(channels);
+                    // What was revoked while the link was down is read from the log.
+                    bridge.cluster.catch_up_soon();
                 }
                 Ok(Err(e)) => bridge.lose(ctx, &e.to_string()),
                 Err(_) => bridge.lose(ctx, "no answer to SUBSCRIBE"),
@@ -132,6 +137,7 @@ impl Bridge {
 
     /// The connection is unusable: drop it (its reader too) and connect again.
     fn lose(&mut self, ctx: &mut Context<Self>, reason: &str) {
+        self.cluster.pubsub_up(false);
         self.log_loss(reason);
         if let Some(reader) = self.reader.take() {
             reader.abort();
@@ -140,6 +146,28 @@ impl Bridge {
         self.sink = None;
         self.subscribed.clear();
         self.reconnect_later(ctx);
+    }
+
+    /// Checks that the connection still answers; one that does not within the command
+    /// timeout is replaced. The actor's other messages wait meanwhile (bounded).
+    fn ping(&mut self, ctx: &mut Context<Self>) {
+        let Some(mut sink) = self.sink.take() else {
+            return;
+        };
+        let limit = self.link.timeout;
+        let operation = async move {
+            let result = tokio::time::timeout(limit, sink.ping::<redis::Value>()).await;
+            (sink, result)
+        };
+        ctx.wait(
+            operation
+                .into_actor(self)
+                .map(|(sink, result), bridge, ctx| match result {
+                    Ok(Ok(_)) => bridge.sink = Some(sink),
+                    Ok(Err(e)) => bridge.lose(ctx, &e.to_string()),
+                    Err(_) => bridge.lose(ctx, "no answer to PING"),
+                }),
+        );
     }
 
     fn reconnect_later(&mut self, ctx: &mut Context<Self>) {
@@ -154,6 +182,7 @@ impl Actor for Bridge {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.connect(ctx);
+        ctx.run_interval(self.link.heartbeat, |bridge, ctx| bridge.ping(ctx));
     }
 }
 
@@ -264,11 +293,8 @@ async fn drain(mut receiver: mpsc::Receiver<(String, String)>, link: Arc<Link>) 
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     while receiver.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
         let n = batch.len() as u64;
-        if !link.health.is_up() {
-            link.health.counters.dropped.inc_by(n);
-            batch.clear();
-            continue;
-        }
+        // Tried whatever the other paths found: a failure elsewhere does not drop these,
+        // and a success here says Redis answers again.
         let mut pipe = redis::pipe();
         for (channel, payload) in &batch {
             pipe.publish(channel, payload).ignore();
@@ -277,7 +303,10 @@ async fn drain(mut receiver: mpsc::Receiver<(String, String)>, link: Arc<Link>) 
             .bounded(pipe.query_async::<()>(&mut link.redis.clone()))
             .await
         {
-            Ok(()) => link.health.counters.published.inc_by(n),
+            Ok(()) => {
+                link.health.up();
+                link.health.counters.published.inc_by(n)
+            }
             Err(reason) => {
                 link.health.down(&reason);
                 link.health.counters.dropped.inc_by(n)

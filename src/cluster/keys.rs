@@ -88,6 +88,12 @@ impl Keys {
         format!("{}logins/ceiling/{username}", self.prefix)
     }
 
+    /// The revocation log: a stream of `{node, tokens}` entries that every node reads from
+    /// its own offset (`revocations.rs`).
+    pub fn revocations(&self) -> String {
+        format!("{}revocations", self.prefix)
+    }
+
     /// The channel of token revocations.
     pub fn sessions_channel(&self) -> String {
         format!("{}sessions", self.prefix)

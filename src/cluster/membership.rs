@@ -112,6 +112,9 @@ pub async fn heartbeat(cluster: Arc<SharedBus>, link: Arc<Link>) {
     let mut tick = tokio::time::interval(link.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    // Whether the last heartbeat failed: this one's success then rewrites what may have been
+    // lost meanwhile (other paths may have found Redis back already).
+    let mut failed = false;
     loop {
         tick.tick().await;
         if cluster.is_leaving() {
@@ -122,13 +125,15 @@ pub async fn heartbeat(cluster: Arc<SharedBus>, link: Arc<Link>) {
         };
         match refresh(&link, info).await {
             Ok(true) => {
-                if link.health.up() {
+                link.health.up();
+                if std::mem::take(&mut failed) {
                     // Writes may have been lost while Redis was away.
                     cluster.rewrite_rooms();
                     rewrite_secret(&cluster, &link).await;
                 }
             }
             Ok(false) => {
+                failed = false;
                 link.health.up();
                 log::warn!(
                     "[CLUSTER] the registration of node {} vanished (Redis restarted empty, or the node was evicted): registering again",
@@ -143,10 +148,13 @@ pub async fn heartbeat(cluster: Arc<SharedBus>, link: Arc<Link>) {
                 }
             }
             Err(reason) => {
+                failed = true;
                 link.health.down(&reason);
                 continue;
             }
         }
+        // Revocations this node missed (cut off from pub/sub) end here now.
+        cluster.catch_up().await;
         match roster(&link).await {
             Ok(nodes) => {
                 set_alive(&cluster, &nodes);

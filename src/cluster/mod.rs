@@ -14,6 +14,7 @@
 //!   - `bridge`: the `Bridge` actor, owner of the Redis pub/sub connection (one channel per
 //!     collection with local rooms, plus the revocations channel), and the bounded queue
 //!     of messages towards Redis (one PUBLISH per message);
+//!   - `revocations`: the revocation log, read by every node from its own offset;
 //!   - `wire` (the messages' format), `keys` (Redis names), `logins` (shared login
 //!     counters).
 
@@ -23,6 +24,7 @@ pub mod keys;
 pub mod logins;
 pub mod membership;
 pub mod messages;
+pub mod revocations;
 pub mod rooms;
 pub mod shared;
 pub mod wire;
@@ -77,6 +79,9 @@ pub trait Upstream: Send + Sync {
     fn room(&self, room_id: &str) -> Option<RoomState>;
     /// Every room of this node.
     fn rooms(&self) -> Vec<Arc<str>>;
+    /// Revocations may have been missed: every token a socket is linked to is checked, and
+    /// those no longer valid end as if revoked.
+    fn recheck_tokens(&self);
 }
 
 /// The cluster as the rest of the node sees it: membership, and the realtime traffic

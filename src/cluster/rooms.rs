@@ -242,20 +242,23 @@ impl RoomSync {
             let Some(local) = upstream.upgrade() else {
                 return;
             };
-            if link.health.is_up() {
-                for chunk in rooms.chunks(BATCH) {
-                    if let Err(reason) = self.write(&link, &node, &*local, chunk).await {
+            // Tried whatever other paths found; a failure keeps the rest for later.
+            for (i, chunk) in rooms.chunks(BATCH).enumerate() {
+                match self.write(&link, &node, &*local, chunk).await {
+                    Ok(()) => {
+                        link.health.up();
+                    }
+                    Err(reason) => {
                         link.health.down(&reason);
-                        failed.extend_from_slice(chunk);
+                        failed.extend_from_slice(&rooms[i * BATCH..]);
+                        break;
                     }
                 }
-            } else {
-                failed = rooms;
             }
             drop(local);
             self.done.send_replace(upto);
             if !failed.is_empty() {
-                // Kept for when Redis answers again; the heartbeat finds out.
+                // Kept for when Redis answers again.
                 self.queue.lock().dirty.extend(failed);
                 tokio::time::sleep(link.heartbeat.min(Duration::from_secs(1))).await;
             }

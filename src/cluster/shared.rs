@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::bridge::{Bridge, Publisher};
 use super::messages::{Hold, Release};
+use super::revocations::RevocationLog;
 use super::rooms::{Remote, RemoteRoom, RoomSync};
 use super::wire::BusMessage;
 use super::{Bus, ChannelHold, Link, NodeInfo, Upstream, membership};
@@ -25,7 +26,10 @@ pub struct SharedBus {
     /// Live nodes at the last heartbeat, this one included.
     alive: AtomicUsize,
     leaving: AtomicBool,
+    /// The pub/sub link is subscribed and answers.
+    pubsub: AtomicBool,
     pub(super) rooms: Arc<RoomSync>,
+    pub(super) revocations: RevocationLog,
     bridge: OnceLock<Addr<Bridge>>,
     publisher: OnceLock<Publisher>,
     upstream: OnceLock<Weak<dyn Upstream>>,
@@ -43,7 +47,9 @@ impl SharedBus {
             minimum_nodes: settings.cluster.minimum_nodes as usize,
             alive: AtomicUsize::new(1),
             leaving: AtomicBool::new(false),
+            pubsub: AtomicBool::new(false),
             rooms: Arc::new(RoomSync::new()),
+            revocations: RevocationLog::default(),
             bridge: OnceLock::new(),
             publisher: OnceLock::new(),
             upstream: OnceLock::new(),
@@ -64,6 +70,48 @@ impl SharedBus {
         }
     }
 
+    /// The bridge's word on the pub/sub link.
+    pub(super) fn pubsub_up(&self, up: bool) {
+        self.pubsub.store(up, Ordering::Release);
+    }
+
+    fn upstream(&self) -> Option<Arc<dyn Upstream>> {
+        self.upstream.get().and_then(Weak::upgrade)
+    }
+
+    /// Reads the revocation log (at every heartbeat, and after every reconnection): what
+    /// other nodes revoked since the last read ends here too; when the log no longer
+    /// covers the last read, every linked token is checked instead.
+    pub(super) async fn catch_up(&self) {
+        match self.revocations.catch_up(&self.link, &self.node_id).await {
+            Ok(caught) => {
+                let Some(upstream) = self.upstream() else {
+                    return;
+                };
+                if caught.gap {
+                    log::warn!(
+                        "[CLUSTER] the revocation log no longer covers what this node read last (Redis emptied, or away for long): every linked token is checked"
+                    );
+                    upstream.recheck_tokens();
+                }
+                if !caught.tokens.is_empty() {
+                    upstream.receive(BusMessage::Revoke {
+                        node: String::new(),
+                        tokens: caught.tokens,
+                    });
+                }
+            }
+            Err(reason) => self.link.health.down(&reason),
+        }
+    }
+
+    /// `catch_up` as a task of its own.
+    pub(super) fn catch_up_soon(&self) {
+        if let Some(me) = self.me.upgrade() {
+            actix_rt::spawn(async move { me.catch_up().await });
+        }
+    }
+
     /// A message from another node.
     pub(super) fn receive(&self, payload: &[u8]) {
         let message: BusMessage = match serde_json::from_slice(payload) {
@@ -77,7 +125,7 @@ impl SharedBus {
             return; // delivered locally already
         }
         self.link.health.counters.received.inc();
-        if let Some(upstream) = self.upstream.get().and_then(Weak::upgrade) {
+        if let Some(upstream) = self.upstream() {
             upstream.receive(message);
         }
     }
@@ -106,6 +154,7 @@ impl Bus for SharedBus {
             let link = &self.link;
             let me = self.me.upgrade().ok_or("the bus is gone")?;
             membership::register(link, &info).await?;
+            self.revocations.start(link, &self.node_id).await?;
             let bridge = Bridge::new(me.clone(), link.clone()).start();
             let _ = self.bridge.set(bridge);
             let _ = self.publisher.set(Publisher::start(link.clone()));
@@ -155,7 +204,7 @@ impl Bus for SharedBus {
     }
 
     fn is_up(&self) -> bool {
-        self.link.health.is_up() && self.bridge.get().is_some()
+        self.link.health.is_up() && self.pubsub.load(Ordering::Acquire)
     }
 
     fn status(&self) -> LocalBoxFuture<'_, Result<Value, String>> {
@@ -258,6 +307,19 @@ impl Bus for SharedBus {
         match serde_json::to_string(&message) {
             Ok(payload) => publisher.send(channel, payload),
             Err(e) => log::error!("[CLUSTER] cannot serialise a bus message: {e}"),
+        }
+        // A revocation is also written to the log, which every node reads: one cut off
+        // from pub/sub now learns of it when it reaches Redis again.
+        if let (BusMessage::Revoke { tokens, .. }, Some(me)) = (message, self.me.upgrade()) {
+            actix_rt::spawn(async move {
+                let dropped = me.revocations.append(&me.link, &me.node_id, tokens).await;
+                if dropped > 0 {
+                    me.link.health.counters.dropped.inc_by(dropped as u64);
+                    log::error!(
+                        "[CLUSTER] {dropped} revocation(s) could not be kept while Redis was away: every node will check all its linked tokens instead"
+                    );
+                }
+            });
         }
     }
 

@@ -12,9 +12,10 @@
 //!
 //! The bus hands what other nodes send to `Upstream::receive`.
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
 use actix::{Actor, Addr};
+use futures_util::future::LocalBoxFuture;
 use prometheus_client::metrics::counter::Counter;
 use serde_json::Value;
 
@@ -24,7 +25,7 @@ use super::hub::{
     channel_name,
 };
 use super::notify::Published;
-use super::sessions::{ExpiryCounters, Link, Move, Revoke, SessionRegistry, Unlink};
+use super::sessions::{ExpiryCounters, Link, LinkedTokens, Move, Revoke, SessionRegistry, Unlink};
 use crate::cluster::{Bus, BusMessage, ChannelHold, RoomState, Upstream, wire};
 use crate::config::Limits;
 use crate::delivery::Outbox;
@@ -41,6 +42,10 @@ pub struct RealtimeCounters {
     pub expired: ExpiryCounters,
 }
 
+/// Given tokens, answers those that are no longer valid (revoked, or gone with their user).
+pub type TokenCheck =
+    Box<dyn Fn(Vec<String>) -> LocalBoxFuture<'static, Vec<String>> + Send + Sync>;
+
 /// The filters' limits (`limits.subscription*`).
 #[derive(Debug, Clone, Copy)]
 struct FilterLimits {
@@ -55,6 +60,8 @@ pub struct Realtime {
     hub_limits: HubLimits,
     filters: FilterLimits,
     counters: RealtimeCounters,
+    /// How `recheck_tokens` tells valid tokens from revoked ones (set by `server.rs`).
+    token_check: OnceLock<TokenCheck>,
     me: Weak<Realtime>,
 }
 
@@ -106,6 +113,7 @@ impl Realtime {
                 minterms: limits.subscription_minterms as usize,
             },
             counters,
+            token_check: OnceLock::new(),
             me: me.clone(),
         })
     }
@@ -373,6 +381,20 @@ impl Realtime {
         self.sessions.do_send(Revoke { tokens });
     }
 
+    /// A request on a linked socket was refused for its token (revoked, expired, its user
+    /// gone): every socket of this node linked to it gets `TokenExpired` and loses its
+    /// subscriptions, as after a revocation (the other nodes find out by themselves).
+    pub fn end_token_here(&self, token: String) {
+        self.sessions.do_send(Revoke {
+            tokens: vec![token],
+        });
+    }
+
+    /// How linked tokens are checked after revocations may have been missed.
+    pub fn set_token_check(&self, check: TokenCheck) {
+        let _ = self.token_check.set(check);
+    }
+
     /// (rooms with a local subscriber, local connections with at least one subscription).
     pub fn metrics(&self) -> (usize, usize) {
         self.hub.metrics()
@@ -533,6 +555,30 @@ impl Upstream for Realtime {
 
     fn rooms(&self) -> Vec<Arc<str>> {
         self.hub.room_ids()
+    }
+
+    fn recheck_tokens(&self) {
+        let me = self.me.clone();
+        let sessions = self.sessions.clone();
+        actix_rt::spawn(async move {
+            let Ok(tokens) = sessions.send(LinkedTokens).await else {
+                return;
+            };
+            let Some(realtime) = me.upgrade() else {
+                return;
+            };
+            let Some(check) = realtime.token_check.get() else {
+                return;
+            };
+            let invalid = check(tokens).await;
+            if !invalid.is_empty() {
+                log::warn!(
+                    "[CLUSTER] {} linked token(s) found revoked by the check: their sockets get TokenExpired",
+                    invalid.len()
+                );
+                sessions.do_send(Revoke { tokens: invalid });
+            }
+        });
     }
 }
 

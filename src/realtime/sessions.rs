@@ -180,6 +180,14 @@ impl Handler<Revoke> for SessionRegistry {
     }
 }
 
+impl Handler<LinkedTokens> for SessionRegistry {
+    type Result = actix::MessageResult<LinkedTokens>;
+
+    fn handle(&mut self, _: LinkedTokens, _: &mut Context<Self>) -> Self::Result {
+        actix::MessageResult(self.tokens.keys().cloned().collect())
+    }
+}
+
 impl Handler<Move> for SessionRegistry {
     type Result = ();
 
@@ -238,3 +246,9 @@ pub struct Move {
     pub to: String,
     pub expires_at: Option<u64>,
 }
+
+/// Every token some socket of this node is linked to (to check them all after missed
+/// revocations).
+#[derive(Message)]
+#[rtype(result = "Vec<String>")]
+pub struct LinkedTokens;

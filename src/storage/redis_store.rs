@@ -36,6 +36,25 @@ fn glob_escape(text: &str) -> String {
     })
 }
 
+/// Small commands and notifications go out at once (Nagle's delay would add tens of
+/// milliseconds to a cross-node notification). A peer that vanished without a reset (a
+/// host gone, a link cut by a firewall) is found by TCP keepalive within about 8 s of
+/// silence, and a connection whose writes go unacknowledged for longer than a few command
+/// timeouts is closed by the kernel (`TCP_USER_TIMEOUT`), so that the client reconnects.
+fn tcp_settings(settings: &StorageSettings) -> redis::io::tcp::TcpSettings {
+    use redis::io::tcp::socket2::TcpKeepalive;
+    let keepalive = TcpKeepalive::new()
+        .with_time(Duration::from_secs(5))
+        .with_interval(Duration::from_secs(1))
+        .with_retries(3);
+    let unacknowledged = Duration::from_millis(settings.command_timeout.saturating_mul(5))
+        .max(Duration::from_secs(5));
+    redis::io::tcp::TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(keepalive)
+        .set_user_timeout(unacknowledged)
+}
+
 /// A client for the configured Redis (the store's and the cluster's connections).
 pub fn client(settings: &StorageSettings) -> StoreResult<Client> {
     if settings.options.tls {
@@ -56,9 +75,7 @@ pub fn client(settings: &StorageSettings) -> StoreResult<Client> {
         .into_connection_info()
         .map_err(classify)?
         .set_redis_settings(redis)
-        // Small commands and notifications go out at once (Nagle's delay would add tens of
-        // milliseconds to a cross-node notification).
-        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        .set_tcp_settings(tcp_settings(settings));
     Client::open(info).map_err(classify)
 }
 

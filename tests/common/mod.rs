@@ -3,6 +3,8 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code, unused_imports)]
 
+pub mod proxy;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
