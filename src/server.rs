@@ -56,9 +56,22 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
         room_key(&ready.secret),
         metrics.realtime_counters(),
     );
-    let node = Node::new(settings, store, ready.secret, bus, realtime, metrics);
+    let node = Node::new(
+        settings,
+        store,
+        ready.secret.clone(),
+        bus,
+        realtime,
+        metrics,
+    );
+    if ready.marker.admin_created {
+        node.security.note_admin_created();
+    }
+    let bus = node.bus.clone();
     node.security
-        .current(&node.store)
+        .set_marker_source(Box::new(move || bus.store_marker()));
+    node.security
+        .current(&node.store, &node.settings)
         .await
         .map_err(|e| io::Error::other(format!("[STORAGE] {e}")))?;
     let data = web::Data::new(node.clone());
@@ -121,8 +134,12 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
     // Bound, but accepting nobody yet: the cluster is joined first, so that no request
     // finds it half started.
     let upstream: Arc<dyn Upstream> = node.realtime.clone();
+    let store_state = crate::cluster::StoreState {
+        secret: node.secret.clone(),
+        marker: serde_json::to_string(&ready.marker).unwrap_or_default(),
+    };
     node.bus
-        .start(addr, Arc::downgrade(&upstream), &node.secret)
+        .start(addr, Arc::downgrade(&upstream), store_state)
         .await
         .map_err(|e| io::Error::other(format!("[CLUSTER] {e}")))?;
     if let Some(link) = node.bus.link() {
@@ -323,13 +340,22 @@ pub async fn run(settings: Settings) -> io::Result<()> {
     // waited for that line must find them (the default action would kill the process).
     let mut signals = Signals::install()?;
     let running = start(settings).await?;
-    signals.next().await;
+    let bus = running.node.bus.clone();
+    let displaced = tokio::select! {
+        _ = signals.next() => false,
+        _ = bus.displaced() => true,
+    };
     actix_rt::spawn(async move {
         signals.next().await;
         log::warn!("second signal: exiting now");
         std::process::exit(1);
     });
     running.drain().await;
+    if displaced {
+        return Err(io::Error::other(
+            "[CLUSTER] another process took this node's id: stopped (restart it to get a new one)",
+        ));
+    }
     Ok(())
 }
 

@@ -912,4 +912,150 @@ async fn a_half_open_pubsub_link_is_replaced_and_delivery_resumes() {
     publish(n1.addr, json!({"marker": true})).await;
     let got = documents_until_marker(&mut witness).await;
     assert_eq!(got.len(), 1, "{got:?}");
+    // The command connections (the store's and the cluster's) are replaced too: node 2
+    // reads the store and the membership again.
+    wait_log(&n2, "replaced by a new one").await;
+    poll(|| async {
+        let res = call(
+            n2.addr,
+            json!({"controller": "security", "action": "getRole", "_id": "admin"}),
+        )
+        .await;
+        res["status"] == 200
+    })
+    .await;
+    poll(|| async { status(n2.addr).await["activeNodes"] == 2 }).await;
+}
+
+/// `createFirstAdmin` refused: by the rights (the roles are gone, or the cached ones deny
+/// it) or because an administrator was created on this store once.
+fn assert_refused(res: Value) {
+    let refused = ["api.process.admin_exists", "security.rights.unauthorized"];
+    assert!(
+        refused.iter().any(|id| res["error"]["id"] == *id),
+        "createFirstAdmin must be refused: {res}"
+    );
+}
+
+#[actix_rt::test]
+async fn an_emptied_redis_opens_nothing_to_anyone() {
+    // A longer heartbeat, so that the node started after the flush finds the store empty
+    // before the others write back what they know (it waits for them).
+    let slow = [("kuzzle_cluster__heartbeat", "1000")];
+    let redis = RedisServer::start();
+    let n1 = spawn_node(&redis, &slow);
+    let n2 = spawn_node(&redis, &slow);
+    for node in [&n1, &n2] {
+        poll(|| async { status(node.addr).await["activeNodes"] == 2 }).await;
+    }
+    users(n1.addr).await;
+    let secret = redis_cli(&redis, &["GET", "krt/secret"]);
+    assert!(!secret.trim().is_empty());
+    // Both nodes have read the marker that says an administrator exists (they read it at
+    // every heartbeat; the admin was created after they started).
+    poll(|| async {
+        redis_cli(&redis, &["GET", "krt/store/marker"]).contains("\"adminCreated\":true")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(2 * 1000)).await;
+
+    // Redis loses everything, and a node starts at once.
+    assert_eq!(redis_cli(&redis, &["FLUSHALL"]).trim(), "OK");
+    let n3 = spawn_node(&redis, &slow);
+    let first_admin = json!({"controller": "security", "action": "createFirstAdmin",
+        "_id": "intruder",
+        "body": {"credentials": {"local": {"username": "intruder", "password": "x"}}}});
+    for node in [&n1, &n2, &n3] {
+        assert_refused(call(node.addr, first_admin.clone()).await);
+    }
+    // The running nodes wrote the marker and the secret back; the new node waited for
+    // them and recreated nothing.
+    for node in [&n1, &n3] {
+        wait_log(node, "the store lost its data").await;
+    }
+    assert_eq!(redis_cli(&redis, &["GET", "krt/secret"]), secret);
+    assert!(!n3.log.lock().unwrap().contains("generated one"));
+    let res = call(
+        n3.addr,
+        json!({"controller": "security", "action": "createUser", "_id": "anyone",
+            "body": {"content": {"profileIds": ["admin"]}}}),
+    )
+    .await;
+    assert_eq!(
+        res["status"], 401,
+        "anonymous has no rights on a lost store: {res}"
+    );
+    assert_eq!(
+        redis_cli(&redis, &["EXISTS", "krt/roles/anonymous"]).trim(),
+        "0"
+    );
+}
+
+#[actix_rt::test]
+async fn a_live_node_restores_its_roster_entry_and_an_eviction_spares_it() {
+    let redis = RedisServer::start();
+    let n1 = spawn_node(&redis, &[]);
+    let n2 = spawn_node(&redis, &[]);
+    for node in [&n1, &n2] {
+        poll(|| async { status(node.addr).await["activeNodes"] == 2 }).await;
+    }
+    // Someone removes node 2 from the roster while it lives: it is back at its next
+    // heartbeat, and listed again.
+    assert_eq!(
+        redis_cli(&redis, &["HDEL", "krt/cluster/roster", &n2.id]).trim(),
+        "1"
+    );
+    poll(|| async {
+        !redis_cli(&redis, &["HGET", "krt/cluster/roster", &n2.id])
+            .trim()
+            .is_empty()
+    })
+    .await;
+    poll(|| async { status(n1.addr).await["activeNodes"] == 2 }).await;
+    // Nobody evicted it: its registration never expired.
+    let activity = status(n1.addr).await["activity"].clone();
+    assert!(
+        !activity.to_string().contains("heartbeat timeout"),
+        "{activity}"
+    );
+}
+
+#[actix_rt::test]
+async fn a_twin_gives_way() {
+    let redis = RedisServer::start();
+    let mut node = spawn_node(&redis, &[]);
+    poll(|| async { status(node.addr).await["activeNodes"] == 1 }).await;
+    let key = format!("krt/cluster/node/{}", node.id);
+    // A younger process (born later) registers under this node's id: this node, the older,
+    // takes its registration back and stays.
+    let younger = json!({"id": node.id, "address": "127.0.0.1:1", "birthdate": u64::MAX / 2,
+        "incarnation": "younger"})
+    .to_string();
+    assert_eq!(
+        redis_cli(&redis, &["SET", &key, &younger, "PX", "60000"]).trim(),
+        "OK"
+    );
+    poll(|| async { !redis_cli(&redis, &["GET", &key]).contains("younger") }).await;
+    assert!(
+        node.child.try_wait().unwrap().is_none(),
+        "the older node stays"
+    );
+    // An older process (born before) registers under this node's id: this node, the
+    // younger, gives way.
+    let twin = json!({"id": node.id, "address": "127.0.0.1:1", "birthdate": 1,
+        "incarnation": "another"})
+    .to_string();
+    assert_eq!(
+        redis_cli(&redis, &["SET", &key, &twin, "PX", "60000"]).trim(),
+        "OK"
+    );
+    let status = wait_exit(&mut node.child);
+    assert_eq!(status.code(), Some(1), "it stops with an error");
+    let log = node.log.lock().unwrap().clone();
+    assert!(log.contains("(a twin): this node gives way"), "{log}");
+    assert_eq!(
+        redis_cli(&redis, &["GET", &key]),
+        format!("{twin}\n"),
+        "the twin keeps its registration"
+    );
 }

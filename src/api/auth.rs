@@ -249,7 +249,7 @@ pub async fn get_my_rights(call: &Call<'_>) -> ActionResult {
     let security = call
         .node
         .security
-        .current(&call.node.store)
+        .current(&call.node.store, &call.node.settings)
         .await
         .map_err(store_read_error)?;
     let profiles: Vec<_> = call

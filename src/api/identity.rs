@@ -142,7 +142,7 @@ pub fn check_rights(
 /// The roles and profiles now (cached; re-read when they changed).
 pub async fn current_security(node: &Node) -> Result<Arc<Snapshot>, ApiError> {
     node.security
-        .current(&node.store)
+        .current(&node.store, &node.settings)
         .await
         .map_err(store_read_error)
 }

@@ -70,9 +70,25 @@ fn new_kuid(call: &Call<'_>) -> Result<String, ApiError> {
     })
 }
 
+/// Whether an administrator exists, or ever did on this store: a store that lost its data
+/// (Redis emptied) must not hand the cluster to the first caller.
+async fn admin_was_created(call: &Call<'_>) -> Result<bool, ApiError> {
+    let node = call.node;
+    if node.security.admin_was_created() {
+        return Ok(true);
+    }
+    let marked = node
+        .store
+        .marker()
+        .await
+        .map_err(store_read_error)?
+        .is_some_and(|m| m.admin_created);
+    Ok(marked || admin_exists(&node.store).await.map_err(store_read_error)?)
+}
+
 pub async fn create_first_admin(call: &Call<'_>) -> ActionResult {
     let store = &call.node.store;
-    if admin_exists(store).await.map_err(store_read_error)? {
+    if admin_was_created(call).await? {
         return Err(ApiError::plain(errors::ADMIN_EXISTS));
     }
     let body = call.request.body.clone().unwrap_or_else(|| json!({}));
@@ -116,6 +132,11 @@ pub async fn create_first_admin(call: &Call<'_>) -> ActionResult {
         .put(Kind::User, &kuid, &source)
         .await
         .map_err(store_write_error)?;
+    store
+        .mark_admin_created()
+        .await
+        .map_err(store_write_error)?;
+    call.node.security.note_admin_created();
     if call.request.bool_arg("reset")? {
         let standard = &call.node.settings.security.standard;
         let info = json!({"author": call.identity.kuid, "createdAt": now_ms(), "updatedAt": null, "updater": null});

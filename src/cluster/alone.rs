@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::rooms::{Remote, RemoteRoom};
 use super::wire::BusMessage;
-use super::{Bus, ChannelHold, Link, NodeInfo, Upstream, membership};
+use super::{Bus, ChannelHold, Link, NodeInfo, StoreState, Upstream, membership};
 use crate::config::Settings;
 use crate::protocol::now_ms;
 
@@ -48,12 +48,13 @@ impl Bus for Alone {
         &self,
         bound: SocketAddr,
         _: Weak<dyn Upstream>,
-        _: &str,
+        _: StoreState,
     ) -> LocalBoxFuture<'_, Result<(), String>> {
         let info = NodeInfo {
             id: self.node_id.to_string(),
             address: membership::advertised_address(bound),
             birthdate: now_ms(),
+            incarnation: uuid::Uuid::new_v4().simple().to_string(),
         };
         let mut log = self.activity.lock();
         log.push_front(membership::event(&info, "joined", None));
@@ -61,6 +62,14 @@ impl Bus for Alone {
         drop(log);
         let _ = self.info.set(info);
         Box::pin(ready(Ok(())))
+    }
+
+    fn store_marker(&self) -> Option<String> {
+        None
+    }
+
+    fn displaced(&self) -> LocalBoxFuture<'_, ()> {
+        Box::pin(futures_util::future::pending())
     }
 
     fn leave(&self) -> LocalBoxFuture<'_, ()> {

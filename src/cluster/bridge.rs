@@ -57,7 +57,7 @@ impl Bridge {
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
-        let client = self.link.client.clone();
+        let client = self.link.redis.client().clone();
         let limit = self.link.timeout;
         let attempt = async move {
             match tokio::time::timeout(limit, client.get_async_pubsub()).await {
@@ -300,7 +300,7 @@ async fn drain(mut receiver: mpsc::Receiver<(String, String)>, link: Arc<Link>) 
             pipe.publish(channel, payload).ignore();
         }
         match link
-            .bounded(pipe.query_async::<()>(&mut link.redis.clone()))
+            .bounded(pipe.query_async::<()>(&mut link.redis.get()))
             .await
         {
             Ok(()) => {

@@ -20,6 +20,11 @@ impl Keys {
         format!("{}secret", self.root)
     }
 
+    /// The store's marker (a document of the store: `storage::marker`).
+    pub fn store_marker(&self) -> String {
+        format!("{}store/marker", self.root)
+    }
+
     /// A live node's registration; its TTL is 3 × heartbeat, refreshed every heartbeat.
     pub fn node(&self, id: &str) -> String {
         format!("{}node/{id}", self.prefix)

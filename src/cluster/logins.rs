@@ -91,7 +91,7 @@ impl SharedLogins {
         let mut pipe = redis::pipe();
         pipe.atomic().incr(&key, 1u32).pexpire(&key, 2000).ignore();
         let (count,): (u32,) = link
-            .bounded(pipe.query_async(&mut link.redis.clone()))
+            .bounded(pipe.query_async(&mut link.redis.get()))
             .await?;
         Ok(count <= per_second)
     }
@@ -118,7 +118,7 @@ impl SharedLogins {
             .arg(known_for_ms)
             .arg(interval)
             .arg(tolerance);
-        link.bounded(invocation.invoke_async::<u8>(&mut link.redis.clone()))
+        link.bounded(invocation.invoke_async::<u8>(&mut link.redis.get()))
             .await
     }
 
@@ -143,7 +143,7 @@ impl SharedLogins {
             .arg(first_delay_ms)
             .arg(max_delay_ms)
             .arg(forget_ms);
-        link.bounded(invocation.invoke_async::<u64>(&mut link.redis.clone()))
+        link.bounded(invocation.invoke_async::<u64>(&mut link.redis.get()))
             .await
             .map(|_| ())
     }
@@ -164,7 +164,7 @@ impl SharedLogins {
             .arg(address)
             .arg(known_for_ms)
             .arg(MAX_KNOWN);
-        link.bounded(invocation.invoke_async::<u64>(&mut link.redis.clone()))
+        link.bounded(invocation.invoke_async::<u64>(&mut link.redis.get()))
             .await
             .map(|_| ())
     }

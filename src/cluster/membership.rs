@@ -36,7 +36,7 @@ pub async fn claim_id(link: &Link) -> Result<String, String> {
                     .arg("NX")
                     .arg("PX")
                     .arg(ttl_ms(link))
-                    .query_async(&mut link.redis.clone()),
+                    .query_async(&mut link.redis.get()),
             )
             .await?;
         if claimed.is_some() {
@@ -89,7 +89,7 @@ async fn log_activity(link: &Link, event: Value) -> Result<(), String> {
         .ignore()
         .ltrim(&key, 0, link.activity_depth.saturating_sub(1) as isize)
         .ignore();
-    link.bounded(pipe.query_async::<()>(&mut link.redis.clone()))
+    link.bounded(pipe.query_async::<()>(&mut link.redis.get()))
         .await
 }
 
@@ -102,7 +102,7 @@ pub async fn register(link: &Link, info: &NodeInfo) -> Result<(), String> {
         .ignore()
         .hset(link.keys.roster(), &info.id, &text)
         .ignore();
-    link.bounded(pipe.query_async::<()>(&mut link.redis.clone()))
+    link.bounded(pipe.query_async::<()>(&mut link.redis.get()))
         .await?;
     log_activity(link, event(info, "joined", None)).await
 }
@@ -124,7 +124,15 @@ pub async fn heartbeat(cluster: Arc<SharedBus>, link: Arc<Link>) {
             continue;
         };
         match refresh(&link, info).await {
-            Ok(true) => {
+            Ok(Registration::Twin) => {
+                log::error!(
+                    "[CLUSTER] another process registered as node {} (a twin): this node gives way and stops",
+                    info.id
+                );
+                cluster.give_way();
+                return;
+            }
+            Ok(Registration::Refreshed) => {
                 link.health.up();
                 if std::mem::take(&mut failed) {
                     // Writes may have been lost while Redis was away.
@@ -132,7 +140,7 @@ pub async fn heartbeat(cluster: Arc<SharedBus>, link: Arc<Link>) {
                     rewrite_secret(&cluster, &link).await;
                 }
             }
-            Ok(false) => {
+            Ok(Registration::Vanished) => {
                 failed = false;
                 link.health.up();
                 log::warn!(
@@ -153,6 +161,9 @@ pub async fn heartbeat(cluster: Arc<SharedBus>, link: Arc<Link>) {
                 continue;
             }
         }
+        // A store emptied behind the cluster's back gets its marker and secret back, so
+        // that no node starting now takes it for a new one.
+        restore_store(&cluster, &link).await;
         // Revocations this node missed (cut off from pub/sub) end here now.
         cluster.catch_up().await;
         match roster(&link).await {
@@ -164,6 +175,42 @@ pub async fn heartbeat(cluster: Arc<SharedBus>, link: Arc<Link>) {
             }
             Err(reason) => link.health.down(&reason),
         }
+    }
+}
+
+/// KEYS: the store's marker, the secret. ARGV: the marker this node knows, its secret.
+/// Returns the stored marker, or nothing when it was missing and has been written back.
+const RESTORE_SCRIPT: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current then return current end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2], 'NX')
+return false
+";
+
+/// Reads the store's marker (remembered for `createFirstAdmin`); writes it back, with the
+/// secret, when it vanished.
+async fn restore_store(cluster: &SharedBus, link: &Link) {
+    let known = cluster.marker.lock().clone();
+    let (Some(secret), false) = (cluster.secret.get(), known.is_empty()) else {
+        return;
+    };
+    let script = redis::Script::new(RESTORE_SCRIPT);
+    let mut invocation = script.prepare_invoke();
+    invocation
+        .key(link.keys.store_marker())
+        .key(link.keys.secret())
+        .arg(&known)
+        .arg(secret);
+    match link
+        .bounded(invocation.invoke_async::<Option<String>>(&mut link.redis.get()))
+        .await
+    {
+        Ok(Some(current)) => *cluster.marker.lock() = current,
+        Ok(None) => log::error!(
+            "[CLUSTER] the store lost its data (Redis emptied, restarted without persistence, or failed over to an empty replica): its marker and the JWT secret were written back so that no node takes it for a new store; users, roles and tokens are gone: restore the backup"
+        ),
+        Err(reason) => link.health.down(&reason),
     }
 }
 
@@ -179,7 +226,7 @@ async fn rewrite_secret(cluster: &SharedBus, link: &Link) {
                 .arg(link.keys.secret())
                 .arg(secret)
                 .arg("NX")
-                .query_async::<Option<String>>(&mut link.redis.clone()),
+                .query_async::<Option<String>>(&mut link.redis.get()),
         )
         .await;
     if let Err(e) = written {
@@ -187,27 +234,64 @@ async fn rewrite_secret(cluster: &SharedBus, link: &Link) {
     }
 }
 
-/// Refreshes the registration's TTL; false when it no longer exists.
-async fn refresh(link: &Link, info: &NodeInfo) -> Result<bool, String> {
+/// KEYS: the registration, the roster. ARGV: the registration's text, its TTL (ms), the
+/// node id. "1": refreshed, and the roster entry restored; "0": the registration vanished;
+/// otherwise the registration another process (another incarnation) wrote.
+const REFRESH_SCRIPT: &str = r"
+local current = redis.call('GET', KEYS[1])
+if not current then return '0' end
+if current ~= ARGV[1] then return current end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
+return '1'
+";
+
+/// What a heartbeat found of this node's registration.
+#[derive(Debug, PartialEq, Eq)]
+enum Registration {
+    Refreshed,
+    Vanished,
+    /// Another process registered under this node's id.
+    Twin,
+}
+
+/// Refreshes the registration's TTL and the roster entry (restored if someone removed it).
+async fn refresh(link: &Link, info: &NodeInfo) -> Result<Registration, String> {
     let text = serde_json::to_string(info).map_err(|e| e.to_string())?;
-    let done: Option<String> = link
-        .bounded(
-            redis::cmd("SET")
-                .arg(link.keys.node(&info.id))
-                .arg(text)
-                .arg("XX")
-                .arg("PX")
-                .arg(ttl_ms(link))
-                .query_async(&mut link.redis.clone()),
-        )
+    let script = redis::Script::new(REFRESH_SCRIPT);
+    let mut invocation = script.prepare_invoke();
+    invocation
+        .key(link.keys.node(&info.id))
+        .key(link.keys.roster())
+        .arg(text)
+        .arg(ttl_ms(link))
+        .arg(&info.id);
+    let answer: String = link
+        .bounded(invocation.invoke_async(&mut link.redis.get()))
         .await?;
-    Ok(done.is_some())
+    Ok(match answer.as_str() {
+        "1" => Registration::Refreshed,
+        "0" => Registration::Vanished,
+        other => {
+            // The younger twin gives way; the older takes its registration back.
+            let twin: Option<NodeInfo> = serde_json::from_str(other).ok();
+            let older = twin.is_some_and(|t| {
+                (info.birthdate, &info.incarnation) < (t.birthdate, &t.incarnation)
+            });
+            if older {
+                register(link, info).await?;
+                Registration::Refreshed
+            } else {
+                Registration::Twin
+            }
+        }
+    })
 }
 
 /// Roster members and whether each is alive (its registration exists).
 async fn roster(link: &Link) -> Result<Vec<(NodeInfo, bool)>, String> {
     let entries: Vec<(String, String)> = link
-        .bounded(link.redis.clone().hgetall(link.keys.roster()))
+        .bounded(link.redis.get().hgetall(link.keys.roster()))
         .await?;
     let nodes: Vec<NodeInfo> = entries
         .into_iter()
@@ -221,7 +305,7 @@ async fn roster(link: &Link) -> Result<Vec<(NodeInfo, bool)>, String> {
         pipe.exists(link.keys.node(&node.id));
     }
     let alive: Vec<bool> = link
-        .bounded(pipe.query_async(&mut link.redis.clone()))
+        .bounded(pipe.query_async(&mut link.redis.get()))
         .await?;
     Ok(nodes.into_iter().zip(alive).collect())
 }
@@ -235,14 +319,10 @@ async fn evict_dead(
         if alive || node.id == **cluster.node_id() {
             continue;
         }
-        // HDEL answers 1 to one node only: that one evicts.
-        let removed: u64 = link
-            .bounded(link.redis.clone().hdel(link.keys.roster(), &node.id))
-            .await?;
-        if removed == 0 {
+        // Checked and removed in one step: one node evicts, and not one that came back.
+        let Some(rooms) = cluster.rooms.evict(link, &node.id).await? else {
             continue;
-        }
-        let rooms = cluster.rooms.forget_node(link, &node.id).await?;
+        };
         log_activity(link, event(&node, "evicted", Some("heartbeat timeout"))).await?;
         log::warn!(
             "[CLUSTER] node {} evicted (heartbeat timeout); its counts in {rooms} room(s) removed",
@@ -280,7 +360,7 @@ pub async fn status(link: &Link) -> Result<Value, String> {
         .collect();
     nodes.sort_by(|a, b| a.birthdate.cmp(&b.birthdate).then(a.id.cmp(&b.id)));
     let activity: Vec<String> = link
-        .bounded(link.redis.clone().lrange(
+        .bounded(link.redis.get().lrange(
             link.keys.activity(),
             0,
             link.activity_depth.saturating_sub(1) as isize,
@@ -322,7 +402,7 @@ pub async fn share_figures(cluster: Arc<SharedBus>, figures: Box<dyn Fn() -> Opt
         let written = link
             .bounded(
                 link.redis
-                    .clone()
+                    .get()
                     .pset_ex::<_, _, ()>(key.clone(), snapshot, ttl),
             )
             .await;
@@ -347,7 +427,7 @@ pub async fn snapshots(link: &Link) -> Result<Vec<Value>, String> {
         .bounded(
             redis::cmd("MGET")
                 .arg(&alive)
-                .query_async(&mut link.redis.clone()),
+                .query_async(&mut link.redis.get()),
         )
         .await?;
     Ok(texts
@@ -373,7 +453,7 @@ pub async fn rooms_of_other_nodes(link: &Link, me: &str) -> Result<Vec<String>, 
         pipe.smembers(link.keys.node_rooms(&node.id));
     }
     let sets: Vec<Vec<String>> = link
-        .bounded(pipe.query_async(&mut link.redis.clone()))
+        .bounded(pipe.query_async(&mut link.redis.get()))
         .await?;
     Ok(sets.into_iter().flatten().collect())
 }
@@ -387,7 +467,7 @@ pub async fn room(link: &Link, room_id: &str) -> Option<(String, String, Value)>
                 .arg("index")
                 .arg("collection")
                 .arg("filter")
-                .query_async(&mut link.redis.clone()),
+                .query_async(&mut link.redis.get()),
         )
         .await
         .ok()?;
@@ -407,7 +487,7 @@ pub async fn leave(link: &Link, rooms: &RoomSync, info: &NodeInfo) -> Result<(),
         .ignore()
         .hdel(link.keys.roster(), &info.id)
         .ignore();
-    link.bounded(pipe.query_async::<()>(&mut link.redis.clone()))
+    link.bounded(pipe.query_async::<()>(&mut link.redis.get()))
         .await?;
     rooms.forget_node(link, &info.id).await?;
     log_activity(link, event(info, "evicted", Some("Node is shutting down"))).await?;

@@ -37,7 +37,6 @@ use std::time::Duration;
 use actix::Addr;
 use futures_util::future::LocalBoxFuture;
 use prometheus_client::metrics::counter::Counter;
-use redis::aio::ConnectionManager;
 use serde_json::Value;
 
 use crate::config::{Settings, StorageBackend};
@@ -70,6 +69,13 @@ pub struct RoomState {
     pub wants_users: bool,
 }
 
+/// What a node knows of the shared store, which the bus writes back when Redis comes back
+/// empty: the JWT secret and the store's marker (JSON).
+pub struct StoreState {
+    pub secret: String,
+    pub marker: String,
+}
+
 /// What the bus hands up, and asks of the node's realtime layer (implemented by
 /// `realtime::Realtime`).
 pub trait Upstream: Send + Sync {
@@ -97,13 +103,19 @@ pub trait Bus: Send + Sync {
         &self,
         bound: SocketAddr,
         upstream: Weak<dyn Upstream>,
-        secret: &str,
+        store: StoreState,
     ) -> LocalBoxFuture<'_, Result<(), String>>;
+
+    /// The store's marker as the bus last read it (JSON), when nodes share a store.
+    fn store_marker(&self) -> Option<String>;
 
     /// The node leaves (SIGTERM): its registration and its counts go at once.
     fn leave(&self) -> LocalBoxFuture<'_, ()>;
 
     fn is_leaving(&self) -> bool;
+
+    /// Resolves when this node must stop: another process took its id (a twin).
+    fn displaced(&self) -> LocalBoxFuture<'_, ()>;
 
     /// What this node says of itself (once started).
     fn node_info(&self) -> Option<NodeInfo>;
@@ -168,17 +180,28 @@ pub trait Bus: Send + Sync {
     ) -> LocalBoxFuture<'a, Option<(String, String, Value)>>;
 }
 
-/// Whether Redis answers the cluster; a change is logged once, not per message.
+/// Whether Redis answers the cluster. Each path (heartbeat, publishes, room writes, pub/sub)
+/// reports how its calls went, and any success restores; the loss and the return are logged
+/// once per episode, not per message nor per path flapping while Redis comes back.
 pub struct BusHealth {
     down: AtomicBool,
+    /// The loss was logged and its end not yet.
+    announced: AtomicBool,
+    /// When the loss was last logged.
+    last_announced: parking_lot::Mutex<Option<std::time::Instant>>,
     /// Messages sent to Redis, received from it, and dropped (`/metrics`, `server:metrics`).
     pub counters: BusCounters,
 }
+
+/// A loss within this long of the last one logged belongs to the same episode.
+const EPISODE: Duration = Duration::from_secs(10);
 
 impl BusHealth {
     pub fn new(counters: BusCounters) -> BusHealth {
         BusHealth {
             down: AtomicBool::new(false),
+            announced: AtomicBool::new(false),
+            last_announced: parking_lot::Mutex::new(None),
             counters,
         }
     }
@@ -188,17 +211,25 @@ impl BusHealth {
     }
 
     pub fn down(&self, reason: &str) {
-        if !self.down.swap(true, Ordering::AcqRel) {
-            log::error!(
-                "[CLUSTER] Redis does not answer ({reason}): this node keeps serving its own clients; cross-node notifications are dropped (and counted) until it answers again"
-            );
+        if self.down.swap(true, Ordering::AcqRel) || self.announced.load(Ordering::Acquire) {
+            return;
         }
+        let mut last = self.last_announced.lock();
+        if last.is_some_and(|at| at.elapsed() < EPISODE) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        drop(last);
+        self.announced.store(true, Ordering::Release);
+        log::error!(
+            "[CLUSTER] Redis does not answer ({reason}): this node keeps serving its own clients; cross-node notifications are dropped (and counted) until it answers again"
+        );
     }
 
     /// Returns true when Redis was down until now.
     pub fn up(&self) -> bool {
         let was_down = self.down.swap(false, Ordering::AcqRel);
-        if was_down {
+        if was_down && self.announced.swap(false, Ordering::AcqRel) {
             log::warn!("[CLUSTER] Redis answers again");
         }
         was_down
@@ -208,8 +239,8 @@ impl BusHealth {
 /// What the cluster's parts share when there is a Redis.
 pub struct Link {
     pub keys: Keys,
-    pub client: redis::Client,
-    pub redis: ConnectionManager,
+    /// Commands (the pub/sub connection is the bridge's own, from the same client).
+    pub redis: crate::storage::redis_store::Connection,
     /// The longest wait for one Redis call (`services.storage.commandTimeout`).
     pub timeout: Duration,
     pub heartbeat: Duration,
@@ -224,9 +255,14 @@ impl Link {
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, String> {
         match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
+            Ok(result) => {
+                self.redis.answered();
+                result.map_err(|e| e.to_string())
+            }
+            Err(_) => {
+                self.redis.unanswered().await;
+                Err(format!("no answer within {} ms", self.timeout.as_millis()))
+            }
         }
     }
 }
@@ -238,6 +274,9 @@ pub struct NodeInfo {
     pub address: String,
     /// Milliseconds since the epoch.
     pub birthdate: u64,
+    /// Random per process: two processes with the same id (twins) tell each other apart.
+    #[serde(default)]
+    pub incarnation: String,
 }
 
 /// The bus of this deployment, holding a node id unique among live nodes (a node alone:
@@ -249,13 +288,11 @@ pub async fn connect(settings: &Settings, counters: BusCounters) -> Result<Arc<d
         return Ok(Arc::new(alone::Alone::new(settings)));
     }
     let storage = &settings.services.storage;
-    let client = crate::storage::redis_store::client(storage).map_err(|e| e.to_string())?;
-    let redis = crate::storage::redis_store::connection_manager(client.clone(), storage)
+    let redis = crate::storage::redis_store::Connection::open(storage)
         .await
         .map_err(|e| e.to_string())?;
     let link = Link {
         keys: Keys::new(&storage.key_prefix),
-        client,
         redis,
         timeout: Duration::from_millis(storage.command_timeout),
         heartbeat: Duration::from_millis(settings.cluster.heartbeat),

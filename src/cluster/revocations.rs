@@ -127,7 +127,7 @@ impl RevocationLog {
                     .arg("+")
                     .arg("COUNT")
                     .arg(1)
-                    .query_async(&mut link.redis.clone()),
+                    .query_async(&mut link.redis.get()),
             )
             .await?;
         match oldest.first() {
@@ -148,7 +148,7 @@ impl RevocationLog {
                         .arg("+")
                         .arg("COUNT")
                         .arg(READ_BATCH)
-                        .query_async(&mut link.redis.clone()),
+                        .query_async(&mut link.redis.get()),
                 )
                 .await?;
             let Some((last, _)) = entries.last() else {
@@ -199,7 +199,7 @@ async fn append_entry(link: &Link, node: &str, tokens: &str) -> Result<String, S
             .arg(node)
             .arg("tokens")
             .arg(tokens)
-            .query_async::<String>(&mut link.redis.clone()),
+            .query_async::<String>(&mut link.redis.get()),
     )
     .await
 }

@@ -98,7 +98,15 @@ return out
 
 /// KEYS[1]: a dead node's set of rooms; KEYS[2]: prefix of rooms' hashes; KEYS[3]: prefix
 /// of counts' hashes. ARGV[1]: the dead node. Removes its counts, and the rooms left empty.
+/// With KEYS[4] (the node's registration key) and KEYS[5] (the roster): only when the
+/// registration is gone (-1 otherwise), and only by the one caller that removes the roster
+/// entry (-2 for the others), in one atomic step, so that a node that registered again
+/// meanwhile keeps its entry and its counts.
 const FORGET_NODE_SCRIPT: &str = r"
+if KEYS[4] then
+  if redis.call('EXISTS', KEYS[4]) == 1 then return -1 end
+  if redis.call('HDEL', KEYS[5], ARGV[1]) == 0 then return -2 end
+end
 local rooms = redis.call('SMEMBERS', KEYS[1])
 for _, room in ipairs(rooms) do
   local counts = KEYS[3] .. room
@@ -301,7 +309,7 @@ impl RoomSync {
             }
         }
         let answer: Vec<usize> = link
-            .bounded(invocation.invoke_async(&mut link.redis.clone()))
+            .bounded(invocation.invoke_async(&mut link.redis.get()))
             .await?;
         let remote = answer.chunks(2).map(|pair| Remote {
             count: pair.first().copied().unwrap_or(0),
@@ -339,7 +347,7 @@ impl RoomSync {
                     .key(link.keys.room_counts(room));
             }
             let values: Vec<redis::Value> = link
-                .bounded(invocation.invoke_async(&mut link.redis.clone()))
+                .bounded(invocation.invoke_async(&mut link.redis.get()))
                 .await?;
             for (room, fields) in chunk.iter().zip(values.chunks(3)) {
                 let text = |v: &redis::Value| -> String {
@@ -367,7 +375,26 @@ impl RoomSync {
             .key(link.keys.room(""))
             .key(link.keys.room_counts(""))
             .arg(node_id);
-        link.bounded(invocation.invoke_async(&mut link.redis.clone()))
-            .await
+        let rooms: i64 = link
+            .bounded(invocation.invoke_async(&mut link.redis.get()))
+            .await?;
+        Ok(rooms.max(0) as usize)
+    }
+
+    /// Evicts a node whose registration expired: its roster entry and its counts go in one
+    /// step, unless it registered again meanwhile or another node evicted it first (None).
+    pub async fn evict(&self, link: &Link, node_id: &str) -> Result<Option<usize>, String> {
+        let mut invocation = self.forget_script.prepare_invoke();
+        invocation
+            .key(link.keys.node_rooms(node_id))
+            .key(link.keys.room(""))
+            .key(link.keys.room_counts(""))
+            .key(link.keys.node(node_id))
+            .key(link.keys.roster())
+            .arg(node_id);
+        let rooms: i64 = link
+            .bounded(invocation.invoke_async(&mut link.redis.get()))
+            .await?;
+        Ok(usize::try_from(rooms).ok())
     }
 }

@@ -14,7 +14,7 @@ use super::messages::{Hold, Release};
 use super::revocations::RevocationLog;
 use super::rooms::{Remote, RemoteRoom, RoomSync};
 use super::wire::BusMessage;
-use super::{Bus, ChannelHold, Link, NodeInfo, Upstream, membership};
+use super::{Bus, ChannelHold, Link, NodeInfo, StoreState, Upstream, membership};
 use crate::config::Settings;
 use crate::protocol::now_ms;
 
@@ -35,6 +35,12 @@ pub struct SharedBus {
     upstream: OnceLock<Weak<dyn Upstream>>,
     /// The JWT secret, written back to a Redis that came back empty.
     pub(super) secret: OnceLock<String>,
+    /// The store's marker as last read (JSON), written back with the secret.
+    pub(super) marker: parking_lot::Mutex<String>,
+    /// Wakes `displaced`.
+    twin: tokio::sync::Notify,
+    /// Another process holds this node's id: leaving must not touch its registration.
+    displaced: AtomicBool,
     me: Weak<SharedBus>,
 }
 
@@ -54,6 +60,9 @@ impl SharedBus {
             publisher: OnceLock::new(),
             upstream: OnceLock::new(),
             secret: OnceLock::new(),
+            marker: parking_lot::Mutex::new(String::new()),
+            twin: tokio::sync::Notify::new(),
+            displaced: AtomicBool::new(false),
             me: me.clone(),
         })
     }
@@ -68,6 +77,12 @@ impl SharedBus {
         if let Some(upstream) = self.upstream.get().and_then(Weak::upgrade) {
             self.rooms.mark_all(upstream.rooms());
         }
+    }
+
+    /// Another process holds this node's id: the node stops (see `displaced`).
+    pub(super) fn give_way(&self) {
+        self.displaced.store(true, Ordering::Release);
+        self.twin.notify_one();
     }
 
     /// The bridge's word on the pub/sub link.
@@ -140,14 +155,16 @@ impl Bus for SharedBus {
         &self,
         bound: SocketAddr,
         upstream: Weak<dyn Upstream>,
-        secret: &str,
+        store: StoreState,
     ) -> LocalBoxFuture<'_, Result<(), String>> {
-        let _ = self.secret.set(secret.to_owned());
+        let _ = self.secret.set(store.secret);
+        *self.marker.lock() = store.marker;
         let _ = self.upstream.set(upstream.clone());
         let info = NodeInfo {
             id: self.node_id.to_string(),
             address: membership::advertised_address(bound),
             birthdate: now_ms(),
+            incarnation: uuid::Uuid::new_v4().simple().to_string(),
         };
         let _ = self.info.set(info.clone());
         Box::pin(async move {
@@ -174,12 +191,24 @@ impl Bus for SharedBus {
         })
     }
 
+    fn displaced(&self) -> LocalBoxFuture<'_, ()> {
+        Box::pin(self.twin.notified())
+    }
+
+    fn store_marker(&self) -> Option<String> {
+        Some(self.marker.lock().clone()).filter(|m| !m.is_empty())
+    }
+
     fn leave(&self) -> LocalBoxFuture<'_, ()> {
         self.leaving.store(true, Ordering::Release);
         Box::pin(async move {
             let Some(info) = self.info.get() else {
                 return;
             };
+            if self.displaced.load(Ordering::Acquire) {
+                // The registration, the roster entry and the counts are the twin's now.
+                return;
+            }
             self.rooms.stop(self.link.timeout).await;
             if let Err(reason) = membership::leave(&self.link, &self.rooms, info).await {
                 log::warn!("[CLUSTER] could not leave the cluster cleanly: {reason}");

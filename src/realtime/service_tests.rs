@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use serde_json::json;
 
 use super::*;
-use crate::cluster::{NodeInfo, Remote, RemoteRoom};
+use crate::cluster::{NodeInfo, Remote, RemoteRoom, StoreState};
 use crate::config::Settings;
 use crate::protocol::Protocol;
 
@@ -77,7 +77,7 @@ impl Bus for Loopback {
         &self,
         _: std::net::SocketAddr,
         upstream: Weak<dyn Upstream>,
-        _: &str,
+        _: StoreState,
     ) -> LocalBoxFuture<'_, Result<(), String>> {
         self.network
             .nodes
@@ -85,6 +85,14 @@ impl Bus for Loopback {
             .push((self.node_id.clone(), upstream));
         Box::pin(ready(Ok(())))
     }
+    fn store_marker(&self) -> Option<String> {
+        None
+    }
+
+    fn displaced(&self) -> LocalBoxFuture<'_, ()> {
+        Box::pin(futures_util::future::pending())
+    }
+
     fn leave(&self) -> LocalBoxFuture<'_, ()> {
         Box::pin(ready(()))
     }
@@ -198,7 +206,11 @@ async fn node(network: &Arc<Network>, id: &str) -> Arc<Realtime> {
     );
     let upstream: Arc<dyn Upstream> = realtime.clone();
     let address = "127.0.0.1:7512".parse().unwrap();
-    bus.start(address, Arc::downgrade(&upstream), "secret")
+    let store = StoreState {
+        secret: "secret".into(),
+        marker: "{}".into(),
+    };
+    bus.start(address, Arc::downgrade(&upstream), store)
         .await
         .unwrap();
     realtime

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use super::model::{Profile, Role, validate_profile, validate_role};
-use crate::storage::{Kind, Store, StoreResult};
+use crate::config::Settings;
+use crate::storage::marker::StoreMarker;
+use crate::storage::{Kind, NO_VERSION, Store, StoreResult};
 
 pub struct Snapshot {
     version: u64,
@@ -21,19 +23,60 @@ pub struct Snapshot {
 #[derive(Default)]
 pub struct SecurityCache {
     current: RwLock<Option<Arc<Snapshot>>>,
+    /// An administrator was created on this store once (the store's marker said so, or
+    /// this node created it): remembered even if the store loses it.
+    admin_created: std::sync::atomic::AtomicBool,
+    /// The store's marker as the cluster last read it (JSON), when nodes share a store.
+    marker_source: std::sync::OnceLock<MarkerSource>,
 }
 
+/// Where the cache finds the store's marker as the cluster last read it.
+pub type MarkerSource = Box<dyn Fn() -> Option<String> + Send + Sync>;
+
 impl SecurityCache {
+    pub fn note_admin_created(&self) {
+        self.admin_created
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn set_marker_source(&self, source: MarkerSource) {
+        let _ = self.marker_source.set(source);
+    }
+
+    /// Whether this node knows that an administrator was once created on the store: it
+    /// created one, the marker said so at start, or the cluster read so since.
+    pub fn admin_was_created(&self) -> bool {
+        self.admin_created
+            .load(std::sync::atomic::Ordering::Acquire)
+            || self
+                .marker_source
+                .get()
+                .and_then(|source| source())
+                .and_then(|text| serde_json::from_str::<StoreMarker>(&text).ok())
+                .is_some_and(|marker| marker.admin_created)
+    }
+
     /// The roles and profiles to check a request against. While the store cannot be
     /// reached, the last snapshot is used, so that the node keeps serving what needs no
     /// store; a node that never read one has nothing to check with and fails.
-    pub async fn current(&self, store: &Store) -> StoreResult<Arc<Snapshot>> {
+    pub async fn current(&self, store: &Store, settings: &Settings) -> StoreResult<Arc<Snapshot>> {
         if store.skip_while_down()
             && let Some(snapshot) = self.current.read().as_ref()
         {
             return Ok(snapshot.clone());
         }
-        let version = match store.security_version().await {
+        let mut version = store.security_version().await;
+        if version.as_ref().is_ok_and(|v| *v == NO_VERSION)
+            && !self.admin_was_created()
+            && store.marker().await?.is_some_and(|m| !m.admin_created)
+        {
+            // The store lost its data, but no administrator was ever created on it (this
+            // node knows of none, and the marker written back says so): it was open to
+            // everyone, and its default roles are set up again as they were.
+            super::bootstrap::reopen(store, settings).await?;
+            version = store.security_version().await;
+        }
+        let version = match version {
             Ok(version) => version,
             Err(e) => {
                 return match self.current.read().as_ref() {

@@ -4,6 +4,7 @@
 
 mod credentials;
 mod embedded;
+pub mod marker;
 pub mod redis_store;
 
 use std::sync::OnceLock;
@@ -18,6 +19,10 @@ pub use credentials::LocalCredential;
 pub use embedded::EmbeddedStore;
 pub use redis_store::RedisStore;
 
+/// The security version of a Redis store without its counter (a store set up by this server
+/// always has one: its data was lost): one no real counter reaches.
+pub const NO_VERSION: u64 = u64::MAX;
+
 /// The kinds of JSON documents the store keeps, each by id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -28,6 +33,8 @@ pub enum Kind {
     Credential,
     /// The username of each user's local credentials, by kuid: `{"username"}`.
     Login,
+    /// The store's own records: its marker (`marker.rs`).
+    Store,
 }
 
 impl Kind {
@@ -38,6 +45,7 @@ impl Kind {
             Kind::Profile => "profiles",
             Kind::Credential => "credentials",
             Kind::Login => "logins",
+            Kind::Store => "store",
         }
     }
 }
@@ -65,7 +73,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 enum Backend {
     Embedded(EmbeddedStore),
-    Redis(RedisStore),
+    Redis(Box<RedisStore>),
 }
 
 /// One store, whichever the backend. Every call is bounded by
@@ -136,7 +144,7 @@ impl Store {
             StorageBackend::Embedded => {
                 Backend::Embedded(EmbeddedStore::open(&settings.path).await?)
             }
-            StorageBackend::Redis => Backend::Redis(RedisStore::open(settings).await?),
+            StorageBackend::Redis => Backend::Redis(Box::new(RedisStore::open(settings).await?)),
         };
         Ok(Store {
             backend,
@@ -148,11 +156,21 @@ impl Store {
     /// Runs one store call within the timeout, and records how it went.
     async fn bounded<T>(&self, call: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
         let result = match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "no answer within {} ms",
-                self.timeout.as_millis()
-            ))),
+            Ok(result) => {
+                if let Backend::Redis(redis) = &self.backend {
+                    redis.connection.answered();
+                }
+                result
+            }
+            Err(_) => {
+                if let Backend::Redis(redis) = &self.backend {
+                    redis.connection.unanswered().await;
+                }
+                Err(StoreError::Unavailable(format!(
+                    "no answer within {} ms",
+                    self.timeout.as_millis()
+                )))
+            }
         };
         self.health.record(&result);
         result
@@ -253,6 +271,14 @@ impl Store {
     }
 
     /// Records a change of roles, profiles or users; returns the new version.
+    /// Starts the security version of a new store (the embedded store's always exists).
+    pub async fn init_security_version(&self) -> StoreResult<()> {
+        match &self.backend {
+            Backend::Embedded(_) => Ok(()),
+            Backend::Redis(redis) => self.bounded(redis.init_security_version()).await,
+        }
+    }
+
     pub async fn bump_security_version(&self) -> StoreResult<u64> {
         each_backend!(self, s => s.bump_security_version().await)
     }
@@ -260,5 +286,14 @@ impl Store {
     /// A round trip to the store (healthCheck).
     pub async fn ping(&self) -> StoreResult<()> {
         each_backend!(self, s => s.ping().await)
+    }
+
+    /// Connections listening to a pub/sub channel of the store's Redis (0 on the embedded
+    /// store): whether a cluster runs on it.
+    pub async fn subscribers(&self, channel: &str) -> StoreResult<usize> {
+        match &self.backend {
+            Backend::Embedded(_) => Ok(0),
+            Backend::Redis(redis) => self.bounded(redis.subscribers(channel)).await,
+        }
     }
 }

@@ -13,7 +13,7 @@ use super::{Kind, StoreError, StoreResult};
 use crate::config::StorageSettings;
 
 pub struct RedisStore {
-    connection: ConnectionManager,
+    pub(super) connection: Connection,
     prefix: String,
 }
 
@@ -35,6 +35,8 @@ fn glob_escape(text: &str) -> String {
         out
     })
 }
+
+use super::NO_VERSION;
 
 /// Small commands and notifications go out at once (Nagle's delay would add tens of
 /// milliseconds to a cross-node notification). A peer that vanished without a reset (a
@@ -99,9 +101,76 @@ pub async fn connection_manager(
         })
 }
 
+/// Calls in a row without an answer before the connection is replaced.
+const UNANSWERED_BEFORE_RENEWAL: u32 = 2;
+
+/// A `ConnectionManager` that is replaced when it stops answering. The manager reconnects
+/// after a reset or a refusal, but a frozen or half-open link is closed by nobody (a
+/// timed-out call is not a dropped connection to it): after calls in a row got no answer
+/// in time, a new connection takes the place of the silent one.
+pub struct Connection {
+    client: Client,
+    settings: StorageSettings,
+    current: parking_lot::RwLock<ConnectionManager>,
+    unanswered: std::sync::atomic::AtomicU32,
+    renewing: tokio::sync::Mutex<()>,
+}
+
+impl Connection {
+    pub async fn open(settings: &StorageSettings) -> StoreResult<Connection> {
+        let client = client(settings)?;
+        let manager = connection_manager(client.clone(), settings).await?;
+        Ok(Connection {
+            client,
+            settings: settings.clone(),
+            current: parking_lot::RwLock::new(manager),
+            unanswered: Default::default(),
+            renewing: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The client the connection was made from (for dedicated connections: pub/sub).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// A handle on the current connection (cheap: the manager is shared).
+    pub fn get(&self) -> ConnectionManager {
+        self.current.read().clone()
+    }
+
+    /// A call was answered.
+    pub fn answered(&self) {
+        self.unanswered
+            .store(0, std::sync::atomic::Ordering::Release);
+    }
+
+    /// A call got no answer in time; after a few in a row, the connection is replaced
+    /// (one caller does it, bounded by the connection timeout; the others go on).
+    pub async fn unanswered(&self) {
+        use std::sync::atomic::Ordering;
+        if self.unanswered.fetch_add(1, Ordering::AcqRel) + 1 < UNANSWERED_BEFORE_RENEWAL {
+            return;
+        }
+        let Ok(_renewing) = self.renewing.try_lock() else {
+            return;
+        };
+        match connection_manager(self.client.clone(), &self.settings).await {
+            Ok(manager) => {
+                *self.current.write() = manager;
+                self.unanswered.store(0, Ordering::Release);
+                log::warn!(
+                    "[STORAGE] a Redis connection stopped answering (frozen or half-open link): replaced by a new one"
+                );
+            }
+            Err(e) => log::warn!("[STORAGE] could not replace a silent Redis connection: {e}"),
+        }
+    }
+}
+
 impl RedisStore {
     pub async fn open(settings: &StorageSettings) -> StoreResult<RedisStore> {
-        let connection = connection_manager(client(settings)?, settings).await?;
+        let connection = Connection::open(settings).await?;
         Ok(RedisStore {
             connection,
             prefix: settings.key_prefix.clone(),
@@ -123,7 +192,7 @@ impl RedisStore {
     pub async fn get(&self, kind: Kind, id: &str) -> StoreResult<Option<Value>> {
         let text: Option<String> = self
             .connection
-            .clone()
+            .get()
             .get(self.key(kind, id))
             .await
             .map_err(classify)?;
@@ -133,7 +202,7 @@ impl RedisStore {
 
     pub async fn put(&self, kind: Kind, id: &str, value: &Value) -> StoreResult<()> {
         self.connection
-            .clone()
+            .get()
             .set::<_, _, ()>(self.key(kind, id), value.to_string())
             .await
             .map_err(classify)
@@ -141,7 +210,7 @@ impl RedisStore {
 
     pub async fn insert_new(&self, kind: Kind, id: &str, value: &Value) -> StoreResult<bool> {
         self.connection
-            .clone()
+            .get()
             .set_nx(self.key(kind, id), value.to_string())
             .await
             .map_err(classify)
@@ -150,7 +219,7 @@ impl RedisStore {
     pub async fn delete(&self, kind: Kind, id: &str) -> StoreResult<bool> {
         let removed: u64 = self
             .connection
-            .clone()
+            .get()
             .del(self.key(kind, id))
             .await
             .map_err(classify)?;
@@ -160,7 +229,7 @@ impl RedisStore {
     pub async fn list(&self, kind: Kind) -> StoreResult<Vec<(String, Value)>> {
         let prefix = self.key(kind, "");
         let pattern = format!("{}*", glob_escape(&prefix));
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection.get();
         let mut keys: Vec<String> = Vec::new();
         let mut cursor: u64 = 0;
         loop {
@@ -209,21 +278,21 @@ impl RedisStore {
             None => pipe.set(self.token_key(token), kuid).ignore(),
         };
         pipe.sadd(self.user_tokens_key(kuid), token).ignore();
-        pipe.query_async::<()>(&mut self.connection.clone())
+        pipe.query_async::<()>(&mut self.connection.get())
             .await
             .map_err(classify)
     }
 
     pub async fn token_owner(&self, token: &str) -> StoreResult<Option<String>> {
         self.connection
-            .clone()
+            .get()
             .get(self.token_key(token))
             .await
             .map_err(classify)
     }
 
     pub async fn delete_token(&self, token: &str) -> StoreResult<()> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection.get();
         let owner: Option<String> = connection
             .get(self.token_key(token))
             .await
@@ -240,7 +309,7 @@ impl RedisStore {
 
     /// Live tokens of a user; the index forgets tokens that expired on their own.
     pub async fn user_tokens(&self, kuid: &str) -> StoreResult<Vec<String>> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection.get();
         let index = self.user_tokens_key(kuid);
         let tokens: Vec<String> = connection.smembers(&index).await.map_err(classify)?;
         if tokens.is_empty() {
@@ -263,7 +332,7 @@ impl RedisStore {
     }
 
     pub async fn secret_or_init(&self, generated: &str) -> StoreResult<(String, bool)> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection.get();
         let key = format!("{}secret", self.prefix);
         let created: bool = connection.set_nx(&key, generated).await.map_err(classify)?;
         let secret: Option<String> = connection.get(&key).await.map_err(classify)?;
@@ -275,24 +344,47 @@ impl RedisStore {
     pub async fn security_version(&self) -> StoreResult<u64> {
         let version: Option<u64> = self
             .connection
-            .clone()
+            .get()
             .get(format!("{}security-version", self.prefix))
             .await
             .map_err(classify)?;
-        Ok(version.unwrap_or(0))
+        // A store set up by this server always has the counter: without it the data was
+        // lost (or never versioned), and no cached rights may match.
+        Ok(version.unwrap_or(NO_VERSION))
+    }
+
+    /// Starts the counter of a new store.
+    pub async fn init_security_version(&self) -> StoreResult<()> {
+        let _: bool = self
+            .connection
+            .get()
+            .set_nx(format!("{}security-version", self.prefix), 0u64)
+            .await
+            .map_err(classify)?;
+        Ok(())
     }
 
     pub async fn bump_security_version(&self) -> StoreResult<u64> {
         self.connection
-            .clone()
+            .get()
             .incr(format!("{}security-version", self.prefix), 1u64)
             .await
             .map_err(classify)
     }
 
+    pub async fn subscribers(&self, channel: &str) -> StoreResult<usize> {
+        let counts: Vec<(String, usize)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query_async(&mut self.connection.get())
+            .await
+            .map_err(classify)?;
+        Ok(counts.first().map_or(0, |(_, n)| *n))
+    }
+
     pub async fn ping(&self) -> StoreResult<()> {
         redis::cmd("PING")
-            .query_async::<String>(&mut self.connection.clone())
+            .query_async::<String>(&mut self.connection.get())
             .await
             .map(|_| ())
             .map_err(classify)
