@@ -29,6 +29,8 @@ const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 pub struct Bridge {
     cluster: Arc<SharedBus>,
     link: Arc<Link>,
+    /// What arrives goes to the fan-out, on another thread.
+    inbound: mpsc::Sender<Vec<u8>>,
     /// None while disconnected, or while an operation has it.
     sink: Option<PubSubSink>,
     /// Channel → holds (rooms, and subscribes in progress, on its collection).
@@ -43,10 +45,11 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    pub fn new(cluster: Arc<SharedBus>, link: Arc<Link>) -> Bridge {
+    pub fn new(cluster: Arc<SharedBus>, link: Arc<Link>, inbound: mpsc::Sender<Vec<u8>>) -> Bridge {
         Bridge {
             cluster,
             link,
+            inbound,
             sink: None,
             holds: HashMap::new(),
             subscribed: HashSet::new(),
@@ -76,13 +79,16 @@ impl Bridge {
                 }
             };
             let (sink, mut stream) = pubsub.split();
-            let cluster = bridge.cluster.clone();
+            let inbound = bridge.inbound.clone();
             let me = ctx.address();
             bridge.generation += 1;
             let generation = bridge.generation;
             bridge.reader = Some(actix_rt::spawn(async move {
                 while let Some(message) = stream.next().await {
-                    cluster.receive(message.get_payload_bytes());
+                    let payload = message.get_payload_bytes().to_vec();
+                    if inbound.send(payload).await.is_err() {
+                        return; // the node is going
+                    }
                 }
                 me.do_send(Disconnected { generation });
             }));
@@ -275,9 +281,10 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn start(link: Arc<Link>) -> Publisher {
+    /// Starts the queue's task on `control` (the control plane's thread).
+    pub fn start(link: Arc<Link>, control: &actix_rt::ArbiterHandle) -> Publisher {
         let (queue, receiver) = mpsc::channel(PUBLISH_QUEUE);
-        actix_rt::spawn(drain(receiver, link.clone()));
+        control.spawn(drain(receiver, link.clone()));
         Publisher { queue, link }
     }
 

@@ -18,6 +18,10 @@ use super::{Bus, ChannelHold, Link, NodeInfo, StoreState, Upstream, membership};
 use crate::config::Settings;
 use crate::protocol::now_ms;
 
+/// Messages from other nodes waiting for the fan-out; past it the pub/sub reader waits
+/// (Redis holds what follows in the connection's output buffer).
+const INBOUND_QUEUE: usize = 4096;
+
 pub struct SharedBus {
     node_id: Arc<str>,
     pub(super) link: Arc<Link>,
@@ -37,6 +41,8 @@ pub struct SharedBus {
     pub(super) secret: OnceLock<String>,
     /// The store's marker as last read (JSON), written back with the secret.
     pub(super) marker: parking_lot::Mutex<String>,
+    /// The control plane's thread.
+    control: actix_rt::Arbiter,
     /// Wakes `displaced`.
     twin: tokio::sync::Notify,
     /// Another process holds this node's id: leaving must not touch its registration.
@@ -62,6 +68,7 @@ impl SharedBus {
             secret: OnceLock::new(),
             marker: parking_lot::Mutex::new(String::new()),
             twin: tokio::sync::Notify::new(),
+            control: actix_rt::Arbiter::new(),
             displaced: AtomicBool::new(false),
             me: me.clone(),
         })
@@ -172,15 +179,30 @@ impl Bus for SharedBus {
             let me = self.me.upgrade().ok_or("the bus is gone")?;
             membership::register(link, &info).await?;
             self.revocations.start(link, &self.node_id).await?;
-            let bridge = Bridge::new(me.clone(), link.clone()).start();
+            // The control plane (heartbeat, pub/sub reader, publish queue, room writer)
+            // runs on a thread of its own, so that no fan-out, local or inbound, delays a
+            // heartbeat past the node's TTL. What arrives is fanned out on this thread.
+            let control = self.control.handle();
+            let (inbound, mut arrivals) = tokio::sync::mpsc::channel::<Vec<u8>>(INBOUND_QUEUE);
+            let receiver = me.clone();
+            actix_rt::spawn(async move {
+                while let Some(payload) = arrivals.recv().await {
+                    receiver.receive(&payload);
+                }
+            });
+            let bridge_bus = me.clone();
+            let bridge_link = link.clone();
+            let bridge = Bridge::start_in_arbiter(&control, move |_| {
+                Bridge::new(bridge_bus, bridge_link, inbound)
+            });
             let _ = self.bridge.set(bridge);
-            let _ = self.publisher.set(Publisher::start(link.clone()));
-            actix_rt::spawn(
+            let _ = self.publisher.set(Publisher::start(link.clone(), &control));
+            control.spawn(
                 self.rooms
                     .clone()
                     .run(link.clone(), self.node_id.clone(), upstream),
             );
-            actix_rt::spawn(membership::heartbeat(me, link.clone()));
+            control.spawn(membership::heartbeat(me, link.clone()));
             membership::refresh_alive(self, link).await;
             log::info!(
                 "[CLUSTER] node {} joined the cluster ({} node(s) alive)",
@@ -213,6 +235,7 @@ impl Bus for SharedBus {
             if let Err(reason) = membership::leave(&self.link, &self.rooms, info).await {
                 log::warn!("[CLUSTER] could not leave the cluster cleanly: {reason}");
             }
+            self.control.stop();
         })
     }
 
