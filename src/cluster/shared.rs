@@ -196,6 +196,12 @@ impl Bus for SharedBus {
                 Bridge::new(bridge_bus, bridge_link, inbound)
             });
             let _ = self.bridge.set(bridge);
+            // The node serves once it listens (bounded: a Redis that does not answer is the
+            // bridge's to wait for, not the start's).
+            let listening = tokio::time::Instant::now() + link.timeout * 2;
+            while !self.pubsub.load(Ordering::Acquire) && tokio::time::Instant::now() < listening {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
             let _ = self.publisher.set(Publisher::start(link.clone(), &control));
             control.spawn(
                 self.rooms
