@@ -12,9 +12,8 @@ use serde_json::{Value, json};
 
 use super::rooms::{Remote, RemoteRoom};
 use super::wire::BusMessage;
-use super::{Bus, ChannelHold, Link, NodeInfo, StoreState, Upstream, membership};
+use super::{Bus, ChannelHold, NodeInfo, StoreState, Upstream, membership};
 use crate::config::Settings;
-use crate::protocol::now_ms;
 
 pub struct Alone {
     node_id: Arc<str>,
@@ -50,26 +49,13 @@ impl Bus for Alone {
         _: Weak<dyn Upstream>,
         _: StoreState,
     ) -> LocalBoxFuture<'_, Result<(), String>> {
-        let info = NodeInfo {
-            id: self.node_id.to_string(),
-            address: membership::advertised_address(bound),
-            birthdate: now_ms(),
-            incarnation: uuid::Uuid::new_v4().simple().to_string(),
-        };
+        let info = NodeInfo::new(&self.node_id, bound);
         let mut log = self.activity.lock();
         log.push_front(membership::event(&info, "joined", None));
         log.truncate(self.activity_depth);
         drop(log);
         let _ = self.info.set(info);
         Box::pin(ready(Ok(())))
-    }
-
-    fn store_marker(&self) -> Option<String> {
-        None
-    }
-
-    fn displaced(&self) -> LocalBoxFuture<'_, ()> {
-        Box::pin(futures_util::future::pending())
     }
 
     fn leave(&self) -> LocalBoxFuture<'_, ()> {
@@ -111,14 +97,8 @@ impl Bus for Alone {
         Box::pin(ready(Ok(vec![mine])))
     }
 
-    fn share_figures(&self, _: Box<dyn Fn() -> Option<String>>) {}
-
     fn figures(&self) -> Value {
         json!({"nodes": 1, "bus": {"state": "standalone"}})
-    }
-
-    fn link(&self) -> Option<&Arc<Link>> {
-        None
     }
 
     fn hold(&self, _: &str, _: &str) -> LocalBoxFuture<'static, ChannelHold> {

@@ -137,7 +137,6 @@ pub async fn heartbeat(cluster: Arc<SharedBus>, link: Arc<Link>) {
                 if std::mem::take(&mut failed) {
                     // Writes may have been lost while Redis was away.
                     cluster.rewrite_rooms();
-                    rewrite_secret(&cluster, &link).await;
                 }
             }
             Ok(Registration::Vanished) => {
@@ -150,7 +149,6 @@ pub async fn heartbeat(cluster: Arc<SharedBus>, link: Arc<Link>) {
                 match register(&link, info).await {
                     Ok(()) => {
                         cluster.rewrite_rooms();
-                        rewrite_secret(&cluster, &link).await;
                     }
                     Err(reason) => link.health.down(&reason),
                 }
@@ -161,8 +159,8 @@ pub async fn heartbeat(cluster: Arc<SharedBus>, link: Arc<Link>) {
                 continue;
             }
         }
-        // A store emptied behind the cluster's back gets its marker and secret back, so
-        // that no node starting now takes it for a new one.
+        // A store emptied behind the cluster's back gets its marker and the JWT secret back,
+        // so that no node starting now takes it for a new one or uses another secret.
         restore_store(&cluster, &link).await;
         // Revocations this node missed (cut off from pub/sub) end here now.
         cluster.catch_up().await;
@@ -179,12 +177,14 @@ pub async fn heartbeat(cluster: Arc<SharedBus>, link: Arc<Link>) {
 }
 
 /// KEYS: the store's marker, the secret. ARGV: the marker this node knows, its secret.
-/// Returns the stored marker, or nothing when it was missing and has been written back.
+/// The secret is written back whenever it is missing (another node's wins if it wrote
+/// first); returns the stored marker, or nothing when it was missing and has been written
+/// back.
 const RESTORE_SCRIPT: &str = r"
+redis.call('SET', KEYS[2], ARGV[2], 'NX')
 local current = redis.call('GET', KEYS[1])
 if current then return current end
 redis.call('SET', KEYS[1], ARGV[1])
-redis.call('SET', KEYS[2], ARGV[2], 'NX')
 return false
 ";
 
@@ -211,26 +211,6 @@ async fn restore_store(cluster: &SharedBus, link: &Link) {
             "[CLUSTER] the store lost its data (Redis emptied, restarted without persistence, or failed over to an empty replica): its marker and the JWT secret were written back so that no node takes it for a new store; users, roles and tokens are gone: restore the backup"
         ),
         Err(reason) => link.health.down(&reason),
-    }
-}
-
-/// The JWT secret lives in Redis too: after Redis came back empty, the node writes back
-/// the one it uses (unless another node did), so that a node started later uses it too.
-async fn rewrite_secret(cluster: &SharedBus, link: &Link) {
-    let Some(secret) = cluster.secret.get() else {
-        return;
-    };
-    let written = link
-        .bounded(
-            redis::cmd("SET")
-                .arg(link.keys.secret())
-                .arg(secret)
-                .arg("NX")
-                .query_async::<Option<String>>(&mut link.redis.get()),
-        )
-        .await;
-    if let Err(e) = written {
-        log::warn!("[CLUSTER] could not write the secret back: {e}");
     }
 }
 

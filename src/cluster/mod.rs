@@ -107,7 +107,9 @@ pub trait Bus: Send + Sync {
     ) -> LocalBoxFuture<'_, Result<(), String>>;
 
     /// The store's marker as the bus last read it (JSON), when nodes share a store.
-    fn store_marker(&self) -> Option<String>;
+    fn store_marker(&self) -> Option<String> {
+        None
+    }
 
     /// The node leaves (SIGTERM): its registration and its counts go at once.
     fn leave(&self) -> LocalBoxFuture<'_, ()>;
@@ -115,7 +117,9 @@ pub trait Bus: Send + Sync {
     fn is_leaving(&self) -> bool;
 
     /// Resolves when this node must stop: another process took its id (a twin).
-    fn displaced(&self) -> LocalBoxFuture<'_, ()>;
+    fn displaced(&self) -> LocalBoxFuture<'_, ()> {
+        Box::pin(futures_util::future::pending())
+    }
 
     /// What this node says of itself (once started).
     fn node_info(&self) -> Option<NodeInfo>;
@@ -138,13 +142,15 @@ pub trait Bus: Send + Sync {
 
     /// From now on, this node's figures (JSON text, made by `figures`) are written every
     /// second for the others' dashboards.
-    fn share_figures(&self, figures: Box<dyn Fn() -> Option<String>>);
+    fn share_figures(&self, _figures: Box<dyn Fn() -> Option<String>>) {}
 
     /// The bus's own figures for `server:metrics` (`nodes`, `bus`).
     fn figures(&self) -> Value;
 
     /// The Redis link that shared login counters use, when nodes share one.
-    fn link(&self) -> Option<&Arc<Link>>;
+    fn link(&self) -> Option<&Arc<Link>> {
+        None
+    }
 
     /// Before a room may appear on `index`/`collection`: this node listens to that
     /// collection's messages, confirmed, so that any publish answered later on any node
@@ -277,6 +283,18 @@ pub struct NodeInfo {
     /// Random per process: two processes with the same id (twins) tell each other apart.
     #[serde(default)]
     pub incarnation: String,
+}
+
+impl NodeInfo {
+    /// This process as node `id`, serving on `bound`, born now.
+    pub fn new(id: &str, bound: SocketAddr) -> NodeInfo {
+        NodeInfo {
+            id: id.to_owned(),
+            address: membership::advertised_address(bound),
+            birthdate: crate::protocol::now_ms(),
+            incarnation: uuid::Uuid::new_v4().simple().to_string(),
+        }
+    }
 }
 
 /// The bus of this deployment, holding a node id unique among live nodes (a node alone:

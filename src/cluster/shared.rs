@@ -16,7 +16,6 @@ use super::rooms::{Remote, RemoteRoom, RoomSync};
 use super::wire::BusMessage;
 use super::{Bus, ChannelHold, Link, NodeInfo, StoreState, Upstream, membership};
 use crate::config::Settings;
-use crate::protocol::now_ms;
 
 /// Messages from other nodes waiting for the fan-out; past it the pub/sub reader waits
 /// (Redis holds what follows in the connection's output buffer).
@@ -167,12 +166,7 @@ impl Bus for SharedBus {
         let _ = self.secret.set(store.secret);
         *self.marker.lock() = store.marker;
         let _ = self.upstream.set(upstream.clone());
-        let info = NodeInfo {
-            id: self.node_id.to_string(),
-            address: membership::advertised_address(bound),
-            birthdate: now_ms(),
-            incarnation: uuid::Uuid::new_v4().simple().to_string(),
-        };
+        let info = NodeInfo::new(&self.node_id, bound);
         let _ = self.info.set(info.clone());
         Box::pin(async move {
             let link = &self.link;

@@ -85,13 +85,6 @@ impl Bus for Loopback {
             .push((self.node_id.clone(), upstream));
         Box::pin(ready(Ok(())))
     }
-    fn store_marker(&self) -> Option<String> {
-        None
-    }
-
-    fn displaced(&self) -> LocalBoxFuture<'_, ()> {
-        Box::pin(futures_util::future::pending())
-    }
 
     fn leave(&self) -> LocalBoxFuture<'_, ()> {
         Box::pin(ready(()))
@@ -117,12 +110,8 @@ impl Bus for Loopback {
     fn snapshots(&self, mine: Value) -> LocalBoxFuture<'_, Result<Vec<Value>, String>> {
         Box::pin(ready(Ok(vec![mine])))
     }
-    fn share_figures(&self, _: Box<dyn Fn() -> Option<String>>) {}
     fn figures(&self) -> Value {
         Value::Null
-    }
-    fn link(&self) -> Option<&Arc<crate::cluster::Link>> {
-        None
     }
     fn hold(&self, _: &str, _: &str) -> LocalBoxFuture<'static, ChannelHold> {
         Box::pin(ready(ChannelHold::none()))
