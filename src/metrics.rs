@@ -60,7 +60,8 @@ pub struct ReasonLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DirectionLabels {
-    /// "published", "received" or "dropped".
+    /// "published", "received", "dropped", "duplicate", "recovered", "missed" or
+    /// "replayed" (`cluster::BusCounters`).
     pub direction: &'static str,
 }
 
@@ -111,6 +112,7 @@ pub struct Metrics {
     bus_messages: Family<DirectionLabels, Counter>,
     bus_reconnects: Counter,
     bus_up: Gauge,
+    bus_waiting: Gauge,
     nodes_alive: Gauge,
     /// Totals for the cluster's dashboard (`cluster:metrics`), which reads them directly.
     requests_answered: AtomicU64,
@@ -147,6 +149,7 @@ impl Metrics {
             bus_messages: Family::default(),
             bus_reconnects: Counter::default(),
             bus_up: Gauge::default(),
+            bus_waiting: Gauge::default(),
             nodes_alive: Gauge::default(),
             requests_answered: AtomicU64::new(0),
             closes_by_code: Default::default(),
@@ -215,7 +218,7 @@ impl Metrics {
         );
         r.register(
             "bus_messages",
-            "Cluster bus messages (Redis pub/sub), by direction: published, received, dropped",
+            "Cluster bus messages, by direction: published (Redis holds it), received, dropped (refused or expired while Redis was away), duplicate (delivered already), recovered (read back from the history), missed (the history no longer held it), replayed (sent again after a fault)",
             m.bus_messages.clone(),
         );
         r.register(
@@ -227,6 +230,11 @@ impl Metrics {
             "bus_up",
             "1 while Redis answers the cluster (always 1 for a node without a cluster)",
             m.bus_up.clone(),
+        );
+        r.register(
+            "bus_waiting",
+            "Messages for other nodes waiting for Redis (the retain queue)",
+            m.bus_waiting.clone(),
         );
         r.register(
             "cluster_nodes_alive",
@@ -247,7 +255,12 @@ impl Metrics {
             published: direction("published"),
             received: direction("received"),
             dropped: direction("dropped"),
+            duplicate: direction("duplicate"),
+            recovered: direction("recovered"),
+            missed: direction("missed"),
+            replayed: direction("replayed"),
             reconnects: self.bus_reconnects.clone(),
+            waiting: self.bus_waiting.clone(),
         }
     }
 

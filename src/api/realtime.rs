@@ -186,17 +186,20 @@ pub async fn publish(call: &Call<'_>) -> ActionResult {
             json!({"author": call.identity.kuid, "createdAt": now_ms()}),
         );
     }
-    call.node.realtime.publish(&Published {
-        node: &call.node.id,
-        index,
-        collection,
-        id,
-        source: &source,
-        request_id: &request.request_id,
-        timestamp: request.timestamp,
-        volatile: request.volatile.as_ref(),
-        protocol: request.protocol,
-    });
+    call.node
+        .realtime
+        .publish(&Published {
+            node: &call.node.id,
+            index,
+            collection,
+            id,
+            source: &source,
+            request_id: &request.request_id,
+            timestamp: request.timestamp,
+            volatile: request.volatile.as_ref(),
+            protocol: request.protocol,
+        })
+        .await?;
     Ok(Reply::Json(json!({"published": true})))
 }
 

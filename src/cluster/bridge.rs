@@ -3,8 +3,8 @@
 //! the cluster, and reconnects and re-subscribes everything when Redis comes back. It pings
 //! the connection every heartbeat: a link that no longer answers within the command timeout
 //! (frozen, half-open) is replaced like a lost one.
-//! `Publisher` is the bounded queue of messages towards Redis: one PUBLISH per message,
-//! pipelined; what cannot be sent is dropped and counted, never buffered without limit.
+//! What arrives, and what the bridge did to the subscriptions, goes to the inbox (`inbox`)
+//! in order.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -15,14 +15,11 @@ use futures_util::StreamExt;
 use redis::aio::PubSubSink;
 use tokio::sync::mpsc;
 
+use super::inbox::Inbound;
 use super::messages::{Disconnected, Hold, Release};
 use super::shared::SharedBus;
 use super::{Bus, Link};
 
-/// Messages waiting for Redis, at most.
-pub const PUBLISH_QUEUE: usize = 4096;
-/// Messages per pipelined round trip, at most.
-const PUBLISH_BATCH: usize = 256;
 /// Between two connection attempts while Redis is away.
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 
@@ -30,7 +27,7 @@ pub struct Bridge {
     cluster: Arc<SharedBus>,
     link: Arc<Link>,
     /// What arrives goes to the fan-out, on another thread.
-    inbound: mpsc::Sender<Vec<u8>>,
+    inbound: mpsc::Sender<Inbound>,
     /// None while disconnected, or while an operation has it.
     sink: Option<PubSubSink>,
     /// Channel → holds (rooms, and subscribes in progress, on its collection).
@@ -45,7 +42,7 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    pub fn new(cluster: Arc<SharedBus>, link: Arc<Link>, inbound: mpsc::Sender<Vec<u8>>) -> Bridge {
+    pub fn new(cluster: Arc<SharedBus>, link: Arc<Link>, inbound: mpsc::Sender<Inbound>) -> Bridge {
         Bridge {
             cluster,
             link,
@@ -85,8 +82,11 @@ impl Bridge {
             let generation = bridge.generation;
             bridge.reader = Some(actix_rt::spawn(async move {
                 while let Some(message) = stream.next().await {
-                    let payload = message.get_payload_bytes().to_vec();
-                    if inbound.send(payload).await.is_err() {
+                    let arrival = Inbound::Message {
+                        channel: message.get_channel_name().to_owned(),
+                        payload: message.get_payload_bytes().to_vec(),
+                    };
+                    if inbound.send(arrival).await.is_err() {
                         return; // the node is going
                     }
                 }
@@ -123,6 +123,8 @@ impl Bridge {
                         );
                     }
                     bridge.subscribed.extend(channels);
+                    // What the channels carried meanwhile is read from their histories.
+                    bridge.tell(Inbound::Resubscribed);
                     // What was revoked while the link was down is read from the log.
                     bridge.cluster.catch_up_soon();
                 }
@@ -176,6 +178,14 @@ impl Bridge {
         );
     }
 
+    /// Hands a subscription change to the inbox.
+    fn tell(&self, what: Inbound) {
+        let inbound = self.inbound.clone();
+        actix_rt::spawn(async move {
+            let _ = inbound.send(what).await;
+        });
+    }
+
     fn reconnect_later(&mut self, ctx: &mut Context<Self>) {
         if !self.cluster.is_leaving() {
             ctx.run_later(RECONNECT_DELAY, |bridge, ctx| bridge.connect(ctx));
@@ -216,7 +226,8 @@ impl Handler<Hold> for Bridge {
             |(sink, channel, result), bridge, ctx| match result {
                 Ok(Ok(())) => {
                     bridge.sink = Some(sink);
-                    bridge.subscribed.insert(channel);
+                    bridge.subscribed.insert(channel.clone());
+                    bridge.tell(Inbound::Subscribed(channel));
                 }
                 Ok(Err(e)) => bridge.lose(ctx, &e.to_string()),
                 Err(_) => bridge.lose(ctx, "no answer to SUBSCRIBE"),
@@ -242,6 +253,7 @@ impl Handler<Release> for Bridge {
             return done;
         }
         self.holds.remove(&channel);
+        self.tell(Inbound::Released(channel.clone()));
         if !self.subscribed.remove(&channel) {
             return done;
         }
@@ -271,54 +283,5 @@ impl Handler<Disconnected> for Bridge {
             self.reader = None;
             self.lose(ctx, "the connection closed");
         }
-    }
-}
-
-/// The bounded queue towards Redis, drained by one task.
-pub struct Publisher {
-    queue: mpsc::Sender<(String, String)>,
-    link: Arc<Link>,
-}
-
-impl Publisher {
-    /// Starts the queue's task on `control` (the control plane's thread).
-    pub fn start(link: Arc<Link>, control: &actix_rt::ArbiterHandle) -> Publisher {
-        let (queue, receiver) = mpsc::channel(PUBLISH_QUEUE);
-        control.spawn(drain(receiver, link.clone()));
-        Publisher { queue, link }
-    }
-
-    /// Queues one message for `channel`; dropped (and counted) when the queue is full.
-    pub fn send(&self, channel: String, payload: String) {
-        if self.queue.try_send((channel, payload)).is_err() {
-            self.link.health.counters.dropped.inc();
-        }
-    }
-}
-
-async fn drain(mut receiver: mpsc::Receiver<(String, String)>, link: Arc<Link>) {
-    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
-    while receiver.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
-        let n = batch.len() as u64;
-        // Tried whatever the other paths found: a failure elsewhere does not drop these,
-        // and a success here says Redis answers again.
-        let mut pipe = redis::pipe();
-        for (channel, payload) in &batch {
-            pipe.publish(channel, payload).ignore();
-        }
-        match link
-            .bounded(pipe.query_async::<()>(&mut link.redis.get()))
-            .await
-        {
-            Ok(()) => {
-                link.health.up();
-                link.health.counters.published.inc_by(n)
-            }
-            Err(reason) => {
-                link.health.down(&reason);
-                link.health.counters.dropped.inc_by(n)
-            }
-        };
-        batch.clear();
     }
 }

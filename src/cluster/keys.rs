@@ -71,6 +71,13 @@ impl Keys {
         format!("{}notify/{index}/{collection}", self.prefix)
     }
 
+    /// The history of a collection's channel (a stream of `wire::entry`, `history.rs`).
+    pub fn history_of(&self, channel: &str) -> String {
+        let notify = format!("{}notify/", self.prefix);
+        let collection = channel.strip_prefix(&notify).unwrap_or(channel);
+        format!("{}history/{collection}", self.prefix)
+    }
+
     /// Login attempts from one client address during one second (a counter).
     pub fn login_address(&self, address: &str, second: u64) -> String {
         format!("{}logins/address/{address}/{second}", self.prefix)

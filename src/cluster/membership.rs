@@ -146,6 +146,8 @@ pub async fn heartbeat(cluster: Arc<SharedBus>, link: Arc<Link>) {
                     "[CLUSTER] the registration of node {} vanished (Redis restarted empty, or the node was evicted): registering again",
                     info.id
                 );
+                // Redis lost data: what this node published lately may be gone from it.
+                cluster.replay_soon();
                 match register(&link, info).await {
                     Ok(()) => {
                         cluster.rewrite_rooms();

@@ -20,10 +20,13 @@
 
 pub mod alone;
 pub mod bridge;
+pub mod history;
+pub mod inbox;
 pub mod keys;
 pub mod logins;
 pub mod membership;
 pub mod messages;
+pub mod publisher;
 pub mod revocations;
 pub mod rooms;
 pub mod shared;
@@ -44,17 +47,34 @@ use bridge::Bridge;
 use keys::Keys;
 use messages::Release;
 
+pub use publisher::Refused;
 pub use rooms::{Remote, RemoteRoom};
+
+/// A message on its way to the other nodes (`Bus::send`).
+pub type Sending = LocalBoxFuture<'static, ()>;
 pub use wire::BusMessage;
 
 /// Handles on the bus counters (each clone counts into the same series; the metrics
 /// register them).
 #[derive(Clone, Debug, Default)]
 pub struct BusCounters {
+    /// Messages Redis took from this node (history and pub/sub).
     pub published: Counter,
+    /// Messages from other nodes handed to the realtime layer.
     pub received: Counter,
+    /// Messages for other nodes refused (retain queue full) or dropped (waited past its age).
     pub dropped: Counter,
+    /// Messages from other nodes dropped because they were delivered already.
+    pub duplicate: Counter,
+    /// Messages from other nodes read back from the history (missed on pub/sub).
+    pub recovered: Counter,
+    /// Messages from other nodes missed for good: the history no longer held them.
+    pub missed: Counter,
+    /// Messages this node sent again after a fault (`publisher`: replay).
+    pub replayed: Counter,
     pub reconnects: Counter,
+    /// Messages waiting for Redis (the retain queue).
+    pub waiting: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// A room of this node as the other nodes must see it.
@@ -170,8 +190,10 @@ pub trait Bus: Send + Sync {
     /// The room is no longer on this node: its remote share is forgotten.
     fn forget(&self, room_id: &str);
 
-    /// A message for the other nodes (dropped and counted when it cannot be sent).
-    fn send(&self, message: BusMessage);
+    /// A message for the other nodes. The future resolves once Redis holds it, or once it
+    /// waits for Redis in the retain queue; `Refused` (counted) when that queue is full.
+    /// It is queued at once, whether the future is awaited or not.
+    fn send(&self, message: BusMessage) -> Result<Sending, Refused>;
 
     /// The other nodes' count in a room, read now (falls back on the last write).
     fn remote_count<'a>(&'a self, room_id: &'a str) -> LocalBoxFuture<'a, usize>;

@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use parking_lot::Mutex;
 
 use super::Link;
+use super::history::StreamId;
 
 /// Entries the log keeps (trimmed approximately): a node away for longer than this many
 /// revocations checks its linked tokens one by one instead.
@@ -50,12 +51,7 @@ pub struct RevocationLog {
 }
 
 fn newer(a: &str, b: &str) -> bool {
-    parse(a) > parse(b)
-}
-
-fn parse(id: &str) -> (u64, u64) {
-    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
-    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+    StreamId::parse(a).unwrap_or_default() > StreamId::parse(b).unwrap_or_default()
 }
 
 impl RevocationLog {

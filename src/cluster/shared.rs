@@ -9,12 +9,15 @@ use actix::{Actor, Addr};
 use futures_util::future::LocalBoxFuture;
 use serde_json::{Value, json};
 
-use super::bridge::{Bridge, Publisher};
+use super::bridge::Bridge;
+use super::inbox::{Inbound, Inbox};
 use super::messages::{Hold, Release};
+use super::publisher::{Publisher, Refused};
 use super::revocations::RevocationLog;
 use super::rooms::{Remote, RemoteRoom, RoomSync};
 use super::wire::BusMessage;
-use super::{Bus, ChannelHold, Link, NodeInfo, StoreState, Upstream, membership};
+use super::{Bus, ChannelHold, Link, NodeInfo, Sending, StoreState, Upstream, membership};
+use crate::config::BusSettings;
 use crate::config::Settings;
 
 /// Messages from other nodes waiting for the fan-out; past it the pub/sub reader waits
@@ -34,7 +37,9 @@ pub struct SharedBus {
     pub(super) rooms: Arc<RoomSync>,
     pub(super) revocations: RevocationLog,
     bridge: OnceLock<Addr<Bridge>>,
-    publisher: OnceLock<Publisher>,
+    publisher: OnceLock<Arc<Publisher>>,
+    /// What the bus keeps (`cluster.bus`).
+    settings: BusSettings,
     upstream: OnceLock<Weak<dyn Upstream>>,
     /// The JWT secret, written back to a Redis that came back empty.
     pub(super) secret: OnceLock<String>,
@@ -63,6 +68,7 @@ impl SharedBus {
             revocations: RevocationLog::default(),
             bridge: OnceLock::new(),
             publisher: OnceLock::new(),
+            settings: settings.cluster.bus.clone(),
             upstream: OnceLock::new(),
             secret: OnceLock::new(),
             marker: parking_lot::Mutex::new(String::new()),
@@ -133,16 +139,24 @@ impl SharedBus {
         }
     }
 
-    /// A message from another node.
-    pub(super) fn receive(&self, payload: &[u8]) {
-        let message: BusMessage = match serde_json::from_slice(payload) {
+    /// Redis may have lost what it held lately: this node's recent messages go again.
+    pub(super) fn replay_soon(&self) {
+        if let Some(publisher) = self.publisher.get() {
+            publisher.replay_soon();
+        }
+    }
+
+    /// A message from another node (JSON) for the realtime layer; `plain` when it came
+    /// without a sequence (revocations), and may then be this node's own.
+    pub(super) fn deliver_json(&self, json: &[u8], plain: bool) {
+        let message: BusMessage = match serde_json::from_slice(json) {
             Ok(m) => m,
             Err(e) => {
                 log::warn!("[CLUSTER] unreadable bus message dropped: {e}");
                 return;
             }
         };
-        if message.origin() == &*self.node_id {
+        if plain && message.origin() == &*self.node_id {
             return; // delivered locally already
         }
         self.link.health.counters.received.inc();
@@ -177,13 +191,14 @@ impl Bus for SharedBus {
             // runs on a thread of its own, so that no fan-out, local or inbound, delays a
             // heartbeat past the node's TTL. What arrives is fanned out on this thread.
             let control = self.control.handle();
-            let (inbound, mut arrivals) = tokio::sync::mpsc::channel::<Vec<u8>>(INBOUND_QUEUE);
-            let receiver = me.clone();
-            actix_rt::spawn(async move {
-                while let Some(payload) = arrivals.recv().await {
-                    receiver.receive(&payload);
-                }
-            });
+            let (inbound, arrivals) = tokio::sync::mpsc::channel::<Inbound>(INBOUND_QUEUE);
+            let windows = [
+                self.settings.history.max_age,
+                self.settings.retain.max_age,
+                self.settings.replay.max_age,
+            ];
+            let forget_after = std::time::Duration::from_millis(2 * windows.iter().sum::<u64>());
+            actix_rt::spawn(Inbox::new(me.clone(), &info.incarnation, forget_after).run(arrivals));
             let bridge_bus = me.clone();
             let bridge_link = link.clone();
             let bridge = Bridge::start_in_arbiter(&control, move |_| {
@@ -196,7 +211,13 @@ impl Bus for SharedBus {
             while !self.pubsub.load(Ordering::Acquire) && tokio::time::Instant::now() < listening {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
-            let _ = self.publisher.set(Publisher::start(link.clone(), &control));
+            let publisher = Arc::new(Publisher::new(
+                link.clone(),
+                &info.incarnation,
+                &self.settings,
+            ));
+            control.spawn(publisher.clone().run());
+            let _ = self.publisher.set(publisher);
             control.spawn(
                 self.rooms
                     .clone()
@@ -291,6 +312,11 @@ impl Bus for SharedBus {
                 "published": c.published.get(),
                 "received": c.received.get(),
                 "dropped": c.dropped.get(),
+                "duplicate": c.duplicate.get(),
+                "recovered": c.recovered.get(),
+                "missed": c.missed.get(),
+                "replayed": c.replayed.get(),
+                "waiting": c.waiting.get(),
             }
         })
     }
@@ -343,23 +369,30 @@ impl Bus for SharedBus {
         self.rooms.forget(room_id);
     }
 
-    fn send(&self, message: BusMessage) {
+    fn send(&self, message: BusMessage) -> Result<Sending, Refused> {
         let Some(publisher) = self.publisher.get() else {
-            return;
+            return Ok(Box::pin(async {}));
         };
-        let channel = match &message {
+        let (channel, history) = match &message {
             BusMessage::Document {
                 index, collection, ..
             }
             | BusMessage::Presence {
                 index, collection, ..
-            } => self.link.keys.collection_channel(index, collection),
-            BusMessage::Revoke { .. } => self.link.keys.sessions_channel(),
+            } => {
+                let channel = self.link.keys.collection_channel(index, collection);
+                let history = self.link.keys.history_of(&channel);
+                (channel, Some(history))
+            }
+            BusMessage::Revoke { .. } => (self.link.keys.sessions_channel(), None),
         };
-        match serde_json::to_string(&message) {
-            Ok(payload) => publisher.send(channel, payload),
-            Err(e) => log::error!("[CLUSTER] cannot serialise a bus message: {e}"),
-        }
+        let json = match serde_json::to_string(&message) {
+            Ok(json) => json,
+            Err(e) => {
+                log::error!("[CLUSTER] cannot serialise a bus message: {e}");
+                return Ok(Box::pin(async {}));
+            }
+        };
         // A revocation is also written to the log, which every node reads: one cut off
         // from pub/sub now learns of it when it reaches Redis again.
         if let (BusMessage::Revoke { tokens, .. }, Some(me)) = (message, self.me.upgrade()) {
@@ -373,6 +406,12 @@ impl Bus for SharedBus {
                 }
             });
         }
+        let held = publisher.send(channel, history, json)?;
+        Ok(Box::pin(async move {
+            if let Some(held) = held {
+                let _ = held.await;
+            }
+        }))
     }
 
     fn remote_count<'a>(&'a self, room_id: &'a str) -> LocalBoxFuture<'a, usize> {

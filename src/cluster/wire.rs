@@ -4,7 +4,47 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::history::StreamId;
 use crate::protocol::Protocol;
+
+/// A collection's message as the history keeps it: `<origin> <seq> <json>`, where `origin`
+/// names one sequence of one process (its incarnation and a chain number, `inc.chain`)
+/// and `seq` counts that sequence's messages from 1. On pub/sub the entry comes after its
+/// history id: `<id> <origin> <seq> <json>` (`history::PUBLISH_SCRIPT`).
+pub fn entry(origin: &str, seq: u64, json: &str) -> String {
+    format!("{origin} {seq} {json}")
+}
+
+/// A sequenced message, read back.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Sequenced<'a> {
+    pub origin: &'a str,
+    pub seq: u64,
+    pub json: &'a [u8],
+}
+
+/// Parses a history entry; None when it is not one.
+pub fn parse_entry(bytes: &[u8]) -> Option<Sequenced<'_>> {
+    let (origin, rest) = split_word(bytes)?;
+    let (seq, json) = split_word(rest)?;
+    Some(Sequenced {
+        origin: std::str::from_utf8(origin).ok()?,
+        seq: std::str::from_utf8(seq).ok()?.parse().ok()?,
+        json,
+    })
+}
+
+/// Parses a message as pub/sub delivers it: its history id, then the entry.
+pub fn parse_published(bytes: &[u8]) -> Option<(StreamId, Sequenced<'_>)> {
+    let (id, entry) = split_word(bytes)?;
+    let id = StreamId::parse(std::str::from_utf8(id).ok()?)?;
+    Some((id, parse_entry(entry)?))
+}
+
+fn split_word(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let space = bytes.iter().position(|&b| b == b' ')?;
+    Some((&bytes[..space], &bytes[space + 1..]))
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "camelCase")]
@@ -113,5 +153,26 @@ mod tests {
         assert_eq!(doc.origin(), "a");
         assert_eq!(presence_action("join"), Some("join"));
         assert_eq!(presence_action("publish"), None);
+    }
+
+    #[test]
+    fn sequenced_messages_carry_id_origin_and_sequence() {
+        let text = entry("abc.3", 42, r#"{"t":"x"}"#);
+        assert_eq!(text, r#"abc.3 42 {"t":"x"}"#);
+        let published = format!("17-2 {text}");
+        let (id, m) = parse_published(published.as_bytes()).unwrap();
+        assert_eq!(id, StreamId(17, 2));
+        assert_eq!(
+            m,
+            Sequenced {
+                origin: "abc.3",
+                seq: 42,
+                json: br#"{"t":"x"}"#
+            }
+        );
+        assert_eq!(parse_entry(b"abc.3 x {}"), None);
+        assert_eq!(parse_entry(b"nospace"), None);
+        assert_eq!(parse_published(b"17 abc 1 {}").unwrap().0, StreamId(17, 0));
+        assert!(parse_published(b"a-b abc 1 {}").is_none());
     }
 }

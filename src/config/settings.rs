@@ -564,6 +564,67 @@ pub struct ClusterSettings {
     pub ip: Option<String>,
     pub interface: Option<String>,
     pub ipv6: bool,
+    pub bus: BusSettings,
+}
+
+/// How the bus keeps what it carries (docs/clustering.md): the history every node reads
+/// its gaps from, what a node keeps while Redis is away, and what it sends again after.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct BusSettings {
+    pub history: HistorySettings,
+    pub retain: WindowSettings,
+    pub replay: WindowSettings,
+}
+
+impl Default for BusSettings {
+    fn default() -> Self {
+        BusSettings {
+            history: HistorySettings::default(),
+            retain: WindowSettings::default(),
+            replay: WindowSettings {
+                max_age: 10_000,
+                ..WindowSettings::default()
+            },
+        }
+    }
+}
+
+/// Each collection's history in Redis: entries older than `max_age` ms, or beyond the
+/// newest `max_length`, go (approximately: whole blocks of entries).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct HistorySettings {
+    pub max_age: u64,
+    pub max_length: u64,
+}
+
+impl Default for HistorySettings {
+    fn default() -> Self {
+        HistorySettings {
+            max_age: 60_000,
+            max_length: 10_000,
+        }
+    }
+}
+
+/// A node-wide queue of messages: at most `max_messages`, `max_size` bytes, `max_age` ms.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct WindowSettings {
+    pub max_messages: u64,
+    pub max_age: u64,
+    pub max_size: Size,
+}
+
+impl Default for WindowSettings {
+    fn default() -> Self {
+        WindowSettings {
+            max_messages: 100_000,
+            max_age: 60_000,
+            max_size: Size(64 << 20),
+        }
+    }
 }
 
 impl Default for ClusterSettings {
@@ -579,6 +640,7 @@ impl Default for ClusterSettings {
             ip: Some("private".into()),
             interface: None,
             ipv6: false,
+            bus: BusSettings::default(),
         }
     }
 }

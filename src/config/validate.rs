@@ -211,6 +211,16 @@ pub fn validate(s: &Settings) -> Result<(), ConfigError> {
     {
         fail("cluster.ip", "must be \"private\", \"public\" or null", ip)?;
     }
+    let bus = &c.bus;
+    at_least("cluster.bus.history.maxAge", bus.history.max_age, 1000)?;
+    at_least("cluster.bus.history.maxLength", bus.history.max_length, 100)?;
+    at_least("cluster.bus.retain.maxMessages", bus.retain.max_messages, 1)?;
+    at_least("cluster.bus.retain.maxAge", bus.retain.max_age, 1000)?;
+    at_least(
+        "cluster.bus.retain.maxSize",
+        bus.retain.max_size.0,
+        s.server.max_request_size.0,
+    )?;
     if c.minimum_nodes > 1 && s.services.storage.backend != StorageBackend::Redis {
         fail(
             "cluster.minimumNodes",

@@ -287,13 +287,11 @@ impl Realtime {
         Ok(())
     }
 
-    /// A document published here: delivered to this node's listeners, and sent once to
-    /// the other nodes.
-    pub fn publish(&self, published: &Published<'_>) {
-        self.counters.publishes.inc();
-        let delivered = self.hub.publish(published);
-        self.counters.deliveries.inc_by(delivered as u64);
-        self.bus.send(BusMessage::Document {
+    /// A document published here: sent once to the other nodes and delivered to this
+    /// node's listeners; resolves once the bus holds it (docs/clustering.md). Refused,
+    /// and delivered nowhere, while the bus cannot take more (`api.process.overloaded`).
+    pub async fn publish(&self, published: &Published<'_>) -> Result<(), ApiError> {
+        let sending = self.bus.send(BusMessage::Document {
             node: published.node.to_owned(),
             index: published.index.to_owned(),
             collection: published.collection.to_owned(),
@@ -304,6 +302,14 @@ impl Realtime {
             volatile: published.volatile.cloned(),
             protocol: published.protocol.into(),
         });
+        let Ok(sending) = sending else {
+            return Err(ApiError::new(errors::OVERLOADED, [] as [&str; 0]));
+        };
+        self.counters.publishes.inc();
+        let delivered = self.hub.publish(published);
+        self.counters.deliveries.inc_by(delivered as u64);
+        sending.await;
+        Ok(())
     }
 
     /// Connections in the room across the cluster.
@@ -374,7 +380,8 @@ impl Realtime {
         if tokens.is_empty() {
             return;
         }
-        self.bus.send(BusMessage::Revoke {
+        // Refused (counted) only when the retain queue is full; the revocation log has it.
+        let _ = self.bus.send(BusMessage::Revoke {
             node: self.bus.node_id().to_string(),
             tokens: tokens.clone(),
         });
@@ -447,7 +454,8 @@ impl Realtime {
         let count = self.hub.count(&presence.room_id) + remote.count;
         self.hub.announce(presence, count, node);
         if remote.wants_users {
-            self.bus.send(BusMessage::Presence {
+            // Refused only when the retain queue is full (counted).
+            let _ = self.bus.send(BusMessage::Presence {
                 node: node.to_string(),
                 room: presence.room_id.to_string(),
                 index: presence.index.clone(),

@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use serde_json::json;
 
 use super::*;
-use crate::cluster::{NodeInfo, Remote, RemoteRoom, StoreState};
+use crate::cluster::{NodeInfo, Refused, Remote, RemoteRoom, Sending, StoreState};
 use crate::config::Settings;
 use crate::protocol::Protocol;
 
@@ -139,10 +139,11 @@ impl Bus for Loopback {
         Remote { count, wants_users }
     }
     fn forget(&self, _: &str) {}
-    fn send(&self, message: BusMessage) {
+    fn send(&self, message: BusMessage) -> Result<Sending, Refused> {
         for other in self.others() {
             other.receive(message.clone());
         }
+        Ok(Box::pin(async {}))
     }
     fn remote_count<'a>(&'a self, room_id: &'a str) -> LocalBoxFuture<'a, usize> {
         Box::pin(ready(self.remote_of(room_id).0))
@@ -225,8 +226,8 @@ async fn subscribe(
         .await
 }
 
-fn publish(realtime: &Realtime, node: &str, source: &Value) {
-    realtime.publish(&Published {
+async fn publish(realtime: &Realtime, node: &str, source: &Value) {
+    let published = Published {
         node,
         index: "i",
         collection: "c",
@@ -236,7 +237,8 @@ fn publish(realtime: &Realtime, node: &str, source: &Value) {
         timestamp: 1,
         volatile: None,
         protocol: Protocol::Websocket,
-    });
+    };
+    assert!(realtime.publish(&published).await.is_ok());
 }
 
 /// Every message queued for `member`, as JSON.
@@ -260,8 +262,8 @@ async fn a_publish_on_one_node_reaches_a_subscriber_of_the_other() {
     let alice = member("alice");
     let red = json!({"equals": {"color": "red"}});
     let subscribed = subscribe(&a, &alice, red, Users::None).await.unwrap();
-    publish(&b, "B", &json!({"color": "blue"}));
-    publish(&b, "B", &json!({"color": "red", "n": 1}));
+    publish(&b, "B", &json!({"color": "blue"})).await;
+    publish(&b, "B", &json!({"color": "red", "n": 1})).await;
     let got = received(&alice).await;
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0]["room"], subscribed.channel.as_str());
@@ -321,7 +323,7 @@ async fn a_room_only_another_node_has_can_be_joined() {
         .await
         .unwrap();
     assert_eq!(joined.room_id, room);
-    publish(&a, "A", &json!({"k": 1}));
+    publish(&a, "A", &json!({"k": 1})).await;
     assert_eq!(received(&bob).await.len(), 1);
     assert_eq!(a.list().await.len(), 1);
     assert_eq!(a.list().await[0].3, 2, "one member on each node");
@@ -361,7 +363,7 @@ async fn a_revocation_on_one_node_ends_the_token_on_the_other() {
         1,
         "alice lost her subscription, carol kept hers"
     );
-    publish(&b, "B", &json!({"x": 1}));
+    publish(&b, "B", &json!({"x": 1})).await;
     assert!(received(&alice).await.is_empty());
     assert_eq!(received(&carol).await.len(), 1);
 }
@@ -402,7 +404,7 @@ async fn a_node_alone_delivers_and_counts_locally() {
     realtime.unsubscribe(&bob.connection_id, &room).unwrap();
     // A node alone announces at once.
     assert_eq!(received(&alice).await[0]["user"], "out");
-    publish(&realtime, "n", &json!({"a": 1}));
+    publish(&realtime, "n", &json!({"a": 1})).await;
     assert_eq!(received(&alice).await.len(), 1);
     assert!(received(&bob).await.is_empty());
 }

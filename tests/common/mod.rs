@@ -379,6 +379,7 @@ pub struct RedisServer {
     child: std::process::Child,
     pub port: u16,
     dir: tempfile::TempDir,
+    persistent: bool,
 }
 
 impl RedisServer {
@@ -391,9 +392,46 @@ impl RedisServer {
         Self::start_on(port)
     }
 
-    /// A server on a given port (to bring a stopped one back).
+    /// A server on a given port (to bring a stopped one back), without persistence.
     pub fn start_on(port: u16) -> RedisServer {
-        let dir = tempfile::tempdir().unwrap();
+        Self::launch(port, tempfile::tempdir().unwrap(), false)
+    }
+
+    /// A server that keeps its data in an append-only file (fsync every second, the
+    /// default), so that `restart` brings back what it wrote until about a second before
+    /// `kill`.
+    pub fn start_persistent() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::launch(port, tempfile::tempdir().unwrap(), true)
+    }
+
+    /// Kills the server (SIGKILL); `restart` brings it back.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(self.port, &self.dir, self.persistent);
+    }
+
+    fn launch(port: u16, dir: tempfile::TempDir, persistent: bool) -> RedisServer {
+        let child = Self::spawn(port, &dir, persistent);
+        RedisServer {
+            child,
+            port,
+            dir,
+            persistent,
+        }
+    }
+
+    fn spawn(port: u16, dir: &tempfile::TempDir, persistent: bool) -> std::process::Child {
+        let appendonly = if persistent { "yes" } else { "no" };
         let child = std::process::Command::new("redis-server")
             .args([
                 "--port",
@@ -403,7 +441,7 @@ impl RedisServer {
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                appendonly,
             ])
             .current_dir(dir.path())
             .stdout(std::process::Stdio::null())
@@ -417,7 +455,7 @@ impl RedisServer {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        RedisServer { child, port, dir }
+        child
     }
 
     /// Sends a signal to the server (`STOP` freezes it, `CONT` thaws it).
