@@ -1201,3 +1201,51 @@ async fn redis_killed_and_restarted_with_its_data_loses_nothing() {
         assert_eq!(figures["missed"], 0, "{figures}");
     }
 }
+
+#[actix_rt::test]
+async fn a_full_retain_queue_refuses_publishes_and_the_node_serves_on() {
+    let redis = RedisServer::start();
+    let small = [("kuzzle_cluster__bus__retain__maxMessages", "3")];
+    let proxy = FaultProxy::start(redis.port);
+    let n1 = spawn_node(&redis, &[]);
+    let n2 = spawn_node_on(proxy.port, &small);
+    for node in [&n1, &n2] {
+        poll(|| async { status(node.addr).await["activeNodes"] == 2 }).await;
+    }
+    let mut local = Ws::connect(n2.addr).await;
+    subscribe_numbered(&mut local, "full").await;
+    let mut remote = Ws::connect(n1.addr).await;
+    subscribe_numbered(&mut remote, "full").await;
+    proxy.cut();
+    let mut publisher = Ws::connect(n2.addr).await;
+    let mut answers = Vec::new();
+    for seq in 0..5 {
+        let res = publisher
+            .request(
+                json!({"controller": "realtime", "action": "publish", "index": "seq",
+                "collection": "full", "body": {"seq": seq}}),
+            )
+            .await;
+        answers.push(res);
+    }
+    // Three wait for Redis; the next ones are refused with the documented error, and
+    // delivered nowhere, not even on their own node.
+    for res in &answers[..3] {
+        assert_eq!(res["status"], 200, "{res}");
+    }
+    for res in &answers[3..] {
+        assert_eq!(res["status"], 503, "{res}");
+        assert_eq!(res["error"]["id"], "api.process.overloaded", "{res}");
+    }
+    assert_eq!(bus_figures(n2.addr).await["dropped"], 2);
+    // The node keeps serving: other requests, and its own subscribers.
+    assert_eq!(
+        call(n2.addr, json!({"controller": "server", "action": "now"})).await["status"],
+        200
+    );
+    proxy.pass();
+    poll(|| async { bus_figures(n2.addr).await["waiting"] == 0 }).await;
+    publish_numbered(n2.addr, "full", 0).await;
+    assert_eq!(numbered_until_marker(&mut local).await, [0, 1, 2]);
+    assert_eq!(numbered_until_marker(&mut remote).await, [0, 1, 2]);
+}

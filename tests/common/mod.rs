@@ -3,6 +3,8 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code, unused_imports)]
 
+/// The fault proxy the soak tool uses too.
+#[path = "../../src/bin/kuzzle-soak/proxy.rs"]
 pub mod proxy;
 
 use std::net::SocketAddr;

@@ -85,11 +85,6 @@ impl FaultProxy {
         // Wakes the pumps, so that they look at `dead_before`.
         self.mode.send_replace(Link::Pass);
     }
-
-    /// Connections accepted so far.
-    pub fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
-    }
 }
 
 impl Drop for FaultProxy {
