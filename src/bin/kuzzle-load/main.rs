@@ -325,8 +325,8 @@ impl RedisProcess {
         Ok(redis)
     }
 
-    /// PUBLISH commands Redis has run since it started.
-    fn publishes(&self) -> Result<u64, String> {
+    /// Calls of `command` (lowercase) Redis has run since it started, scripts' included.
+    fn calls(&self, command: &str) -> Result<u64, String> {
         let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
             .map_err(|e| e.to_string())?;
         let mut connection = client.get_connection().map_err(|e| e.to_string())?;
@@ -336,7 +336,7 @@ impl RedisProcess {
             .map_err(|e| e.to_string())?;
         Ok(info
             .lines()
-            .find_map(|line| line.strip_prefix("cmdstat_publish:calls="))
+            .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
             .and_then(|rest| rest.split(',').next())
             .and_then(|n| n.parse().ok())
             .unwrap_or(0))
@@ -459,7 +459,7 @@ async fn measure_cluster(args: &Args) -> Result<Map<String, Value>, String> {
         .open(args.subscribers, "subscribers", |_| "fanout".into())
         .await?;
     for (name, publisher) in [("same_node", &home_target), ("cross_node", &other_target)] {
-        let before = redis.publishes()?;
+        let before = (redis.calls("publish")?, redis.calls("evalsha")?);
         let (mut figures, peers) = scenarios::fan_out(
             &home_target,
             publisher,
@@ -470,9 +470,11 @@ async fn measure_cluster(args: &Args) -> Result<Map<String, Value>, String> {
             args.document_bytes,
         )
         .await?;
-        let published = redis.publishes()? - before;
-        figures["redis_publish_per_publish"] =
-            json!((published as f64 * 100.0 / args.publishes.max(1) as f64).round() / 100.0);
+        let per_publish = |calls: u64| {
+            json!((calls as f64 * 100.0 / args.publishes.max(1) as f64).round() / 100.0)
+        };
+        figures["redis_publish_per_publish"] = per_publish(redis.calls("publish")? - before.0);
+        figures["redis_script_calls_per_publish"] = per_publish(redis.calls("evalsha")? - before.1);
         results.insert(name.into(), figures);
         subscribers = peers;
     }

@@ -287,6 +287,8 @@ pub async fn fan_out(
     let cpu_before = target.probe.cpu_ms();
     let started_us = now_us();
     let publishing = tokio::spawn(async move {
+        // Each paced publish's round trip (request to answer), µs.
+        let mut answers = Vec::new();
         let body = |seq: usize| {
             json!({"sent": now_us(), "seq": seq,
                 "text": "a notification of a realistic size, with a few fields", "rows": padding})
@@ -297,7 +299,9 @@ pub async fn fan_out(
                 for seq in 0..publishes {
                     let due = start + interval * seq as u32;
                     tokio::time::sleep_until(due.into()).await;
+                    let asked = Instant::now();
                     sender.publish(&room_name, &body(seq)).await?;
+                    answers.push(asked.elapsed().as_micros() as u64);
                     if (seq + 1) % (publishes / 4).max(1) == 0 {
                         progress(&format!("{} / {publishes} publishes", seq + 1));
                     }
@@ -321,11 +325,12 @@ pub async fn fan_out(
                 progress(&format!("{publishes} publishes sent"));
             }
         }
-        Ok::<_, String>(sender)
+        Ok::<_, String>((sender, answers))
     });
     let received = join_all(receivers).await;
     let cpu_ms = target.probe.cpu_ms().saturating_sub(cpu_before);
-    let _sender = publishing.await.map_err(|e| e.to_string())??;
+    let (_sender, mut answers) = publishing.await.map_err(|e| e.to_string())??;
+    answers.sort_unstable();
     let mut all = Vec::with_capacity(count * publishes);
     let mut first = vec![u64::MAX; publishes];
     let mut last_at_us = started_us;
@@ -360,6 +365,8 @@ pub async fn fan_out(
         "p50_ms": ms(percentile(&all, 50.0)),
         "p99_ms": ms(percentile(&all, 99.0)),
         "max_ms": ms(all.last().copied().unwrap_or(0)),
+        "publish_answer_p50_ms": if answers.is_empty() { Value::Null } else { json!(ms(percentile(&answers, 50.0))) },
+        "publish_answer_p99_ms": if answers.is_empty() { Value::Null } else { json!(ms(percentile(&answers, 99.0))) },
         "cpu_us_per_delivery": if target.probe.measured() {
             json!((cpu_ms as f64 * 10_000.0 / deliveries as f64).round() / 10.0)
         } else {

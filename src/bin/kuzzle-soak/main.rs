@@ -73,6 +73,9 @@ fn parse_args() -> Result<Args, String> {
             _ => return Err(USAGE.to_owned()),
         }
     }
+    // The nodes run in directories of their own.
+    args.binary = std::fs::canonicalize(&args.binary)
+        .map_err(|e| format!("{}: {e}", args.binary.display()))?;
     Ok(args)
 }
 
