@@ -137,6 +137,7 @@ pub async fn heartbeat(cluster: Arc<SharedBus>, link: Arc<Link>) {
                 if std::mem::take(&mut failed) {
                     // Writes may have been lost while Redis was away.
                     cluster.rewrite_rooms();
+                    cluster.verify_soon();
                 }
             }
             Ok(Registration::Vanished) => {

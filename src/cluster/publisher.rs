@@ -9,9 +9,11 @@
 //!   queue, bounded by `cluster.bus.retain`): past its count or size a new message is
 //!   refused (`Refused`), past its age the oldest are dropped; both are counted.
 //! - **Replay.** What Redis held in the last `cluster.bus.replay.maxAge` is kept and sent
-//!   again, before anything newer, after a call failed (Redis may have restarted or failed
-//!   over without the last writes) or when the heartbeat finds Redis lost data; receivers
-//!   drop what they already delivered.
+//!   again, before anything newer, when Redis may have lost it: after a failed call, the
+//!   next success first reads Redis's `run_id`, and a new one (a restart, a failover to
+//!   another server) means the last writes may be gone; and when the heartbeat finds this
+//!   node's registration vanished (Redis emptied). Receivers drop what they already
+//!   delivered. A link that was only cut replays nothing.
 //!
 //! One task (on the control plane's thread) sends the queue in order, in pipelined batches.
 
@@ -104,6 +106,10 @@ struct Queue {
     away: bool,
     /// What Redis held recently is to be sent again first.
     replay_due: bool,
+    /// A call failed: which Redis answers is to be checked before sending on.
+    verify: bool,
+    /// The `run_id` of the Redis that held what was sent last.
+    run_id: Option<String>,
     /// Messages dropped for age were logged in this episode.
     expiry_logged: bool,
 }
@@ -122,6 +128,8 @@ pub struct Publisher {
 
 enum Work {
     Idle,
+    /// Which Redis answers (its `run_id`), before anything is sent.
+    Verify,
     Replay(Vec<Outgoing>),
     Send(Vec<Outgoing>),
 }
@@ -129,7 +137,10 @@ enum Work {
 impl Publisher {
     pub fn new(link: Arc<Link>, incarnation: &str, settings: &BusSettings) -> Publisher {
         Publisher {
-            queue: Mutex::new(Queue::default()),
+            queue: Mutex::new(Queue {
+                verify: true,
+                ..Queue::default()
+            }),
             wake: Notify::new(),
             link,
             incarnation: incarnation.to_owned(),
@@ -223,11 +234,31 @@ impl Publisher {
         self.wake.notify_one();
     }
 
+    /// Redis answers again after a fault another path saw: which Redis it is is checked.
+    pub fn verify_soon(&self) {
+        self.queue.lock().verify = true;
+        self.wake.notify_one();
+    }
+
     /// Sends the queue, in order, for as long as the node runs.
     pub async fn run(self: Arc<Self>) {
         loop {
             match self.next_work() {
                 Work::Idle => self.wake.notified().await,
+                Work::Verify => match self.run_id().await {
+                    Ok(current) => {
+                        let mut q = self.queue.lock();
+                        q.verify = false;
+                        if q.run_id.as_ref().is_some_and(|known| *known != current) {
+                            q.replay_due = true;
+                            log::warn!(
+                                "[CLUSTER] Redis restarted or failed over (a new run_id): what it held lately is sent again"
+                            );
+                        }
+                        q.run_id = Some(current);
+                    }
+                    Err(reason) => self.failed(&reason).await,
+                },
                 Work::Replay(entries) => {
                     let n = entries.len();
                     match self.transmit(&entries).await {
@@ -253,6 +284,9 @@ impl Publisher {
     fn next_work(&self) -> Work {
         let mut q = self.queue.lock();
         self.expire(&mut q, Instant::now());
+        if q.verify {
+            return Work::Verify;
+        }
         if q.replay_due {
             if q.held.is_empty() {
                 q.replay_due = false;
@@ -341,13 +375,13 @@ impl Publisher {
         self.link.health.counters.published.inc_by(n as u64);
     }
 
-    /// Redis did not take a batch: everything waits (answered as retained), and what it
-    /// held lately goes again first.
+    /// Redis did not take a batch: everything waits (answered as retained), and which
+    /// Redis answers next is checked first (a new one may have lost the last writes).
     async fn failed(&self, reason: &str) {
         {
             let mut q = self.queue.lock();
             q.away = true;
-            q.replay_due = true;
+            q.verify = true;
             for entry in q.waiting.iter_mut() {
                 if let Some(answer) = entry.answer.take() {
                     let _ = answer.send(());
@@ -356,6 +390,22 @@ impl Publisher {
         }
         self.link.health.down(reason);
         tokio::time::sleep(RETRY_DELAY).await;
+    }
+
+    /// The `run_id` of the Redis that answers.
+    async fn run_id(&self) -> Result<String, String> {
+        let info: String = self
+            .link
+            .bounded(
+                redis::cmd("INFO")
+                    .arg("server")
+                    .query_async(&mut self.link.redis.get()),
+            )
+            .await?;
+        info.lines()
+            .find_map(|line| line.strip_prefix("run_id:"))
+            .map(|id| id.trim().to_owned())
+            .ok_or_else(|| "INFO server has no run_id".to_owned())
     }
 
     /// Sends `entries` in order, in pipelined batches; the script is loaded in each (a

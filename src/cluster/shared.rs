@@ -146,6 +146,14 @@ impl SharedBus {
         }
     }
 
+    /// Redis answers again after a fault: if it is another Redis (restarted, failed over),
+    /// this node's recent messages go again.
+    pub(super) fn verify_soon(&self) {
+        if let Some(publisher) = self.publisher.get() {
+            publisher.verify_soon();
+        }
+    }
+
     /// A message from another node (JSON) for the realtime layer; `plain` when it came
     /// without a sequence (revocations), and may then be this node's own.
     pub(super) fn deliver_json(&self, json: &[u8], plain: bool) {
