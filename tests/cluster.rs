@@ -950,6 +950,8 @@ async fn an_emptied_redis_opens_nothing_to_anyone() {
     .await;
     tokio::time::sleep(Duration::from_millis(2 * 1000)).await;
 
+    // A backup of every key, as an operator would keep one.
+    let backup = dump_all(&redis);
     // Redis loses everything, and a node starts at once.
     assert_eq!(redis_cli(&redis, &["FLUSHALL"]).trim(), "OK");
     let n3 = spawn_node(&redis, &slow);
@@ -980,6 +982,60 @@ async fn an_emptied_redis_opens_nothing_to_anyone() {
         redis_cli(&redis, &["EXISTS", "krt/roles/anonymous"]).trim(),
         "0"
     );
+
+    // The backup is restored: without a restart, every node serves it again, and a token
+    // issued by the node that started on the emptied store is valid on every node.
+    restore_all(&redis, backup);
+    poll(|| async {
+        call(
+            n3.addr,
+            json!({"controller": "auth", "action": "login",
+        "strategy": "local", "body": {"username": "root", "password": "toor"}}),
+        )
+        .await["status"]
+            == 200
+    })
+    .await;
+    let jwt = login(n3.addr, "root", "toor").await;
+    for node in [&n1, &n2, &n3] {
+        poll(|| async {
+            let res = call(
+                node.addr,
+                json!({"controller": "security", "action": "getRole", "_id": "admin", "jwt": jwt}),
+            )
+            .await;
+            res["status"] == 200
+        })
+        .await;
+    }
+}
+
+/// Every key of `redis` with its TTL (DUMP format).
+fn dump_all(redis: &RedisServer) -> Vec<(String, i64, Vec<u8>)> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", redis.port)).unwrap();
+    let mut c = client.get_connection().unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+    keys.into_iter()
+        .filter_map(|key| {
+            let dump: Option<Vec<u8>> = redis::cmd("DUMP").arg(&key).query(&mut c).unwrap();
+            let ttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut c).unwrap();
+            Some((key, ttl.max(0), dump?))
+        })
+        .collect()
+}
+
+fn restore_all(redis: &RedisServer, backup: Vec<(String, i64, Vec<u8>)>) {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", redis.port)).unwrap();
+    let mut c = client.get_connection().unwrap();
+    for (key, ttl, dump) in backup {
+        let _: () = redis::cmd("RESTORE")
+            .arg(&key)
+            .arg(ttl)
+            .arg(dump)
+            .arg("REPLACE")
+            .query(&mut c)
+            .unwrap();
+    }
 }
 
 #[actix_rt::test]

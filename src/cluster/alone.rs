@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::rooms::{Remote, RemoteRoom};
 use super::wire::BusMessage;
-use super::{Bus, ChannelHold, NodeInfo, Refused, Sending, StoreState, Upstream, membership};
+use super::{Bus, ChannelHold, NodeInfo, Queued, Refused, StoreState, Upstream, membership};
 use crate::config::Settings;
 
 pub struct Alone {
@@ -117,8 +117,8 @@ impl Bus for Alone {
 
     fn forget(&self, _: &str) {}
 
-    fn send(&self, _: BusMessage) -> Result<Sending, Refused> {
-        Ok(Box::pin(ready(())))
+    fn send(&self, _: BusMessage) -> Result<Queued, Refused> {
+        Ok(Queued::done())
     }
 
     fn remote_count<'a>(&'a self, _: &'a str) -> LocalBoxFuture<'a, usize> {

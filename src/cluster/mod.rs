@@ -50,8 +50,50 @@ use messages::Release;
 pub use publisher::Refused;
 pub use rooms::{Remote, RemoteRoom};
 
-/// A message on its way to the other nodes (`Bus::send`).
-pub type Sending = LocalBoxFuture<'static, ()>;
+/// A message queued for the other nodes (`Bus::send`). Its sending starts when it `go`es
+/// or is dropped, so that a caller can deliver locally first: the queue's task does not
+/// compete with that fan-out for the CPU.
+pub struct Queued {
+    start: Option<Box<dyn FnOnce() + Send>>,
+    held: Option<LocalBoxFuture<'static, ()>>,
+}
+
+impl Queued {
+    /// `held` resolves once the message is held (by Redis, or the retain queue); `start`
+    /// wakes the queue's task.
+    pub fn new(start: Box<dyn FnOnce() + Send>, held: LocalBoxFuture<'static, ()>) -> Queued {
+        Queued {
+            start: Some(start),
+            held: Some(held),
+        }
+    }
+
+    /// Nothing to send (no other node), held at once.
+    pub fn done() -> Queued {
+        Queued {
+            start: None,
+            held: None,
+        }
+    }
+
+    /// Starts the sending; resolves once the message is held.
+    pub async fn go(mut self) {
+        if let Some(start) = self.start.take() {
+            start();
+        }
+        if let Some(held) = self.held.take() {
+            held.await;
+        }
+    }
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        if let Some(start) = self.start.take() {
+            start();
+        }
+    }
+}
 pub use wire::BusMessage;
 
 /// Handles on the bus counters (each clone counts into the same series; the metrics
@@ -190,10 +232,10 @@ pub trait Bus: Send + Sync {
     /// The room is no longer on this node: its remote share is forgotten.
     fn forget(&self, room_id: &str);
 
-    /// A message for the other nodes. The future resolves once Redis holds it, or once it
-    /// waits for Redis in the retain queue; `Refused` (counted) when that queue is full.
-    /// It is queued at once, whether the future is awaited or not.
-    fn send(&self, message: BusMessage) -> Result<Sending, Refused>;
+    /// A message for the other nodes, queued at once (in order) and sent once the
+    /// `Queued` goes or drops; `Queued::go` resolves once Redis holds it, or once it waits
+    /// for Redis in the retain queue. `Refused` (counted) when that queue is full.
+    fn send(&self, message: BusMessage) -> Result<Queued, Refused>;
 
     /// The other nodes' count in a room, read now (falls back on the last write).
     fn remote_count<'a>(&'a self, room_id: &'a str) -> LocalBoxFuture<'a, usize>;

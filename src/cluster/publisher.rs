@@ -152,9 +152,9 @@ impl Publisher {
         }
     }
 
-    /// Queues a message for `channel`, kept in `history` when it has one. Returns what
-    /// resolves once Redis holds it (None: answered already, Redis being away), or
-    /// `Refused` when the retain queue is full.
+    /// Queues a message for `channel`, kept in `history` when it has one; the queue's task
+    /// takes it after the next `wake`. Returns what resolves once Redis holds it (None:
+    /// answered already, Redis being away), or `Refused` when the retain queue is full.
     pub fn send(
         &self,
         channel: String,
@@ -197,9 +197,12 @@ impl Publisher {
             .counters
             .waiting
             .set(q.waiting.len() as i64);
-        drop(q);
-        self.wake.notify_one();
         Ok(receiver)
+    }
+
+    /// The queue's task sends what was queued.
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
     fn next_in_chain(&self, q: &mut Queue, channel: &Arc<str>, now: Instant) -> (Arc<str>, u64) {
@@ -247,8 +250,10 @@ impl Publisher {
                 Work::Idle => self.wake.notified().await,
                 Work::Verify => match self.run_id().await {
                     Ok(current) => {
+                        self.link.health.up();
                         let mut q = self.queue.lock();
                         q.verify = false;
+                        q.away = false;
                         if q.run_id.as_ref().is_some_and(|known| *known != current) {
                             q.replay_due = true;
                             log::warn!(

@@ -16,7 +16,7 @@ use super::publisher::{Publisher, Refused};
 use super::revocations::RevocationLog;
 use super::rooms::{Remote, RemoteRoom, RoomSync};
 use super::wire::BusMessage;
-use super::{Bus, ChannelHold, Link, NodeInfo, Sending, StoreState, Upstream, membership};
+use super::{Bus, ChannelHold, Link, NodeInfo, Queued, StoreState, Upstream, membership};
 use crate::config::BusSettings;
 use crate::config::Settings;
 
@@ -377,9 +377,9 @@ impl Bus for SharedBus {
         self.rooms.forget(room_id);
     }
 
-    fn send(&self, message: BusMessage) -> Result<Sending, Refused> {
+    fn send(&self, message: BusMessage) -> Result<Queued, Refused> {
         let Some(publisher) = self.publisher.get() else {
-            return Ok(Box::pin(async {}));
+            return Ok(Queued::done());
         };
         let (channel, history) = match &message {
             BusMessage::Document {
@@ -398,7 +398,7 @@ impl Bus for SharedBus {
             Ok(json) => json,
             Err(e) => {
                 log::error!("[CLUSTER] cannot serialise a bus message: {e}");
-                return Ok(Box::pin(async {}));
+                return Ok(Queued::done());
             }
         };
         // A revocation is also written to the log, which every node reads: one cut off
@@ -415,11 +415,15 @@ impl Bus for SharedBus {
             });
         }
         let held = publisher.send(channel, history, json)?;
-        Ok(Box::pin(async move {
-            if let Some(held) = held {
-                let _ = held.await;
-            }
-        }))
+        let waker = publisher.clone();
+        Ok(Queued::new(
+            Box::new(move || waker.wake()),
+            Box::pin(async move {
+                if let Some(held) = held {
+                    let _ = held.await;
+                }
+            }),
+        ))
     }
 
     fn remote_count<'a>(&'a self, room_id: &'a str) -> LocalBoxFuture<'a, usize> {

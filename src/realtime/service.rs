@@ -287,8 +287,8 @@ impl Realtime {
         Ok(())
     }
 
-    /// A document published here: sent once to the other nodes and delivered to this
-    /// node's listeners; resolves once the bus holds it (docs/clustering.md). Refused,
+    /// A document published here: queued for the other nodes, delivered to this node's
+    /// listeners, then sent; resolves once the bus holds it (docs/clustering.md). Refused,
     /// and delivered nowhere, while the bus cannot take more (`api.process.overloaded`).
     pub async fn publish(&self, published: &Published<'_>) -> Result<(), ApiError> {
         let sending = self.bus.send(BusMessage::Document {
@@ -302,13 +302,13 @@ impl Realtime {
             volatile: published.volatile.cloned(),
             protocol: published.protocol.into(),
         });
-        let Ok(sending) = sending else {
+        let Ok(queued) = sending else {
             return Err(ApiError::new(errors::OVERLOADED, [] as [&str; 0]));
         };
         self.counters.publishes.inc();
         let delivered = self.hub.publish(published);
         self.counters.deliveries.inc_by(delivered as u64);
-        sending.await;
+        queued.go().await;
         Ok(())
     }
 

@@ -95,8 +95,8 @@ Options:
                            pin this tool elsewhere yourself, e.g. taskset -c 1 kuzzle-load --pin 0
   --json                   one JSON object on stdout instead of tables (default: tables)
   --cluster                start a redis-server and two nodes instead: the paced fan-out with
-                           the publisher on the subscribers' node, then on the other node, and
-                           the Redis commands per publish
+                           the publisher on the subscribers' node, then on the other node, the
+                           Redis commands per publish, and what the bus's history holds
   -h, --help               this help
 
 Progress goes to stderr during long phases; the results go to stdout.";
@@ -342,6 +342,32 @@ impl RedisProcess {
             .unwrap_or(0))
     }
 
+    /// The bus's histories in Redis: entries, and bytes (`MEMORY USAGE`, summed).
+    fn histories(&self) -> Result<(u64, u64), String> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
+            .map_err(|e| e.to_string())?;
+        let mut connection = client.get_connection().map_err(|e| e.to_string())?;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("*cluster/history/*")
+            .query(&mut connection)
+            .map_err(|e| e.to_string())?;
+        let (mut entries, mut bytes) = (0, 0);
+        for key in keys {
+            let n: u64 = redis::cmd("XLEN")
+                .arg(&key)
+                .query(&mut connection)
+                .map_err(|e| e.to_string())?;
+            let size: Option<u64> = redis::cmd("MEMORY")
+                .arg("USAGE")
+                .arg(&key)
+                .query(&mut connection)
+                .map_err(|e| e.to_string())?;
+            entries += n;
+            bytes += size.unwrap_or(0);
+        }
+        Ok((entries, bytes))
+    }
+
     fn node_env(&self) -> Vec<(String, String)> {
         vec![
             ("kuzzle_services__storage__backend".into(), "redis".into()),
@@ -475,6 +501,9 @@ async fn measure_cluster(args: &Args) -> Result<Map<String, Value>, String> {
         };
         figures["redis_publish_per_publish"] = per_publish(redis.calls("publish")? - before.0);
         figures["redis_script_calls_per_publish"] = per_publish(redis.calls("evalsha")? - before.1);
+        let (entries, bytes) = redis.histories()?;
+        figures["redis_history_entries"] = json!(entries);
+        figures["redis_history_bytes"] = json!(bytes);
         results.insert(name.into(), figures);
         subscribers = peers;
     }
