@@ -81,6 +81,8 @@ pub struct Gauges {
     pub subscriptions: usize,
     pub bus_up: bool,
     pub nodes_alive: usize,
+    /// The store answers without its data (`Store::is_lost`).
+    pub store_lost: bool,
 }
 
 /// A node as the dashboard shows it (`cluster:metrics`), besides its counters.
@@ -113,6 +115,7 @@ pub struct Metrics {
     bus_reconnects: Counter,
     bus_up: Gauge,
     bus_waiting: Gauge,
+    store_lost: Gauge,
     nodes_alive: Gauge,
     /// Totals for the cluster's dashboard (`cluster:metrics`), which reads them directly.
     requests_answered: AtomicU64,
@@ -150,6 +153,7 @@ impl Metrics {
             bus_reconnects: Counter::default(),
             bus_up: Gauge::default(),
             bus_waiting: Gauge::default(),
+            store_lost: Gauge::default(),
             nodes_alive: Gauge::default(),
             requests_answered: AtomicU64::new(0),
             closes_by_code: Default::default(),
@@ -235,6 +239,11 @@ impl Metrics {
             "bus_waiting",
             "Messages for other nodes waiting for Redis (the retain queue)",
             m.bus_waiting.clone(),
+        );
+        r.register(
+            "store_lost",
+            "1 while the store answers without its data (emptied behind the cluster's back): restore the backup",
+            m.store_lost.clone(),
         );
         r.register(
             "cluster_nodes_alive",
@@ -361,6 +370,7 @@ impl Metrics {
         self.rooms.set(gauges.rooms as i64);
         self.subscriptions.set(gauges.subscriptions as i64);
         self.bus_up.set(i64::from(gauges.bus_up));
+        self.store_lost.set(i64::from(gauges.store_lost));
         self.nodes_alive.set(gauges.nodes_alive as i64);
         let mut text = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {

@@ -94,6 +94,7 @@ impl Node {
             subscriptions,
             bus_up: self.bus.is_up(),
             nodes_alive: self.bus.alive(),
+            store_lost: self.store.is_lost(),
         }
     }
 

@@ -147,6 +147,10 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
     }
     node.realtime
         .set_token_check(token_check(Arc::downgrade(&node)));
+    watch_for_a_lost_store(
+        &node,
+        Duration::from_millis(node.settings.cluster.heartbeat),
+    );
     let weak = Arc::downgrade(&node);
     node.bus.share_figures(Box::new(move || {
         let node = weak.upgrade()?;
@@ -192,6 +196,36 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
 /// Linked tokens checked against the store (all at once, so over Redis they are
 /// pipelined): those it no longer holds were revoked. A store that does not answer
 /// revokes nothing.
+/// Reads the store's security counter every `every` on a shared store, so that a store
+/// emptied behind the cluster's back shows (`kuzzle_store_lost`) without any request.
+fn watch_for_a_lost_store(node: &Arc<Node>, every: Duration) {
+    if node.store.backend() != crate::config::StorageBackend::Redis {
+        return;
+    }
+    let weak = Arc::downgrade(node);
+    actix_rt::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(node) = weak.upgrade() else {
+                return;
+            };
+            let was_lost = node.store.is_lost();
+            let _ = node.store.security_version().await;
+            if node.store.is_lost() != was_lost {
+                if was_lost {
+                    log::warn!("[STORAGE] the store has its data again");
+                } else {
+                    log::error!(
+                        "[STORAGE] the store answers without its data (users, roles, tokens): restore the backup (kuzzle_store_lost 1)"
+                    );
+                }
+            }
+        }
+    });
+}
+
 fn token_check(node: std::sync::Weak<Node>) -> crate::realtime::service::TokenCheck {
     Box::new(move |tokens| {
         let node = node.clone();

@@ -934,7 +934,15 @@ async fn an_emptied_redis_opens_nothing_to_anyone() {
     // before the others write back what they know (it waits for them).
     let slow = [("kuzzle_cluster__heartbeat", "1000")];
     let redis = RedisServer::start();
-    let n1 = spawn_node(&redis, &slow);
+    let metrics_port = free_port().to_string();
+    let n1 = spawn_node(
+        &redis,
+        &[
+            slow[0],
+            ("kuzzle_server__metrics__port", metrics_port.as_str()),
+        ],
+    );
+    let metrics: SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
     let n2 = spawn_node(&redis, &slow);
     for node in [&n1, &n2] {
         poll(|| async { status(node.addr).await["activeNodes"] == 2 }).await;
@@ -982,6 +990,10 @@ async fn an_emptied_redis_opens_nothing_to_anyone() {
         redis_cli(&redis, &["EXISTS", "krt/roles/anonymous"]).trim(),
         "0"
     );
+    // The store is reported lost (nobody may call healthCheck on it: every right is
+    // gone), on the metrics listener, which needs none.
+    poll(|| async { scrape(metrics).await.contains("kuzzle_store_lost 1") }).await;
+    wait_log(&n1, "the store answers without its data").await;
 
     // The backup is restored: without a restart, every node serves it again, and a token
     // issued by the node that started on the emptied store is valid on every node.
@@ -997,7 +1009,11 @@ async fn an_emptied_redis_opens_nothing_to_anyone() {
     })
     .await;
     let jwt = login(n3.addr, "root", "toor").await;
+    poll(|| async { scrape(metrics).await.contains("kuzzle_store_lost 0") }).await;
+    let health = json!({"controller": "server", "action": "healthCheck", "jwt": jwt});
     for node in [&n1, &n2, &n3] {
+        let res = call(node.addr, health.clone()).await;
+        assert_eq!(res["result"]["services"]["internalCache"], "green", "{res}");
         poll(|| async {
             let res = call(
                 node.addr,
@@ -1008,6 +1024,23 @@ async fn an_emptied_redis_opens_nothing_to_anyone() {
         })
         .await;
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET /metrics` on a metrics listener.
+async fn scrape(addr: SocketAddr) -> String {
+    raw_http(
+        addr,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await
 }
 
 /// Every key of `redis` with its TTL (DUMP format).

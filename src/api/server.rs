@@ -53,12 +53,22 @@ pub async fn health_check(call: &Call<'_>) -> ActionResult {
     let mut services = serde_json::Map::new();
     let mut failure = None;
     if checks_cache {
-        let ping = call.node.store.ping().await;
+        // Red when the store does not answer, or answers without its data (emptied behind
+        // the cluster's back: its security counter is gone, docs/clustering.md).
+        let check = match call.node.store.ping().await {
+            Ok(()) => match call.node.store.security_version().await {
+                Ok(crate::storage::NO_VERSION) => Err(
+                    "the store lost its data (users, roles, tokens): restore the backup".to_owned(),
+                ),
+                _ => Ok(()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
         services.insert(
             "internalCache".into(),
-            (if ping.is_ok() { "green" } else { "red" }).into(),
+            (if check.is_ok() { "green" } else { "red" }).into(),
         );
-        failure = ping.err();
+        failure = check.err();
     }
     let status = if failure.is_none() { "green" } else { "red" };
     let result = json!({"status": status, "services": services});

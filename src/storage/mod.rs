@@ -83,6 +83,9 @@ pub struct Store {
     backend: Backend,
     timeout: Duration,
     health: Health,
+    /// The store answered without its security counter at the last read: it lost its
+    /// data (emptied behind the cluster's back), until a backup is restored.
+    lost: AtomicBool,
 }
 
 /// Whether the store answered its last call; a change is logged once, not per call.
@@ -150,6 +153,7 @@ impl Store {
             backend,
             timeout: Duration::from_millis(settings.command_timeout),
             health: Health::default(),
+            lost: AtomicBool::new(false),
         })
     }
 
@@ -267,7 +271,17 @@ impl Store {
     /// A counter bumped by every change of roles, profiles or users, so that each node
     /// knows when its cached copies are stale.
     pub async fn security_version(&self) -> StoreResult<u64> {
-        each_backend!(self, s => s.security_version().await)
+        let version = each_backend!(self, s => s.security_version().await);
+        if let Ok(version) = &version {
+            self.lost.store(*version == NO_VERSION, Ordering::Release);
+        }
+        version
+    }
+
+    /// Whether the store lost its data, as of the last read of its security counter
+    /// (`kuzzle_store_lost`, `server:healthCheck`).
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
     }
 
     /// Records a change of roles, profiles or users; returns the new version.
