@@ -1043,10 +1043,14 @@ async fn scrape(addr: SocketAddr) -> String {
     .await
 }
 
+fn connection(redis: &RedisServer) -> redis::Connection {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", redis.port)).unwrap();
+    client.get_connection().unwrap()
+}
+
 /// Every key of `redis` with its TTL (DUMP format).
 fn dump_all(redis: &RedisServer) -> Vec<(String, i64, Vec<u8>)> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", redis.port)).unwrap();
-    let mut c = client.get_connection().unwrap();
+    let mut c = connection(redis);
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
     keys.into_iter()
         .filter_map(|key| {
@@ -1058,8 +1062,7 @@ fn dump_all(redis: &RedisServer) -> Vec<(String, i64, Vec<u8>)> {
 }
 
 fn restore_all(redis: &RedisServer, backup: Vec<(String, i64, Vec<u8>)>) {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", redis.port)).unwrap();
-    let mut c = client.get_connection().unwrap();
+    let mut c = connection(redis);
     for (key, ttl, dump) in backup {
         let _: () = redis::cmd("RESTORE")
             .arg(&key)

@@ -7,6 +7,10 @@
 #[path = "../../src/bin/kuzzle-soak/proxy.rs"]
 pub mod proxy;
 
+/// The processes the measuring tools start too.
+#[path = "../../src/bin/shared/processes.rs"]
+mod processes;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -305,9 +309,13 @@ pub fn spawn_binary_with(
 }
 
 pub fn send_signal(child: &std::process::Child, signal: &str) {
+    signal_pid(child.id(), signal);
+}
+
+fn signal_pid(pid: u32, signal: &str) {
     let status = std::process::Command::new("kill")
         .arg(format!("-{signal}"))
-        .arg(child.id().to_string())
+        .arg(pid.to_string())
         .status()
         .unwrap();
     assert!(status.success());
@@ -378,91 +386,53 @@ pub fn keys_of(value: &Value) -> Vec<&str> {
 
 /// A `redis-server` of the test's own, on a free loopback port; killed when dropped.
 pub struct RedisServer {
-    child: std::process::Child,
+    server: processes::RedisServer,
     pub port: u16,
     dir: tempfile::TempDir,
-    persistent: bool,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_on(port)
+        Self::wrap(|dir| processes::RedisServer::start(dir, false))
     }
 
     /// A server on a given port (to bring a stopped one back), without persistence.
     pub fn start_on(port: u16) -> RedisServer {
-        Self::launch(port, tempfile::tempdir().unwrap(), false)
+        Self::wrap(|dir| processes::RedisServer::start_on(port, dir, false))
     }
 
     /// A server that keeps its data in an append-only file (fsync every second, the
     /// default), so that `restart` brings back what it wrote until about a second before
     /// `kill`.
     pub fn start_persistent() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::launch(port, tempfile::tempdir().unwrap(), true)
+        Self::wrap(|dir| processes::RedisServer::start(dir, true))
+    }
+
+    fn wrap(
+        start: impl FnOnce(&std::path::Path) -> Result<processes::RedisServer, String>,
+    ) -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start(dir.path()).expect("redis-server starts (apt-get install redis-server)");
+        RedisServer {
+            port: server.port,
+            server,
+            dir,
+        }
     }
 
     /// Kills the server (SIGKILL); `restart` brings it back.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.server.kill();
     }
 
     /// Starts the server again on the same port and data directory.
     pub fn restart(&mut self) {
-        self.child = Self::spawn(self.port, &self.dir, self.persistent);
-    }
-
-    fn launch(port: u16, dir: tempfile::TempDir, persistent: bool) -> RedisServer {
-        let child = Self::spawn(port, &dir, persistent);
-        RedisServer {
-            child,
-            port,
-            dir,
-            persistent,
-        }
-    }
-
-    fn spawn(port: u16, dir: &tempfile::TempDir, persistent: bool) -> std::process::Child {
-        let appendonly = if persistent { "yes" } else { "no" };
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                appendonly,
-            ])
-            .current_dir(dir.path())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (apt-get install redis-server)");
-        let deadline = std::time::Instant::now() + WAIT;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child
+        self.server.restart().expect("redis-server restarts");
     }
 
     /// Sends a signal to the server (`STOP` freezes it, `CONT` thaws it).
     pub fn signal(&self, signal: &str) {
-        send_signal(&self.child, signal);
+        signal_pid(self.server.pid(), signal);
     }
 
     pub fn settings(&self) -> kuzzle_rt::config::StorageSettings {
@@ -475,13 +445,6 @@ impl RedisServer {
             path: self.dir.path().display().to_string(),
             ..Default::default()
         }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

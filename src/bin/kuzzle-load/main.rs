@@ -8,17 +8,21 @@
 //! from this tool.
 
 mod dialect;
+// Each tool (and the tests) uses a part of it.
+#[allow(dead_code)]
+#[path = "../shared/processes.rs"]
+mod processes;
 mod scenarios;
 
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
 use dialect::Dialect;
+use processes::{RedisServer, announced_address};
 use scenarios::{Pace, Probe, Target};
 
 const SCENARIOS: &[&str] = &["idle", "requests", "fanout", "burst", "churn"];
@@ -255,25 +259,7 @@ impl NodeProcess {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", args.binary.display()))?;
-        let stderr = child.stderr.take().ok_or("no stderr")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split(" listening on ").nth(1) {
-                    let _ = tx.send(
-                        rest.split_whitespace()
-                            .next()
-                            .unwrap_or_default()
-                            .to_owned(),
-                    );
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(15))
-            .map_err(|_| "the node did not announce its address".to_owned())?
-            .parse()
-            .map_err(|e| format!("bad address: {e}"))?;
+        let addr = announced_address(&mut child, None, Duration::from_secs(15))?;
         Ok(NodeProcess { child, addr, dir })
     }
 
@@ -294,40 +280,20 @@ impl Drop for NodeProcess {
 
 /// A redis-server for `--cluster`, on a free port of 127.0.0.1, without persistence.
 struct RedisProcess {
-    child: Child,
-    port: u16,
+    server: RedisServer,
     dir: PathBuf,
 }
 
 impl RedisProcess {
     fn start() -> Result<RedisProcess, String> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
         let dir = std::env::temp_dir().join(format!("kuzzle-load-redis-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .current_dir(&dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start redis-server: {e}"))?;
-        let redis = RedisProcess { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                return Err("redis-server did not start".into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(redis)
+        let server = RedisServer::start(&dir, false)?;
+        Ok(RedisProcess { server, dir })
     }
 
     /// Calls of `command` (lowercase) Redis has run since it started, scripts' included.
     fn calls(&self, command: &str) -> Result<u64, String> {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.server.port))
             .map_err(|e| e.to_string())?;
         let mut connection = client.get_connection().map_err(|e| e.to_string())?;
         let info: String = redis::cmd("INFO")
@@ -344,7 +310,7 @@ impl RedisProcess {
 
     /// The bus's histories in Redis: entries, and bytes (`MEMORY USAGE`, summed).
     fn histories(&self) -> Result<(u64, u64), String> {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.server.port))
             .map_err(|e| e.to_string())?;
         let mut connection = client.get_connection().map_err(|e| e.to_string())?;
         let keys: Vec<String> = redis::cmd("KEYS")
@@ -377,7 +343,7 @@ impl RedisProcess {
             ),
             (
                 "kuzzle_services__storage__node__port".into(),
-                self.port.to_string(),
+                self.server.port.to_string(),
             ),
         ]
     }
@@ -385,8 +351,7 @@ impl RedisProcess {
 
 impl Drop for RedisProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.server.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -470,7 +435,7 @@ async fn measure_cluster(args: &Args) -> Result<Map<String, Value>, String> {
     let other = NodeProcess::start(args, &env)?;
     progress(&format!(
         "cluster: nodes {} and {}, redis-server 127.0.0.1:{}",
-        home.addr, other.addr, redis.port
+        home.addr, other.addr, redis.server.port
     ));
     let target = |node: &NodeProcess| Target {
         addr: node.addr,

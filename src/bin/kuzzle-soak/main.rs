@@ -8,6 +8,10 @@
 //! stayed connected to a node that stayed up (docs/clustering.md). Exits 1 unless all of it
 //! is zero. Every node runs on its default settings.
 
+mod nodes;
+// Each tool (and the tests) uses a part of it.
+#[allow(dead_code)]
+#[path = "../shared/processes.rs"]
 mod processes;
 mod proxy;
 mod traffic;
@@ -22,7 +26,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-use processes::{Node, Redis, signal};
+use nodes::{Node, signal};
+use processes::RedisServer;
 use proxy::FaultProxy;
 use traffic::{Publisher, Subscriber};
 
@@ -126,7 +131,7 @@ struct Fault {
 /// Everything the soak started and recorded.
 struct Soak {
     args: Args,
-    redis: Redis,
+    redis: RedisServer,
     proxies: Vec<FaultProxy>,
     nodes: Vec<Option<Node>>,
     restarts: usize,
@@ -151,7 +156,7 @@ impl Soak {
     fn start(args: Args) -> Result<Soak, String> {
         let dir = Scratch(std::env::temp_dir().join(format!("kuzzle-soak-{}", std::process::id())));
         std::fs::create_dir_all(&dir.0).map_err(|e| e.to_string())?;
-        let redis = Redis::start(&dir.0)?;
+        let redis = RedisServer::start(&dir.0.join("redis"), true)?;
         let proxies: Vec<FaultProxy> = (0..NODES).map(|_| FaultProxy::start(redis.port)).collect();
         let mut nodes = Vec::new();
         for (i, proxy) in proxies.iter().enumerate() {
