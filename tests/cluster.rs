@@ -1341,3 +1341,20 @@ async fn a_full_retain_queue_refuses_publishes_and_the_node_serves_on() {
     assert_eq!(numbered_until_marker(&mut local).await, [0, 1, 2]);
     assert_eq!(numbered_until_marker(&mut remote).await, [0, 1, 2]);
 }
+
+#[actix_rt::test]
+async fn a_long_freeze_loses_nothing_either_way() {
+    let redis = RedisServer::start();
+    let (n1, n2, proxy) = one_node_behind_a_proxy(&redis).await;
+    // Longer than a ping and its timeout: node 2 replaces its pub/sub link while its own
+    // messages wait, then both flow again at once.
+    both_ways_through(&n1, &n2, async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        proxy.freeze();
+        tokio::time::sleep(Duration::from_millis(3000)).await;
+        proxy.pass();
+    })
+    .await;
+    wait_log(&n2, "pub/sub connection back").await;
+    assert_eq!(bus_figures(n2.addr).await["missed"], 0);
+}

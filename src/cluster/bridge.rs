@@ -150,6 +150,8 @@ impl Bridge {
         if let Some(reader) = self.reader.take() {
             reader.abort();
         }
+        // After what the old connection delivered: what follows may have skipped some.
+        self.tell(Inbound::Lost);
         self.generation += 1;
         self.sink = None;
         self.subscribed.clear();
@@ -179,11 +181,14 @@ impl Bridge {
     }
 
     /// Hands a subscription change to the inbox.
+    /// In order with what the readers handed over so far, unless the queue is full.
     fn tell(&self, what: Inbound) {
-        let inbound = self.inbound.clone();
-        actix_rt::spawn(async move {
-            let _ = inbound.send(what).await;
-        });
+        if let Err(mpsc::error::TrySendError::Full(what)) = self.inbound.try_send(what) {
+            let inbound = self.inbound.clone();
+            actix_rt::spawn(async move {
+                let _ = inbound.send(what).await;
+            });
+        }
     }
 
     fn reconnect_later(&mut self, ctx: &mut Context<Self>) {

@@ -7,8 +7,8 @@
 //!   origin;
 //! - drops one it delivered already (a publisher sending again after a fault);
 //! - on a gap, reads what it missed from the history (after the cursor, before the message)
-//!   and delivers it first; what the history no longer holds is counted as missed and
-//!   logged once per episode;
+//!   and delivers it first, waiting (up to 5 heartbeats) while Redis does not answer; what
+//!   the history no longer holds is counted as missed and logged once per episode;
 //! - after the pub/sub link was replaced, reads every channel's history after its cursor
 //!   before any newer message.
 //!
@@ -32,6 +32,9 @@ pub enum Inbound {
     Message { channel: String, payload: Vec<u8> },
     /// Redis confirmed the node's subscription to the channel.
     Subscribed(String),
+    /// The pub/sub connection was lost: what arrives on the next one may have skipped
+    /// messages of any origin.
+    Lost,
     /// The node no longer listens to the channel.
     Released(String),
     /// A new pub/sub connection subscribed every channel again.
@@ -42,6 +45,10 @@ pub enum Inbound {
 const MAX_ORIGINS: usize = 1024;
 /// Histories read per pipelined round trip when catching up.
 const CATCH_UP_BATCH: usize = 100;
+/// How long the inbox waits for the history to answer on a gap (in heartbeats), and
+/// between two reads; past it, what is missing is counted as missed.
+const FILL_PATIENCE_HEARTBEATS: u32 = 5;
+const FILL_RETRY: Duration = Duration::from_millis(250);
 /// Missed messages within this long of the last logged belong to the same episode.
 const EPISODE: Duration = Duration::from_secs(10);
 
@@ -49,6 +56,10 @@ const EPISODE: Duration = Duration::from_secs(10);
 struct Channel {
     /// Every history entry up to this one was handled.
     cursor: Option<StreamId>,
+    /// The pub/sub link was replaced since the cursor: a live message may come after
+    /// entries that never arrived, so the history is read up to it before anything else
+    /// (and the cursor does not move past entries not handled).
+    unsure: bool,
     origins: HashMap<String, Origin>,
 }
 
@@ -159,6 +170,15 @@ impl Inbox {
             }
             Inbound::Message { channel, payload } => self.message(channel, &payload).await,
             Inbound::Subscribed(channel) => {
+                // A channel new to this node starts reading from now; one it knows keeps
+                // its cursor (what it missed meanwhile is still to be read).
+                if self
+                    .channels
+                    .get(&channel)
+                    .is_some_and(|c| c.cursor.is_some())
+                {
+                    return;
+                }
                 let key = self.link.keys.history_of(&channel);
                 match history::start_of(&self.link, &key).await {
                     Ok(start) => self.channels.entry(channel).or_default().advance(start),
@@ -167,6 +187,11 @@ impl Inbox {
             }
             Inbound::Released(channel) => {
                 self.channels.remove(&channel);
+            }
+            Inbound::Lost => {
+                for channel in self.channels.values_mut() {
+                    channel.unsure = true;
+                }
             }
             Inbound::Resubscribed => self.catch_up().await,
         }
@@ -178,16 +203,35 @@ impl Inbox {
             return;
         };
         let state = self.channels.entry(channel.clone()).or_default();
-        if m.origin.starts_with(&self.mine) {
-            state.advance(id);
+        let mine = m.origin.starts_with(&self.mine);
+        let gap = !mine && matches!(state.verdict(&m), Verdict::Gap { .. });
+        if gap || state.unsure {
+            // The history is read up to this message before it is handled; while Redis
+            // does not answer (a command connection still being replaced after a fault),
+            // the inbox waits and tries again, for a bounded time, rather than skip what it
+            // missed.
+            let patience = Instant::now() + FILL_PATIENCE_HEARTBEATS * self.link.heartbeat;
+            loop {
+                if self.fill(&channel, Some(id)).await {
+                    if let Some(state) = self.channels.get_mut(&channel) {
+                        state.unsure = false;
+                    }
+                    break;
+                }
+                if Instant::now() >= patience {
+                    break;
+                }
+                tokio::time::sleep(FILL_RETRY).await;
+            }
+        }
+        let state = self.channels.entry(channel.clone()).or_default();
+        if mine {
+            if !state.unsure {
+                state.advance(id);
+            }
             return;
         }
-        let mut verdict = state.verdict(&m);
-        if matches!(verdict, Verdict::Gap { .. }) {
-            self.fill(&channel, Some(id)).await;
-            let state = self.channels.entry(channel.clone()).or_default();
-            verdict = state.verdict(&m);
-        }
+        let verdict = state.verdict(&m);
         self.apply(&channel, id, &m, verdict, false);
     }
 
@@ -218,7 +262,11 @@ impl Inbox {
         }
         if let Some(state) = self.channels.get_mut(channel) {
             state.accept(m, Instant::now());
-            state.advance(id);
+            // Past an entry not handled (the link replaced, the history unread) the
+            // cursor waits: the next read starts before it.
+            if from_history || !state.unsure {
+                state.advance(id);
+            }
         }
     }
 
@@ -311,6 +359,9 @@ impl Inbox {
                 if full && !self.fill(channel, None).await {
                     self.catch_up_due = true;
                     return;
+                }
+                if let Some(state) = self.channels.get_mut(channel) {
+                    state.unsure = false;
                 }
             }
         }

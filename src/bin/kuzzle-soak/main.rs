@@ -35,6 +35,9 @@ use traffic::{Publisher, Subscriber};
 const HEARTBEAT: Duration = Duration::from_secs(2);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 const NODES: usize = 3;
+/// How long a message may still be on its way after a fault healed: what a socket closed
+/// within this of being published is not counted as lost to it.
+const SETTLE: Duration = Duration::from_secs(8);
 
 const USAGE: &str = "usage: kuzzle-soak [options]
   --binary PATH       the kuzzle-rt binary (default: next to this one)
@@ -140,6 +143,7 @@ struct Soak {
     revoked: Arc<parking_lot::Mutex<Vec<Arc<Subscriber>>>>,
     faults: Vec<Fault>,
     stop: Arc<AtomicBool>,
+    started: Instant,
     dir: Scratch,
 }
 
@@ -174,6 +178,7 @@ impl Soak {
             revoked: Arc::default(),
             faults: Vec::new(),
             stop: Arc::new(AtomicBool::new(false)),
+            started: Instant::now(),
             dir,
         })
     }
@@ -315,10 +320,9 @@ impl Figures {
 
 /// The fault a message sent at `at` went through, if any.
 fn kind_at(faults: &[Fault], at: Instant) -> Option<Kind> {
-    let settle = 3 * HEARTBEAT + 2 * COMMAND_TIMEOUT;
     faults
         .iter()
-        .find(|f| at + Duration::from_secs(1) >= f.start && at <= f.end + settle)
+        .find(|f| at + Duration::from_secs(1) >= f.start && at <= f.end + SETTLE)
         .map(|f| f.kind)
 }
 
@@ -344,11 +348,17 @@ fn tally(soak: &Soak) -> Tally {
         .iter()
         .chain(revoked.iter().filter(|s| s.revoked.lock().is_none()));
     for subscriber in listeners {
-        let (Some(since), false) = (
-            *subscriber.since.lock(),
-            subscriber.closed.load(Ordering::Acquire),
-        ) else {
+        let Some(since) = *subscriber.since.lock() else {
             continue;
+        };
+        // A socket that closed (its node killed) is held to what was published while it
+        // was connected, but for the last moments, which were still on their way.
+        let until = match *subscriber.closed_at.lock() {
+            Some(closed) => match closed.checked_sub(SETTLE) {
+                Some(until) if until > since => until,
+                _ => continue,
+            },
+            None => Instant::now(),
         };
         counted += 1;
         let got = subscriber.got.lock().clone();
@@ -370,8 +380,9 @@ fn tally(soak: &Soak) -> Tally {
                 }
                 highest = highest.max(Some(seq));
             }
+            let mut lost: Vec<u64> = Vec::new();
             for (seq, (at, ok)) in log.iter().enumerate() {
-                if !ok || *at <= since {
+                if !ok || *at <= since || *at > until {
                     continue;
                 }
                 let figures = by_kind.entry(kind_at(&soak.faults, *at)).or_default();
@@ -379,7 +390,32 @@ fn tally(soak: &Soak) -> Tally {
                     figures.delivered += 1;
                 } else {
                     figures.lost += 1;
+                    lost.push(seq as u64);
                 }
+            }
+            if let (Some(first), Some(last)) = (lost.first(), lost.last()) {
+                let elapsed = |seq: u64| {
+                    log[seq as usize]
+                        .0
+                        .saturating_duration_since(soak.started)
+                        .as_millis()
+                };
+                progress(&format!(
+                    "a subscriber on node {} lost {} of publisher {} (node {}): seq {first} ({} ms) to {last} ({} ms); it closed: {}",
+                    subscriber.node,
+                    lost.len(),
+                    p,
+                    soak.publishers[p].node,
+                    elapsed(*first),
+                    elapsed(*last),
+                    subscriber
+                        .closed_at
+                        .lock()
+                        .map_or("no".to_owned(), |at| format!(
+                            "at {} ms",
+                            at.saturating_duration_since(soak.started).as_millis()
+                        )),
+                ));
             }
         }
     }
@@ -459,7 +495,8 @@ async fn run(args: Args) -> Result<bool, String> {
         let node = rng.random_range(0..NODES);
         let length = Duration::from_millis(rng.random_range(1000..4000));
         progress(&format!(
-            "{}{} for {} ms",
+            "{} ms: {}{} for {} ms",
+            soak.started.elapsed().as_millis(),
             kind.name(),
             if kind == Kind::RedisKill {
                 String::new()
@@ -562,7 +599,7 @@ fn report(soak: &Soak, t: &Tally) {
     );
     let published: usize = soak.publishers.iter().map(|p| p.sent.lock().len()).sum();
     println!(
-        "{published} publishes, {} subscribers counted (connected throughout), {} revocations, {} never told (TokenExpired)",
+        "{published} publishes, {} subscribers counted (each for the time it was connected), {} revocations, {} never told (TokenExpired)",
         t.subscribers_counted, t.revocations, t.never_told
     );
     if soak.args.json {

@@ -116,6 +116,8 @@ pub struct Subscriber {
     pub markers: Mutex<HashSet<u32>>,
     /// The socket closed (its node went, or the node closed it).
     pub closed: AtomicBool,
+    /// When it closed.
+    pub closed_at: Mutex<Option<Instant>>,
     /// A TokenExpired arrived.
     pub told: AtomicBool,
     /// For a revoked socket: when the logout on another node was answered.
@@ -146,6 +148,7 @@ pub async fn subscribe(addr: SocketAddr, me: Arc<Subscriber>, jwt: Option<String
     while let Some(message) = session.next_message().await {
         note(&me, message);
     }
+    *me.closed_at.lock() = Some(Instant::now());
     me.closed.store(true, Ordering::Release);
 }
 
