@@ -219,6 +219,14 @@ impl Inbox {
                     break;
                 }
                 if Instant::now() >= patience {
+                    // Not every message waits that long: the channel goes on from here,
+                    // and a gap of an origin shows (and is counted) at its next message.
+                    if let Some(state) = self.channels.get_mut(&channel) {
+                        state.unsure = false;
+                    }
+                    log::warn!(
+                        "[CLUSTER] the history of {channel} could not be read for {FILL_PATIENCE_HEARTBEATS} heartbeats: delivery goes on without it"
+                    );
                     break;
                 }
                 tokio::time::sleep(FILL_RETRY).await;
