@@ -254,7 +254,10 @@ impl Publisher {
                         let mut q = self.queue.lock();
                         q.verify = false;
                         q.away = false;
-                        if q.run_id.as_ref().is_some_and(|known| *known != current) {
+                        if q.run_id
+                            .as_ref()
+                            .is_some_and(|known| !current.is_empty() && *known != current)
+                        {
                             q.replay_due = true;
                             log::warn!(
                                 "[CLUSTER] Redis restarted or failed over (a new run_id): what it held lately is sent again"
@@ -397,20 +400,31 @@ impl Publisher {
         tokio::time::sleep(RETRY_DELAY).await;
     }
 
-    /// The `run_id` of the Redis that answers.
+    /// The `run_id` of the Redis that answers; an empty one when it refuses to tell (INFO
+    /// disabled by a managed service: the replay then waits for the heartbeat's word).
     async fn run_id(&self) -> Result<String, String> {
-        let info: String = self
-            .link
-            .bounded(
-                redis::cmd("INFO")
-                    .arg("server")
-                    .query_async(&mut self.link.redis.get()),
-            )
-            .await?;
-        info.lines()
+        let mut command = redis::cmd("INFO");
+        command.arg("server");
+        let mut connection = self.link.redis.get();
+        let asked = command.query_async::<String>(&mut connection);
+        let info = match tokio::time::timeout(self.link.timeout, asked).await {
+            Ok(Ok(info)) => info,
+            Ok(Err(e)) if matches!(e.kind(), redis::ErrorKind::Server(_)) => {
+                self.link.redis.answered();
+                return Ok(String::new());
+            }
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => {
+                self.link.redis.unanswered().await;
+                return Err("no answer to INFO".into());
+            }
+        };
+        self.link.redis.answered();
+        Ok(info
+            .lines()
             .find_map(|line| line.strip_prefix("run_id:"))
             .map(|id| id.trim().to_owned())
-            .ok_or_else(|| "INFO server has no run_id".to_owned())
+            .unwrap_or_default())
     }
 
     /// Sends `entries` in order, in pipelined batches; the script is loaded in each (a
