@@ -12,8 +12,10 @@
 //!   - `rooms`: room filters and per-node counts in Redis, for cluster-wide `count`,
 //!     `list` and `join`;
 //!   - `bridge`: the `Bridge` actor, owner of the Redis pub/sub connection (one channel per
-//!     collection with local rooms, plus the revocations channel), and the bounded queue
-//!     of messages towards Redis (one PUBLISH per message);
+//!     collection with local rooms, plus the revocations channel);
+//!   - `publisher`: the queue towards Redis (sequence numbers, the retain queue, the replay
+//!     buffer); `inbox`: what arrives (duplicates dropped, gaps filled from the history);
+//!     `history`: each collection's stream in Redis (docs/clustering.md);
 //!   - `revocations`: the revocation log, read by every node from its own offset;
 //!   - `wire` (the messages' format), `keys` (Redis names), `logins` (shared login
 //!     counters).
@@ -49,6 +51,8 @@ use messages::Release;
 
 pub use publisher::Refused;
 pub use rooms::{Remote, RemoteRoom};
+
+pub use wire::BusMessage;
 
 /// A message queued for the other nodes (`Bus::send`). Its sending starts when it `go`es
 /// or is dropped, so that a caller can deliver locally first: the queue's task does not
@@ -94,7 +98,6 @@ impl Drop for Queued {
         }
     }
 }
-pub use wire::BusMessage;
 
 /// Handles on the bus counters (each clone counts into the same series; the metrics
 /// register them).
