@@ -295,7 +295,7 @@ impl BusHealth {
         drop(last);
         self.announced.store(true, Ordering::Release);
         log::error!(
-            "[CLUSTER] Redis does not answer ({reason}): this node keeps serving its own clients; cross-node notifications are dropped (and counted) until it answers again"
+            "[CLUSTER] Redis does not answer ({reason}): this node keeps serving its own clients; cross-node notifications wait (cluster.bus.retain) and are sent when it answers again"
         );
     }
 
