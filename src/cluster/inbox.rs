@@ -7,10 +7,12 @@
 //!   origin;
 //! - drops one it delivered already (a publisher sending again after a fault);
 //! - on a gap, reads what it missed from the history (after the cursor, before the message)
-//!   and delivers it first, waiting (up to 5 heartbeats) while Redis does not answer; what
-//!   the history no longer holds is counted as missed and logged once per episode;
-//! - after the pub/sub link was replaced, reads every channel's history after its cursor
-//!   before any newer message.
+//!   and delivers it first, waiting (up to 5 heartbeats and 3 command timeouts) while Redis
+//!   does not answer; what the history no longer holds is counted as missed and logged once
+//!   per episode;
+//! - after the pub/sub link was replaced, reads every channel's history after its cursor,
+//!   and until then reads it up to the first live message of a channel before handling it:
+//!   the cursor never moves past an entry not handled.
 //!
 //! So each subscriber that stays connected gets every message once, in publish order per
 //! publisher, unless the history lost it (counted).
@@ -45,9 +47,11 @@ pub enum Inbound {
 const MAX_ORIGINS: usize = 1024;
 /// Histories read per pipelined round trip when catching up.
 const CATCH_UP_BATCH: usize = 100;
-/// How long the inbox waits for the history to answer on a gap (in heartbeats), and
-/// between two reads; past it, what is missing is counted as missed.
+/// How long the inbox waits for the history to answer on a gap (heartbeats, plus command
+/// timeouts: a silent command connection is replaced after two), and between two reads;
+/// past it, what is missing is counted as missed.
 const FILL_PATIENCE_HEARTBEATS: u32 = 5;
+const FILL_PATIENCE_TIMEOUTS: u32 = 3;
 const FILL_RETRY: Duration = Duration::from_millis(250);
 /// Missed messages within this long of the last logged belong to the same episode.
 const EPISODE: Duration = Duration::from_secs(10);
@@ -210,7 +214,9 @@ impl Inbox {
             // does not answer (a command connection still being replaced after a fault),
             // the inbox waits and tries again, for a bounded time, rather than skip what it
             // missed.
-            let patience = Instant::now() + FILL_PATIENCE_HEARTBEATS * self.link.heartbeat;
+            let patience = Instant::now()
+                + FILL_PATIENCE_HEARTBEATS * self.link.heartbeat
+                + FILL_PATIENCE_TIMEOUTS * self.link.timeout;
             loop {
                 if self.fill(&channel, Some(id)).await {
                     if let Some(state) = self.channels.get_mut(&channel) {
@@ -225,7 +231,7 @@ impl Inbox {
                         state.unsure = false;
                     }
                     log::warn!(
-                        "[CLUSTER] the history of {channel} could not be read for {FILL_PATIENCE_HEARTBEATS} heartbeats: delivery goes on without it"
+                        "[CLUSTER] the history of {channel} could not be read in time: delivery goes on without it"
                     );
                     break;
                 }
