@@ -270,6 +270,26 @@ fn validation_errors_name_the_key_and_the_value() {
             "[CONFIG] http.accessControlAllowOrigin: invalid regular expression",
         ),
         (
+            Box::new(|t| t["cluster"]["bus"]["history"]["maxAge"] = json!(10)),
+            "[CONFIG] cluster.bus.history.maxAge: must be at least 1000 (got 10)",
+        ),
+        (
+            Box::new(|t| t["cluster"]["bus"]["history"]["maxLength"] = json!(5)),
+            "[CONFIG] cluster.bus.history.maxLength: must be at least 100 (got 5)",
+        ),
+        (
+            Box::new(|t| t["cluster"]["bus"]["retain"]["maxMessages"] = json!(0)),
+            "[CONFIG] cluster.bus.retain.maxMessages: must be at least 1 (got 0)",
+        ),
+        (
+            Box::new(|t| t["cluster"]["bus"]["retain"]["maxAge"] = json!(999)),
+            "[CONFIG] cluster.bus.retain.maxAge: must be at least 1000 (got 999)",
+        ),
+        (
+            Box::new(|t| t["cluster"]["bus"]["retain"]["maxSize"] = json!("1KB")),
+            "[CONFIG] cluster.bus.retain.maxSize: must be at least 1048576 (got 1024)",
+        ),
+        (
             Box::new(|t| t["cluster"]["ip"] = json!("somewhere")),
             "[CONFIG] cluster.ip: must be \"private\", \"public\" or null (got \"somewhere\")",
         ),

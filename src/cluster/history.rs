@@ -1,5 +1,5 @@
 //! The bus's history (issue 19, docs/clustering.md): every message on a collection's channel
-//! is also an entry of that collection's Redis stream (`Keys::history`), appended and
+//! is also an entry of that collection's Redis stream (`Keys::history_of`), appended and
 //! published by one script, so that Redis holds both or neither. A node that missed
 //! messages (a gap in an origin's sequence, a replaced pub/sub link) reads them back from
 //! the stream from the last entry it handled. The stream is trimmed by length and by age
@@ -55,25 +55,29 @@ pub fn entries(raw: RawEntries) -> Vec<(StreamId, String)> {
 /// Entries read per round trip.
 pub const READ_BATCH: usize = 1000;
 
-/// Entries of `key` after `after` (excluded) and before `until` (excluded; None: to the
-/// end), at most `READ_BATCH`, oldest first.
+/// XRANGE of `key` after `after` (excluded) and before `until` (excluded; None: to the
+/// end), at most `READ_BATCH` entries.
+pub fn range(key: &str, after: StreamId, until: Option<StreamId>) -> redis::Cmd {
+    let end = until.map_or_else(|| "+".to_owned(), |id| format!("({id}"));
+    let mut command = redis::cmd("XRANGE");
+    command
+        .arg(key)
+        .arg(format!("({after}"))
+        .arg(end)
+        .arg("COUNT")
+        .arg(READ_BATCH);
+    command
+}
+
+/// The entries `range` selects, oldest first.
 pub async fn read(
     link: &Link,
     key: &str,
     after: StreamId,
     until: Option<StreamId>,
 ) -> Result<Vec<(StreamId, String)>, String> {
-    let end = until.map_or_else(|| "+".to_owned(), |id| format!("({id}"));
     let raw: RawEntries = link
-        .bounded(
-            redis::cmd("XRANGE")
-                .arg(key)
-                .arg(format!("({after}"))
-                .arg(end)
-                .arg("COUNT")
-                .arg(READ_BATCH)
-                .query_async(&mut link.redis.get()),
-        )
+        .bounded(range(key, after, until).query_async(&mut link.redis.get()))
         .await?;
     Ok(entries(raw))
 }

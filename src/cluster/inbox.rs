@@ -348,12 +348,11 @@ impl Inbox {
         for batch in channels.chunks(CATCH_UP_BATCH) {
             let mut pipe = redis::pipe();
             for (channel, after) in batch {
-                pipe.cmd("XRANGE")
-                    .arg(self.link.keys.history_of(channel))
-                    .arg(format!("({after}"))
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(history::READ_BATCH);
+                pipe.add_command(history::range(
+                    &self.link.keys.history_of(channel),
+                    *after,
+                    None,
+                ));
             }
             let answers: Vec<RawEntries> = match self
                 .link

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use parking_lot::Mutex;
 
 use super::Link;
-use super::history::StreamId;
+use super::history::{RawEntries, StreamId};
 
 /// Entries the log keeps (trimmed approximately): a node away for longer than this many
 /// revocations checks its linked tokens one by one instead.
@@ -115,7 +115,7 @@ impl RevocationLog {
         let mut caught = Caught::default();
         // The oldest entry still held: newer than the offset, entries may have been trimmed
         // away; none at all, the log itself went (Redis emptied).
-        let oldest: Vec<(String, Vec<(String, String)>)> = link
+        let oldest: RawEntries = link
             .bounded(
                 redis::cmd("XRANGE")
                     .arg(link.keys.revocations())
@@ -136,7 +136,7 @@ impl RevocationLog {
             Some((id, _)) => caught.gap = newer(id, &offset),
         }
         loop {
-            let entries: Vec<(String, Vec<(String, String)>)> = link
+            let entries: RawEntries = link
                 .bounded(
                     redis::cmd("XRANGE")
                         .arg(link.keys.revocations())
