@@ -16,6 +16,7 @@ use prometheus_client::registry::Registry;
 pub use crate::cluster::BusCounters;
 use crate::realtime::RealtimeCounters;
 use crate::realtime::sessions::ExpiryCounters;
+use crate::storage::hot::CacheCounters;
 
 /// The content type of `/metrics`.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -56,6 +57,14 @@ pub struct ActionLabels {
 pub struct ReasonLabels {
     /// "expiry" or "revocation".
     pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// "tokens" or "users" (`storage::hot`).
+    pub cache: &'static str,
+    /// "hit" or "miss".
+    pub outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -116,6 +125,8 @@ pub struct Metrics {
     bus_up: Gauge,
     bus_waiting: Gauge,
     store_lost: Gauge,
+    cache_lookups: Family<CacheLabels, Counter>,
+    cache_flushes: Counter,
     nodes_alive: Gauge,
     /// Totals for the cluster's dashboard (`cluster:metrics`), which reads them directly.
     requests_answered: AtomicU64,
@@ -154,6 +165,8 @@ impl Metrics {
             bus_up: Gauge::default(),
             bus_waiting: Gauge::default(),
             store_lost: Gauge::default(),
+            cache_lookups: Family::default(),
+            cache_flushes: Counter::default(),
             nodes_alive: Gauge::default(),
             requests_answered: AtomicU64::new(0),
             closes_by_code: Default::default(),
@@ -246,11 +259,37 @@ impl Metrics {
             m.store_lost.clone(),
         );
         r.register(
+            "cache_lookups",
+            "Lookups of this node's caches of verified tokens and of users, by cache and outcome (hit: no store round trip; miss: read from the store)",
+            m.cache_lookups.clone(),
+        );
+        r.register(
+            "cache_flushes",
+            "Times a cache was emptied at once: the security version or the store changed, or revocations may have been missed",
+            m.cache_flushes.clone(),
+        );
+        r.register(
             "cluster_nodes_alive",
             "Live nodes of the cluster, this one included",
             m.nodes_alive.clone(),
         );
         Metrics { registry, ..m }
+    }
+
+    /// The counters of the store's caches (`storage::hot`).
+    pub fn cache_counters(&self) -> CacheCounters {
+        let lookup = |cache, outcome| {
+            self.cache_lookups
+                .get_or_create(&CacheLabels { cache, outcome })
+                .clone()
+        };
+        CacheCounters {
+            token_hits: lookup("tokens", "hit"),
+            token_misses: lookup("tokens", "miss"),
+            user_hits: lookup("users", "hit"),
+            user_misses: lookup("users", "miss"),
+            flushes: self.cache_flushes.clone(),
+        }
     }
 
     /// The counters the cluster's bus updates (they stay at 0 without a cluster).

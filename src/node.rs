@@ -8,7 +8,7 @@ use std::time::Instant;
 use regex::Regex;
 
 use crate::auth::throttle::LoginThrottle;
-use crate::cluster::Bus;
+use crate::cluster::{Bus, BusMessage, RoomState, Upstream};
 use crate::config::Settings;
 use crate::delivery::Connections;
 use crate::metrics::{Gauges, Metrics, NodeFigures};
@@ -123,6 +123,35 @@ impl Node {
     /// and on the others, gets `TokenExpired` and loses its subscriptions.
     pub fn revoke(&self, tokens: Vec<String>) {
         self.realtime.revoke(tokens);
+    }
+}
+
+/// What the bus hands up: realtime traffic goes to the realtime service; revocations and
+/// security changes also to the store's caches, so that no node keeps accepting what
+/// another revoked or changed.
+impl Upstream for Node {
+    fn receive(&self, message: BusMessage) {
+        match message {
+            BusMessage::Security { version, .. } => self.store.note_security_version(version),
+            BusMessage::Revoke { ref tokens, .. } => {
+                self.store.forget_tokens(tokens);
+                self.realtime.receive(message);
+            }
+            message => self.realtime.receive(message),
+        }
+    }
+
+    fn room(&self, room_id: &str) -> Option<RoomState> {
+        self.realtime.room(room_id)
+    }
+
+    fn rooms(&self) -> Vec<Arc<str>> {
+        self.realtime.rooms()
+    }
+
+    fn recheck_tokens(&self) {
+        self.store.forget_all_tokens();
+        self.realtime.recheck_tokens();
     }
 }
 

@@ -23,6 +23,7 @@ use crate::realtime::Realtime;
 use crate::realtime::service::room_key;
 use crate::security::bootstrap::bootstrap;
 use crate::storage::Store;
+use crate::storage::marker::StoreMarker;
 
 /// A node that is serving.
 pub struct RunningNode {
@@ -50,6 +51,17 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
     let bus = crate::cluster::connect(&settings, metrics.bus_counters())
         .await
         .map_err(|e| io::Error::other(format!("[CLUSTER] {e}")))?;
+    store.count_with(metrics.cache_counters());
+    store.expect_confirmations(Duration::from_millis(settings.cluster.heartbeat));
+    let announcer = bus.clone();
+    store.on_security_change(Box::new(move |version| {
+        // Refused (counted) only when the retain queue is full: the others then learn the
+        // version at their next heartbeat.
+        let _ = announcer.send(crate::cluster::BusMessage::Security {
+            node: announcer.node_id().to_string(),
+            version,
+        });
+    }));
     let realtime = Realtime::new(
         bus.clone(),
         &settings.limits,
@@ -133,7 +145,7 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
     let metrics_listener = metrics_listener(&node, metrics_data)?;
     // Bound, but accepting nobody yet: the cluster is joined first, so that no request
     // finds it half started.
-    let upstream: Arc<dyn Upstream> = node.realtime.clone();
+    let upstream: Arc<dyn Upstream> = node.clone();
     let store_state = crate::cluster::StoreState {
         secret: node.secret.clone(),
         marker: serde_json::to_string(&ready.marker).unwrap_or_default(),
@@ -147,7 +159,7 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
     }
     node.realtime
         .set_token_check(token_check(Arc::downgrade(&node)));
-    watch_for_a_lost_store(
+    watch_the_store(
         &node,
         Duration::from_millis(node.settings.cluster.heartbeat),
     );
@@ -193,12 +205,11 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
     })
 }
 
-/// Linked tokens checked against the store (all at once, so over Redis they are
-/// pipelined): those it no longer holds were revoked. A store that does not answer
-/// revokes nothing.
-/// Reads the store's security counter every `every` on a shared store, so that a store
-/// emptied behind the cluster's back shows (`kuzzle_store_lost`) without any request.
-fn watch_for_a_lost_store(node: &Arc<Node>, every: Duration) {
+/// Reads the store's security counter every `every` on a shared store: the caches' safety
+/// net (`Store::confirm`: a security change whose bus message was lost, a store replaced),
+/// and a store emptied behind the cluster's back shows (`kuzzle_store_lost`) without any
+/// request.
+fn watch_the_store(node: &Arc<Node>, every: Duration) {
     if node.store.backend() != crate::config::StorageBackend::Redis {
         return;
     }
@@ -212,7 +223,12 @@ fn watch_for_a_lost_store(node: &Arc<Node>, every: Duration) {
                 return;
             };
             let was_lost = node.store.is_lost();
-            let _ = node.store.security_version().await;
+            let epoch = node
+                .bus
+                .store_marker()
+                .and_then(|text| serde_json::from_str::<StoreMarker>(&text).ok())
+                .map(|marker| marker.epoch);
+            let _ = node.store.confirm(epoch.as_deref()).await;
             if node.store.is_lost() != was_lost {
                 if was_lost {
                     log::warn!("[STORAGE] the store has its data again");
@@ -226,6 +242,9 @@ fn watch_for_a_lost_store(node: &Arc<Node>, every: Duration) {
     });
 }
 
+/// Linked tokens checked against the store (all at once, so over Redis they are
+/// pipelined): those it no longer holds were revoked. A store that does not answer
+/// revokes nothing.
 fn token_check(node: std::sync::Weak<Node>) -> crate::realtime::service::TokenCheck {
     Box::new(move |tokens| {
         let node = node.clone();

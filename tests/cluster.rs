@@ -860,28 +860,48 @@ async fn a_request_refused_for_its_token_ends_the_socket_link() {
     assert_eq!(redis_cli(&redis, &["DEL", &key]).trim(), "1");
     assert!(received_before_now(&mut linked).await.is_empty());
     assert_eq!(count(node.addr, &room).await, 1, "still subscribed");
-    // The next request with that token is refused, and the link ends with it (the
+    // The node's cache vouches for the token for one heartbeat at most after it read it
+    // (storage::hot): a request after that is refused, and the link ends with it (the
     // notification and the answer may come in either order).
-    linked
-        .send_json(
-            &json!({"controller": "server", "action": "now", "jwt": user_jwt,
-            "requestId": "refused"}),
-        )
-        .await;
+    let deadline = Instant::now() + WAIT;
     let (mut answered, mut expired) = (false, false);
-    while !(answered && expired) {
-        let message = linked.next_json().await;
-        if message["requestId"] == "refused" {
-            assert_eq!(
-                message["error"]["id"], "security.token.invalid",
-                "{message}"
-            );
-            answered = true;
-        } else {
+    for attempt in 0.. {
+        assert!(
+            Instant::now() < deadline,
+            "the vanished token is still accepted"
+        );
+        let id = format!("r{attempt}");
+        linked
+            .send_json(
+                &json!({"controller": "server", "action": "now", "jwt": user_jwt,
+                "requestId": id}),
+            )
+            .await;
+        loop {
+            let message = linked.next_json().await;
+            if message["requestId"] == id.as_str() {
+                if message["status"] != 200 {
+                    assert_eq!(
+                        message["error"]["id"], "security.token.invalid",
+                        "{message}"
+                    );
+                    answered = true;
+                }
+                break;
+            }
             assert_eq!(message["type"], "TokenExpired", "{message}");
             assert!(!expired, "TokenExpired once");
             expired = true;
         }
+        if answered {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(HEARTBEAT_MS / 6)).await;
+    }
+    while !expired {
+        let message = linked.next_json().await;
+        assert_eq!(message["type"], "TokenExpired", "{message}");
+        expired = true;
     }
     poll(|| async { count(node.addr, &room).await == 0 }).await;
     assert!(received_before_now(&mut linked).await.is_empty(), "once");
@@ -1357,4 +1377,87 @@ async fn a_long_freeze_loses_nothing_either_way() {
     .await;
     wait_log(&n2, "pub/sub connection back").await;
     assert_eq!(bus_figures(n2.addr).await["missed"], 0);
+}
+
+/// A role that may only call `server:now` and `auth:logout`, a profile of it, and `u1`
+/// moved to it by `jwt` on `addr`.
+async fn limit_u1(addr: SocketAddr, jwt: &str) {
+    for request in [
+        json!({"controller": "security", "action": "createOrReplaceRole", "_id": "limited",
+            "jwt": jwt, "body": {"controllers": {"server": {"actions": {"now": true}},
+            "auth": {"actions": {"logout": true}}}}}),
+        json!({"controller": "security", "action": "createOrReplaceProfile", "_id": "limited",
+            "jwt": jwt, "body": {"policies": [{"roleId": "limited"}]}}),
+        json!({"controller": "security", "action": "updateUser", "_id": "u1", "jwt": jwt,
+            "body": {"profileIds": ["limited"]}}),
+    ] {
+        let res = call(addr, request).await;
+        assert_eq!(res["status"], 200, "{res}");
+    }
+}
+
+/// Two nodes whose heartbeat is a minute: what the second learns within `WAIT` it learnt
+/// from the first's bus messages, not from its caches' safety net (one heartbeat).
+#[actix_rt::test]
+async fn a_change_on_one_node_reaches_the_others_caches_by_message() {
+    let redis = RedisServer::start();
+    let slow = [("kuzzle_cluster__heartbeat", "60000")];
+    let (n1, n2) = (spawn_node(&redis, &slow), spawn_node(&redis, &slow));
+    poll(|| async { status(n2.addr).await["activeNodes"] == 2 }).await;
+    let (_admin, tokens) = users(n1.addr).await;
+    let (admin_jwt, user_jwt) = tokens.split_once(' ').unwrap();
+    let get_user = json!({"controller": "security", "action": "getUser", "_id": "root",
+        "jwt": user_jwt});
+    // Node 2 reads u1's token and user once, and keeps them.
+    for _ in 0..3 {
+        let res = call(n2.addr, get_user.clone()).await;
+        assert_eq!(res["status"], 200, "{res}");
+    }
+    // u1 loses its rights on node 1: node 2 refuses u1 too.
+    limit_u1(n1.addr, admin_jwt).await;
+    poll(|| async { call(n2.addr, get_user.clone()).await["status"] == 403 }).await;
+    let now = json!({"controller": "server", "action": "now", "jwt": user_jwt});
+    assert_eq!(call(n2.addr, now.clone()).await["status"], 200);
+    // u1's token revoked on node 1: node 2 refuses it.
+    let res = call(
+        n1.addr,
+        json!({"controller": "auth", "action": "logout", "jwt": user_jwt}),
+    )
+    .await;
+    assert_eq!(res["status"], 200, "{res}");
+    poll(|| async { call(n2.addr, now.clone()).await["error"]["id"] == "security.token.invalid" })
+        .await;
+}
+
+/// What a lost bus message would have said (the store changed behind the node's back):
+/// the node applies it within a heartbeat, from its caches' safety net.
+#[actix_rt::test]
+async fn a_change_whose_message_was_lost_applies_within_a_heartbeat() {
+    let redis = RedisServer::start();
+    let node = spawn_node(&redis, &[]);
+    let (_admin, tokens) = users(node.addr).await;
+    let (admin_jwt, user_jwt) = tokens.split_once(' ').unwrap();
+    let res = call(
+        node.addr,
+        json!({"controller": "security", "action": "getUser", "_id": "u1", "jwt": admin_jwt}),
+    )
+    .await;
+    let mut user = res["result"]["_source"].clone();
+    limit_u1(node.addr, admin_jwt).await;
+    // u1 has every right again in the store, and the version moves on, without a message.
+    user["profileIds"] = json!(["admin"]);
+    redis_cli(&redis, &["SET", "krt/users/u1", &user.to_string()]);
+    redis_cli(&redis, &["INCR", "krt/security-version"]);
+    let get_user = json!({"controller": "security", "action": "getUser", "_id": "root",
+        "jwt": user_jwt});
+    poll(|| async { call(node.addr, get_user.clone()).await["status"] == 200 }).await;
+    // The token vanishes from the store without a message: refused within a heartbeat.
+    assert_eq!(
+        redis_cli(&redis, &["DEL", &format!("krt/tokens/{user_jwt}")]).trim(),
+        "1"
+    );
+    poll(|| async {
+        call(node.addr, get_user.clone()).await["error"]["id"] == "security.token.invalid"
+    })
+    .await;
 }

@@ -175,6 +175,57 @@ async fn token_expiry_and_revocation_are_told_apart() {
 }
 
 #[actix_rt::test]
+async fn a_token_and_its_user_are_read_once_then_served_from_the_cache() {
+    let node = start_node(|_| {}).await;
+    let (_admin, _) = admin_session_with(&node, false).await;
+    let mut ws = Ws::connect(node.addr).await;
+    let res = ws
+        .request(
+            json!({"controller":"auth","action":"login","strategy":"local",
+            "body":{"username":"root","password":"toor"}}),
+        )
+        .await;
+    let jwt = res["result"]["jwt"].as_str().unwrap().to_owned();
+    let series = |cache: &str, outcome: &str| {
+        format!("kuzzle_cache_lookups_total{{cache=\"{cache}\",outcome=\"{outcome}\"}}")
+    };
+    let figures = |text: &str| {
+        [
+            ("tokens", "hit"),
+            ("tokens", "miss"),
+            ("users", "hit"),
+            ("users", "miss"),
+        ]
+        .map(|(cache, outcome)| value(text, &series(cache, outcome)).unwrap_or(0.0))
+    };
+    // The metrics are scraped anonymously: the scrapes look nothing up.
+    let before = figures(&scrape_at(node.addr).await.2);
+    for _ in 0..3 {
+        let res = ws
+            .request(json!({"controller":"server","action":"now","jwt": jwt}))
+            .await;
+        assert_eq!(res["status"], 200, "{res}");
+    }
+    let after = figures(&scrape_at(node.addr).await.2);
+    let moved: Vec<f64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    assert_eq!(
+        moved,
+        [2.0, 1.0, 2.0, 1.0],
+        "token hit, miss; user hit, miss"
+    );
+    // Logged out: the cache forgot the token, and the store refuses it.
+    let res = ws
+        .request(json!({"controller":"auth","action":"logout","jwt": jwt}))
+        .await;
+    assert_eq!(res["status"], 200, "{res}");
+    let res = Ws::connect(node.addr)
+        .await
+        .request(json!({"controller":"server","action":"now","jwt": jwt}))
+        .await;
+    assert_eq!(res["error"]["id"], "security.token.invalid", "{res}");
+}
+
+#[actix_rt::test]
 async fn metrics_can_be_disabled_or_moved_to_their_own_listener() {
     let off = start_node(|s| s.http.metrics.enabled = false).await;
     let (status, _, text) = scrape_at(off.addr).await;

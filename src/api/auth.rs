@@ -241,7 +241,7 @@ pub async fn get_current_user(call: &Call<'_>) -> ActionResult {
         .map_err(store_read_error)?
         .is_some();
     Ok(Reply::Json(
-        json!({"_id": identity.kuid, "_source": user, "strategies": if has_login { json!(["local"]) } else { json!([]) }}),
+        json!({"_id": identity.kuid, "_source": user.as_ref(), "strategies": if has_login { json!(["local"]) } else { json!([]) }}),
     ))
 }
 

@@ -13,7 +13,7 @@ use crate::protocol::errors::{self, ApiError};
 use crate::protocol::{Request, now_ms};
 use crate::security::cache::Snapshot;
 use crate::security::model::{Profile, is_allowed, user_rate_limit};
-use crate::storage::{Kind, StoreError};
+use crate::storage::StoreError;
 
 pub const ANONYMOUS: &str = "-1";
 
@@ -23,7 +23,7 @@ pub struct Identity {
     pub kuid: String,
     pub profile_ids: Vec<String>,
     /// The stored user; None for anonymous.
-    pub user: Option<Value>,
+    pub user: Option<Arc<Value>>,
     /// The verified token; None for anonymous.
     pub token: Option<String>,
     /// When the token expires, in ms since the epoch (second precision); None if never.
@@ -64,23 +64,28 @@ pub fn algorithm(node: &Node) -> Algorithm {
     Algorithm::parse(node.settings.security.algorithm()).unwrap_or(Algorithm::Hs256)
 }
 
-/// Checks a token: signature and expiry (§5.4 steps 2–3), then the store (4–5).
+/// Checks a token: signature and expiry (§5.4 steps 2–3), then the store (4–5). A token
+/// this node verified before is answered from its cache (`storage::hot`).
 pub async fn verify_token(node: &Node, token: &str) -> Result<(String, Option<u64>), ApiError> {
+    if let Some((kuid, expires_at)) = node.store.cached_token(token) {
+        return Ok((kuid.to_string(), expires_at));
+    }
     let claims = token::verify(algorithm(node), node.secret.as_bytes(), token, now_ms()).map_err(
         |e| match e {
             TokenError::Invalid => ApiError::plain(errors::TOKEN_INVALID),
             TokenError::Expired => ApiError::plain(errors::TOKEN_EXPIRED),
         },
     )?;
-    let owner = node
+    let expires_at = claims.exp.map(|s| s * 1000);
+    let held = node
         .store
-        .token_owner(token)
+        .confirm_token(token, &claims.kuid, expires_at)
         .await
         .map_err(|e| ApiError::new(errors::TOKEN_VERIFICATION_ERROR, [e.to_string()]))?;
-    if owner.as_deref() != Some(claims.kuid.as_str()) {
+    if !held {
         return Err(ApiError::plain(errors::TOKEN_INVALID));
     }
-    Ok((claims.kuid, claims.exp.map(|s| s * 1000)))
+    Ok((claims.kuid, expires_at))
 }
 
 /// Steps 9 and 10: no token is anonymous; a token must verify and name a stored user.
@@ -91,7 +96,7 @@ pub async fn authenticate(node: &Node, token: Option<&str>) -> Result<Identity, 
     let (kuid, expires_at) = verify_token(node, token).await?;
     let user = node
         .store
-        .get(Kind::User, &kuid)
+        .request_user(&kuid)
         .await
         .map_err(store_read_error)?
         .ok_or_else(|| ApiError::new(errors::USER_NOT_FOUND, [kuid.as_str()]))?;

@@ -411,6 +411,17 @@ pub(crate) fn link_connection(
     expires_at: Option<u64>,
 ) {
     let Some(outbox) = &caller.outbox else { return };
+    // Linked already: the registry knows (every way it ends a link also fails the token's
+    // next request, or clears `linked`), and telling it again would cost a message per
+    // request.
+    if caller
+        .linked
+        .borrow()
+        .as_ref()
+        .is_some_and(|linked| linked.token == token)
+    {
+        return;
+    }
     *caller.linked.borrow_mut() = Some(LinkedToken {
         token: token.to_owned(),
         kuid: kuid.to_owned(),

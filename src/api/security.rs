@@ -153,10 +153,6 @@ pub async fn create_first_admin(call: &Call<'_>) -> ActionResult {
                     .map_err(store_write_error)?;
             }
         }
-        store
-            .bump_security_version()
-            .await
-            .map_err(store_write_error)?;
     }
     Ok(Reply::Json(json!({"_id": kuid, "_source": source})))
 }
@@ -467,10 +463,6 @@ async fn save_security_document(
         .put(kind, id, source)
         .await
         .map_err(store_write_error)?;
-    store
-        .bump_security_version()
-        .await
-        .map_err(store_write_error)?;
     Ok(())
 }
 
@@ -544,10 +536,6 @@ pub async fn delete_role(call: &Call<'_>) -> ActionResult {
     }
     store
         .delete(Kind::Role, &id)
-        .await
-        .map_err(store_write_error)?;
-    store
-        .bump_security_version()
         .await
         .map_err(store_write_error)?;
     Ok(Reply::Json(json!({"_id": id})))
@@ -650,10 +638,6 @@ pub async fn delete_profile(call: &Call<'_>) -> ActionResult {
     }
     store
         .delete(Kind::Profile, &id)
-        .await
-        .map_err(store_write_error)?;
-    store
-        .bump_security_version()
         .await
         .map_err(store_write_error)?;
     Ok(Reply::Json(json!({"_id": id})))

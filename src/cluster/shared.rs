@@ -392,7 +392,9 @@ impl Bus for SharedBus {
                 let history = self.link.keys.history_of(&channel);
                 (channel, Some(history))
             }
-            BusMessage::Revoke { .. } => (self.link.keys.sessions_channel(), None),
+            BusMessage::Revoke { .. } | BusMessage::Security { .. } => {
+                (self.link.keys.sessions_channel(), None)
+            }
         };
         let json = match serde_json::to_string(&message) {
             Ok(json) => json,

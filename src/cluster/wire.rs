@@ -79,6 +79,9 @@ pub enum BusMessage {
     },
     /// Tokens revoked on `node`: the others end their connections linked to them.
     Revoke { node: String, tokens: Vec<String> },
+    /// Users, roles or profiles changed on `node`: the others' caches learn the store's new
+    /// security version (a node that misses it reads the version at its next heartbeat).
+    Security { node: String, version: u64 },
 }
 
 impl BusMessage {
@@ -86,7 +89,8 @@ impl BusMessage {
         match self {
             BusMessage::Document { node, .. }
             | BusMessage::Presence { node, .. }
-            | BusMessage::Revoke { node, .. } => node,
+            | BusMessage::Revoke { node, .. }
+            | BusMessage::Security { node, .. } => node,
         }
     }
 }

@@ -548,6 +548,8 @@ impl Upstream for Realtime {
                 self.hub.announce(&presence, count, &node);
             }
             BusMessage::Revoke { tokens, .. } => self.sessions.do_send(Revoke { tokens }),
+            // The store's caches' business (`Node` hands it to them).
+            BusMessage::Security { .. } => {}
         }
     }
 

@@ -1,6 +1,8 @@
 //! Roles and profiles as this node last read them. Every request asks the store for its
-//! security version (free on the embedded store, one GET on Redis) and reloads when it
-//! changed, so a change applies on every node to requests that start after it.
+//! security version (free on the embedded store; on Redis the one this node last learnt,
+//! `storage::hot`) and reloads when it changed, so a change applies on this node to requests
+//! that start after it, and on the others once they learn it (their bus message, or their
+//! next heartbeat).
 //! The bootstrap reads a first snapshot before the node serves. While the store is down,
 //! the last snapshot serves without asking it, but for a probe now and then.
 
@@ -65,7 +67,7 @@ impl SecurityCache {
         {
             return Ok(snapshot.clone());
         }
-        let mut version = store.security_version().await;
+        let mut version = store.request_security_version().await;
         if version.as_ref().is_ok_and(|v| *v == NO_VERSION)
             && !self.admin_was_created()
             && store.marker().await?.is_some_and(|m| !m.admin_created)

@@ -181,6 +181,29 @@ impl EmbeddedStore {
         .await
     }
 
+    /// The owner of a live token and when it expires (ms since the epoch; None if never).
+    pub async fn token_life(&self, token: &str) -> StoreResult<Option<(String, Option<u64>)>> {
+        let token = token.to_owned();
+        self.run(move |db| {
+            let tx = db.begin_read().map_err(failed)?;
+            let table = match tx.open_table(TOKENS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(failed(e)),
+            };
+            let Some(entry) = table.get(token.as_str()).map_err(failed)? else {
+                return Ok(None);
+            };
+            let (kuid, expires) = entry.value();
+            Ok(match expires {
+                0 => Some((kuid.to_owned(), None)),
+                at if at > now_ms() => Some((kuid.to_owned(), Some(at))),
+                _ => None,
+            })
+        })
+        .await
+    }
+
     pub async fn delete_token(&self, token: &str) -> StoreResult<()> {
         let token = token.to_owned();
         self.write(move |tx| {

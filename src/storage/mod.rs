@@ -4,11 +4,12 @@
 
 mod credentials;
 mod embedded;
+pub mod hot;
 pub mod marker;
 pub mod redis_store;
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -17,6 +18,7 @@ use crate::config::{StorageBackend, StorageSettings};
 
 pub use credentials::LocalCredential;
 pub use embedded::EmbeddedStore;
+use hot::HotCache;
 pub use redis_store::RedisStore;
 
 /// The security version of a Redis store without its counter (a store set up by this server
@@ -38,6 +40,12 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Users, roles and profiles: what a request's rights are made of. Every write of one
+    /// bumps the security version.
+    pub fn is_security(self) -> bool {
+        matches!(self, Kind::User | Kind::Role | Kind::Profile)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kind::User => "users",
@@ -86,7 +94,14 @@ pub struct Store {
     /// The store answered without its security counter at the last read: it lost its
     /// data (emptied behind the cluster's back), until a backup is restored.
     lost: AtomicBool,
+    /// What a request's hot path reads, kept per node (`hot.rs`).
+    hot: HotCache,
+    /// Told of every security version this node bumps (the bus tells the other nodes).
+    on_security_change: OnceLock<SecurityHook>,
 }
+
+/// What `Store::on_security_change` calls with the new version.
+pub type SecurityHook = Box<dyn Fn(u64) + Send + Sync>;
 
 /// Whether the store answered its last call; a change is logged once, not per call.
 #[derive(Default)]
@@ -143,17 +158,26 @@ macro_rules! each_backend {
 impl Store {
     /// Opens the configured backend; an error here stops the node's start.
     pub async fn open(settings: &StorageSettings) -> StoreResult<Store> {
-        let backend = match settings.backend {
-            StorageBackend::Embedded => {
-                Backend::Embedded(EmbeddedStore::open(&settings.path).await?)
-            }
-            StorageBackend::Redis => Backend::Redis(Box::new(RedisStore::open(settings).await?)),
+        let timeout = Duration::from_millis(settings.command_timeout);
+        let (backend, hot) = match settings.backend {
+            StorageBackend::Embedded => (
+                Backend::Embedded(EmbeddedStore::open(&settings.path).await?),
+                HotCache::new(None),
+            ),
+            StorageBackend::Redis => (
+                Backend::Redis(Box::new(RedisStore::open(settings).await?)),
+                // Trusted once the heartbeat confirms it (`confirm`); the cluster's default
+                // heartbeat until told otherwise (`expect_confirmations`).
+                HotCache::new(Some(Duration::from_secs(4) + timeout)),
+            ),
         };
         Ok(Store {
             backend,
-            timeout: Duration::from_millis(settings.command_timeout),
+            timeout,
             health: Health::default(),
             lost: AtomicBool::new(false),
+            hot,
+            on_security_change: OnceLock::new(),
         })
     }
 
@@ -216,17 +240,34 @@ impl Store {
     }
 
     pub async fn put(&self, kind: Kind, id: &str, value: &Value) -> StoreResult<()> {
-        each_backend!(self, s => s.put(kind, id, value).await)
+        each_backend!(self, s => s.put(kind, id, value).await)?;
+        self.changed(kind, id, true).await
     }
 
     /// Stores only when `id` is free; false when it was taken.
     pub async fn insert_new(&self, kind: Kind, id: &str, value: &Value) -> StoreResult<bool> {
-        each_backend!(self, s => s.insert_new(kind, id, value).await)
+        let inserted = each_backend!(self, s => s.insert_new(kind, id, value).await)?;
+        self.changed(kind, id, inserted).await?;
+        Ok(inserted)
     }
 
     /// False when there was nothing to delete.
     pub async fn delete(&self, kind: Kind, id: &str) -> StoreResult<bool> {
-        each_backend!(self, s => s.delete(kind, id).await)
+        let deleted = each_backend!(self, s => s.delete(kind, id).await)?;
+        self.changed(kind, id, deleted).await?;
+        Ok(deleted)
+    }
+
+    /// After a write: a user, role or profile written bumps the security version, so that
+    /// every node's caches learn of it (this node's at once).
+    async fn changed(&self, kind: Kind, id: &str, written: bool) -> StoreResult<()> {
+        if !written || !kind.is_security() {
+            return Ok(());
+        }
+        if kind == Kind::User {
+            self.hot.forget_user(id);
+        }
+        self.bump_security_version().await.map(|_| ())
     }
 
     /// Every document of a kind, sorted by id.
@@ -243,7 +284,10 @@ impl Store {
         kuid: &str,
         ttl: Option<Duration>,
     ) -> StoreResult<()> {
-        each_backend!(self, s => s.put_token(token, kuid, ttl).await)
+        each_backend!(self, s => s.put_token(token, kuid, ttl).await)?;
+        // A token written again has a new life (a refreshed token's grace period).
+        self.hot.forget_tokens([&token.to_owned()]);
+        Ok(())
     }
 
     /// The user of a live token; None when revoked, expired or unknown.
@@ -251,8 +295,99 @@ impl Store {
         each_backend!(self, s => s.token_owner(token).await)
     }
 
+    /// A token this node verified, while its cache may vouch for it (`hot.rs`): its owner
+    /// and expiry (ms since the epoch, None if never). No store round trip.
+    pub fn cached_token(&self, token: &str) -> Option<(Arc<str>, Option<u64>)> {
+        self.hot.token(token, crate::protocol::now_ms())
+    }
+
+    /// Whether the store holds `token` as `kuid`'s, for a request that verified its
+    /// signature and expiry (`expires_at`): kept when it does, so that the token's next
+    /// requests cost no round trip (`cached_token`).
+    pub async fn confirm_token(
+        &self,
+        token: &str,
+        kuid: &str,
+        expires_at: Option<u64>,
+    ) -> StoreResult<bool> {
+        let now = crate::protocol::now_ms();
+        let generation = self.hot.generation();
+        let Some((owner, forgotten_at)) = each_backend!(self, s => s.token_life(token).await)?
+        else {
+            return Ok(false);
+        };
+        if owner != kuid {
+            return Ok(false);
+        }
+        self.hot.keep_token(
+            token,
+            Arc::from(owner),
+            expires_at,
+            forgotten_at,
+            now,
+            generation,
+        );
+        Ok(true)
+    }
+
+    /// A user for a request: from this node's cache when it holds it, read and kept
+    /// otherwise.
+    pub async fn request_user(&self, kuid: &str) -> StoreResult<Option<Arc<Value>>> {
+        let now = crate::protocol::now_ms();
+        if let Some(user) = self.hot.user(kuid, now) {
+            return Ok(Some(user));
+        }
+        let generation = self.hot.generation();
+        let user = self.get(Kind::User, kuid).await?.map(Arc::new);
+        if let Some(user) = &user {
+            self.hot.keep_user(kuid, user.clone(), now, generation);
+        }
+        Ok(user)
+    }
+
     pub async fn delete_token(&self, token: &str) -> StoreResult<()> {
-        each_backend!(self, s => s.delete_token(token).await)
+        each_backend!(self, s => s.delete_token(token).await)?;
+        self.hot.forget_tokens([&token.to_owned()]);
+        Ok(())
+    }
+
+    /// Tokens another node revoked: this node's cache forgets them.
+    pub fn forget_tokens(&self, tokens: &[String]) {
+        self.hot.forget_tokens(tokens);
+    }
+
+    /// Revocations may have been missed: every token is read from the store again.
+    pub fn forget_all_tokens(&self) {
+        self.hot.forget_all_tokens();
+    }
+
+    /// Another node changed users, roles or profiles (its "security changed" message).
+    pub fn note_security_version(&self, version: u64) {
+        self.hot.note_version(version);
+    }
+
+    /// The heartbeat's safety net: reads the security version (and with it whether the
+    /// store lost its data), compares it and the store's `epoch` with what the caches were
+    /// filled from, and keeps them trusted for a while longer.
+    pub async fn confirm(&self, epoch: Option<&str>) -> StoreResult<u64> {
+        let version = self.security_version().await?;
+        self.hot.confirm(version, epoch);
+        Ok(version)
+    }
+
+    /// A shared store's caches are confirmed every `heartbeat` (`confirm`).
+    pub fn expect_confirmations(&self, heartbeat: Duration) {
+        self.hot.expect_confirmations(heartbeat, self.timeout);
+    }
+
+    /// Counts cache lookups and flushes into `counters` (`kuzzle_cache_*`).
+    pub fn count_with(&self, counters: hot::CacheCounters) {
+        self.hot.count_with(counters);
+    }
+
+    /// Called with every security version this node bumps.
+    pub fn on_security_change(&self, hook: SecurityHook) {
+        let _ = self.on_security_change.set(hook);
     }
 
     /// The live tokens of a user.
@@ -278,6 +413,22 @@ impl Store {
         version
     }
 
+    /// The security version for a request: on a shared store, the one this node last
+    /// learnt (bumped here, announced by another node, or read by the heartbeat) while the
+    /// cache is trusted; read otherwise. Free on the embedded store.
+    pub async fn request_security_version(&self) -> StoreResult<u64> {
+        if let Backend::Redis(_) = self.backend
+            && let Some(version) = self.hot.version()
+        {
+            return Ok(version);
+        }
+        let version = self.security_version().await?;
+        if let Backend::Redis(_) = self.backend {
+            self.hot.note_version(version);
+        }
+        Ok(version)
+    }
+
     /// Whether the store lost its data, as of the last read of its security counter
     /// (`kuzzle_store_lost`, `server:healthCheck`).
     pub fn is_lost(&self) -> bool {
@@ -294,7 +445,12 @@ impl Store {
     }
 
     pub async fn bump_security_version(&self) -> StoreResult<u64> {
-        each_backend!(self, s => s.bump_security_version().await)
+        let version = each_backend!(self, s => s.bump_security_version().await)?;
+        self.hot.note_version(version);
+        if let Some(hook) = self.on_security_change.get() {
+            hook(version);
+        }
+        Ok(version)
     }
 
     /// A round trip to the store (healthCheck).

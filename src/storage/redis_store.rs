@@ -291,6 +291,26 @@ impl RedisStore {
             .map_err(classify)
     }
 
+    /// The owner of a live token and when Redis forgets it (ms since the epoch; None if
+    /// never): one round trip (GET and PTTL pipelined).
+    pub async fn token_life(&self, token: &str) -> StoreResult<Option<(String, Option<u64>)>> {
+        let key = self.token_key(token);
+        let (owner, ttl): (Option<String>, i64) = redis::pipe()
+            .get(&key)
+            .pttl(&key)
+            .query_async(&mut self.connection.get())
+            .await
+            .map_err(classify)?;
+        Ok(match (owner, ttl) {
+            (Some(owner), -1) => Some((owner, None)),
+            (Some(owner), ttl) if ttl >= 0 => {
+                Some((owner, Some(crate::protocol::now_ms() + ttl as u64)))
+            }
+            // Gone between the two reads (-2): expired or revoked just now.
+            _ => None,
+        })
+    }
+
     pub async fn delete_token(&self, token: &str) -> StoreResult<()> {
         let mut connection = self.connection.get();
         let owner: Option<String> = connection

@@ -209,14 +209,37 @@ impl Peer {
         }
     }
 
-    /// kuzzle-rt's `server:now`, for the request scenario.
-    pub async fn server_now(&mut self) -> Result<(), String> {
+    /// kuzzle-rt's `server:now`, for the request scenario: anonymous, or with `jwt`.
+    pub async fn server_now(&mut self, jwt: Option<&str>) -> Result<(), String> {
         let id = self.new_id("n");
-        self.send(&format!(
-            r#"{{"controller":"server","action":"now","requestId":"{id}"}}"#
-        ))
-        .await?;
+        let message = match jwt {
+            None => format!(r#"{{"controller":"server","action":"now","requestId":"{id}"}}"#),
+            Some(jwt) => json!({"controller": "server", "action": "now", "requestId": id,
+                "jwt": jwt})
+            .to_string(),
+        };
+        self.send(&message).await?;
         self.wait_reply(&format!("\"requestId\":\"{id}\"")).await
+    }
+
+    /// A kuzzle-rt request (`requestId` added) and its answer, refused unless 200.
+    pub async fn call(&mut self, mut request: Value) -> Result<Value, String> {
+        let id = self.new_id("c");
+        request["requestId"] = json!(id);
+        self.send(&request.to_string()).await?;
+        loop {
+            let text = self.next_text().await?;
+            let Ok(answer) = serde_json::from_str::<Value>(&text) else {
+                continue;
+            };
+            if answer["requestId"] != json!(id) {
+                continue;
+            }
+            if answer["status"] != json!(200) {
+                return Err(format!("{request} answered {answer}"));
+            }
+            return Ok(answer);
+        }
     }
 
     pub fn wire_bytes(&self) -> u64 {

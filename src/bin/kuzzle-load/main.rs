@@ -51,6 +51,8 @@ struct Args {
     pin: Option<String>,
     json: bool,
     cluster: bool,
+    identities: bool,
+    with_token: bool,
 }
 
 const HELP: &str =
@@ -101,6 +103,12 @@ Options:
   --cluster                start a redis-server and two nodes instead: the paced fan-out with
                            the publisher on the subscribers' node, then on the other node, the
                            Redis commands per publish, and what the bus's history holds
+  --with-token             the requests scenario with an administrator's token (the first
+                           administrator is created: the server's store must be new)
+  --identities             start a node on the embedded store and one on a redis-server of its
+                           own instead: the requests scenario on each, anonymous and with an
+                           administrator's token, in the order A B C D D C B A (rates are the
+                           means of the two passes), and the ratios between them
   -h, --help               this help
 
 Progress goes to stderr during long phases; the results go to stdout.";
@@ -134,6 +142,8 @@ fn parse_args() -> Result<Args, String> {
         pin: None,
         json: false,
         cluster: false,
+        identities: false,
+        with_token: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -199,6 +209,8 @@ fn parse_args() -> Result<Args, String> {
             "--compression" => args.compression = true,
             "--json" => args.json = true,
             "--cluster" => args.cluster = true,
+            "--identities" => args.identities = true,
+            "--with-token" => args.with_token = true,
             "-h" | "--help" => {
                 println!("{HELP}");
                 std::process::exit(0);
@@ -379,9 +391,13 @@ async fn measure(args: &Args, target: &Target) -> Result<Map<String, Value>, Str
         );
     }
     if wants("requests") && target.dialect == Dialect::Kuzzle {
+        let jwt = match args.with_token {
+            true => Some(scenarios::admin_token(target).await?),
+            false => None,
+        };
         results.insert(
             "requests".into(),
-            scenarios::requests(target, args.clients, args.requests).await?,
+            scenarios::requests(target, args.clients, args.requests, jwt.as_deref()).await?,
         );
     }
     if wants("fanout") || wants("burst") {
@@ -475,6 +491,71 @@ async fn measure_cluster(args: &Args) -> Result<Map<String, Value>, String> {
     Ok(results)
 }
 
+/// The requests scenario anonymous and with a token, on the embedded store and on Redis,
+/// each twice (A B C D D C B A: a drift of the machine weighs on all four alike).
+async fn measure_identities(args: &Args) -> Result<Map<String, Value>, String> {
+    let redis = RedisProcess::start()?;
+    let embedded = NodeProcess::start(args, &[])?;
+    let shared = NodeProcess::start(args, &redis.node_env())?;
+    let target = |node: &NodeProcess| Target {
+        addr: node.addr,
+        dialect: Dialect::Kuzzle,
+        compression: args.compression,
+        sources: sources(args.sources),
+        probe: node.probe(),
+    };
+    let (embedded, shared) = (target(&embedded), target(&shared));
+    let tokens = [
+        scenarios::admin_token(&embedded).await?,
+        scenarios::admin_token(&shared).await?,
+    ];
+    let cases = [
+        ("embedded_anonymous", &embedded, None),
+        ("embedded_token", &embedded, Some(tokens[0].as_str())),
+        ("redis_anonymous", &shared, None),
+        ("redis_token", &shared, Some(tokens[1].as_str())),
+    ];
+    // A short first pass of each, not counted: connections, caches and allocators warm.
+    for (name, target, jwt) in cases {
+        progress(&format!("identities: {name}, warming up"));
+        scenarios::requests(target, args.clients, args.requests / 10 + 1, jwt).await?;
+    }
+    let mut passes: Vec<Vec<Value>> = vec![Vec::new(); cases.len()];
+    for i in (0..cases.len()).chain((0..cases.len()).rev()) {
+        let (name, target, jwt) = cases[i];
+        progress(&format!("identities: {name}"));
+        passes[i].push(scenarios::requests(target, args.clients, args.requests, jwt).await?);
+    }
+    let mut results = Map::new();
+    let mut rates = Vec::new();
+    for ((name, ..), runs) in cases.iter().zip(passes) {
+        let mean = |field: &str| {
+            runs.iter().filter_map(|r| r[field].as_f64()).sum::<f64>() / runs.len() as f64
+        };
+        let rate = mean("per_second");
+        rates.push(rate);
+        results.insert(
+            (*name).into(),
+            json!({
+                "per_second": rate.round(),
+                "passes": runs.iter().map(|r| r["per_second"].clone()).collect::<Vec<_>>(),
+                "p50_ms": (mean("p50_ms") * 1000.0).round() / 1000.0,
+                "p99_ms": (mean("p99_ms") * 1000.0).round() / 1000.0,
+            }),
+        );
+    }
+    let ratio = |a: f64, b: f64| json!((a / b.max(1.0) * 100.0).round() / 100.0);
+    results.insert(
+        "ratios".into(),
+        json!({
+            "embedded_token_per_anonymous": ratio(rates[1], rates[0]),
+            "redis_token_per_anonymous": ratio(rates[3], rates[2]),
+            "redis_anonymous_per_embedded": ratio(rates[2], rates[0]),
+        }),
+    );
+    Ok(results)
+}
+
 /// The results as Markdown tables: one per scenario, its figures as columns.
 fn print_tables(heading: &str, results: &Map<String, Value>) {
     println!("# {heading}");
@@ -520,6 +601,15 @@ fn main() {
         }
     };
     let outcome = runtime.block_on(async {
+        if args.identities {
+            let results = measure_identities(&args).await?;
+            return Ok::<_, String>((
+                "kuzzle-load --identities: requests anonymous and with a token, embedded and Redis"
+                    .to_owned(),
+                results,
+                None,
+            ));
+        }
         if args.cluster {
             let results = measure_cluster(&args).await?;
             return Ok::<_, String>((

@@ -187,20 +187,32 @@ pub async fn idle(target: &Target, n: usize, release_wait: Duration) -> Result<V
     }))
 }
 
-/// kuzzle-rt only: `clients` sockets each sending `requests` `server:now` one after the other.
-pub async fn requests(target: &Target, clients: usize, requests: usize) -> Result<Value, String> {
+/// kuzzle-rt only: `clients` sockets each sending `requests` `server:now` one after the
+/// other, anonymous or with `jwt`.
+pub async fn requests(
+    target: &Target,
+    clients: usize,
+    requests: usize,
+    jwt: Option<&str>,
+) -> Result<Value, String> {
     let mut peers = Vec::with_capacity(clients);
     for i in 0..clients {
         peers.push(target.connect(i).await?);
     }
-    progress(&format!("{clients} clients x {requests} requests"));
+    let who = if jwt.is_some() {
+        "with a token"
+    } else {
+        "anonymous"
+    };
+    progress(&format!("{clients} clients x {requests} requests, {who}"));
     let started = Instant::now();
     let runs = peers.into_iter().map(|mut peer| {
+        let jwt = jwt.map(str::to_owned);
         tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(requests);
             for _ in 0..requests {
                 let sent = Instant::now();
-                peer.server_now().await?;
+                peer.server_now(jwt.as_deref()).await?;
                 latencies.push(sent.elapsed().as_micros() as u64);
             }
             Ok::<_, String>(latencies)
@@ -416,4 +428,26 @@ pub async fn churn(target: &Target, cycles: usize, per_cycle: usize) -> Result<V
         "rss_after_last_mib": mib(last),
         "growth_second_half_mib": ((last as f64 - half as f64) / 104857.6).round() / 10.0,
     }))
+}
+
+/// A token for the requests scenario: the first administrator is created (anonymous may,
+/// on a new store) and logs in.
+pub async fn admin_token(target: &Target) -> Result<String, String> {
+    let mut peer = target.connect(0).await?;
+    let credentials = json!({"username": "load-admin", "password": "load-password"});
+    peer.call(
+        json!({"controller": "security", "action": "createFirstAdmin",
+        "_id": "load-admin", "body": {"content": {}, "credentials": {"local": credentials}}}),
+    )
+    .await?;
+    let answer = peer
+        .call(
+            json!({"controller": "auth", "action": "login", "strategy": "local",
+            "body": credentials}),
+        )
+        .await?;
+    answer["result"]["jwt"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("login answered no jwt: {answer}"))
 }
