@@ -112,6 +112,14 @@ impl Connection {
         }
     }
 
+    /// Counts the socket among the node's open ones, as soon as its 101 is written (before
+    /// the actor first runs), so that a drain starting meanwhile closes it too.
+    pub fn register(&self) {
+        self.node
+            .connections
+            .insert(self.caller.connection_id.clone(), self.outbox.clone());
+    }
+
     fn peer(&self) -> String {
         self.caller
             .address
@@ -417,9 +425,6 @@ impl Actor for Connection {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.node
-            .connections
-            .insert(self.caller.connection_id.clone(), self.outbox.clone());
-        self.node
             .metrics
             .connections_accepted
             .get_or_create(&ProtocolLabels {
@@ -444,6 +449,10 @@ impl Actor for Connection {
         }
         if self.options.idle_timeout > 0 {
             self.idle_check(ctx);
+        }
+        // Registered after the drain closed every socket it knew: closed the same way.
+        if self.node.is_draining() {
+            self.close(close::GOING_AWAY, close::SHUTTING_DOWN, true);
         }
     }
 

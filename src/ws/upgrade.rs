@@ -115,6 +115,7 @@ fn start(stream: Arc<TcpStream>, read: bytes::BytesMut, accepted: AcceptedSocket
     .with_intake(intake);
     let outbox = Outbox::for_socket(stream, agreed.compression);
     let connection = Connection::new(node, outbox, address, origin, cookie);
+    connection.register();
     Connection::create(move |ctx| {
         ctx.add_stream(reader);
         connection
