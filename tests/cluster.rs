@@ -1461,3 +1461,46 @@ async fn a_change_whose_message_was_lost_applies_within_a_heartbeat() {
     })
     .await;
 }
+
+/// Calls of `command` (lowercase) Redis has run, scripts' included.
+fn redis_calls(redis: &RedisServer, command: &str) -> u64 {
+    let stats = redis_cli(redis, &["INFO", "commandstats"]);
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `realtime:list` reads the other nodes' rooms at most once a heartbeat, however often it
+/// is called, and shows a room another node opened within a heartbeat.
+#[actix_rt::test]
+async fn a_list_reads_the_other_nodes_rooms_at_most_once_a_heartbeat() {
+    let redis = RedisServer::start();
+    let [n1, _n2, n3] = three_nodes(&redis).await;
+    let list = json!({"controller": "realtime", "action": "list"});
+    let mut lister = Ws::connect(n3.addr).await;
+    let (before, started) = (redis_calls(&redis, "smembers"), Instant::now());
+    for _ in 0..30 {
+        let res = lister.request(list.clone()).await;
+        assert_eq!(res["status"], 200, "{res}");
+    }
+    // Each read of the census asks each of the 2 other nodes' room sets once.
+    let reads = (redis_calls(&redis, "smembers") - before) / 2;
+    let bound = started.elapsed().as_millis() as u64 / HEARTBEAT_MS + 1;
+    assert!(
+        reads <= bound,
+        "{reads} reads for 30 lists, at most {bound}"
+    );
+    // A room opened on node 1 shows on node 3 within a heartbeat.
+    let mut s1 = Ws::connect(n1.addr).await;
+    let room = subscribe(&mut s1, json!({"equals": {"listed": 1}}), "none").await;
+    let deadline = Instant::now() + WAIT;
+    while lister.request(list.clone()).await["result"]["i"]["c"][room.as_str()] != 1 {
+        assert!(Instant::now() < deadline, "the new room is never listed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A count, by contrast, is exact at once.
+    assert_eq!(count(n3.addr, &room).await, 1);
+}

@@ -125,8 +125,8 @@ impl Bus for Alone {
         Box::pin(ready(0))
     }
 
-    fn remote_rooms<'a>(&'a self, _: Vec<String>) -> LocalBoxFuture<'a, Vec<RemoteRoom>> {
-        Box::pin(ready(Vec::new()))
+    fn remote_rooms(&self) -> LocalBoxFuture<'_, Arc<Vec<RemoteRoom>>> {
+        Box::pin(ready(Arc::default()))
     }
 
     fn remote_room<'a>(

@@ -30,11 +30,6 @@ impl Keys {
         format!("{}node/{id}", self.prefix)
     }
 
-    /// What `node` is prefixed with (the scripts test a node's liveness with it).
-    pub fn node_prefix(&self) -> String {
-        format!("{}node/", self.prefix)
-    }
-
     /// A node's latest figures for the dashboard (JSON, refreshed every second).
     pub fn node_metrics(&self, id: &str) -> String {
         format!("{}metrics/{id}", self.prefix)

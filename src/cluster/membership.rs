@@ -323,6 +323,13 @@ pub async fn refresh_alive(cluster: &SharedBus, link: &Link) {
 }
 
 fn set_alive(cluster: &SharedBus, nodes: &[(NodeInfo, bool)]) {
+    cluster.rooms.set_dead(
+        nodes
+            .iter()
+            .filter(|(node, alive)| !alive && node.id != **cluster.node_id())
+            .map(|(node, _)| node.id.clone())
+            .collect(),
+    );
     let alive = nodes.iter().filter(|(_, alive)| *alive).count().max(1);
     let before = cluster.alive();
     cluster.set_alive(alive);

@@ -243,8 +243,9 @@ pub trait Bus: Send + Sync {
     /// The other nodes' count in a room, read now (falls back on the last write).
     fn remote_count<'a>(&'a self, room_id: &'a str) -> LocalBoxFuture<'a, usize>;
 
-    /// The rooms of the other nodes, and those of `local` they share, with their counts.
-    fn remote_rooms<'a>(&'a self, local: Vec<String>) -> LocalBoxFuture<'a, Vec<RemoteRoom>>;
+    /// The rooms of the other nodes with their counts, read at most once a heartbeat: a
+    /// call within a heartbeat of the last read gets what it read (`realtime:list`).
+    fn remote_rooms(&self) -> LocalBoxFuture<'_, Arc<Vec<RemoteRoom>>>;
 
     /// A room that exists on another node: its index, collection and filter.
     fn remote_room<'a>(

@@ -28,18 +28,20 @@ const BATCH: usize = 500;
 /// the room on that node wants user notifications, `u:<node>` → 1.
 ///
 /// KEYS[1]: this node's set of rooms; then, per room, its hash and its counts' hash.
-/// ARGV[1]: node id; ARGV[2]: prefix of the nodes' registration keys; then, per room,
-/// id, local count, whether it wants user notifications (1/0), index, collection, filter
-/// ("" when already written).
-/// Returns, per room, the count of the other live nodes and whether one of them wants
-/// user notifications (1/0).
+/// ARGV[1]: node id; ARGV[2]: how many nodes are known dead (`DEAD`), then their ids; then,
+/// per room, id, local count, whether it wants user notifications (1/0), index, collection,
+/// filter ("" when already written).
+/// Returns, per room, the count of the other nodes not known dead and whether one of them
+/// wants user notifications (1/0). The script touches only the keys it is given.
 const SYNC_SCRIPT: &str = r"
-local node, alive = ARGV[1], ARGV[2]
+local node = ARGV[1]
+local dead, skip = {}, tonumber(ARGV[2])
+for i = 1, skip do dead[ARGV[2 + i]] = true end
 local out = {}
 local rooms = (#KEYS - 1) / 2
 for i = 1, rooms do
   local info, counts = KEYS[2 * i], KEYS[2 * i + 1]
-  local a = 2 + (i - 1) * 6
+  local a = 2 + skip + (i - 1) * 6
   local room, count = ARGV[a + 1], tonumber(ARGV[a + 2])
   if count > 0 then
     redis.call('HSET', counts, node, count)
@@ -63,7 +65,7 @@ for i = 1, rooms do
     local field = fields[j]
     local owner = field
     if string.sub(field, 1, 2) == 'u:' then owner = string.sub(field, 3) end
-    if owner ~= node and redis.call('EXISTS', alive .. owner) == 1 then
+    if owner ~= node and not dead[owner] then
       if owner == field then remote = remote + tonumber(fields[j + 1]) else wants = 1 end
     end
   end
@@ -74,10 +76,13 @@ return out
 ";
 
 /// KEYS: per room, its hash and its counts' hash. ARGV[1]: node id (not counted);
-/// ARGV[2]: prefix of the registration keys. Returns, per room, index, collection and
-/// the count of the other live nodes (index "" for a room that does not exist).
+/// ARGV[2]: how many nodes are known dead, then their ids (not counted). Returns, per room,
+/// index, collection and the count of the other nodes (index "" for a room that does not
+/// exist).
 const READ_SCRIPT: &str = r"
-local node, alive = ARGV[1], ARGV[2]
+local node = ARGV[1]
+local dead = {}
+for i = 1, tonumber(ARGV[2]) do dead[ARGV[2 + i]] = true end
 local out = {}
 for i = 1, #KEYS / 2 do
   local place = redis.call('HMGET', KEYS[2 * i - 1], 'index', 'collection')
@@ -85,7 +90,7 @@ for i = 1, #KEYS / 2 do
   local fields = redis.call('HGETALL', KEYS[2 * i])
   for j = 1, #fields, 2 do
     local field = fields[j]
-    if field ~= node and string.sub(field, 1, 2) ~= 'u:' and redis.call('EXISTS', alive .. field) == 1 then
+    if field ~= node and string.sub(field, 1, 2) ~= 'u:' and not dead[field] then
       remote = remote + tonumber(fields[j + 1])
     end
   end
@@ -145,9 +150,14 @@ pub struct RoomSync {
     forget_script: Script,
     /// Set when the node leaves: nothing more is written.
     stopped: std::sync::atomic::AtomicBool,
+    /// Nodes of the roster whose registration had expired at the last heartbeat: their
+    /// counts are not counted (until an eviction removes them). A node the roster does not
+    /// list yet (it joined since) is counted.
+    dead: Mutex<Arc<[String]>>,
 }
 
 /// A room's place and cluster-wide count without this node, as read from Redis.
+#[derive(Clone)]
 pub struct RemoteRoom {
     pub room_id: String,
     pub index: String,
@@ -175,6 +185,21 @@ impl RoomSync {
             read_script: Script::new(READ_SCRIPT),
             forget_script: Script::new(FORGET_NODE_SCRIPT),
             stopped: std::sync::atomic::AtomicBool::new(false),
+            dead: Mutex::new(Arc::from([])),
+        }
+    }
+
+    /// The roster's nodes whose registration expired, as the last heartbeat read them.
+    pub fn set_dead(&self, nodes: Vec<String>) {
+        *self.dead.lock() = Arc::from(nodes);
+    }
+
+    /// The dead nodes as a script's arguments: their number, then their ids.
+    fn dead_args(&self, invocation: &mut redis::ScriptInvocation<'_>) {
+        let dead = self.dead.lock().clone();
+        invocation.arg(dead.len());
+        for node in dead.iter() {
+            invocation.arg(node);
         }
     }
 
@@ -281,10 +306,8 @@ impl RoomSync {
         rooms: &[Arc<str>],
     ) -> Result<(), String> {
         let mut invocation = self.sync_script.prepare_invoke();
-        invocation
-            .key(link.keys.node_rooms(node))
-            .arg(node)
-            .arg(link.keys.node_prefix());
+        invocation.key(link.keys.node_rooms(node)).arg(node);
+        self.dead_args(&mut invocation);
         let mut counts = Vec::with_capacity(rooms.len());
         {
             let written = &self.queue.lock().written;
@@ -340,7 +363,8 @@ impl RoomSync {
         let mut out = Vec::with_capacity(rooms.len());
         for chunk in rooms.chunks(BATCH) {
             let mut invocation = self.read_script.prepare_invoke();
-            invocation.arg(node_id).arg(link.keys.node_prefix());
+            invocation.arg(node_id);
+            self.dead_args(&mut invocation);
             for room in chunk {
                 invocation
                     .key(link.keys.room(room))

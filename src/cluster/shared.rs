@@ -51,6 +51,10 @@ pub struct SharedBus {
     twin: tokio::sync::Notify,
     /// Another process holds this node's id: leaving must not touch its registration.
     displaced: AtomicBool,
+    /// The other nodes' rooms and counts as last read, and when (`realtime:list`).
+    census: parking_lot::Mutex<Option<(std::time::Instant, Arc<Vec<RemoteRoom>>)>>,
+    /// One census read at a time; the callers waiting meanwhile take its result.
+    census_reading: tokio::sync::Mutex<()>,
     me: Weak<SharedBus>,
 }
 
@@ -75,6 +79,8 @@ impl SharedBus {
             twin: tokio::sync::Notify::new(),
             control: actix_rt::Arbiter::new(),
             displaced: AtomicBool::new(false),
+            census: parking_lot::Mutex::new(None),
+            census_reading: tokio::sync::Mutex::new(()),
             me: me.clone(),
         })
     }
@@ -89,6 +95,15 @@ impl SharedBus {
         if let Some(upstream) = self.upstream.get().and_then(Weak::upgrade) {
             self.rooms.mark_all(upstream.rooms());
         }
+    }
+
+    /// The other nodes' rooms as read less than a heartbeat ago.
+    fn fresh_census(&self) -> Option<Arc<Vec<RemoteRoom>>> {
+        self.census
+            .lock()
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < self.link.heartbeat)
+            .map(|(_, rooms)| rooms.clone())
     }
 
     /// Another process holds this node's id: the node stops (see `displaced`).
@@ -445,20 +460,37 @@ impl Bus for SharedBus {
         })
     }
 
-    fn remote_rooms<'a>(&'a self, local: Vec<String>) -> LocalBoxFuture<'a, Vec<RemoteRoom>> {
+    fn remote_rooms(&self) -> LocalBoxFuture<'_, Arc<Vec<RemoteRoom>>> {
         Box::pin(async move {
-            let link = &self.link;
-            let mut ids: std::collections::BTreeSet<String> = local.into_iter().collect();
-            match membership::rooms_of_other_nodes(link, &self.node_id).await {
-                Ok(remote) => ids.extend(remote),
-                Err(reason) => link.health.down(&reason),
+            if let Some(rooms) = self.fresh_census() {
+                return rooms;
             }
-            let ids: Vec<String> = ids.into_iter().collect();
-            match self.rooms.read(link, &self.node_id, &ids).await {
-                Ok(rooms) => rooms,
+            let _reading = self.census_reading.lock().await;
+            // Read by the caller this one waited for.
+            if let Some(rooms) = self.fresh_census() {
+                return rooms;
+            }
+            let link = &self.link;
+            let read = async {
+                let ids = membership::rooms_of_other_nodes(link, &self.node_id).await?;
+                let mut ids: Vec<String> = ids.into_iter().collect();
+                ids.sort_unstable();
+                ids.dedup();
+                self.rooms.read(link, &self.node_id, &ids).await
+            };
+            match read.await {
+                Ok(rooms) => {
+                    let rooms = Arc::new(rooms);
+                    *self.census.lock() = Some((std::time::Instant::now(), rooms.clone()));
+                    rooms
+                }
                 Err(reason) => {
                     link.health.down(&reason);
-                    Vec::new()
+                    // What was read last, however old, rather than nothing.
+                    self.census
+                        .lock()
+                        .as_ref()
+                        .map_or_else(Default::default, |(_, rooms)| rooms.clone())
                 }
             }
         })

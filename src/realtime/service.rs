@@ -317,20 +317,22 @@ impl Realtime {
         self.hub.count(room_id) + self.bus.remote_count(room_id).await
     }
 
-    /// Every room of the cluster: (index, collection, room id, count).
+    /// Every room of the cluster: (index, collection, room id, count). This node's rooms
+    /// as they are; the other nodes' as read at most a heartbeat ago (`Bus::remote_rooms`).
     pub async fn list(&self) -> Vec<(String, String, String, usize)> {
         let local = self.hub.list();
-        let ids = local.iter().map(|r| r.room_id.to_string()).collect();
-        let remote = self.bus.remote_rooms(ids).await;
+        let remote = self.bus.remote_rooms().await;
         let mut out: std::collections::HashMap<String, (String, String, usize)> = local
             .into_iter()
             .map(|r| (r.room_id.to_string(), (r.index, r.collection, r.count)))
             .collect();
-        for r in remote {
+        for r in remote.iter() {
             if r.remote_count == 0 || r.index.is_empty() {
                 continue;
             }
-            out.entry(r.room_id).or_insert((r.index, r.collection, 0)).2 += r.remote_count;
+            out.entry(r.room_id.clone())
+                .or_insert_with(|| (r.index.clone(), r.collection.clone(), 0))
+                .2 += r.remote_count;
         }
         out.into_iter()
             .map(|(id, (index, collection, count))| (index, collection, id, count))

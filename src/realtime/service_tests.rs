@@ -148,7 +148,7 @@ impl Bus for Loopback {
     fn remote_count<'a>(&'a self, room_id: &'a str) -> LocalBoxFuture<'a, usize> {
         Box::pin(ready(self.remote_of(room_id).0))
     }
-    fn remote_rooms<'a>(&'a self, _: Vec<String>) -> LocalBoxFuture<'a, Vec<RemoteRoom>> {
+    fn remote_rooms(&self) -> LocalBoxFuture<'_, Arc<Vec<RemoteRoom>>> {
         let ids: Vec<Arc<str>> = self.network.rooms.lock().keys().cloned().collect();
         let rooms = ids
             .into_iter()
@@ -163,7 +163,7 @@ impl Bus for Loopback {
                 })
             })
             .collect();
-        Box::pin(ready(rooms))
+        Box::pin(ready(Arc::new(rooms)))
     }
     fn remote_room<'a>(
         &'a self,
