@@ -164,21 +164,7 @@ impl EmbeddedStore {
     }
 
     pub async fn token_owner(&self, token: &str) -> StoreResult<Option<String>> {
-        let token = token.to_owned();
-        self.run(move |db| {
-            let tx = db.begin_read().map_err(failed)?;
-            let table = match tx.open_table(TOKENS) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-                Err(e) => return Err(failed(e)),
-            };
-            let Some(entry) = table.get(token.as_str()).map_err(failed)? else {
-                return Ok(None);
-            };
-            let (kuid, expires) = entry.value();
-            Ok((expires == 0 || expires > now_ms()).then(|| kuid.to_owned()))
-        })
-        .await
+        Ok(self.token_life(token).await?.map(|(kuid, _)| kuid))
     }
 
     /// The owner of a live token and when it expires (ms since the epoch; None if never).

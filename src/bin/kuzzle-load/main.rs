@@ -275,6 +275,17 @@ impl NodeProcess {
         Ok(NodeProcess { child, addr, dir })
     }
 
+    /// The node as a measurement's target.
+    fn target(&self, args: &Args) -> Target {
+        Target {
+            addr: self.addr,
+            dialect: Dialect::Kuzzle,
+            compression: args.compression,
+            sources: sources(args.sources),
+            probe: self.probe(),
+        }
+    }
+
     fn probe(&self) -> Probe {
         Probe {
             pid: Some(self.child.id()),
@@ -453,13 +464,7 @@ async fn measure_cluster(args: &Args) -> Result<Map<String, Value>, String> {
         "cluster: nodes {} and {}, redis-server 127.0.0.1:{}",
         home.addr, other.addr, redis.server.port
     ));
-    let target = |node: &NodeProcess| Target {
-        addr: node.addr,
-        dialect: Dialect::Kuzzle,
-        compression: args.compression,
-        sources: sources(args.sources),
-        probe: node.probe(),
-    };
+    let target = |node: &NodeProcess| node.target(args);
     let (home_target, other_target) = (target(&home), target(&other));
     let mut results = Map::new();
     let mut subscribers = home_target
@@ -497,13 +502,7 @@ async fn measure_identities(args: &Args) -> Result<Map<String, Value>, String> {
     let redis = RedisProcess::start()?;
     let embedded = NodeProcess::start(args, &[])?;
     let shared = NodeProcess::start(args, &redis.node_env())?;
-    let target = |node: &NodeProcess| Target {
-        addr: node.addr,
-        dialect: Dialect::Kuzzle,
-        compression: args.compression,
-        sources: sources(args.sources),
-        probe: node.probe(),
-    };
+    let target = |node: &NodeProcess| node.target(args);
     let (embedded, shared) = (target(&embedded), target(&shared));
     let tokens = [
         scenarios::admin_token(&embedded).await?,
