@@ -11,11 +11,18 @@ use super::outbox::Outbox;
 #[derive(Default)]
 pub struct Connections {
     open: Mutex<HashMap<Arc<str>, Outbox>>,
+    /// Set by `close_all` (the node shuts down): how a socket inserted later is closed.
+    closed: Mutex<Option<(u16, String)>>,
 }
 
 impl Connections {
+    /// A socket opened after `close_all` (its upgrade was under way) is closed at once, the
+    /// same way.
     pub fn insert(&self, id: Arc<str>, outbox: Outbox) {
-        self.open.lock().insert(id, outbox);
+        self.open.lock().insert(id, outbox.clone());
+        if let Some((code, reason)) = self.closed.lock().clone() {
+            outbox.close(code, &reason);
+        }
     }
 
     pub fn remove(&self, id: &str) {
@@ -36,6 +43,7 @@ impl Connections {
 
     /// Closes every socket after what is already queued for it.
     pub fn close_all(&self, code: u16, reason: &str) {
+        *self.closed.lock() = Some((code, reason.to_owned()));
         let outboxes: Vec<Outbox> = self.open.lock().values().cloned().collect();
         for outbox in outboxes {
             outbox.close(code, reason);

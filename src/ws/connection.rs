@@ -113,7 +113,8 @@ impl Connection {
     }
 
     /// Counts the socket among the node's open ones, as soon as its 101 is written (before
-    /// the actor first runs), so that a drain starting meanwhile closes it too.
+    /// the actor first runs), so that a drain closing every socket closes it too (and one
+    /// registered after that is closed at once: `Connections::insert`).
     pub fn register(&self) {
         self.node
             .connections
@@ -449,10 +450,6 @@ impl Actor for Connection {
         }
         if self.options.idle_timeout > 0 {
             self.idle_check(ctx);
-        }
-        // Registered after the drain closed every socket it knew: closed the same way.
-        if self.node.is_draining() {
-            self.close(close::GOING_AWAY, close::SHUTTING_DOWN, true);
         }
     }
 
