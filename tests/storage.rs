@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::RedisServer;
+use common::{RedisCluster, RedisServer};
 use kuzzle_rt::config::{StorageBackend, StorageSettings};
 use kuzzle_rt::storage::{Kind, Store, StoreError};
 use serde_json::json;
@@ -172,6 +172,38 @@ async fn redis_store() {
     other_settings.key_prefix = "other/".into();
     let other = Store::open(&other_settings).await.unwrap();
     assert_eq!(other.get(Kind::User, "ada").await.unwrap(), None);
+}
+
+#[actix_rt::test]
+async fn redis_cluster_store() {
+    let redis = RedisCluster::start();
+    let store = Store::open(&redis.settings()).await.unwrap();
+    assert_eq!(store.backend(), StorageBackend::Redis);
+    suite(&store).await;
+    // The keys are spread over the masters (one slot each), and the lists saw them all.
+    let masters = redis.cluster.masters();
+    assert_eq!(masters.len(), 3);
+    let holding = masters
+        .iter()
+        .filter(|port| redis.cli(**port, &["DBSIZE"]).trim() != "0")
+        .count();
+    assert!(holding >= 2, "the keys sit on {holding} master(s)");
+    let many: Vec<String> = (0..40).map(|i| format!("role-{i:02}")).collect();
+    for id in &many {
+        store
+            .put(Kind::Role, id, &json!({"controllers": {}}))
+            .await
+            .unwrap();
+    }
+    let listed: Vec<String> = store
+        .list(Kind::Role)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .filter(|id| id.starts_with("role-"))
+        .collect();
+    assert_eq!(listed, many, "every master scanned");
 }
 
 #[actix_rt::test]

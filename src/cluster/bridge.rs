@@ -57,9 +57,13 @@ impl Bridge {
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
-        let client = self.link.redis.client().clone();
+        // A Redis Cluster never gets here: `services.storage.nodes` refuses a clustered node.
+        let client = self.link.redis.client().cloned();
         let limit = self.link.timeout;
         let attempt = async move {
+            let Some(client) = client else {
+                return Err("the bus does not run on Redis Cluster yet".to_owned());
+            };
             match tokio::time::timeout(limit, client.get_async_pubsub()).await {
                 Ok(Ok(pubsub)) => Ok(pubsub),
                 Ok(Err(e)) => Err(e.to_string()),

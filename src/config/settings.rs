@@ -505,6 +505,9 @@ pub struct StorageSettings {
     pub backend: StorageBackend,
     pub path: String,
     pub node: RedisNode,
+    /// Redis Cluster's seed nodes (Kuzzle's `nodes`): when set, the store is a Redis Cluster
+    /// and `node` is ignored.
+    pub nodes: Vec<RedisNode>,
     pub database: u32,
     pub options: RedisOptions,
     pub key_prefix: String,
@@ -519,11 +522,19 @@ impl Default for StorageSettings {
             backend: StorageBackend::Embedded,
             path: "./data".into(),
             node: RedisNode::default(),
+            nodes: Vec::new(),
             database: 0,
             options: RedisOptions::default(),
             key_prefix: "krt/".into(),
             command_timeout: 1_000,
         }
+    }
+}
+
+impl StorageSettings {
+    /// The store is a Redis Cluster (`nodes` set, backend "redis").
+    pub fn is_redis_cluster(&self) -> bool {
+        self.backend == StorageBackend::Redis && !self.nodes.is_empty()
     }
 }
 

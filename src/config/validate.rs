@@ -221,6 +221,33 @@ pub fn validate(s: &Settings) -> Result<(), ConfigError> {
         bus.retain.max_size.0,
         s.server.max_request_size.0,
     )?;
+    let storage = &s.services.storage;
+    for node in &storage.nodes {
+        if node.host.is_empty() {
+            fail(
+                "services.storage.nodes",
+                "every node needs a host",
+                node.host.as_str(),
+            )?;
+        }
+        at_least("services.storage.nodes", node.port.into(), 1)?;
+    }
+    if storage.is_redis_cluster() {
+        if storage.database != 0 {
+            fail(
+                "services.storage.database",
+                "Redis Cluster has only database 0",
+                storage.database,
+            )?;
+        }
+        if c.enabled {
+            fail(
+                "services.storage.nodes",
+                "the cluster's bus does not run on Redis Cluster yet (issue 20): set cluster.enabled to false (one node on a Redis Cluster store), or use services.storage.node",
+                storage.nodes.len(),
+            )?;
+        }
+    }
     if c.minimum_nodes > 1 && s.services.storage.backend != StorageBackend::Redis {
         fail(
             "cluster.minimumNodes",
@@ -234,6 +261,12 @@ pub fn validate(s: &Settings) -> Result<(), ConfigError> {
 /// Warnings the node logs at startup (those that need no store).
 pub fn warnings(s: &Settings) -> Vec<String> {
     let mut out = Vec::new();
+    if s.services.storage.is_redis_cluster() {
+        out.push(format!(
+            "services.storage.nodes is set: the store is the Redis Cluster of {} seed node(s), and services.storage.node is ignored",
+            s.services.storage.nodes.len()
+        ));
+    }
     if s.http.cookie_authentication && s.http.access_control_allow_origin.iter().any(|o| o == "*") {
         out.push(
             "cookie authentication is on while http.accessControlAllowOrigin allows \"*\": any web page may send credentialed requests"

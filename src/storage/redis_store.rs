@@ -1,9 +1,16 @@
-//! The cluster store: Redis, shared by every node. Keys live under
-//! `services.storage.keyPrefix`; tokens are keys whose TTL is their remaining life.
+//! The cluster store: Redis, shared by every node — one server (`services.storage.node`) or
+//! a Redis Cluster (`services.storage.nodes`, RESP3, its client routing each key to its
+//! slot's master and following MOVED, ASK and failovers). Keys live under
+//! `services.storage.keyPrefix`; tokens are keys whose TTL is their remaining life. Every
+//! command touches one key, or keys the cluster client splits per slot (MGET); lists scan
+//! every master.
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{
     AsyncCommands, Client, ConnectionAddr, IntoConnectionInfo, ProtocolVersion, RedisConnectionInfo,
 };
@@ -57,28 +64,202 @@ fn tcp_settings(settings: &StorageSettings) -> redis::io::tcp::TcpSettings {
         .set_user_timeout(unacknowledged)
 }
 
-/// A client for the configured Redis (the store's and the cluster's connections).
-pub fn client(settings: &StorageSettings) -> StoreResult<Client> {
-    if settings.options.tls {
-        return Err(StoreError::Unavailable(
-            "services.storage.options.tls: TLS to Redis is not supported by this build".into(),
-        ));
+/// A handle on one Redis connection, to one server or to a Redis Cluster: every command
+/// is written once for both (`query_async(&mut handle)`).
+#[derive(Clone)]
+pub enum Handle {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Handle {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Handle::Single(c) => c.req_packed_command(cmd),
+            Handle::Cluster(c) => c.req_packed_command(cmd),
+        }
     }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Handle::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Handle::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Handle::Single(c) => c.get_db(),
+            Handle::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Handle {
+    /// Runs `command` on every master (a SCAN, which Redis Cluster answers per node), once
+    /// on a single server; the masters as the cluster's slot map says now.
+    pub async fn on_every_master(
+        &mut self,
+        command: &redis::Cmd,
+    ) -> redis::RedisResult<Vec<redis::Value>> {
+        match self {
+            Handle::Single(c) => Ok(vec![command.query_async(c).await?]),
+            Handle::Cluster(c) => {
+                let mut out = Vec::new();
+                for (host, port) in masters(c).await? {
+                    let routing =
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+                    out.push(c.route_command(command.clone(), routing).await?);
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// The masters to `on_every_master` one by one, for commands with a cursor: their
+    /// addresses (one None for a single server).
+    pub async fn masters(&mut self) -> redis::RedisResult<Vec<Option<(String, u16)>>> {
+        match self {
+            Handle::Single(_) => Ok(vec![None]),
+            Handle::Cluster(c) => Ok(masters(c).await?.into_iter().map(Some).collect()),
+        }
+    }
+
+    /// Runs `command` on one master named by `masters` (the server when None).
+    pub async fn on_master(
+        &mut self,
+        master: &Option<(String, u16)>,
+        command: &redis::Cmd,
+    ) -> redis::RedisResult<redis::Value> {
+        match (self, master) {
+            (Handle::Cluster(c), Some((host, port))) => {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                });
+                c.route_command(command.clone(), routing).await
+            }
+            (handle, _) => command.query_async(handle).await,
+        }
+    }
+}
+
+/// The masters of a Redis Cluster, from `CLUSTER SHARDS` (Redis 7).
+async fn masters(connection: &mut ClusterConnection) -> redis::RedisResult<Vec<(String, u16)>> {
+    let shards: redis::Value = redis::cmd("CLUSTER")
+        .arg("SHARDS")
+        .query_async(connection)
+        .await?;
+    let mut out = Vec::new();
+    for shard in as_list(&shards) {
+        let Some(nodes) = field(shard, "nodes") else {
+            continue;
+        };
+        for node in as_list(nodes) {
+            let text = |name| {
+                field(node, name).and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+            };
+            let port = field(node, "port").and_then(|v| redis::from_redis_value_ref::<u16>(v).ok());
+            let (Some(role), Some(health), Some(host), Some(port)) =
+                (text("role"), text("health"), text("ip"), port)
+            else {
+                continue;
+            };
+            if role == "master" && health == "online" {
+                out.push((host, port));
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "CLUSTER SHARDS named no master online",
+        )));
+    }
+    Ok(out)
+}
+
+/// The items of an array (a RESP3 map counts as its keys and values in turn).
+fn as_list(value: &redis::Value) -> Vec<&redis::Value> {
+    match value {
+        redis::Value::Array(items) | redis::Value::Set(items) => items.iter().collect(),
+        redis::Value::Map(pairs) => pairs.iter().flat_map(|(k, v)| [k, v]).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The value after `name` in a flat key/value list or a RESP3 map.
+fn field<'a>(value: &'a redis::Value, name: &str) -> Option<&'a redis::Value> {
+    let items = as_list(value);
+    items
+        .chunks(2)
+        .find(|pair| redis::from_redis_value_ref::<String>(pair[0]).is_ok_and(|k| k == name))
+        .and_then(|pair| pair.get(1).copied())
+}
+
+/// The credentials and protocol of every connection: RESP2 to one server, RESP3 to a Redis
+/// Cluster (its sharded pub/sub needs it).
+fn redis_settings(settings: &StorageSettings, protocol: ProtocolVersion) -> RedisConnectionInfo {
     let mut redis = RedisConnectionInfo::default()
         .set_db(i64::from(settings.database))
-        .set_protocol(ProtocolVersion::RESP2);
+        .set_protocol(protocol);
     if let Some(username) = &settings.options.username {
         redis = redis.set_username(username);
     }
     if let Some(password) = &settings.options.password {
         redis = redis.set_password(password);
     }
+    redis
+}
+
+fn no_tls(settings: &StorageSettings) -> StoreResult<()> {
+    if settings.options.tls {
+        return Err(StoreError::Unavailable(
+            "services.storage.options.tls: TLS to Redis is not supported by this build".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A client for the configured Redis server (the store's and the cluster's connections).
+pub fn client(settings: &StorageSettings) -> StoreResult<Client> {
+    no_tls(settings)?;
     let info = ConnectionAddr::Tcp(settings.node.host.clone(), settings.node.port)
         .into_connection_info()
         .map_err(classify)?
-        .set_redis_settings(redis)
+        .set_redis_settings(redis_settings(settings, ProtocolVersion::RESP2))
         .set_tcp_settings(tcp_settings(settings));
     Client::open(info).map_err(classify)
+}
+
+/// A client for the configured Redis Cluster, from its seed nodes.
+pub fn cluster_client(settings: &StorageSettings) -> StoreResult<ClusterClient> {
+    no_tls(settings)?;
+    let mut seeds = Vec::with_capacity(settings.nodes.len());
+    for node in &settings.nodes {
+        seeds.push(
+            ConnectionAddr::Tcp(node.host.clone(), node.port)
+                .into_connection_info()
+                .map_err(classify)?
+                .set_redis_settings(redis_settings(settings, ProtocolVersion::RESP3)),
+        );
+    }
+    ClusterClientBuilder::new(seeds)
+        .use_protocol(ProtocolVersion::RESP3)
+        .tcp_settings(tcp_settings(settings))
+        .connection_timeout(Duration::from_secs(2))
+        .response_timeout(Duration::from_secs(5))
+        .retries(3)
+        .build()
+        .map_err(classify)
 }
 
 /// A multiplexed connection that reconnects by itself.
@@ -101,41 +282,92 @@ pub async fn connection_manager(
         })
 }
 
+/// What connections are made from.
+#[derive(Clone)]
+enum Clients {
+    Single(Client),
+    Cluster(Box<ClusterClient>),
+}
+
+impl Clients {
+    fn of(settings: &StorageSettings) -> StoreResult<Clients> {
+        Ok(match settings.is_redis_cluster() {
+            true => Clients::Cluster(Box::new(cluster_client(settings)?)),
+            false => Clients::Single(client(settings)?),
+        })
+    }
+
+    async fn connect(&self, settings: &StorageSettings) -> StoreResult<Handle> {
+        match self {
+            Clients::Single(client) => connection_manager(client.clone(), settings)
+                .await
+                .map(Handle::Single),
+            Clients::Cluster(client) => {
+                let seeds = || {
+                    settings
+                        .nodes
+                        .iter()
+                        .map(|n| format!("{}:{}", n.host, n.port))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                match tokio::time::timeout(Duration::from_secs(5), client.get_async_connection())
+                    .await
+                {
+                    Ok(Ok(connection)) => Ok(Handle::Cluster(connection)),
+                    Ok(Err(e)) => Err(StoreError::Unavailable(format!(
+                        "cannot reach the Redis Cluster at {}: {e}",
+                        seeds()
+                    ))),
+                    Err(_) => Err(StoreError::Unavailable(format!(
+                        "cannot reach the Redis Cluster at {}: no answer within 5 s",
+                        seeds()
+                    ))),
+                }
+            }
+        }
+    }
+}
+
 /// Calls in a row without an answer before the connection is replaced.
 const UNANSWERED_BEFORE_RENEWAL: u32 = 2;
 
-/// A `ConnectionManager` that is replaced when it stops answering. The manager reconnects
-/// after a reset or a refusal, but a frozen or half-open link is closed by nobody (a
-/// timed-out call is not a dropped connection to it): after calls in a row got no answer
-/// in time, a new connection takes the place of the silent one.
+/// A connection (to one server or a Redis Cluster) that is replaced when it stops
+/// answering. Both reconnect after a reset or a refusal, but a frozen or half-open link is
+/// closed by nobody (a timed-out call is not a dropped connection to them): after calls in
+/// a row got no answer in time, a new connection takes the place of the silent one.
 pub struct Connection {
-    client: Client,
+    clients: Clients,
     settings: StorageSettings,
-    current: parking_lot::RwLock<ConnectionManager>,
+    current: parking_lot::RwLock<Handle>,
     unanswered: std::sync::atomic::AtomicU32,
     renewing: tokio::sync::Mutex<()>,
 }
 
 impl Connection {
     pub async fn open(settings: &StorageSettings) -> StoreResult<Connection> {
-        let client = client(settings)?;
-        let manager = connection_manager(client.clone(), settings).await?;
+        let clients = Clients::of(settings)?;
+        let handle = clients.connect(settings).await?;
         Ok(Connection {
-            client,
+            clients,
             settings: settings.clone(),
-            current: parking_lot::RwLock::new(manager),
+            current: parking_lot::RwLock::new(handle),
             unanswered: Default::default(),
             renewing: tokio::sync::Mutex::new(()),
         })
     }
 
-    /// The client the connection was made from (for dedicated connections: pub/sub).
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// The client of a single server, for dedicated connections (pub/sub); None on a Redis
+    /// Cluster.
+    pub fn client(&self) -> Option<&Client> {
+        match &self.clients {
+            Clients::Single(client) => Some(client),
+            Clients::Cluster(_) => None,
+        }
     }
 
-    /// A handle on the current connection (cheap: the manager is shared).
-    pub fn get(&self) -> ConnectionManager {
+    /// A handle on the current connection (cheap: the connection is shared).
+    pub fn get(&self) -> Handle {
         self.current.read().clone()
     }
 
@@ -155,9 +387,9 @@ impl Connection {
         let Ok(_renewing) = self.renewing.try_lock() else {
             return;
         };
-        match connection_manager(self.client.clone(), &self.settings).await {
-            Ok(manager) => {
-                *self.current.write() = manager;
+        match self.clients.connect(&self.settings).await {
+            Ok(handle) => {
+                *self.current.write() = handle;
                 self.unanswered.store(0, Ordering::Release);
                 log::warn!(
                     "[STORAGE] a Redis connection stopped answering (frozen or half-open link): replaced by a new one"
@@ -231,22 +463,30 @@ impl RedisStore {
         let pattern = format!("{}*", glob_escape(&prefix));
         let mut connection = self.connection.get();
         let mut keys: Vec<String> = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut connection)
-                .await
-                .map_err(classify)?;
-            keys.extend(batch);
-            if next == 0 {
-                break;
+        // A Redis Cluster answers a SCAN with the keys of the node asked: every master is.
+        for master in connection.masters().await.map_err(classify)? {
+            let mut cursor: u64 = 0;
+            loop {
+                let answer = connection
+                    .on_master(
+                        &master,
+                        redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(&pattern)
+                            .arg("COUNT")
+                            .arg(1000),
+                    )
+                    .await
+                    .map_err(classify)?;
+                let (next, batch): (u64, Vec<String>) = redis::from_redis_value(answer)
+                    .map_err(|e| StoreError::Failed(e.to_string()))?;
+                keys.extend(batch);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            cursor = next;
         }
         keys.sort();
         keys.dedup();
@@ -263,24 +503,33 @@ impl RedisStore {
         Ok(out)
     }
 
+    /// The user's index first, then the token: a failure in between leaves an index entry
+    /// without its token (which `user_tokens` drops), never a token its user's revocations
+    /// cannot find. (Two keys of two slots on a Redis Cluster: no transaction spans them.)
     pub async fn put_token(
         &self,
         token: &str,
         kuid: &str,
         ttl: Option<Duration>,
     ) -> StoreResult<()> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        match ttl {
-            Some(ttl) => pipe
-                .pset_ex(self.token_key(token), kuid, ttl.as_millis().max(1) as u64)
-                .ignore(),
-            None => pipe.set(self.token_key(token), kuid).ignore(),
-        };
-        pipe.sadd(self.user_tokens_key(kuid), token).ignore();
-        pipe.query_async::<()>(&mut self.connection.get())
+        let mut connection = self.connection.get();
+        connection
+            .sadd::<_, _, ()>(self.user_tokens_key(kuid), token)
             .await
-            .map_err(classify)
+            .map_err(classify)?;
+        match ttl {
+            Some(ttl) => {
+                connection
+                    .pset_ex::<_, _, ()>(self.token_key(token), kuid, ttl.as_millis().max(1) as u64)
+                    .await
+            }
+            None => {
+                connection
+                    .set::<_, _, ()>(self.token_key(token), kuid)
+                    .await
+            }
+        }
+        .map_err(classify)
     }
 
     pub async fn token_owner(&self, token: &str) -> StoreResult<Option<String>> {
@@ -311,20 +560,25 @@ impl RedisStore {
         })
     }
 
+    /// The token first, then its entry in its user's index (an entry left behind is
+    /// dropped by `user_tokens`).
     pub async fn delete_token(&self, token: &str) -> StoreResult<()> {
         let mut connection = self.connection.get();
         let owner: Option<String> = connection
             .get(self.token_key(token))
             .await
             .map_err(classify)?;
-        let mut pipe = redis::pipe();
-        pipe.atomic().del(self.token_key(token)).ignore();
-        if let Some(owner) = owner {
-            pipe.srem(self.user_tokens_key(&owner), token).ignore();
-        }
-        pipe.query_async::<()>(&mut connection)
+        connection
+            .del::<_, ()>(self.token_key(token))
             .await
-            .map_err(classify)
+            .map_err(classify)?;
+        if let Some(owner) = owner {
+            connection
+                .srem::<_, _, ()>(self.user_tokens_key(&owner), token)
+                .await
+                .map_err(classify)?;
+        }
+        Ok(())
     }
 
     /// Live tokens of a user; the index forgets tokens that expired on their own.

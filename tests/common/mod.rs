@@ -448,6 +448,55 @@ impl RedisServer {
     }
 }
 
+/// A Redis Cluster of the test's own: 3 masters and 3 replicas on free loopback ports,
+/// ready (every slot served, every replica in sync); killed when dropped.
+pub struct RedisCluster {
+    pub cluster: processes::RedisCluster,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = processes::RedisCluster::start(dir.path(), 3)
+            .expect("a Redis Cluster starts (redis-server and redis-cli 7)");
+        RedisCluster { cluster, _dir: dir }
+    }
+
+    /// The store's settings: every member as a seed node.
+    pub fn settings(&self) -> kuzzle_rt::config::StorageSettings {
+        kuzzle_rt::config::StorageSettings {
+            backend: kuzzle_rt::config::StorageBackend::Redis,
+            nodes: self
+                .cluster
+                .servers
+                .iter()
+                .map(|s| kuzzle_rt::config::RedisNode {
+                    host: "127.0.0.1".into(),
+                    port: s.port,
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// The seed nodes as a `kuzzle_services__storage__nodes` value.
+    pub fn nodes_env(&self) -> String {
+        let nodes: Vec<Value> = self
+            .cluster
+            .servers
+            .iter()
+            .map(|s| serde_json::json!({"host": "127.0.0.1", "port": s.port}))
+            .collect();
+        format!("*json:{}", Value::Array(nodes))
+    }
+
+    /// `redis-cli` on the member at `port`.
+    pub fn cli(&self, port: u16, args: &[&str]) -> String {
+        processes::cli(port, args)
+    }
+}
+
 /// Open file descriptors of process `pid`.
 pub fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count())

@@ -41,6 +41,8 @@ pub struct RedisServer {
     pub port: u16,
     dir: PathBuf,
     persistent: bool,
+    /// More arguments of `redis-server` (a Redis Cluster member's).
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -56,13 +58,23 @@ impl RedisServer {
 
     /// Starts one on a given port (to bring a stopped one back).
     pub fn start_on(port: u16, dir: &Path, persistent: bool) -> Result<RedisServer, String> {
+        Self::start_with(port, dir, persistent, Vec::new())
+    }
+
+    fn start_with(
+        port: u16,
+        dir: &Path,
+        persistent: bool,
+        extra: Vec<String>,
+    ) -> Result<RedisServer, String> {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        let child = spawn(port, dir, persistent)?;
+        let child = spawn(port, dir, persistent, &extra)?;
         Ok(RedisServer {
             child,
             port,
             dir: dir.to_owned(),
             persistent,
+            extra,
         })
     }
 
@@ -77,12 +89,12 @@ impl RedisServer {
 
     /// Starts it again, on the same port and files.
     pub fn restart(&mut self) -> Result<(), String> {
-        self.child = spawn(self.port, &self.dir, self.persistent)?;
+        self.child = spawn(self.port, &self.dir, self.persistent, &self.extra)?;
         Ok(())
     }
 }
 
-fn spawn(port: u16, dir: &Path, persistent: bool) -> Result<Child, String> {
+fn spawn(port: u16, dir: &Path, persistent: bool, extra: &[String]) -> Result<Child, String> {
     let child = Command::new("redis-server")
         .args([
             "--port",
@@ -93,6 +105,7 @@ fn spawn(port: u16, dir: &Path, persistent: bool) -> Result<Child, String> {
             "",
         ])
         .args(["--appendonly", if persistent { "yes" } else { "no" }])
+        .args(extra)
         .current_dir(dir)
         .stdout(Stdio::null())
         .spawn()
@@ -111,4 +124,116 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A Redis Cluster of its own on 127.0.0.1: `masters` masters with one replica each
+/// (`cluster-node-timeout` 1000 ms: a master killed is replaced by its replica in about
+/// 2 to 3 s). Killed when dropped.
+pub struct RedisCluster {
+    pub servers: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts the servers in `dir`, creates the cluster, and waits until every slot is
+    /// served and every replica is in sync with its master.
+    pub fn start(dir: &Path, masters: usize) -> Result<RedisCluster, String> {
+        let mut servers = Vec::with_capacity(masters * 2);
+        for _ in 0..masters * 2 {
+            let port = cluster_port()?;
+            let extra = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "1000",
+            ]
+            .map(str::to_owned)
+            .to_vec();
+            servers.push(RedisServer::start_with(
+                port,
+                &dir.join(port.to_string()),
+                false,
+                extra,
+            )?);
+        }
+        let cluster = RedisCluster { servers };
+        let addresses: Vec<String> = cluster
+            .servers
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| format!("cannot run redis-cli: {e}"))?;
+        if !created.status.success() {
+            return Err(format!(
+                "redis-cli --cluster create failed: {}",
+                String::from_utf8_lossy(&created.stderr)
+            ));
+        }
+        cluster.wait_until_ready(Duration::from_secs(30))?;
+        Ok(cluster)
+    }
+
+    /// Every server says the cluster is ok, and every replica's link to its master is up
+    /// (a master killed before that has no replica able to take over).
+    pub fn wait_until_ready(&self, wait: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let ready = self.servers.iter().all(|server| {
+                let info = cli(server.port, &["CLUSTER", "INFO"]);
+                let replication = cli(server.port, &["INFO", "replication"]);
+                info.contains("cluster_state:ok")
+                    && (replication.contains("role:master")
+                        || replication.contains("master_link_status:up"))
+            });
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err("the Redis Cluster did not become ready".into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The ports of the servers that are masters now.
+    pub fn masters(&self) -> Vec<u16> {
+        self.servers
+            .iter()
+            .filter(|s| cli(s.port, &["INFO", "replication"]).contains("role:master"))
+            .map(|s| s.port)
+            .collect()
+    }
+}
+
+/// `redis-cli -p port args…`'s output ("" when it fails).
+pub fn cli(port: u16, args: &[&str]) -> String {
+    Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// A free port whose cluster bus port (+10000) is free too.
+fn cluster_port() -> Result<u16, String> {
+    for _ in 0..100 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let Some(bus) = port.checked_add(10_000) else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", bus)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err("no free port pair for a Redis Cluster member".into())
 }
