@@ -487,7 +487,10 @@ async fn a_killed_node_leaves_counts_and_status_within_three_heartbeats() {
     n2.child.wait().unwrap();
     // Redis's own word that the registration ends within 3 heartbeats of the kill; counts
     // and status only include nodes whose registration exists.
-    let ttl = redis_cli(&redis, &["PTTL", &format!("krt/cluster/node/{}", n2.id)]);
+    let ttl = redis_cli(
+        &redis,
+        &["PTTL", &format!("krt/{{krt/cluster}}/node/{}", n2.id)],
+    );
     let ttl: i64 = ttl.trim().parse().unwrap();
     // -2: already gone; -1 (no expiry) would fail.
     assert!(
@@ -735,7 +738,7 @@ async fn clusters_with_different_key_prefixes_share_a_redis_unaware_of_each_othe
     assert_eq!(on_a[0]["result"]["_source"]["cluster"], "a");
     assert_eq!(on_b.len(), 1, "{on_b:?}");
     assert_eq!(on_b[0]["result"]["_source"]["cluster"], "b");
-    let keys = redis_cli(&redis, &["KEYS", "*cluster/node/*"]);
+    let keys = redis_cli(&redis, &["KEYS", "*cluster}/node/*"]);
     assert_eq!(keys.lines().count(), 3, "{keys}");
     assert!(
         keys.lines()
@@ -1107,11 +1110,11 @@ async fn a_live_node_restores_its_roster_entry_and_an_eviction_spares_it() {
     // Someone removes node 2 from the roster while it lives: it is back at its next
     // heartbeat, and listed again.
     assert_eq!(
-        redis_cli(&redis, &["HDEL", "krt/cluster/roster", &n2.id]).trim(),
+        redis_cli(&redis, &["HDEL", "krt/{krt/cluster}/roster", &n2.id]).trim(),
         "1"
     );
     poll(|| async {
-        !redis_cli(&redis, &["HGET", "krt/cluster/roster", &n2.id])
+        !redis_cli(&redis, &["HGET", "krt/{krt/cluster}/roster", &n2.id])
             .trim()
             .is_empty()
     })
@@ -1130,7 +1133,7 @@ async fn a_twin_gives_way() {
     let redis = RedisServer::start();
     let mut node = spawn_node(&redis, &[]);
     poll(|| async { status(node.addr).await["activeNodes"] == 1 }).await;
-    let key = format!("krt/cluster/node/{}", node.id);
+    let key = format!("krt/{{krt/cluster}}/node/{}", node.id);
     // A younger process (born later) registers under this node's id: this node, the older,
     // takes its registration back and stays.
     let younger = json!({"id": node.id, "address": "127.0.0.1:1", "birthdate": u64::MAX / 2,

@@ -101,22 +101,26 @@ end
 return out
 ";
 
-/// KEYS[1]: a dead node's set of rooms; KEYS[2]: prefix of rooms' hashes; KEYS[3]: prefix
-/// of counts' hashes. ARGV[1]: the dead node. Removes its counts, and the rooms left empty.
-/// With KEYS[4] (the node's registration key) and KEYS[5] (the roster): only when the
-/// registration is gone (-1 otherwise), and only by the one caller that removes the roster
-/// entry (-2 for the others), in one atomic step, so that a node that registered again
-/// meanwhile keeps its entry and its counts.
+/// KEYS[1]: a dead node's set of rooms; with KEYS[2] (the node's registration key) and
+/// KEYS[3] (the roster): only when the registration is gone (-1 otherwise), and only by the
+/// one caller that removes the roster entry (-2 for the others), in one atomic step, so that
+/// a node that registered again meanwhile keeps its entry and its counts. ARGV[1]: the dead
+/// node; ARGV[2]: what a room's hashes are prefixed with (`Keys::room`'s form). Removes its
+/// counts, and the rooms left empty. (The room hashes are reached from the set, not given as
+/// keys: a Redis Cluster needs this split per slot — issue 20, with the bus.)
 const FORGET_NODE_SCRIPT: &str = r"
-if KEYS[4] then
-  if redis.call('EXISTS', KEYS[4]) == 1 then return -1 end
-  if redis.call('HDEL', KEYS[5], ARGV[1]) == 0 then return -2 end
+local function room_key(room, what)
+  return ARGV[2] .. '{r:' .. (string.gsub(room, '[{}]', '_')) .. '}/' .. what
+end
+if KEYS[2] then
+  if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+  if redis.call('HDEL', KEYS[3], ARGV[1]) == 0 then return -2 end
 end
 local rooms = redis.call('SMEMBERS', KEYS[1])
 for _, room in ipairs(rooms) do
-  local counts = KEYS[3] .. room
+  local counts = room_key(room, 'counts')
   redis.call('HDEL', counts, ARGV[1], 'u:' .. ARGV[1])
-  if redis.call('HLEN', counts) == 0 then redis.call('DEL', KEYS[2] .. room) end
+  if redis.call('HLEN', counts) == 0 then redis.call('DEL', room_key(room, 'room')) end
 end
 redis.call('DEL', KEYS[1])
 return #rooms
@@ -396,9 +400,8 @@ impl RoomSync {
         let mut invocation = self.forget_script.prepare_invoke();
         invocation
             .key(link.keys.node_rooms(node_id))
-            .key(link.keys.room(""))
-            .key(link.keys.room_counts(""))
-            .arg(node_id);
+            .arg(node_id)
+            .arg(link.keys.rooms_prefix());
         let rooms: i64 = link
             .bounded(invocation.invoke_async(&mut link.redis.get()))
             .await?;
@@ -411,11 +414,10 @@ impl RoomSync {
         let mut invocation = self.forget_script.prepare_invoke();
         invocation
             .key(link.keys.node_rooms(node_id))
-            .key(link.keys.room(""))
-            .key(link.keys.room_counts(""))
             .key(link.keys.node(node_id))
             .key(link.keys.roster())
-            .arg(node_id);
+            .arg(node_id)
+            .arg(link.keys.rooms_prefix());
         let rooms: i64 = link
             .bounded(invocation.invoke_async(&mut link.redis.get()))
             .await?;

@@ -337,7 +337,7 @@ impl RedisProcess {
             .map_err(|e| e.to_string())?;
         let mut connection = client.get_connection().map_err(|e| e.to_string())?;
         let keys: Vec<String> = redis::cmd("KEYS")
-            .arg("*cluster/history/*")
+            .arg("*cluster/{c:*}/history")
             .query(&mut connection)
             .map_err(|e| e.to_string())?;
         let (mut entries, mut bytes) = (0, 0);
