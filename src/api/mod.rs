@@ -412,8 +412,8 @@ pub(crate) fn link_connection(
 ) {
     let Some(outbox) = &caller.outbox else { return };
     // Linked already: the registry knows (every way it ends a link also fails the token's
-    // next request, or clears `linked`), and telling it again would cost a message per
-    // request.
+    // next request, or clears `linked`; a refresh moves the link to the new token, where it
+    // stays), and telling it again would cost a message per request.
     if caller
         .linked
         .borrow()

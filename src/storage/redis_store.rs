@@ -104,28 +104,8 @@ impl ConnectionLike for Handle {
 }
 
 impl Handle {
-    /// Runs `command` on every master (a SCAN, which Redis Cluster answers per node), once
-    /// on a single server; the masters as the cluster's slot map says now.
-    pub async fn on_every_master(
-        &mut self,
-        command: &redis::Cmd,
-    ) -> redis::RedisResult<Vec<redis::Value>> {
-        match self {
-            Handle::Single(c) => Ok(vec![command.query_async(c).await?]),
-            Handle::Cluster(c) => {
-                let mut out = Vec::new();
-                for (host, port) in masters(c).await? {
-                    let routing =
-                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
-                    out.push(c.route_command(command.clone(), routing).await?);
-                }
-                Ok(out)
-            }
-        }
-    }
-
-    /// The masters to `on_every_master` one by one, for commands with a cursor: their
-    /// addresses (one None for a single server).
+    /// The masters, for commands Redis Cluster answers per node (a SCAN, with its cursor):
+    /// their addresses as the cluster's slot map says now (one None for a single server).
     pub async fn masters(&mut self) -> redis::RedisResult<Vec<Option<(String, u16)>>> {
         match self {
             Handle::Single(_) => Ok(vec![None]),
