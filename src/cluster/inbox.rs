@@ -45,7 +45,7 @@ pub enum Inbound {
 
 /// Origins remembered per channel at most; past it the longest silent is forgotten.
 const MAX_ORIGINS: usize = 1024;
-/// Histories read per pipelined round trip when catching up.
+/// Histories read at once (one call each, sent together) when catching up.
 const CATCH_UP_BATCH: usize = 100;
 /// How long the inbox waits for the history to answer on a gap (heartbeats, plus command
 /// timeouts: a silent command connection is replaced after two), and between two reads;
@@ -336,8 +336,8 @@ impl Inbox {
     }
 
     /// Reads what every channel missed since its cursor (the pub/sub link was replaced):
-    /// one pipelined round trip per `CATCH_UP_BATCH` channels, then channel by channel for
-    /// those with more.
+    /// `CATCH_UP_BATCH` channels at once (one call per history, sent together), then channel
+    /// by channel for those with more.
     async fn catch_up(&mut self) {
         self.catch_up_due = false;
         let channels: Vec<(String, StreamId)> = self
@@ -346,19 +346,20 @@ impl Inbox {
             .filter_map(|(name, c)| Some((name.clone(), c.cursor?)))
             .collect();
         for batch in channels.chunks(CATCH_UP_BATCH) {
-            let mut pipe = redis::pipe();
-            for (channel, after) in batch {
-                pipe.add_command(history::range(
-                    &self.link.keys.history_of(channel),
-                    *after,
-                    None,
-                ));
-            }
-            let answers: Vec<RawEntries> = match self
-                .link
-                .bounded(pipe.query_async(&mut self.link.redis.get()))
-                .await
-            {
+            // One call per history (each in its channel's slot), all sent at once on the
+            // multiplexed connection: one round trip on a single server too.
+            let reads = batch.iter().map(|(channel, after)| {
+                let read = history::range(&self.link.keys.history_of(channel), *after, None);
+                let mut connection = self.link.redis.get();
+                async move { read.query_async::<RawEntries>(&mut connection).await }
+            });
+            let all = async {
+                futures_util::future::join_all(reads)
+                    .await
+                    .into_iter()
+                    .collect::<redis::RedisResult<Vec<RawEntries>>>()
+            };
+            let answers: Vec<RawEntries> = match self.link.bounded(all).await {
                 Ok(answers) => answers,
                 Err(reason) => {
                     self.link.health.down(&reason);

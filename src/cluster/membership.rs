@@ -179,12 +179,10 @@ pub async fn heartbeat(cluster: Arc<SharedBus>, link: Arc<Link>) {
     }
 }
 
-/// KEYS: the store's marker, the secret. ARGV: the marker this node knows, its secret.
-/// The secret is written back whenever it is missing (another node's wins if it wrote
-/// first); returns the stored marker, or nothing when it was missing and has been written
-/// back.
+/// KEYS: the store's marker. ARGV: the marker this node knows. Returns the stored marker, or
+/// nothing when it was missing and has been written back. (One key: the secret, in another
+/// slot of a Redis Cluster, is written back by a command of its own.)
 const RESTORE_SCRIPT: &str = r"
-redis.call('SET', KEYS[2], ARGV[2], 'NX')
 local current = redis.call('GET', KEYS[1])
 if current then return current end
 redis.call('SET', KEYS[1], ARGV[1])
@@ -198,13 +196,24 @@ async fn restore_store(cluster: &SharedBus, link: &Link) {
     let (Some(secret), false) = (cluster.secret.get(), known.is_empty()) else {
         return;
     };
+    // The secret is written back whenever it is missing (another node's wins if it wrote
+    // first), the marker after it: a store found with a marker has its secret.
+    let secret_back = link
+        .bounded(
+            redis::cmd("SET")
+                .arg(link.keys.secret())
+                .arg(secret)
+                .arg("NX")
+                .query_async::<Option<String>>(&mut link.redis.get()),
+        )
+        .await;
+    if let Err(reason) = secret_back {
+        link.health.down(&reason);
+        return;
+    }
     let script = redis::Script::new(RESTORE_SCRIPT);
     let mut invocation = script.prepare_invoke();
-    invocation
-        .key(link.keys.store_marker())
-        .key(link.keys.secret())
-        .arg(&known)
-        .arg(secret);
+    invocation.key(link.keys.store_marker()).arg(&known);
     match link
         .bounded(invocation.invoke_async::<Option<String>>(&mut link.redis.get()))
         .await
