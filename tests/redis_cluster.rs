@@ -128,3 +128,57 @@ async fn a_node_on_a_redis_cluster_survives_a_master_failover() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Slots moving between masters (a resharding: MOVED and ASK redirections) under a node:
+/// every request keeps working, nothing stored is lost, no restart.
+#[actix_rt::test]
+async fn a_node_on_a_redis_cluster_follows_a_resharding() {
+    let redis = RedisCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr, _) = node_on(&redis, dir.path());
+    let res = call(
+        addr,
+        json!({"controller": "security", "action": "createFirstAdmin", "_id": "root",
+            "body": {"credentials": {"local": {"username": "root", "password": "toor"}}}}),
+    )
+    .await;
+    assert_eq!(res["status"], 200, "{res}");
+    let jwt = login(addr).await["result"]["jwt"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let get_root =
+        json!({"controller": "security", "action": "getUser", "_id": "root", "jwt": jwt});
+    // Every slot of the master holding the administrator moves to another master.
+    let masters = redis.cluster.masters();
+    let from = *masters
+        .iter()
+        .find(|port| redis.cli(**port, &["EXISTS", "krt/users/root"]).trim() == "1")
+        .expect("a master holds the user");
+    let to = *masters.iter().find(|port| **port != from).unwrap();
+    let id = |port: u16| redis.cli(port, &["CLUSTER", "MYID"]).trim().to_owned();
+    let moved = std::process::Command::new("redis-cli")
+        .args(["--cluster", "reshard", &format!("127.0.0.1:{from}")])
+        .args(["--cluster-from", &id(from), "--cluster-to", &id(to)])
+        .args(["--cluster-slots", "16384", "--cluster-yes"])
+        .output()
+        .unwrap();
+    assert!(moved.status.success(), "{moved:?}");
+    assert_eq!(redis.cli(to, &["EXISTS", "krt/users/root"]).trim(), "1");
+    // The node's cluster client follows the redirections: the user, a new login, the token.
+    let res = call(addr, get_root.clone()).await;
+    assert_eq!(res["status"], 200, "{res}");
+    assert_eq!(login(addr).await["status"], 200);
+    let res = call(
+        addr,
+        json!({"controller": "auth", "action": "checkToken", "body": {"token": jwt}}),
+    )
+    .await;
+    assert_eq!(res["result"]["valid"], true, "{res}");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the node never stopped"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
