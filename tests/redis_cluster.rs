@@ -45,6 +45,35 @@ async fn login(addr: SocketAddr) -> Value {
     .await
 }
 
+/// Calls `request` until it is answered with 200, by `deadline`; meanwhile only the
+/// documented errors of a store that does not answer (PROTOCOL §5.4, §3.5).
+async fn until_served<F, Fut>(deadline: Instant, mut request: F) -> Value
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Value>,
+{
+    loop {
+        let res = request().await;
+        if res["status"] == 200 {
+            return res;
+        }
+        let id = res["error"]["id"].as_str().unwrap_or_default();
+        assert!(
+            [
+                "security.token.verification_error",
+                "services.cache.not_connected"
+            ]
+            .contains(&id),
+            "only 'the store does not answer' meanwhile: {res}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the failover never completed: {res}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[actix_rt::test]
 async fn a_node_on_a_redis_cluster_survives_a_master_failover() {
     let mut redis = RedisCluster::start();
@@ -88,30 +117,14 @@ async fn a_node_on_a_redis_cluster_survives_a_master_failover() {
     let killed = redis.cluster.servers[holder].port;
     redis.cluster.servers[holder].kill();
 
-    // Until the replica takes over, reading the user fails with 503; then it works again,
-    // and so do logins (a new token written), on the same node process.
+    // Until the replica takes over, reading the user fails as when the store does not
+    // answer; then it works again, and so do logins (a new token written), on the same node
+    // process. (Until every master agrees on the new one, a call to a key of another shard
+    // may fail the same way: each is polled.)
     let deadline = Instant::now() + WAIT * 3;
-    loop {
-        let res = call(addr, get_root.clone()).await;
-        if res["status"] == 200 {
-            assert_eq!(res["result"]["_id"], "root");
-            break;
-        }
-        // The documented errors of a store that does not answer (PROTOCOL §5.4, §3.5).
-        let id = res["error"]["id"].as_str().unwrap_or_default();
-        assert!(
-            [
-                "security.token.verification_error",
-                "services.cache.not_connected"
-            ]
-            .contains(&id),
-            "only 'the store does not answer' meanwhile: {res}"
-        );
-        assert!(Instant::now() < deadline, "the failover never completed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let res = login(addr).await;
-    assert_eq!(res["status"], 200, "{res}");
+    let res = until_served(deadline, || call(addr, get_root.clone())).await;
+    assert_eq!(res["result"]["_id"], "root");
+    until_served(deadline, || login(addr)).await;
     let masters = redis.cluster.masters();
     assert_eq!(masters.len(), 3, "a replica took over: {masters:?}");
     assert!(!masters.contains(&killed));

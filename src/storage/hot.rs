@@ -236,10 +236,12 @@ impl HotCache {
         self.count(|c| &c.flushes);
     }
 
-    /// The security version as last learnt; None when it must be read.
+    /// The security version as last learnt; None when it must be read: unknown, not
+    /// confirmed lately, or the store's "no version" (it lost its data: each request reads
+    /// it, so that a restored backup serves at once).
     pub fn version(&self) -> Option<u64> {
         let version = self.version.load(Ordering::Acquire);
-        (version != UNKNOWN && self.trusted()).then_some(version)
+        (version != UNKNOWN && version != super::NO_VERSION && self.trusted()).then_some(version)
     }
 
     /// The security version read, bumped, or announced by another node: when it changed,
@@ -318,6 +320,15 @@ mod tests {
         assert_eq!(cache.version(), None);
         cache.confirm(3, Some("e"));
         assert_eq!(cache.version(), Some(3));
+    }
+
+    #[test]
+    fn a_store_without_its_version_is_asked_each_time() {
+        let cache = shared();
+        cache.confirm(super::super::NO_VERSION, Some("e"));
+        assert_eq!(cache.version(), None);
+        cache.confirm(4, Some("e"));
+        assert_eq!(cache.version(), Some(4));
     }
 
     #[test]
