@@ -18,6 +18,9 @@ use crate::storage::{Kind, NO_VERSION, Store, StoreResult};
 
 pub struct Snapshot {
     version: u64,
+    /// When it was read: on a shared store it is read again after one heartbeat even if
+    /// the version did not move (a backup restored with a counter the node saw before).
+    loaded_at: std::time::Instant,
     pub roles: HashMap<String, Role>,
     pub profiles: HashMap<String, Profile>,
 }
@@ -87,12 +90,10 @@ impl SecurityCache {
                 };
             }
         };
-        if let Some(snapshot) = self
-            .current
-            .read()
-            .as_ref()
-            .filter(|s| s.version == version)
-        {
+        let max_age = store.cache_max_age();
+        if let Some(snapshot) = self.current.read().as_ref().filter(|s| {
+            s.version == version && max_age.is_none_or(|age| s.loaded_at.elapsed() < age)
+        }) {
             return Ok(snapshot.clone());
         }
         let snapshot = Arc::new(load(store, version).await?);
@@ -122,6 +123,7 @@ async fn load(store: &Store, version: u64) -> StoreResult<Snapshot> {
     }
     Ok(Snapshot {
         version,
+        loaded_at: std::time::Instant::now(),
         roles,
         profiles,
     })

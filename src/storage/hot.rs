@@ -124,6 +124,12 @@ impl HotCache {
         }
     }
 
+    /// How long an entry is used after it was read; None on the embedded store.
+    pub fn max_age(&self) -> Option<Duration> {
+        let age = self.max_age.load(Ordering::Relaxed);
+        (age != ALWAYS).then(|| Duration::from_millis(age))
+    }
+
     /// Until when an entry read now may be used.
     fn fresh_until(&self, now_ms: u64) -> u64 {
         now_ms.saturating_add(self.max_age.load(Ordering::Relaxed))

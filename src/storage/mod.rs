@@ -375,6 +375,12 @@ impl Store {
         Ok(version)
     }
 
+    /// How long what a node read of a shared store is used before it is read again (one
+    /// heartbeat); None on the embedded store.
+    pub fn cache_max_age(&self) -> Option<Duration> {
+        self.hot.max_age()
+    }
+
     /// A shared store's caches are confirmed every `heartbeat` (`confirm`).
     pub fn expect_confirmations(&self, heartbeat: Duration) {
         self.hot.expect_confirmations(heartbeat, self.timeout);
