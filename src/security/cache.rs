@@ -2,7 +2,8 @@
 //! security version (free on the embedded store; on Redis the one this node last learnt,
 //! `storage::hot`) and reloads when it changed, so a change applies on this node to requests
 //! that start after it, and on the others once they learn it (their bus message, or their
-//! next heartbeat).
+//! next heartbeat). On a shared store a snapshot is also read again one heartbeat after it
+//! was read, whatever the version.
 //! The bootstrap reads a first snapshot before the node serves. While the store is down,
 //! the last snapshot serves without asking it, but for a probe now and then.
 
@@ -96,7 +97,16 @@ impl SecurityCache {
         }) {
             return Ok(snapshot.clone());
         }
-        let snapshot = Arc::new(load(store, version).await?);
+        let snapshot = match load(store, version).await {
+            Ok(snapshot) => Arc::new(snapshot),
+            // Read again for its age, but the store does not answer: the last one serves.
+            Err(e) => {
+                return match self.current.read().as_ref() {
+                    Some(snapshot) if snapshot.version == version => Ok(snapshot.clone()),
+                    _ => Err(e),
+                };
+            }
+        };
         *self.current.write() = Some(snapshot.clone());
         Ok(snapshot)
     }
