@@ -30,19 +30,91 @@ impl Drop for Node {
     }
 }
 
-fn spawn_node(redis: &RedisServer, extra: &[(&str, &str)]) -> Node {
-    spawn_node_on(redis.port, extra)
+/// What the nodes share: one `redis-server`, or a Redis Cluster of 3 masters and 3
+/// replicas (issue 20). The tests written once for both run on each (`on_both!`).
+trait Shared {
+    /// How a node is told to use it.
+    fn env(&self) -> Vec<(&'static str, String)>;
+    /// `redis-cli` on it (on a Redis Cluster: following redirections, so that a key is
+    /// read where its slot is).
+    fn cli(&self, args: &[&str]) -> String;
+}
+
+impl Shared for RedisServer {
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("kuzzle_services__storage__node__host", "127.0.0.1".into()),
+            (
+                "kuzzle_services__storage__node__port",
+                self.port.to_string(),
+            ),
+        ]
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        redis_cli(self, args)
+    }
+}
+
+impl Shared for RedisCluster {
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![("kuzzle_services__storage__nodes", self.nodes_env())]
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let port = self.cluster.masters()[0].to_string();
+        let out = std::process::Command::new("redis-cli")
+            .args(["-c", "-h", "127.0.0.1", "-p", &port])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// A test written once for both topologies: `<name>::on_redis` and
+/// `<name>::on_redis_cluster` run `<name>(&shared)`.
+macro_rules! on_both {
+    ($name:ident) => {
+        mod $name {
+            #[actix_rt::test]
+            async fn on_redis() {
+                let redis = super::RedisServer::start();
+                super::$name(&redis).await;
+            }
+
+            #[actix_rt::test]
+            async fn on_redis_cluster() {
+                let redis = super::RedisCluster::start();
+                super::$name(&redis).await;
+            }
+        }
+    };
+}
+
+fn spawn_node(redis: &dyn Shared, extra: &[(&str, &str)]) -> Node {
+    let shared = redis.env();
+    let mut env: Vec<(&str, &str)> = shared.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.extend_from_slice(extra);
+    spawn_node_with(&env)
 }
 
 /// A node whose Redis is at 127.0.0.1:`port` (a `FaultProxy` in front of the real one).
 fn spawn_node_on(port: u16, extra: &[(&str, &str)]) -> Node {
-    let dir = tempfile::tempdir().unwrap();
     let port = port.to_string();
+    let mut env = vec![
+        ("kuzzle_services__storage__node__host", "127.0.0.1"),
+        ("kuzzle_services__storage__node__port", port.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    spawn_node_with(&env)
+}
+
+fn spawn_node_with(extra: &[(&str, &str)]) -> Node {
+    let dir = tempfile::tempdir().unwrap();
     let heartbeat = HEARTBEAT_MS.to_string();
     let mut env = vec![
         ("kuzzle_services__storage__backend", "redis"),
-        ("kuzzle_services__storage__node__host", "127.0.0.1"),
-        ("kuzzle_services__storage__node__port", port.as_str()),
         ("kuzzle_cluster__heartbeat", heartbeat.as_str()),
     ];
     env.extend_from_slice(extra);
@@ -65,7 +137,7 @@ fn spawn_node_on(port: u16, extra: &[(&str, &str)]) -> Node {
 }
 
 /// Three nodes that all see each other.
-async fn three_nodes(redis: &RedisServer) -> [Node; 3] {
+async fn three_nodes(redis: &dyn Shared) -> [Node; 3] {
     let nodes = [
         spawn_node(redis, &[]),
         spawn_node(redis, &[]),
@@ -165,10 +237,9 @@ fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[actix_rt::test]
-async fn a_publish_reaches_every_node_exactly_once() {
-    let redis = RedisServer::start();
-    let [n1, n2, n3] = three_nodes(&redis).await;
+on_both!(a_publish_reaches_every_node_exactly_once);
+async fn a_publish_reaches_every_node_exactly_once(redis: &dyn Shared) {
+    let [n1, n2, n3] = three_nodes(redis).await;
     let (mut s1, mut s2) = (Ws::connect(n1.addr).await, Ws::connect(n2.addr).await);
     let room = subscribe(&mut s1, json!({}), "none").await;
     assert_eq!(
@@ -212,10 +283,9 @@ async fn a_publish_reaches_every_node_exactly_once() {
     assert!(documents_until_marker(&mut s2).await.is_empty());
 }
 
-#[actix_rt::test]
-async fn counts_lists_and_user_notifications_are_cluster_wide() {
-    let redis = RedisServer::start();
-    let [n1, n2, n3] = three_nodes(&redis).await;
+on_both!(counts_lists_and_user_notifications_are_cluster_wide);
+async fn counts_lists_and_user_notifications_are_cluster_wide(redis: &dyn Shared) {
+    let [n1, n2, n3] = three_nodes(redis).await;
     let mut s1 = Ws::connect(n1.addr).await;
     let room = subscribe(&mut s1, json!({"equals": {"x": 1}}), "all").await;
     let mut s2 = Ws::connect(n2.addr).await;
@@ -258,10 +328,9 @@ async fn counts_lists_and_user_notifications_are_cluster_wide() {
     assert_eq!(list["result"], json!({}));
 }
 
-#[actix_rt::test]
-async fn join_a_room_that_only_another_node_has() {
-    let redis = RedisServer::start();
-    let [n1, n2, n3] = three_nodes(&redis).await;
+on_both!(join_a_room_that_only_another_node_has);
+async fn join_a_room_that_only_another_node_has(redis: &dyn Shared) {
+    let [n1, n2, n3] = three_nodes(redis).await;
     let mut s1 = Ws::connect(n1.addr).await;
     let room = subscribe(&mut s1, json!({"range": {"n": {"gte": 10}}}), "all").await;
     let mut s3 = Ws::connect(n3.addr).await;
@@ -345,10 +414,9 @@ async fn linked_subscriber(addr: SocketAddr, jwt: &str) -> (Ws, String) {
     (ws, res["result"]["roomId"].as_str().unwrap().to_owned())
 }
 
-#[actix_rt::test]
-async fn revocations_reach_sockets_on_other_nodes() {
-    let redis = RedisServer::start();
-    let [n1, n2, n3] = three_nodes(&redis).await;
+on_both!(revocations_reach_sockets_on_other_nodes);
+async fn revocations_reach_sockets_on_other_nodes(redis: &dyn Shared) {
+    let [n1, n2, n3] = three_nodes(redis).await;
     let (_admin, tokens) = users(n1.addr).await;
     let (admin_jwt, user_jwt) = tokens.split_once(' ').unwrap();
 
@@ -471,7 +539,7 @@ async fn redis_restarted_empty_and_delivery_resumes() {
 }
 
 /// Three nodes, and a socket on the second subscribed to `{}` (counted on the first).
-async fn a_subscriber_on_node_2(redis: &RedisServer) -> ([Node; 3], Ws, String) {
+async fn a_subscriber_on_node_2(redis: &dyn Shared) -> ([Node; 3], Ws, String) {
     let nodes = three_nodes(redis).await;
     let mut subscriber = Ws::connect(nodes[1].addr).await;
     let room = subscribe(&mut subscriber, json!({}), "none").await;
@@ -479,18 +547,14 @@ async fn a_subscriber_on_node_2(redis: &RedisServer) -> ([Node; 3], Ws, String) 
     (nodes, subscriber, room)
 }
 
-#[actix_rt::test]
-async fn a_killed_node_leaves_counts_and_status_within_three_heartbeats() {
-    let redis = RedisServer::start();
-    let ([n1, mut n2, _n3], _s2, room) = a_subscriber_on_node_2(&redis).await;
+on_both!(a_killed_node_leaves_counts_and_status_within_three_heartbeats);
+async fn a_killed_node_leaves_counts_and_status_within_three_heartbeats(redis: &dyn Shared) {
+    let ([n1, mut n2, _n3], _s2, room) = a_subscriber_on_node_2(redis).await;
     n2.child.kill().unwrap();
     n2.child.wait().unwrap();
     // Redis's own word that the registration ends within 3 heartbeats of the kill; counts
     // and status only include nodes whose registration exists.
-    let ttl = redis_cli(
-        &redis,
-        &["PTTL", &format!("krt/{{krt/cluster}}/node/{}", n2.id)],
-    );
+    let ttl = redis.cli(&["PTTL", &format!("krt/{{krt/cluster}}/node/{}", n2.id)]);
     let ttl: i64 = ttl.trim().parse().unwrap();
     // -2: already gone; -1 (no expiry) would fail.
     assert!(
@@ -513,10 +577,9 @@ async fn a_killed_node_leaves_counts_and_status_within_three_heartbeats() {
     .await;
 }
 
-#[actix_rt::test]
-async fn sigterm_removes_the_node_at_once() {
-    let redis = RedisServer::start();
-    let ([n1, mut n2, _n3], _s2, room) = a_subscriber_on_node_2(&redis).await;
+on_both!(sigterm_removes_the_node_at_once);
+async fn sigterm_removes_the_node_at_once(redis: &dyn Shared) {
+    let ([n1, mut n2, _n3], _s2, room) = a_subscriber_on_node_2(redis).await;
     send_signal(&n2.child, "TERM");
     assert!(wait_exit(&mut n2.child).success());
     // No polling: it left before it exited.
@@ -535,10 +598,9 @@ async fn sigterm_removes_the_node_at_once() {
     );
 }
 
-#[actix_rt::test]
-async fn too_few_nodes_refuse_requests() {
-    let redis = RedisServer::start();
-    let n1 = spawn_node(&redis, &[("kuzzle_cluster__minimumNodes", "2")]);
+on_both!(too_few_nodes_refuse_requests);
+async fn too_few_nodes_refuse_requests(redis: &dyn Shared) {
+    let n1 = spawn_node(redis, &[("kuzzle_cluster__minimumNodes", "2")]);
     let res = call(n1.addr, json!({"controller": "server", "action": "now"})).await;
     assert_eq!(res["status"], 503);
     assert_eq!(res["error"]["id"], "api.process.not_enough_nodes");
@@ -548,7 +610,7 @@ async fn too_few_nodes_refuse_requests() {
     )
     .await;
     assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
-    let _n2 = spawn_node(&redis, &[("kuzzle_cluster__minimumNodes", "2")]);
+    let _n2 = spawn_node(redis, &[("kuzzle_cluster__minimumNodes", "2")]);
     poll(|| async {
         call(n1.addr, json!({"controller": "server", "action": "now"})).await["status"] == 200
     })
@@ -572,7 +634,7 @@ async fn login_attempt(addr: SocketAddr, username: &str, password: &str) -> Valu
         .clone()
 }
 
-async fn nodes_with(redis: &RedisServer, env: &[(&str, &str)]) -> [Node; 3] {
+async fn nodes_with(redis: &dyn Shared, env: &[(&str, &str)]) -> [Node; 3] {
     let nodes = [
         spawn_node(redis, env),
         spawn_node(redis, env),
@@ -584,10 +646,9 @@ async fn nodes_with(redis: &RedisServer, env: &[(&str, &str)]) -> [Node; 3] {
     nodes
 }
 
-#[actix_rt::test]
-async fn the_login_limit_per_address_is_cluster_wide() {
-    let redis = RedisServer::start();
-    let nodes = nodes_with(&redis, &[("kuzzle_limits__loginsPerSecondPerAddress", "1")]).await;
+on_both!(the_login_limit_per_address_is_cluster_wide);
+async fn the_login_limit_per_address_is_cluster_wide(redis: &dyn Shared) {
+    let nodes = nodes_with(redis, &[("kuzzle_limits__loginsPerSecondPerAddress", "1")]).await;
     // Two attempts on each of three nodes at once. Counted per node, each node would let
     // at least one through: three in all. Counted cluster-wide, one per second (two if the
     // attempts straddle a second): the sockets are opened first, so the attempts leave
@@ -616,11 +677,10 @@ async fn the_login_limit_per_address_is_cluster_wide() {
     assert!((1..=2).contains(&admitted), "{answers:?}");
 }
 
-#[actix_rt::test]
-async fn login_failures_on_one_node_delay_the_username_on_the_others() {
-    let redis = RedisServer::start();
+on_both!(login_failures_on_one_node_delay_the_username_on_the_others);
+async fn login_failures_on_one_node_delay_the_username_on_the_others(redis: &dyn Shared) {
     let nodes = nodes_with(
-        &redis,
+        redis,
         &[
             ("kuzzle_limits__loginFailuresBeforeDelay", "2"),
             ("kuzzle_limits__loginFailureDelay", "60000"),
@@ -642,14 +702,15 @@ async fn login_failures_on_one_node_delay_the_username_on_the_others() {
     );
 }
 
-/// Issue 17's login rules across nodes: failures delay the (username, address) that made
-/// them on every node, never the owner from elsewhere; the per-username ceiling for
-/// unknown addresses is shared, and the owner's known address is exempt everywhere.
-#[actix_rt::test]
-async fn login_delays_and_the_username_ceiling_are_cluster_wide_and_spare_the_owner() {
-    let redis = RedisServer::start();
+// Issue 17's login rules across nodes: failures delay the (username, address) that made
+// them on every node, never the owner from elsewhere; the per-username ceiling for
+// unknown addresses is shared, and the owner's known address is exempt everywhere.
+on_both!(login_delays_and_the_username_ceiling_are_cluster_wide_and_spare_the_owner);
+async fn login_delays_and_the_username_ceiling_are_cluster_wide_and_spare_the_owner(
+    redis: &dyn Shared,
+) {
     let nodes = nodes_with(
-        &redis,
+        redis,
         &[
             ("kuzzle_limits__loginFailuresBeforeDelay", "2"),
             ("kuzzle_limits__loginFailureDelay", "60000"),
@@ -747,10 +808,9 @@ async fn clusters_with_different_key_prefixes_share_a_redis_unaware_of_each_othe
     );
 }
 
-#[actix_rt::test]
-async fn cluster_metrics_list_every_live_node() {
-    let redis = RedisServer::start();
-    let [n1, n2, n3] = three_nodes(&redis).await;
+on_both!(cluster_metrics_list_every_live_node);
+async fn cluster_metrics_list_every_live_node(redis: &dyn Shared) {
+    let [n1, n2, n3] = three_nodes(redis).await;
     let ids = |res: &Value| -> Vec<String> {
         let mut ids: Vec<String> = res["result"]["nodes"]
             .as_array()
@@ -1111,22 +1171,24 @@ fn restore_all(redis: &RedisServer, mut backup: Vec<(String, i64, Vec<u8>)>) {
     }
 }
 
-#[actix_rt::test]
-async fn a_live_node_restores_its_roster_entry_and_an_eviction_spares_it() {
-    let redis = RedisServer::start();
-    let n1 = spawn_node(&redis, &[]);
-    let n2 = spawn_node(&redis, &[]);
+on_both!(a_live_node_restores_its_roster_entry_and_an_eviction_spares_it);
+async fn a_live_node_restores_its_roster_entry_and_an_eviction_spares_it(redis: &dyn Shared) {
+    let n1 = spawn_node(redis, &[]);
+    let n2 = spawn_node(redis, &[]);
     for node in [&n1, &n2] {
         poll(|| async { status(node.addr).await["activeNodes"] == 2 }).await;
     }
     // Someone removes node 2 from the roster while it lives: it is back at its next
     // heartbeat, and listed again.
     assert_eq!(
-        redis_cli(&redis, &["HDEL", "krt/{krt/cluster}/roster", &n2.id]).trim(),
+        redis
+            .cli(&["HDEL", "krt/{krt/cluster}/roster", &n2.id])
+            .trim(),
         "1"
     );
     poll(|| async {
-        !redis_cli(&redis, &["HGET", "krt/{krt/cluster}/roster", &n2.id])
+        !redis
+            .cli(&["HGET", "krt/{krt/cluster}/roster", &n2.id])
             .trim()
             .is_empty()
     })

@@ -273,15 +273,7 @@ fn validation_errors_name_the_key_and_the_value() {
             Box::new(|t| {
                 t["services"]["storage"]["backend"] = json!("redis");
                 t["services"]["storage"]["nodes"] = json!([{"host": "127.0.0.1", "port": 7000}]);
-            }),
-            "[CONFIG] services.storage.nodes: the cluster's bus does not run on Redis Cluster yet (issue 20): set cluster.enabled to false (one node on a Redis Cluster store), or use services.storage.node (got 1)",
-        ),
-        (
-            Box::new(|t| {
-                t["services"]["storage"]["backend"] = json!("redis");
-                t["services"]["storage"]["nodes"] = json!([{"host": "127.0.0.1", "port": 7000}]);
                 t["services"]["storage"]["database"] = json!(2);
-                t["cluster"]["enabled"] = json!(false);
             }),
             "[CONFIG] services.storage.database: Redis Cluster has only database 0 (got 2)",
         ),

@@ -5,23 +5,127 @@
 //! (frozen, half-open) is replaced like a lost one.
 //! What arrives, and what the bridge did to the subscriptions, goes to the inbox (`inbox`)
 //! in order.
+//!
+//! On a Redis Cluster the link is a cluster connection of its own with sharded pub/sub
+//! (SSUBSCRIBE: each channel is heard on the master that owns its slot, so a shard's
+//! traffic stays on it). What Redis pushes comes through a push sender; a disconnection
+//! from any master, a shard channel Redis unsubscribed by itself (its slot moved, or its
+//! master failed over), a full inbound queue, or a PING some master does not answer makes
+//! the bridge drop the whole connection and subscribe everything on a new one, as after a
+//! lost link on one server: the inbox then reads every history for what the gap skipped.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix::{Actor, ActorFutureExt, AsyncContext, AtomicResponse, Context, Handler, WrapFuture};
 use futures_util::StreamExt;
 use redis::aio::PubSubSink;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+use redis::{PushInfo, PushKind, RedisResult};
 use tokio::sync::mpsc;
 
 use super::inbox::Inbound;
-use super::messages::{Disconnected, Hold, Release};
+use super::messages::{Disconnected, Hold, Release, Unsubscribed};
 use super::shared::SharedBus;
 use super::{Bus, Link};
 
 /// Between two connection attempts while Redis is away.
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
+
+/// The subscribing half of the pub/sub link: a connection's sink on one server, the
+/// cluster connection on a Redis Cluster.
+enum Sink {
+    Single(PubSubSink),
+    Shards(ClusterConnection),
+}
+
+impl Sink {
+    async fn subscribe(&mut self, channels: &[String]) -> RedisResult<()> {
+        match self {
+            Sink::Single(sink) => sink.subscribe(channels).await,
+            // One SSUBSCRIBE per channel (one slot each), issued together.
+            Sink::Shards(connection) => {
+                futures_util::future::try_join_all(channels.iter().map(|channel| {
+                    let mut connection = connection.clone();
+                    async move { connection.ssubscribe(channel).await }
+                }))
+                .await?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, channel: &str) -> RedisResult<()> {
+        match self {
+            Sink::Single(sink) => sink.unsubscribe(channel).await,
+            Sink::Shards(connection) => connection.sunsubscribe(channel).await,
+        }
+    }
+
+    /// Every connection of the link answers (on a Redis Cluster, every master's).
+    async fn ping(&mut self) -> RedisResult<()> {
+        match self {
+            Sink::Single(sink) => sink.ping::<redis::Value>().await.map(|_| ()),
+            Sink::Shards(connection) => {
+                let every_master = RoutingInfo::MultiNode((
+                    MultipleNodeRoutingInfo::AllMasters,
+                    Some(ResponsePolicy::AllSucceeded),
+                ));
+                connection
+                    .route_command(redis::cmd("PING"), every_master)
+                    .await
+                    .map(|_| ())
+            }
+        }
+    }
+}
+
+/// What Redis pushes on a Redis Cluster link, handed over without waiting (the cluster
+/// connection's push sender must not block): a message to the inbox, the rest to the
+/// bridge. Pushes of an older connection than the bridge's current one are ignored.
+fn shard_pushes(
+    inbound: mpsc::Sender<Inbound>,
+    bridge: actix::Addr<Bridge>,
+    current: Arc<AtomicU64>,
+    generation: u64,
+) -> impl Fn(PushInfo) -> Result<(), ()> + Send + Sync + 'static {
+    move |push: PushInfo| {
+        if current.load(Ordering::Acquire) != generation {
+            return Err(());
+        }
+        let mut data = push.data.into_iter();
+        match push.kind {
+            PushKind::SMessage => {
+                let (Some(channel), Some(payload)) = (data.next(), data.next()) else {
+                    return Ok(());
+                };
+                let arrival = Inbound::Message {
+                    channel: redis::from_redis_value(channel).unwrap_or_default(),
+                    payload: redis::from_redis_value(payload).unwrap_or_default(),
+                };
+                if inbound.try_send(arrival).is_err() {
+                    // Full: this message is skipped, so the link is replaced and every
+                    // history read (as for any gap).
+                    bridge.do_send(Disconnected { generation });
+                }
+            }
+            PushKind::SUnsubscribe => {
+                if let Some(channel) = data.next().and_then(|c| redis::from_redis_value(c).ok()) {
+                    bridge.do_send(Unsubscribed {
+                        generation,
+                        channel,
+                    });
+                }
+            }
+            PushKind::Disconnection => bridge.do_send(Disconnected { generation }),
+            _ => {}
+        }
+        Ok(())
+    }
+}
 
 pub struct Bridge {
     cluster: Arc<SharedBus>,
@@ -29,7 +133,7 @@ pub struct Bridge {
     /// What arrives goes to the fan-out, on another thread.
     inbound: mpsc::Sender<Inbound>,
     /// None while disconnected, or while an operation has it.
-    sink: Option<PubSubSink>,
+    sink: Option<Sink>,
     /// Channel → holds (rooms, and subscribes in progress, on its collection).
     holds: HashMap<String, usize>,
     /// Channels Redis confirmed on the current connection.
@@ -39,6 +143,8 @@ pub struct Bridge {
     /// The task reading the current connection, and which connection it is.
     reader: Option<actix_rt::task::JoinHandle<()>>,
     generation: u64,
+    /// The generation whose pushes count (a Redis Cluster link).
+    current: Arc<AtomicU64>,
 }
 
 impl Bridge {
@@ -53,16 +159,19 @@ impl Bridge {
             lost_logged: false,
             reader: None,
             generation: 0,
+            current: Arc::new(AtomicU64::new(0)),
         }
     }
 
     fn connect(&mut self, ctx: &mut Context<Self>) {
-        // A Redis Cluster never gets here: `services.storage.nodes` refuses a clustered node.
+        if self.link.redis.is_cluster() {
+            return self.connect_shards(ctx);
+        }
         let client = self.link.redis.client().cloned();
         let limit = self.link.timeout;
         let attempt = async move {
             let Some(client) = client else {
-                return Err("the bus does not run on Redis Cluster yet".to_owned());
+                return Err("no Redis client".to_owned());
             };
             match tokio::time::timeout(limit, client.get_async_pubsub()).await {
                 Ok(Ok(pubsub)) => Ok(pubsub),
@@ -96,11 +205,53 @@ impl Bridge {
                 }
                 me.do_send(Disconnected { generation });
             }));
-            bridge.sink = Some(sink);
-            let mut channels: Vec<String> = bridge.holds.keys().cloned().collect();
-            channels.push(bridge.link.keys.sessions_channel());
-            bridge.subscribe(ctx, channels);
+            bridge.sink = Some(Sink::Single(sink));
+            bridge.subscribe_all(ctx);
         }));
+    }
+
+    /// The Redis Cluster link: a cluster connection of its own whose pushes go to the
+    /// inbox and to this actor (`shard_pushes`).
+    fn connect_shards(&mut self, ctx: &mut Context<Self>) {
+        self.generation += 1;
+        let generation = self.generation;
+        self.current.store(generation, Ordering::Release);
+        let pushes = shard_pushes(
+            self.inbound.clone(),
+            ctx.address(),
+            self.current.clone(),
+            generation,
+        );
+        let link = self.link.clone();
+        let attempt = async move {
+            match link.redis.shard_pubsub(pushes).await {
+                Some(Ok(connection)) => Ok(connection),
+                Some(Err(e)) => Err(e.to_string()),
+                None => Err("not a Redis Cluster".to_owned()),
+            }
+        };
+        ctx.wait(attempt.into_actor(self).map(move |result, bridge, ctx| {
+            if bridge.generation != generation {
+                return;
+            }
+            match result {
+                Ok(connection) => {
+                    bridge.sink = Some(Sink::Shards(connection));
+                    bridge.subscribe_all(ctx);
+                }
+                Err(reason) => {
+                    bridge.log_loss(&reason);
+                    bridge.reconnect_later(ctx);
+                }
+            }
+        }));
+    }
+
+    /// On a new connection: every held channel and the revocations channel.
+    fn subscribe_all(&mut self, ctx: &mut Context<Self>) {
+        let mut channels: Vec<String> = self.holds.keys().cloned().collect();
+        channels.push(self.link.keys.sessions_channel());
+        self.subscribe(ctx, channels);
     }
 
     /// Subscribes the channels, blocking the actor's other messages until Redis answers.
@@ -157,6 +308,7 @@ impl Bridge {
         // After what the old connection delivered: what follows may have skipped some.
         self.tell(Inbound::Lost);
         self.generation += 1;
+        self.current.store(self.generation, Ordering::Release);
         self.sink = None;
         self.subscribed.clear();
         self.reconnect_later(ctx);
@@ -170,14 +322,14 @@ impl Bridge {
         };
         let limit = self.link.timeout;
         let operation = async move {
-            let result = tokio::time::timeout(limit, sink.ping::<redis::Value>()).await;
+            let result = tokio::time::timeout(limit, sink.ping()).await;
             (sink, result)
         };
         ctx.wait(
             operation
                 .into_actor(self)
                 .map(|(sink, result), bridge, ctx| match result {
-                    Ok(Ok(_)) => bridge.sink = Some(sink),
+                    Ok(Ok(())) => bridge.sink = Some(sink),
                     Ok(Err(e)) => bridge.lose(ctx, &e.to_string()),
                     Err(_) => bridge.lose(ctx, "no answer to PING"),
                 }),
@@ -228,7 +380,8 @@ impl Handler<Hold> for Bridge {
         let channel = hold.channel;
         let operation = async move {
             let mut sink = sink;
-            let result = tokio::time::timeout(limit, sink.subscribe(&channel)).await;
+            let result =
+                tokio::time::timeout(limit, sink.subscribe(std::slice::from_ref(&channel))).await;
             (sink, channel, result)
         };
         AtomicResponse::new(Box::pin(operation.into_actor(self).map(
@@ -291,6 +444,23 @@ impl Handler<Disconnected> for Bridge {
         if lost.generation == self.generation {
             self.reader = None;
             self.lose(ctx, "the connection closed");
+        }
+    }
+}
+
+impl Handler<Unsubscribed> for Bridge {
+    type Result = ();
+
+    /// Redis unsubscribed a shard channel by itself (its slot moved to another master, or
+    /// its master failed over): unless the node released it meanwhile, the link is
+    /// replaced and every channel subscribed again where its slot now is.
+    fn handle(&mut self, gone: Unsubscribed, ctx: &mut Context<Self>) {
+        // A channel the node released left `subscribed` before its SUNSUBSCRIBE.
+        if gone.generation == self.generation && self.subscribed.contains(&gone.channel) {
+            self.lose(
+                ctx,
+                &format!("Redis unsubscribed {} (its slot moved)", gone.channel),
+            );
         }
     }
 }

@@ -27,14 +27,16 @@ impl fmt::Display for StreamId {
 }
 
 /// KEYS: the history stream, the channel. ARGV: the entry (`wire::entry`), maxLength,
-/// maxAge (ms). Appends, trims, publishes `<id> <entry>`; returns the id.
+/// maxAge (ms), the publishing command (`PUBLISH` on one server, `SPUBLISH` on a Redis
+/// Cluster: the channel's shard alone carries it). Appends, trims, publishes
+/// `<id> <entry>`; returns the id.
 pub const PUBLISH_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[1])
 redis.call('XTRIM', KEYS[1], 'MINID', '~', string.format('%.0f', now - tonumber(ARGV[3])))
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PUBLISH', KEYS[2], id .. ' ' .. ARGV[1])
+redis.call(ARGV[4], KEYS[2], id .. ' ' .. ARGV[1])
 return id
 ";
 

@@ -47,6 +47,12 @@ impl Keys {
         format!("{}node/{id}", self.group)
     }
 
+    /// Set while another node evicts this one (its counts are being removed): the node's
+    /// registration waits for it to go (`rooms::EVICT_SCRIPT`).
+    pub fn evicting(&self, id: &str) -> String {
+        format!("{}evicting/{id}", self.group)
+    }
+
     /// A node's latest figures for the dashboard (JSON, refreshed every second).
     pub fn node_metrics(&self, id: &str) -> String {
         format!("{}metrics/{id}", self.group)
@@ -61,11 +67,6 @@ impl Keys {
     /// List of the latest `joined` / `evicted` events, newest first.
     pub fn activity(&self) -> String {
         format!("{}activity", self.group)
-    }
-
-    /// What a room's hashes start with (the eviction script builds them from room ids).
-    pub fn rooms_prefix(&self) -> &str {
-        &self.prefix
     }
 
     /// Hash of a room: `index`, `collection`, `filter` (as subscribed).
@@ -106,20 +107,24 @@ impl Keys {
     }
 
     /// One username's login failures from one address (a hash: `count`, `blockedUntil`).
-    /// The address comes first: it holds no `/`, a username may.
+    /// A username's three keys share its hash tag (one script reads them together).
     pub fn login_failures(&self, address: &str, username: &str) -> String {
-        format!("{}logins/failures/{address}/{username}", self.prefix)
+        format!(
+            "{}logins/{{u:{}}}/failures/{address}",
+            self.prefix,
+            tag(username)
+        )
     }
 
     /// The addresses a username logged in from (a hash: address → last success, ms).
     pub fn login_known(&self, username: &str) -> String {
-        format!("{}logins/known/{username}", self.prefix)
+        format!("{}logins/{{u:{}}}/known", self.prefix, tag(username))
     }
 
     /// A username's ceiling on passwords checked from unknown addresses (the
     /// theoretical arrival time of a GCRA, ms).
     pub fn login_ceiling(&self, username: &str) -> String {
-        format!("{}logins/ceiling/{username}", self.prefix)
+        format!("{}logins/{{u:{}}}/ceiling", self.prefix, tag(username))
     }
 
     /// The revocation log: a stream of `{node, tokens}` entries that every node reads from
@@ -159,6 +164,7 @@ mod tests {
             keys.roster(),
             keys.activity(),
             keys.node_rooms("n1"),
+            keys.evicting("n1"),
             keys.node_metrics("n2"),
             keys.revocations(),
             keys.sessions_channel(),
@@ -172,15 +178,12 @@ mod tests {
             hash_tag(&keys.room_counts("ab12"))
         );
         assert_ne!(hash_tag(&keys.room("ab12")), hash_tag(&keys.room("cd34")));
-        // The eviction script's form of a room's keys (FORGET_NODE_SCRIPT's room_key).
-        assert_eq!(
-            keys.room("ab12"),
-            format!("{}{{r:ab12}}/room", keys.rooms_prefix())
-        );
-        assert_eq!(
-            keys.room_counts("ab12"),
-            format!("{}{{r:ab12}}/counts", keys.rooms_prefix())
-        );
+        let login = [
+            keys.login_failures("10.0.0.1", "a{b}/c"),
+            keys.login_known("a{b}/c"),
+            keys.login_ceiling("a{b}/c"),
+        ];
+        assert!(login.iter().all(|k| hash_tag(k) == "u:a_b_/c"), "{login:?}");
         let channel = keys.collection_channel("i", "c{x}");
         assert_eq!(channel, "krt/cluster/{c:i/c_x_}/notify");
         assert_eq!(keys.history_of(&channel), "krt/cluster/{c:i/c_x_}/history");

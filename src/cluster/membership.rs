@@ -93,18 +93,37 @@ async fn log_activity(link: &Link, event: Value) -> Result<(), String> {
         .await
 }
 
-/// Writes the registration (refreshing its TTL) and the roster entry, and logs `joined`.
-pub async fn register(link: &Link, info: &NodeInfo) -> Result<(), String> {
+/// KEYS: the registration, the roster, the node's eviction mark. ARGV: the registration's
+/// text, its TTL (ms), the node id. 0 while another node evicts this one (its counts are
+/// being removed: the registration waits for that), 1 once registered.
+const REGISTER_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[1])
+return 1
+";
+
+/// Writes the registration (refreshing its TTL) and the roster entry, and logs `joined`;
+/// false (nothing written) while another node evicts this one.
+pub async fn register(link: &Link, info: &NodeInfo) -> Result<bool, String> {
     let text = serde_json::to_string(info).map_err(|e| e.to_string())?;
-    let mut pipe = redis::pipe();
-    pipe.atomic()
-        .pset_ex(link.keys.node(&info.id), &text, ttl_ms(link))
-        .ignore()
-        .hset(link.keys.roster(), &info.id, &text)
-        .ignore();
-    link.bounded(pipe.query_async::<()>(&mut link.redis.get()))
+    let script = redis::Script::new(REGISTER_SCRIPT);
+    let mut invocation = script.prepare_invoke();
+    invocation
+        .key(link.keys.node(&info.id))
+        .key(link.keys.roster())
+        .key(link.keys.evicting(&info.id))
+        .arg(text)
+        .arg(ttl_ms(link))
+        .arg(&info.id);
+    let registered: i64 = link
+        .bounded(invocation.invoke_async(&mut link.redis.get()))
         .await?;
-    log_activity(link, event(info, "joined", None)).await
+    if registered == 0 {
+        return Ok(false);
+    }
+    log_activity(link, event(info, "joined", None)).await?;
+    Ok(true)
 }
 
 /// Every heartbeat: refresh, re-register if needed, evict the dead, count the living.
@@ -149,10 +168,15 @@ pub async fn heartbeat(cluster: Arc<SharedBus>, link: Arc<Link>) {
                 );
                 // Redis lost data: what this node published lately may be gone from it.
                 cluster.replay_soon();
-                match register(&link, info).await {
-                    Ok(()) => {
-                        cluster.rewrite_rooms();
-                    }
+                // What an eviction left half done goes before the rooms are written again.
+                let registered = match cluster.rooms.forget_node(&link, &info.id).await {
+                    Ok(_) => register(&link, info).await,
+                    Err(reason) => Err(reason),
+                };
+                match registered {
+                    Ok(true) => cluster.rewrite_rooms(),
+                    // Another node is evicting this one: registered at the next heartbeat.
+                    Ok(false) => continue,
                     Err(reason) => link.health.down(&reason),
                 }
             }
@@ -271,7 +295,9 @@ async fn refresh(link: &Link, info: &NodeInfo) -> Result<Registration, String> {
                 (info.birthdate, &info.incarnation) < (t.birthdate, &t.incarnation)
             });
             if older {
-                register(link, info).await?;
+                if !register(link, info).await? {
+                    return Ok(Registration::Vanished);
+                }
                 Registration::Refreshed
             } else {
                 Registration::Twin

@@ -24,3 +24,11 @@ pub struct Disconnected {
     /// Which connection (a newer one may exist already).
     pub generation: u64,
 }
+
+/// Redis unsubscribed a shard channel without being asked (Redis Cluster: its slot moved).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribed {
+    pub generation: u64,
+    pub channel: String,
+}

@@ -341,6 +341,17 @@ impl Link {
     }
 }
 
+impl Link {
+    /// One script call, bounded by the command timeout.
+    pub async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, String> {
+        let mut connection = self.redis.get();
+        self.bounded(invocation.invoke_async(&mut connection)).await
+    }
+}
+
 /// What this node says of itself in `cluster:status`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NodeInfo {

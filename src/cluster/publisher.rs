@@ -11,7 +11,8 @@
 //! - **Replay.** What Redis held in the last `cluster.bus.replay.maxAge` is kept and sent
 //!   again, before anything newer, when Redis may have lost it: after a failed call, the
 //!   next success first reads Redis's `run_id`, and a new one (a restart, a failover to
-//!   another server) means the last writes may be gone; and when the heartbeat finds this
+//!   another server) means the last writes may be gone (on a Redis Cluster, whose masters
+//!   fail over one by one, any failed call counts as one); and when the heartbeat finds this
 //!   node's registration vanished (Redis emptied). Receivers drop what they already
 //!   delivered. A link that was only cut replays nothing.
 //!
@@ -403,6 +404,14 @@ impl Publisher {
     /// The `run_id` of the Redis that answers; an empty one when it refuses to tell (INFO
     /// disabled by a managed service: the replay then waits for the heartbeat's word).
     async fn run_id(&self) -> Result<String, String> {
+        if self.link.redis.is_cluster() {
+            // Which masters answer is not one server's run_id: a call failed, so a master
+            // may have failed over and lost its last writes: every one is new.
+            self.link
+                .bounded(redis::cmd("PING").query_async::<()>(&mut self.link.redis.get()))
+                .await?;
+            return Ok(uuid::Uuid::new_v4().simple().to_string());
+        }
         let mut command = redis::cmd("INFO");
         command.arg("server");
         let mut connection = self.link.redis.get();
@@ -428,30 +437,60 @@ impl Publisher {
     }
 
     /// Sends `entries` in order, in pipelined batches; the script is loaded in each (a
-    /// Redis that restarted has forgotten it).
+    /// Redis that restarted has forgotten it). On a Redis Cluster a pipeline holds one
+    /// slot: a batch goes as one pipeline per channel (a channel and its history share a
+    /// slot), issued together; order is kept per channel, which is what receivers check.
     async fn transmit(&self, entries: &[Outgoing]) -> Result<(), String> {
+        let cluster = self.link.redis.is_cluster();
         for batch in entries.chunks(BATCH) {
-            let mut pipe = redis::pipe();
-            pipe.cmd("SCRIPT").arg("LOAD").arg(PUBLISH_SCRIPT).ignore();
-            for (channel, history, body) in batch {
-                match history {
-                    Some(history) => pipe
-                        .cmd("EVALSHA")
-                        .arg(&self.script_hash)
-                        .arg(2)
-                        .arg(&**history)
-                        .arg(&**channel)
-                        .arg(&**body)
-                        .arg(self.history_length)
-                        .arg(self.history_age)
-                        .ignore(),
-                    None => pipe.publish(&**channel, &**body).ignore(),
-                };
+            if !cluster {
+                let mut pipe = redis::pipe();
+                pipe.cmd("SCRIPT").arg("LOAD").arg(PUBLISH_SCRIPT).ignore();
+                for entry in batch {
+                    self.push(&mut pipe, entry, "PUBLISH");
+                }
+                self.link
+                    .bounded(pipe.query_async::<()>(&mut self.link.redis.get()))
+                    .await?;
+                continue;
             }
-            self.link
-                .bounded(pipe.query_async::<()>(&mut self.link.redis.get()))
-                .await?;
+            let mut per_channel: indexmap::IndexMap<&str, redis::Pipeline> =
+                indexmap::IndexMap::new();
+            for entry in batch {
+                let pipe = per_channel.entry(&*entry.0).or_insert_with(redis::pipe);
+                self.push(pipe, entry, "SPUBLISH");
+            }
+            futures_util::future::try_join_all(per_channel.values().map(|pipe| async move {
+                let mut connection = self.link.redis.get();
+                self.link
+                    .bounded(pipe.query_async::<()>(&mut connection))
+                    .await
+            }))
+            .await?;
         }
         Ok(())
+    }
+
+    /// One message in a pipeline: the script for a message with a history (by its hash on
+    /// one server, where the pipeline loads it first; whole on a Redis Cluster, whose
+    /// pipelines cannot load it on every shard), `publish` alone otherwise.
+    fn push(&self, pipe: &mut redis::Pipeline, (channel, history, body): &Outgoing, publish: &str) {
+        match history {
+            Some(history) => {
+                match publish {
+                    "PUBLISH" => pipe.cmd("EVALSHA").arg(&self.script_hash),
+                    _ => pipe.cmd("EVAL").arg(PUBLISH_SCRIPT),
+                };
+                pipe.arg(2)
+                    .arg(&**history)
+                    .arg(&**channel)
+                    .arg(&**body)
+                    .arg(self.history_length)
+                    .arg(self.history_age)
+                    .arg(publish)
+                    .ignore()
+            }
+            None => pipe.cmd(publish).arg(&**channel).arg(&**body).ignore(),
+        };
     }
 }

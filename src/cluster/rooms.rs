@@ -14,116 +14,104 @@ use std::time::Duration;
 
 use indexmap::IndexSet;
 use parking_lot::Mutex;
-use redis::Script;
+use redis::{AsyncCommands, Script};
 use tokio::sync::{Notify, watch};
 
 use std::sync::Weak;
 
 use super::{Link, Upstream};
 
-/// Rooms per script call, so that one call never holds Redis for long.
+/// Rooms whose scripts are in flight together, so that one write never floods Redis.
 const BATCH: usize = 500;
 
-/// A room's counts hash holds, per node, `<node>` → its count and, when some channel of
-/// the room on that node wants user notifications, `u:<node>` → 1.
+/// One room, one slot (its two hashes share a hash tag), so that it runs on a Redis Cluster
+/// as on one server. A room's counts hash holds, per node, `<node>` → its count and, when
+/// some channel of the room on that node wants user notifications, `u:<node>` → 1.
 ///
-/// KEYS[1]: this node's set of rooms; then, per room, its hash and its counts' hash.
-/// ARGV[1]: node id; ARGV[2]: how many nodes are known dead (`DEAD`), then their ids; then,
-/// per room, id, local count, whether it wants user notifications (1/0), index, collection,
-/// filter ("" when already written).
-/// Returns, per room, the count of the other nodes not known dead and whether one of them
-/// wants user notifications (1/0). The script touches only the keys it is given.
+/// KEYS: the room's hash, its counts' hash. ARGV[1]: node id; ARGV[2]: local count;
+/// ARGV[3]: whether it wants user notifications (1/0); ARGV[4..6]: index, collection,
+/// filter ("" when already written); ARGV[7]: how many nodes are known dead (`DEAD`), then
+/// their ids. Returns the count of the other nodes not known dead and whether one of them
+/// wants user notifications (1/0). The node's room set (`Keys::node_rooms`, in the
+/// membership slot) is written apart: the room added before its count, removed after.
 const SYNC_SCRIPT: &str = r"
-local node = ARGV[1]
-local dead, skip = {}, tonumber(ARGV[2])
-for i = 1, skip do dead[ARGV[2 + i]] = true end
-local out = {}
-local rooms = (#KEYS - 1) / 2
-for i = 1, rooms do
-  local info, counts = KEYS[2 * i], KEYS[2 * i + 1]
-  local a = 2 + skip + (i - 1) * 6
-  local room, count = ARGV[a + 1], tonumber(ARGV[a + 2])
-  if count > 0 then
-    redis.call('HSET', counts, node, count)
-    if ARGV[a + 3] == '1' then
-      redis.call('HSET', counts, 'u:' .. node, 1)
-    else
-      redis.call('HDEL', counts, 'u:' .. node)
-    end
-    redis.call('SADD', KEYS[1], room)
-    if ARGV[a + 6] ~= '' then
-      redis.call('HSET', info, 'index', ARGV[a + 4], 'collection', ARGV[a + 5], 'filter', ARGV[a + 6])
-    end
+local node, count = ARGV[1], tonumber(ARGV[2])
+local dead = {}
+for i = 1, tonumber(ARGV[7]) do dead[ARGV[7 + i]] = true end
+if count > 0 then
+  redis.call('HSET', KEYS[2], node, count)
+  if ARGV[3] == '1' then
+    redis.call('HSET', KEYS[2], 'u:' .. node, 1)
   else
-    redis.call('HDEL', counts, node, 'u:' .. node)
-    redis.call('SREM', KEYS[1], room)
-    if redis.call('HLEN', counts) == 0 then redis.call('DEL', info) end
+    redis.call('HDEL', KEYS[2], 'u:' .. node)
   end
-  local remote, wants = 0, 0
-  local fields = redis.call('HGETALL', counts)
-  for j = 1, #fields, 2 do
-    local field = fields[j]
-    local owner = field
-    if string.sub(field, 1, 2) == 'u:' then owner = string.sub(field, 3) end
-    if owner ~= node and not dead[owner] then
-      if owner == field then remote = remote + tonumber(fields[j + 1]) else wants = 1 end
-    end
+  if ARGV[6] ~= '' then
+    redis.call('HSET', KEYS[1], 'index', ARGV[4], 'collection', ARGV[5], 'filter', ARGV[6])
   end
-  out[2 * i - 1] = remote
-  out[2 * i] = wants
+else
+  redis.call('HDEL', KEYS[2], node, 'u:' .. node)
+  if redis.call('HLEN', KEYS[2]) == 0 then redis.call('DEL', KEYS[1]) end
 end
-return out
+local remote, wants = 0, 0
+local fields = redis.call('HGETALL', KEYS[2])
+for j = 1, #fields, 2 do
+  local field = fields[j]
+  local owner = field
+  if string.sub(field, 1, 2) == 'u:' then owner = string.sub(field, 3) end
+  if owner ~= node and not dead[owner] then
+    if owner == field then remote = remote + tonumber(fields[j + 1]) else wants = 1 end
+  end
+end
+return {remote, wants}
 ";
 
-/// KEYS: per room, its hash and its counts' hash. ARGV[1]: node id (not counted);
-/// ARGV[2]: how many nodes are known dead, then their ids (not counted). Returns, per room,
-/// index, collection and the count of the other nodes (index "" for a room that does not
-/// exist).
+/// KEYS: a room's hash, its counts' hash. ARGV[1]: node id (not counted); ARGV[2]: how
+/// many nodes are known dead, then their ids (not counted). Returns index, collection and
+/// the count of the other nodes (index "" for a room that does not exist).
 const READ_SCRIPT: &str = r"
 local node = ARGV[1]
 local dead = {}
 for i = 1, tonumber(ARGV[2]) do dead[ARGV[2 + i]] = true end
-local out = {}
-for i = 1, #KEYS / 2 do
-  local place = redis.call('HMGET', KEYS[2 * i - 1], 'index', 'collection')
-  local remote = 0
-  local fields = redis.call('HGETALL', KEYS[2 * i])
-  for j = 1, #fields, 2 do
-    local field = fields[j]
-    if field ~= node and string.sub(field, 1, 2) ~= 'u:' and not dead[field] then
-      remote = remote + tonumber(fields[j + 1])
-    end
+local place = redis.call('HMGET', KEYS[1], 'index', 'collection')
+local remote = 0
+local fields = redis.call('HGETALL', KEYS[2])
+for j = 1, #fields, 2 do
+  local field = fields[j]
+  if field ~= node and string.sub(field, 1, 2) ~= 'u:' and not dead[field] then
+    remote = remote + tonumber(fields[j + 1])
   end
-  out[#out + 1] = place[1] or ''
-  out[#out + 1] = place[2] or ''
-  out[#out + 1] = remote
 end
-return out
+return {place[1] or '', place[2] or '', remote}
 ";
 
-/// KEYS[1]: a dead node's set of rooms; with KEYS[2] (the node's registration key) and
-/// KEYS[3] (the roster): only when the registration is gone (-1 otherwise), and only by the
-/// one caller that removes the roster entry (-2 for the others), in one atomic step, so that
-/// a node that registered again meanwhile keeps its entry and its counts. ARGV[1]: the dead
-/// node; ARGV[2]: what a room's hashes are prefixed with (`Keys::room`'s form). Removes its
-/// counts, and the rooms left empty. (The room hashes are reached from the set, not given as
-/// keys: a Redis Cluster needs this split per slot — issue 20, with the bus.)
-const FORGET_NODE_SCRIPT: &str = r"
-local function room_key(room, what)
-  return ARGV[2] .. '{r:' .. (string.gsub(room, '[{}]', '_')) .. '}/' .. what
-end
-if KEYS[2] then
-  if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
-  if redis.call('HDEL', KEYS[3], ARGV[1]) == 0 then return -2 end
-end
-local rooms = redis.call('SMEMBERS', KEYS[1])
-for _, room in ipairs(rooms) do
-  local counts = room_key(room, 'counts')
-  redis.call('HDEL', counts, ARGV[1], 'u:' .. ARGV[1])
-  if redis.call('HLEN', counts) == 0 then redis.call('DEL', room_key(room, 'room')) end
-end
-redis.call('DEL', KEYS[1])
-return #rooms
+/// KEYS: a room's hash, its counts' hash. ARGV[1]: a node that left or was evicted. Its
+/// count goes, and the room when no node is left in it.
+const DROP_SCRIPT: &str = r"
+redis.call('HDEL', KEYS[2], ARGV[1], 'u:' .. ARGV[1])
+if redis.call('HLEN', KEYS[2]) == 0 then redis.call('DEL', KEYS[1]) end
+return 1
+";
+
+/// An eviction's first step, in the membership slot. KEYS: the node's registration, the
+/// roster, the node's room set, its eviction mark. ARGV[1]: the node; ARGV[2]: how long
+/// the mark holds (ms). -1 when the node is registered (alive again), -2 when it left the
+/// roster or another node evicts it; otherwise the mark is set (a registration waits for
+/// it to go) and the node's rooms are returned. The rooms' counts go next, one slot each,
+/// while the roster still lists the node as dead (so that no one counts them meanwhile),
+/// then `EVICTED_SCRIPT` removes it.
+const EVICT_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return -2 end
+if not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[2]) then return -2 end
+return redis.call('SMEMBERS', KEYS[3])
+";
+
+/// An eviction's last step. KEYS: the roster, the node's room set, its eviction mark.
+/// ARGV[1]: the node.
+const EVICTED_SCRIPT: &str = r"
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2], KEYS[3])
+return 1
 ";
 
 /// What the other nodes have of a room, as of the last write.
@@ -151,7 +139,9 @@ pub struct RoomSync {
     remote: Mutex<HashMap<Arc<str>, Remote>>,
     sync_script: Script,
     read_script: Script,
-    forget_script: Script,
+    drop_script: Script,
+    evict_script: Script,
+    evicted_script: Script,
     /// Set when the node leaves: nothing more is written.
     stopped: std::sync::atomic::AtomicBool,
     /// Nodes of the roster whose registration had expired at the last heartbeat: their
@@ -187,7 +177,9 @@ impl RoomSync {
             remote: Mutex::new(HashMap::new()),
             sync_script: Script::new(SYNC_SCRIPT),
             read_script: Script::new(READ_SCRIPT),
-            forget_script: Script::new(FORGET_NODE_SCRIPT),
+            drop_script: Script::new(DROP_SCRIPT),
+            evict_script: Script::new(EVICT_SCRIPT),
+            evicted_script: Script::new(EVICTED_SCRIPT),
             stopped: std::sync::atomic::AtomicBool::new(false),
             dead: Mutex::new(Arc::from([])),
         }
@@ -196,15 +188,6 @@ impl RoomSync {
     /// The roster's nodes whose registration expired, as the last heartbeat read them.
     pub fn set_dead(&self, nodes: Vec<String>) {
         *self.dead.lock() = Arc::from(nodes);
-    }
-
-    /// The dead nodes as a script's arguments: their number, then their ids.
-    fn dead_args(&self, invocation: &mut redis::ScriptInvocation<'_>) {
-        let dead = self.dead.lock().clone();
-        invocation.arg(dead.len());
-        for node in dead.iter() {
-            invocation.arg(node);
-        }
     }
 
     /// Stops writing, once the writes under way are done (bounded by `limit`): the node
@@ -309,45 +292,77 @@ impl RoomSync {
         local: &dyn Upstream,
         rooms: &[Arc<str>],
     ) -> Result<(), String> {
-        let mut invocation = self.sync_script.prepare_invoke();
-        invocation.key(link.keys.node_rooms(node)).arg(node);
-        self.dead_args(&mut invocation);
+        let dead = self.dead.lock().clone();
         let mut counts = Vec::with_capacity(rooms.len());
+        let mut invocations = Vec::with_capacity(rooms.len());
         {
             let written = &self.queue.lock().written;
             for room in rooms {
                 let snapshot = local.room(room);
                 let count = snapshot.as_ref().map_or(0, |s| s.count);
                 counts.push(count);
+                let mut invocation = self.sync_script.prepare_invoke();
                 invocation
                     .key(link.keys.room(room))
-                    .key(link.keys.room_counts(room));
-                let wants_users = snapshot.as_ref().is_some_and(|s| s.wants_users);
-                invocation
-                    .arg(&**room)
+                    .key(link.keys.room_counts(room))
+                    .arg(node)
                     .arg(count)
-                    .arg(if wants_users { "1" } else { "0" });
+                    .arg(match snapshot.as_ref().is_some_and(|s| s.wants_users) {
+                        true => "1",
+                        false => "0",
+                    });
                 match snapshot {
                     Some(s) if !written.contains(room) => {
                         invocation.arg(s.index).arg(s.collection).arg(&*s.body)
                     }
                     _ => invocation.arg("").arg("").arg(""),
                 };
+                dead_args(&mut invocation, &dead);
+                invocations.push(invocation);
             }
         }
-        let answer: Vec<usize> = link
-            .bounded(invocation.invoke_async(&mut link.redis.get()))
-            .await?;
-        let remote = answer.chunks(2).map(|pair| Remote {
-            count: pair.first().copied().unwrap_or(0),
-            wants_users: pair.get(1) == Some(&1),
-        });
+        let (added, removed): (Vec<_>, Vec<_>) = rooms
+            .iter()
+            .zip(&counts)
+            .partition(|(_, count)| **count > 0);
+        let node_rooms = link.keys.node_rooms(node);
+        // The room set first: a node that dies now leaves no count an eviction cannot find.
+        if !added.is_empty() {
+            let mut sadd = redis::cmd("SADD");
+            sadd.arg(&node_rooms);
+            for (room, _) in &added {
+                sadd.arg(&***room);
+            }
+            link.bounded(sadd.query_async::<()>(&mut link.redis.get()))
+                .await?;
+        }
+        let answers = futures_util::future::try_join_all(
+            invocations
+                .iter()
+                .map(|invocation| link.invoke::<(usize, usize)>(invocation)),
+        )
+        .await?;
+        if !removed.is_empty() {
+            let mut srem = redis::cmd("SREM");
+            srem.arg(&node_rooms);
+            for (room, _) in &removed {
+                srem.arg(&***room);
+            }
+            link.bounded(srem.query_async::<()>(&mut link.redis.get()))
+                .await?;
+        }
         let mut queue = self.queue.lock();
         let mut known = self.remote.lock();
-        for ((room, count), remote) in rooms.iter().zip(counts).zip(remote) {
+        for ((room, count), (remote, wants)) in rooms.iter().zip(counts).zip(answers) {
             // Kept for a room that just left this node too: its "out" notification needs it
             // (`forget` removes it then).
-            known.insert(room.clone(), remote);
+            known.insert(
+                room.clone(),
+                Remote {
+                    count: remote,
+                    wants_users: wants == 1,
+                },
+            );
             if count > 0 {
                 queue.written.insert(room.clone());
             } else {
@@ -357,70 +372,132 @@ impl RoomSync {
         Ok(())
     }
 
-    /// Index, collection and other nodes' count of each room (chunked script calls).
+    /// Index, collection and other nodes' count of each room (one script per room, in
+    /// batches issued together).
     pub async fn read(
         &self,
         link: &Link,
         node_id: &str,
         rooms: &[String],
     ) -> Result<Vec<RemoteRoom>, String> {
+        let dead = self.dead.lock().clone();
         let mut out = Vec::with_capacity(rooms.len());
         for chunk in rooms.chunks(BATCH) {
-            let mut invocation = self.read_script.prepare_invoke();
-            invocation.arg(node_id);
-            self.dead_args(&mut invocation);
-            for room in chunk {
-                invocation
-                    .key(link.keys.room(room))
-                    .key(link.keys.room_counts(room));
-            }
-            let values: Vec<redis::Value> = link
-                .bounded(invocation.invoke_async(&mut link.redis.get()))
-                .await?;
-            for (room, fields) in chunk.iter().zip(values.chunks(3)) {
-                let text = |v: &redis::Value| -> String {
-                    redis::from_redis_value_ref::<String>(v).unwrap_or_default()
-                };
-                let [index, collection, count] = fields else {
-                    continue;
-                };
+            let invocations: Vec<_> = chunk
+                .iter()
+                .map(|room| {
+                    let mut invocation = self.read_script.prepare_invoke();
+                    invocation
+                        .key(link.keys.room(room))
+                        .key(link.keys.room_counts(room))
+                        .arg(node_id);
+                    dead_args(&mut invocation, &dead);
+                    invocation
+                })
+                .collect();
+            let answers = futures_util::future::try_join_all(
+                invocations
+                    .iter()
+                    .map(|invocation| link.invoke::<(String, String, usize)>(invocation)),
+            )
+            .await?;
+            for (room, (index, collection, remote_count)) in chunk.iter().zip(answers) {
                 out.push(RemoteRoom {
                     room_id: room.clone(),
-                    index: text(index),
-                    collection: text(collection),
-                    remote_count: redis::from_redis_value_ref::<usize>(count).unwrap_or(0),
+                    index,
+                    collection,
+                    remote_count,
                 });
             }
         }
         Ok(out)
     }
 
-    /// Removes a node's counts (it left, or was evicted).
-    pub async fn forget_node(&self, link: &Link, node_id: &str) -> Result<usize, String> {
-        let mut invocation = self.forget_script.prepare_invoke();
-        invocation
-            .key(link.keys.node_rooms(node_id))
-            .arg(node_id)
-            .arg(link.keys.rooms_prefix());
-        let rooms: i64 = link
-            .bounded(invocation.invoke_async(&mut link.redis.get()))
+    /// Removes a node's count from each of `rooms` (one slot each), in batches.
+    async fn drop_counts(
+        &self,
+        link: &Link,
+        node_id: &str,
+        rooms: &[String],
+    ) -> Result<(), String> {
+        for chunk in rooms.chunks(BATCH) {
+            let invocations: Vec<_> = chunk
+                .iter()
+                .map(|room| {
+                    let mut invocation = self.drop_script.prepare_invoke();
+                    invocation
+                        .key(link.keys.room(room))
+                        .key(link.keys.room_counts(room))
+                        .arg(node_id);
+                    invocation
+                })
+                .collect();
+            futures_util::future::try_join_all(
+                invocations
+                    .iter()
+                    .map(|invocation| link.invoke::<()>(invocation)),
+            )
             .await?;
-        Ok(rooms.max(0) as usize)
+        }
+        Ok(())
     }
 
-    /// Evicts a node whose registration expired: its roster entry and its counts go in one
-    /// step, unless it registered again meanwhile or another node evicted it first (None).
+    /// Removes a node's counts (it leaves, or registers again after its registration
+    /// vanished: what an interrupted eviction left goes before it writes its rooms again).
+    pub async fn forget_node(&self, link: &Link, node_id: &str) -> Result<usize, String> {
+        let node_rooms = link.keys.node_rooms(node_id);
+        let rooms: Vec<String> = link.bounded(link.redis.get().smembers(&node_rooms)).await?;
+        self.drop_counts(link, node_id, &rooms).await?;
+        link.bounded(link.redis.get().del::<_, ()>(&node_rooms))
+            .await?;
+        Ok(rooms.len())
+    }
+
+    /// Evicts a node whose registration expired: its counts, then its roster entry, unless
+    /// it registered again or another node evicts it (None). The eviction mark makes the
+    /// node's registration wait until its counts are gone (bounded: the mark expires).
     pub async fn evict(&self, link: &Link, node_id: &str) -> Result<Option<usize>, String> {
-        let mut invocation = self.forget_script.prepare_invoke();
-        invocation
-            .key(link.keys.node_rooms(node_id))
+        let mark = link.keys.evicting(node_id);
+        let mut claim = self.evict_script.prepare_invoke();
+        claim
             .key(link.keys.node(node_id))
             .key(link.keys.roster())
+            .key(link.keys.node_rooms(node_id))
+            .key(&mark)
             .arg(node_id)
-            .arg(link.keys.rooms_prefix());
-        let rooms: i64 = link
-            .bounded(invocation.invoke_async(&mut link.redis.get()))
+            .arg(eviction_mark_ms(link));
+        let answer: redis::Value = link
+            .bounded(claim.invoke_async(&mut link.redis.get()))
             .await?;
-        Ok(usize::try_from(rooms).ok())
+        let rooms: Vec<String> = match answer {
+            redis::Value::Int(_) => return Ok(None),
+            other => redis::from_redis_value(other).map_err(|e| e.to_string())?,
+        };
+        self.drop_counts(link, node_id, &rooms).await?;
+        let mut done = self.evicted_script.prepare_invoke();
+        done.key(link.keys.roster())
+            .key(link.keys.node_rooms(node_id))
+            .key(&mark)
+            .arg(node_id);
+        link.bounded(done.invoke_async::<()>(&mut link.redis.get()))
+            .await?;
+        Ok(Some(rooms.len()))
+    }
+}
+
+/// How long an eviction's mark holds a node's registration back at most: longer than the
+/// eviction's calls take (each bounded by the command timeout).
+pub fn eviction_mark_ms(link: &Link) -> u64 {
+    u64::try_from(link.timeout.as_millis())
+        .unwrap_or(u64::MAX / 8)
+        .saturating_mul(4)
+        .max(1000)
+}
+
+/// The dead nodes as a script's last arguments: their number, then their ids.
+fn dead_args(invocation: &mut redis::ScriptInvocation<'_>, dead: &[String]) {
+    invocation.arg(dead.len());
+    for node in dead {
+        invocation.arg(node);
     }
 }

@@ -208,7 +208,18 @@ impl Bus for SharedBus {
         Box::pin(async move {
             let link = &self.link;
             let me = self.me.upgrade().ok_or("the bus is gone")?;
-            membership::register(link, &info).await?;
+            // A node restarted under the id of one being evicted waits for the eviction.
+            let deadline = std::time::Instant::now()
+                + std::time::Duration::from_millis(super::rooms::eviction_mark_ms(link));
+            while !membership::register(link, &info).await? {
+                if std::time::Instant::now() > deadline {
+                    return Err(format!(
+                        "node id {}: another node's eviction of it did not end",
+                        info.id
+                    ));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
             self.revocations.start(link, &self.node_id).await?;
             // The control plane (heartbeat, pub/sub reader, publish queue, room writer)
             // runs on a thread of its own, so that no fan-out, local or inbound, delays a

@@ -232,21 +232,12 @@ pub fn validate(s: &Settings) -> Result<(), ConfigError> {
         }
         at_least("services.storage.nodes", node.port.into(), 1)?;
     }
-    if storage.is_redis_cluster() {
-        if storage.database != 0 {
-            fail(
-                "services.storage.database",
-                "Redis Cluster has only database 0",
-                storage.database,
-            )?;
-        }
-        if c.enabled {
-            fail(
-                "services.storage.nodes",
-                "the cluster's bus does not run on Redis Cluster yet (issue 20): set cluster.enabled to false (one node on a Redis Cluster store), or use services.storage.node",
-                storage.nodes.len(),
-            )?;
-        }
+    if storage.is_redis_cluster() && storage.database != 0 {
+        fail(
+            "services.storage.database",
+            "Redis Cluster has only database 0",
+            storage.database,
+        )?;
     }
     if c.minimum_nodes > 1 && s.services.storage.backend != StorageBackend::Redis {
         fail(

@@ -222,6 +222,11 @@ pub fn client(settings: &StorageSettings) -> StoreResult<Client> {
 
 /// A client for the configured Redis Cluster, from its seed nodes.
 pub fn cluster_client(settings: &StorageSettings) -> StoreResult<ClusterClient> {
+    cluster_builder(settings)?.build().map_err(classify)
+}
+
+/// The builder of `cluster_client`, for a client with more (a push sender).
+fn cluster_builder(settings: &StorageSettings) -> StoreResult<ClusterClientBuilder> {
     no_tls(settings)?;
     let mut seeds = Vec::with_capacity(settings.nodes.len());
     for node in &settings.nodes {
@@ -232,14 +237,12 @@ pub fn cluster_client(settings: &StorageSettings) -> StoreResult<ClusterClient> 
                 .set_redis_settings(redis_settings(settings, ProtocolVersion::RESP3)),
         );
     }
-    ClusterClientBuilder::new(seeds)
+    Ok(ClusterClientBuilder::new(seeds)
         .use_protocol(ProtocolVersion::RESP3)
         .tcp_settings(tcp_settings(settings))
         .connection_timeout(Duration::from_secs(2))
         .response_timeout(Duration::from_secs(5))
-        .retries(3)
-        .build()
-        .map_err(classify)
+        .retries(3))
 }
 
 /// A multiplexed connection that reconnects by itself.
@@ -344,6 +347,38 @@ impl Connection {
             Clients::Single(client) => Some(client),
             Clients::Cluster(_) => None,
         }
+    }
+
+    /// A new connection to the Redis Cluster that hands what Redis pushes (sharded
+    /// pub/sub messages, subscription changes, disconnections) to `push`: the bus's
+    /// pub/sub link. None on a single server (its pub/sub link comes from `client`).
+    pub async fn shard_pubsub(
+        &self,
+        push: impl redis::aio::AsyncPushSender,
+    ) -> Option<StoreResult<ClusterConnection>> {
+        if !self.is_cluster() {
+            return None;
+        }
+        let connect = async {
+            let client = cluster_builder(&self.settings)?
+                .push_sender(push)
+                .build()
+                .map_err(classify)?;
+            match tokio::time::timeout(Duration::from_secs(5), client.get_async_connection()).await
+            {
+                Ok(Ok(connection)) => Ok(connection),
+                Ok(Err(e)) => Err(classify(e)),
+                Err(_) => Err(StoreError::Unavailable(
+                    "the Redis Cluster did not answer within 5 s".into(),
+                )),
+            }
+        };
+        Some(connect.await)
+    }
+
+    /// Whether this is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.clients, Clients::Cluster(_))
     }
 
     /// A handle on the current connection (cheap: the connection is shared).
@@ -626,13 +661,28 @@ impl RedisStore {
             .map_err(classify)
     }
 
+    /// Subscribers of a channel: of its shard channel on a Redis Cluster (asked of the
+    /// master that owns its slot), of the channel on one server.
     pub async fn subscribers(&self, channel: &str) -> StoreResult<usize> {
-        let counts: Vec<(String, usize)> = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(channel)
-            .query_async(&mut self.connection.get())
-            .await
-            .map_err(classify)?;
+        let mut command = redis::cmd("PUBSUB");
+        let answer = match self.connection.get() {
+            Handle::Cluster(mut c) => {
+                command.arg("SHARDNUMSUB").arg(channel);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                    redis::cluster_routing::Route::with_key(
+                        channel,
+                        redis::cluster_routing::SlotAddr::Master,
+                    ),
+                ));
+                c.route_command(command, routing).await
+            }
+            mut single => {
+                command.arg("NUMSUB").arg(channel);
+                command.query_async(&mut single).await
+            }
+        };
+        let counts: Vec<(String, usize)> = redis::from_redis_value(answer.map_err(classify)?)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(counts.first().map_or(0, |(_, n)| *n))
     }
 
