@@ -4,6 +4,7 @@
 const test = require("node:test");
 const assert = require("node:assert/strict");
 const { Kuzzle, WebSocket } = require("kuzzle-sdk");
+const { execFileSync } = require("node:child_process");
 const { startCluster, sleep } = require("./node");
 
 async function client(port) {
@@ -68,6 +69,49 @@ test("publisher and subscriber on different nodes; the subscriber's node dies an
       "a notification after the reconnection",
     );
     assert.ok(received[1].result._source.n > 1);
+  } finally {
+    for (const c of clients) c.disconnect();
+    await cluster.stop();
+  }
+});
+
+/** `redis-cli` on one member of the Redis Cluster. */
+function redisCli(port, ...args) {
+  return execFileSync("redis-cli", ["-h", "127.0.0.1", "-p", String(port), ...args], { encoding: "utf8" });
+}
+
+test("on a Redis Cluster: a master holding the collection's channel is killed mid-stream; the SDK subscriber gets every message once, in order", async () => {
+  const cluster = await startCluster(3, 500, { redisCluster: true });
+  const clients = [];
+  try {
+    assert.equal(cluster.redis.length, 6);
+    const subscriber = await client(cluster.port);
+    clients.push(subscriber);
+    const home = await nodeOf(subscriber);
+    const other = cluster.nodes.find((n) => n.id !== home);
+    const publisher = await client(other.port);
+    clients.push(publisher);
+
+    const received = [];
+    await subscriber.realtime.subscribe("shop", "orders", {}, (n) => received.push(n.result._source.n));
+    // The master that owns the channel's slot (the replicas are in sync: cluster/run waits).
+    const channel = "krt/cluster/{c:shop/orders}/notify";
+    const owner = cluster.redis.find((r) => redisCli(r.port, "PUBSUB", "SHARDCHANNELS").split("\n").includes(channel));
+    assert.ok(owner, "a master holds the channel");
+
+    const total = 300;
+    for (let n = 0; n < total; n++) {
+      if (n === 50) process.kill(owner.pid, "SIGKILL");
+      // Answered once Redis holds it, or once it waits for Redis (retain queue).
+      await publisher.realtime.publish("shop", "orders", { n });
+      await sleep(10);
+    }
+    await until(() => received.length >= total, 30000, `every message (got ${received.length})`);
+    await sleep(500);
+    assert.deepEqual(received, [...Array(total).keys()], "once each, in order");
+    assert.equal(await nodeOf(subscriber), home, "the subscriber's socket never moved");
+    const masters = cluster.redis.filter((r) => r.pid !== owner.pid && /role:master/.test(redisCli(r.port, "INFO", "replication")));
+    assert.equal(masters.length, 3, "a replica took over");
   } finally {
     for (const c of clients) c.disconnect();
     await cluster.stop();

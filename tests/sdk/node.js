@@ -80,15 +80,18 @@ async function freePorts(count) {
 }
 
 /**
- * Starts `cluster/run`: a redis-server, `nodes` nodes and nginx in front, all on
- * 127.0.0.1. Resolves to { port (nginx), nodes: [{id, pid, port}], stop() }.
+ * Starts `cluster/run`: a redis-server (with `redisCluster`: a Redis Cluster of 3 masters
+ * and 3 replicas), `nodes` nodes and nginx in front, all on 127.0.0.1. Resolves to
+ * { port (nginx), nodes: [{id, pid, port}], redis: [{pid, port}], stop() }.
  */
-async function startCluster(nodes = 3, heartbeat = 500) {
+async function startCluster(nodes = 3, heartbeat = 500, { redisCluster = false } = {}) {
   const [port, ...nodePorts] = await freePorts(nodes + 1);
   const script = path.resolve(__dirname, "../../cluster/run");
+  const args = ["--nodes", String(nodes), "--port", String(port), "--first-node-port", String(nodePorts[0]), "--heartbeat", String(heartbeat)];
+  if (redisCluster) args.push("--redis-cluster");
   const child = spawn(
     script,
-    ["--nodes", String(nodes), "--port", String(port), "--first-node-port", String(nodePorts[0]), "--heartbeat", String(heartbeat)],
+    args,
     { env: { ...process.env, KUZZLE_RT_BIN: BINARY }, stdio: ["ignore", "pipe", "pipe"] },
   );
   let out = "";
@@ -105,9 +108,14 @@ async function startCluster(nodes = 3, heartbeat = 500) {
         pid: Number(m[2]),
         port: Number(m[3]),
       }));
+      const redis = [...out.matchAll(/redis-server pid (\d+) on 127\.0\.0\.1:(\d+)/g)].map((m) => ({
+        pid: Number(m[1]),
+        port: Number(m[2]),
+      }));
       resolve({
         port,
         nodes: found,
+        redis,
         output: () => out,
         stop: () =>
           new Promise((done) => {
