@@ -5,6 +5,7 @@ and checked against what the cluster needs, and the nginx configuration that clu
 generates is checked by nginx itself (`nginx -t`).
 """
 
+import json
 import pathlib
 import re
 import shutil
@@ -23,8 +24,46 @@ class Compose(unittest.TestCase):
         cls.compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
         cls.services = cls.compose["services"]
 
+    def default_services(self):
+        return {name for name, service in self.services.items() if "profiles" not in service}
+
     def test_services(self):
-        self.assertEqual(set(self.services), {"redis", "node", "nginx"})
+        self.assertEqual(self.default_services(), {"redis", "node", "nginx"})
+
+    def test_redis_cluster_profile(self):
+        profile = {
+            name: service
+            for name, service in self.services.items()
+            if "redis-cluster" in service.get("profiles", [])
+        }
+        members = {f"redis-c{i}" for i in range(1, 7)}
+        self.assertEqual(set(profile), members | {"redis-cluster-create", "node-rc", "nginx-rc"})
+        for name in members:
+            command = profile[name]["command"]
+            self.assertEqual(command[command.index("--cluster-enabled") + 1], "yes")
+            self.assertEqual(command[command.index("--cluster-announce-hostname") + 1], name)
+            self.assertIn("redis-cli", " ".join(profile[name]["healthcheck"]["test"]))
+        create = profile["redis-cluster-create"]
+        self.assertEqual(set(create["depends_on"]), members)
+        script = create["command"][0]
+        self.assertIn("--cluster-replicas 1", script)
+        for name in members:
+            self.assertIn(name, script)
+        node = profile["node-rc"]
+        self.assertEqual(
+            node["depends_on"]["redis-cluster-create"]["condition"], "service_completed_successfully"
+        )
+        seeds = node["environment"]["kuzzle_services__storage__nodes"]
+        self.assertTrue(seeds.startswith("*json:"))
+        for seed in json.loads(seeds[len("*json:"):]):
+            self.assertIn(seed["host"], members)
+        # On its own network `node` names these nodes, so that nginx.conf serves both.
+        self.assertIn("node", node["networks"]["rc"]["aliases"])
+        self.assertEqual(profile["nginx-rc"]["networks"], ["rc"])
+        self.assertEqual(profile["nginx-rc"]["ports"], ["7513:7512"])
+        # The default services stay on the default network.
+        for name in self.default_services():
+            self.assertNotIn("networks", self.services[name])
 
     def test_redis_persists_and_is_checked(self):
         redis = self.services["redis"]
