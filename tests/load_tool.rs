@@ -40,6 +40,7 @@ fn the_help_describes_every_option() {
         "--pin",
         "--json",
         "--cluster",
+        "--redis-cluster",
     ] {
         assert!(help.contains(option), "{option} missing from:\n{help}");
     }
@@ -110,4 +111,40 @@ fn it_measures_a_node_already_running_through_every_scenario() {
         "{stderr}"
     );
     assert!(stderr.contains("kuzzle-load: 8 / 8 publishes"), "{stderr}");
+}
+
+/// `--redis-cluster`: two nodes on a Redis Cluster it starts; every publish delivered, one
+/// SPUBLISH each, each master's CPU, and the spread of 120 collections' channels.
+#[test]
+fn it_measures_two_nodes_on_a_redis_cluster() {
+    let output = Command::new(env!("CARGO_BIN_EXE_kuzzle-load"))
+        .args(["--redis-cluster", "--json"])
+        .args(["--subscribers", "5", "--publishes", "20", "--rate", "200"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let results: Value = serde_json::from_str(&stdout).expect("one JSON object");
+    for phase in ["same_node", "cross_node"] {
+        let figures = &results[phase];
+        assert_eq!(figures["deliveries"], 100, "{figures}");
+        assert_eq!(figures["redis_publish_per_publish"], 1.0, "{figures}");
+        assert_eq!(
+            figures["redis_cpu_ms_per_1000_publishes"]
+                .as_array()
+                .map(Vec::len),
+            Some(3),
+            "{figures}"
+        );
+    }
+    let spread = &results["spread"]["channels_per_master"];
+    let channels: Vec<u64> = spread
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    assert_eq!(channels.len(), 3, "{spread}");
+    assert_eq!(channels.iter().sum::<u64>(), 120, "{spread}");
 }

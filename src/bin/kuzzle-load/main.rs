@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use dialect::Dialect;
-use processes::{RedisServer, announced_address};
+use processes::{RedisCluster, RedisServer, announced_address};
 use scenarios::{Pace, Probe, Target};
 
 const SCENARIOS: &[&str] = &["idle", "requests", "fanout", "burst", "churn"];
@@ -51,6 +51,7 @@ struct Args {
     pin: Option<String>,
     json: bool,
     cluster: bool,
+    redis_cluster: bool,
     identities: bool,
     with_token: bool,
 }
@@ -103,6 +104,9 @@ Options:
   --cluster                start a redis-server and two nodes instead: the paced fan-out with
                            the publisher on the subscribers' node, then on the other node, the
                            Redis commands per publish, and what the bus's history holds
+  --redis-cluster          --cluster on a Redis Cluster of 3 masters + 3 replicas instead of
+                           one redis-server: the same figures, each master's CPU per 1,000
+                           publishes, and how the channels of c000..c119 spread over the masters
   --with-token             the requests scenario with an administrator's token (the first
                            administrator is created: the server's store must be new)
   --identities             start a node on the embedded store and one on a redis-server of its
@@ -142,6 +146,7 @@ fn parse_args() -> Result<Args, String> {
         pin: None,
         json: false,
         cluster: false,
+        redis_cluster: false,
         identities: false,
         with_token: false,
     };
@@ -209,6 +214,10 @@ fn parse_args() -> Result<Args, String> {
             "--compression" => args.compression = true,
             "--json" => args.json = true,
             "--cluster" => args.cluster = true,
+            "--redis-cluster" => {
+                args.cluster = true;
+                args.redis_cluster = true;
+            }
             "--identities" => args.identities = true,
             "--with-token" => args.with_token = true,
             "-h" | "--help" => {
@@ -301,80 +310,173 @@ impl Drop for NodeProcess {
     }
 }
 
-/// A redis-server for `--cluster`, on a free port of 127.0.0.1, without persistence.
+/// The Redis of `--cluster`: a redis-server, or a Redis Cluster (`--redis-cluster`), on
+/// free ports of 127.0.0.1, without persistence.
 struct RedisProcess {
-    server: RedisServer,
+    single: Option<RedisServer>,
+    cluster: Option<RedisCluster>,
     dir: PathBuf,
 }
 
 impl RedisProcess {
-    fn start() -> Result<RedisProcess, String> {
+    fn start(cluster: bool) -> Result<RedisProcess, String> {
         let dir = std::env::temp_dir().join(format!("kuzzle-load-redis-{}", std::process::id()));
-        let server = RedisServer::start(&dir, false)?;
-        Ok(RedisProcess { server, dir })
+        let (single, cluster) = match cluster {
+            true => (None, Some(RedisCluster::start(&dir, 3)?)),
+            false => (Some(RedisServer::start(&dir, false)?), None),
+        };
+        Ok(RedisProcess {
+            single,
+            cluster,
+            dir,
+        })
     }
 
-    /// Calls of `command` (lowercase) Redis has run since it started, scripts' included.
+    /// The masters: port and process.
+    fn masters(&self) -> Vec<(u16, u32)> {
+        match (&self.single, &self.cluster) {
+            (Some(server), _) => vec![(server.port, server.pid())],
+            (_, Some(cluster)) => {
+                let masters = cluster.masters();
+                cluster
+                    .servers
+                    .iter()
+                    .filter(|s| masters.contains(&s.port))
+                    .map(|s| (s.port, s.pid()))
+                    .collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn connection(port: u16) -> Result<redis::Connection, String> {
+        redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .and_then(|c| c.get_connection())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Calls of `command` (lowercase) Redis has run since it started, scripts' included,
+    /// summed over the masters.
     fn calls(&self, command: &str) -> Result<u64, String> {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.server.port))
-            .map_err(|e| e.to_string())?;
-        let mut connection = client.get_connection().map_err(|e| e.to_string())?;
-        let info: String = redis::cmd("INFO")
-            .arg("commandstats")
-            .query(&mut connection)
-            .map_err(|e| e.to_string())?;
-        Ok(info
-            .lines()
-            .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
-            .and_then(|rest| rest.split(',').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0))
+        let mut total = 0;
+        for (port, _) in self.masters() {
+            let info: String = redis::cmd("INFO")
+                .arg("commandstats")
+                .query(&mut Self::connection(port)?)
+                .map_err(|e| e.to_string())?;
+            total += info
+                .lines()
+                .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+                .and_then(|rest| rest.split(',').next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        Ok(total)
     }
 
     /// The bus's histories in Redis: entries, and bytes (`MEMORY USAGE`, summed).
     fn histories(&self) -> Result<(u64, u64), String> {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.server.port))
-            .map_err(|e| e.to_string())?;
-        let mut connection = client.get_connection().map_err(|e| e.to_string())?;
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg("*cluster/{c:*}/history")
-            .query(&mut connection)
-            .map_err(|e| e.to_string())?;
         let (mut entries, mut bytes) = (0, 0);
-        for key in keys {
-            let n: u64 = redis::cmd("XLEN")
-                .arg(&key)
+        for (port, _) in self.masters() {
+            let mut connection = Self::connection(port)?;
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg("*cluster/{c:*}/history")
                 .query(&mut connection)
                 .map_err(|e| e.to_string())?;
-            let size: Option<u64> = redis::cmd("MEMORY")
-                .arg("USAGE")
-                .arg(&key)
-                .query(&mut connection)
-                .map_err(|e| e.to_string())?;
-            entries += n;
-            bytes += size.unwrap_or(0);
+            for key in keys {
+                let n: u64 = redis::cmd("XLEN")
+                    .arg(&key)
+                    .query(&mut connection)
+                    .map_err(|e| e.to_string())?;
+                let size: Option<u64> = redis::cmd("MEMORY")
+                    .arg("USAGE")
+                    .arg(&key)
+                    .query(&mut connection)
+                    .map_err(|e| e.to_string())?;
+                entries += n;
+                bytes += size.unwrap_or(0);
+            }
         }
         Ok((entries, bytes))
     }
 
+    /// Which master serves the slot of `key` (a Redis Cluster; the server otherwise).
+    fn master_of(&self, key: &str) -> Result<u16, String> {
+        let masters = self.masters();
+        let Some(&(first, _)) = masters.first() else {
+            return Err("no Redis".into());
+        };
+        if self.cluster.is_none() {
+            return Ok(first);
+        }
+        let mut connection = Self::connection(first)?;
+        let slot: u64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut connection)
+            .map_err(|e| e.to_string())?;
+        let ranges: Vec<(u64, u64, (String, u16))> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query::<Vec<redis::Value>>(&mut connection)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter_map(|range| {
+                let redis::Value::Array(items) = range else {
+                    return None;
+                };
+                let start = redis::from_redis_value_ref::<u64>(items.first()?).ok()?;
+                let end = redis::from_redis_value_ref::<u64>(items.get(1)?).ok()?;
+                let redis::Value::Array(master) = items.get(2)? else {
+                    return None;
+                };
+                let host = redis::from_redis_value_ref::<String>(master.first()?).ok()?;
+                let port = redis::from_redis_value_ref::<u16>(master.get(1)?).ok()?;
+                Some((start, end, (host, port)))
+            })
+            .collect();
+        ranges
+            .into_iter()
+            .find(|(start, end, _)| (*start..=*end).contains(&slot))
+            .map(|(_, _, (_, port))| port)
+            .ok_or_else(|| format!("no master serves slot {slot}"))
+    }
+
     fn node_env(&self) -> Vec<(String, String)> {
-        vec![
-            ("kuzzle_services__storage__backend".into(), "redis".into()),
-            (
-                "kuzzle_services__storage__node__host".into(),
-                "127.0.0.1".into(),
-            ),
-            (
-                "kuzzle_services__storage__node__port".into(),
-                self.server.port.to_string(),
-            ),
-        ]
+        let mut env = vec![("kuzzle_services__storage__backend".into(), "redis".into())];
+        match (&self.single, &self.cluster) {
+            (Some(server), _) => {
+                env.push((
+                    "kuzzle_services__storage__node__host".into(),
+                    "127.0.0.1".into(),
+                ));
+                env.push((
+                    "kuzzle_services__storage__node__port".into(),
+                    server.port.to_string(),
+                ));
+            }
+            (_, Some(cluster)) => {
+                let seeds: Vec<Value> = cluster
+                    .servers
+                    .iter()
+                    .map(|s| json!({"host": "127.0.0.1", "port": s.port}))
+                    .collect();
+                env.push((
+                    "kuzzle_services__storage__nodes".into(),
+                    format!("*json:{}", Value::Array(seeds)),
+                ));
+            }
+            _ => {}
+        }
+        env
     }
 }
 
 impl Drop for RedisProcess {
     fn drop(&mut self) {
-        self.server.kill();
+        if let Some(server) = self.single.as_mut() {
+            server.kill();
+        }
+        self.cluster = None;
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -453,16 +555,19 @@ async fn measure(args: &Args, target: &Target) -> Result<Map<String, Value>, Str
     Ok(results)
 }
 
-/// Two nodes on one Redis: the paced fan-out with the publisher on the subscribers' node,
-/// then on the other node.
+/// Two nodes on one Redis (or a Redis Cluster): the paced fan-out with the publisher on
+/// the subscribers' node, then on the other node.
 async fn measure_cluster(args: &Args) -> Result<Map<String, Value>, String> {
-    let redis = RedisProcess::start()?;
+    let redis = RedisProcess::start(args.redis_cluster)?;
     let env = redis.node_env();
     let home = NodeProcess::start(args, &env)?;
     let other = NodeProcess::start(args, &env)?;
+    let masters = redis.masters();
     progress(&format!(
-        "cluster: nodes {} and {}, redis-server 127.0.0.1:{}",
-        home.addr, other.addr, redis.server.port
+        "cluster: nodes {} and {}, Redis masters {:?}",
+        home.addr,
+        other.addr,
+        masters.iter().map(|(port, _)| port).collect::<Vec<_>>()
     ));
     let target = |node: &NodeProcess| node.target(args);
     let (home_target, other_target) = (target(&home), target(&other));
@@ -470,8 +575,20 @@ async fn measure_cluster(args: &Args) -> Result<Map<String, Value>, String> {
     let mut subscribers = home_target
         .open(args.subscribers, "subscribers", |_| "fanout".into())
         .await?;
+    let cpu = || -> Vec<u64> {
+        masters
+            .iter()
+            .map(|(_, pid)| Probe { pid: Some(*pid) }.cpu_ms())
+            .collect()
+    };
+    let publishes = |redis: &RedisProcess| -> Result<u64, String> {
+        Ok(redis.calls("publish")? + redis.calls("spublish")?)
+    };
+    let scripts = |redis: &RedisProcess| -> Result<u64, String> {
+        Ok(redis.calls("evalsha")? + redis.calls("eval")?)
+    };
     for (name, publisher) in [("same_node", &home_target), ("cross_node", &other_target)] {
-        let before = (redis.calls("publish")?, redis.calls("evalsha")?);
+        let before = (publishes(&redis)?, scripts(&redis)?, cpu());
         let (mut figures, peers) = scenarios::fan_out(
             &home_target,
             publisher,
@@ -485,13 +602,42 @@ async fn measure_cluster(args: &Args) -> Result<Map<String, Value>, String> {
         let per_publish = |calls: u64| {
             json!((calls as f64 * 100.0 / args.publishes.max(1) as f64).round() / 100.0)
         };
-        figures["redis_publish_per_publish"] = per_publish(redis.calls("publish")? - before.0);
-        figures["redis_script_calls_per_publish"] = per_publish(redis.calls("evalsha")? - before.1);
+        figures["redis_publish_per_publish"] = per_publish(publishes(&redis)? - before.0);
+        figures["redis_script_calls_per_publish"] = per_publish(scripts(&redis)? - before.1);
+        // Each master's CPU per 1,000 publishes (ms): the channel's master carries them.
+        figures["redis_cpu_ms_per_1000_publishes"] = json!(
+            cpu()
+                .iter()
+                .zip(&before.2)
+                .map(|(after, before)| (after - before) as f64 * 1000.0
+                    / args.publishes.max(1) as f64)
+                .map(|ms| (ms * 10.0).round() / 10.0)
+                .collect::<Vec<f64>>()
+        );
         let (entries, bytes) = redis.histories()?;
         figures["redis_history_entries"] = json!(entries);
         figures["redis_history_bytes"] = json!(bytes);
         results.insert(name.into(), figures);
         subscribers = peers;
+    }
+    if args.redis_cluster {
+        // Where the channels of 120 collections land: one per collection, by its slot.
+        let keys = kuzzle_rt::cluster::keys::Keys::new("krt/");
+        let mut per_master: std::collections::BTreeMap<u16, u64> =
+            masters.iter().map(|(port, _)| (*port, 0)).collect();
+        for i in 0..120 {
+            let channel = keys.collection_channel("i", &format!("c{i:03}"));
+            *per_master.entry(redis.master_of(&channel)?).or_insert(0) += 1;
+        }
+        let mean = 120.0 / per_master.len().max(1) as f64;
+        let busiest = per_master.values().copied().max().unwrap_or(0) as f64;
+        results.insert(
+            "spread".into(),
+            json!({
+                "channels_per_master": per_master.values().collect::<Vec<_>>(),
+                "busiest_per_mean": (busiest / mean * 100.0).round() / 100.0,
+            }),
+        );
     }
     Ok(results)
 }
@@ -499,7 +645,7 @@ async fn measure_cluster(args: &Args) -> Result<Map<String, Value>, String> {
 /// The requests scenario anonymous and with a token, on the embedded store and on Redis,
 /// each twice (A B C D D C B A: a drift of the machine weighs on all four alike).
 async fn measure_identities(args: &Args) -> Result<Map<String, Value>, String> {
-    let redis = RedisProcess::start()?;
+    let redis = RedisProcess::start(false)?;
     let embedded = NodeProcess::start(args, &[])?;
     let shared = NodeProcess::start(args, &redis.node_env())?;
     let target = |node: &NodeProcess| node.target(args);
@@ -612,7 +758,11 @@ fn main() {
         if args.cluster {
             let results = measure_cluster(&args).await?;
             return Ok::<_, String>((
-                "kuzzle-load --cluster: two nodes, one Redis".to_owned(),
+                match args.redis_cluster {
+                    true => "kuzzle-load --redis-cluster: two nodes, a Redis Cluster of 3 masters",
+                    false => "kuzzle-load --cluster: two nodes, one Redis",
+                }
+                .to_owned(),
                 results,
                 None,
             ));
