@@ -1703,7 +1703,10 @@ async fn a_master_fault_mid_stream(freeze: bool) {
     assert_once_in_order(&got_2, N, "node 1 → node 2");
     // (A frozen master that wakes up finds itself demoted: it is no master either.)
     let masters = redis.cluster.masters();
-    assert!(!masters.contains(&victim), "a replica took over: {masters:?}");
+    assert!(
+        !masters.contains(&victim),
+        "a replica took over: {masters:?}"
+    );
     // The fault was met mid-stream: node 2 sent again what the lost master held lately
     // (it may have lost it: replication is asynchronous).
     let figures = bus_figures(n2.addr).await;

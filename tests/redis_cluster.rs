@@ -16,7 +16,7 @@ async fn call(addr: SocketAddr, request: Value) -> Value {
     Ws::connect(addr).await.request(request).await
 }
 
-/// A node on `redis`, clustering off (the bus does not run on Redis Cluster yet).
+/// A node alone on `redis` (clustering off: what the store does, without the bus).
 fn node_on(
     redis: &RedisCluster,
     dir: &std::path::Path,
@@ -34,6 +34,17 @@ fn node_on(
             ("kuzzle_cluster__enabled", "false"),
         ],
     )
+}
+
+/// `root` / `toor`, the first administrator.
+async fn create_first_admin(addr: SocketAddr) {
+    let res = call(
+        addr,
+        json!({"controller": "security", "action": "createFirstAdmin", "_id": "root",
+            "body": {"credentials": {"local": {"username": "root", "password": "toor"}}}}),
+    )
+    .await;
+    assert_eq!(res["status"], 200, "{res}");
 }
 
 async fn login(addr: SocketAddr) -> Value {
@@ -85,13 +96,7 @@ async fn a_node_on_a_redis_cluster_survives_a_master_failover() {
             .contains("services.storage.node is ignored"),
         "the log says which Redis the node uses"
     );
-    let res = call(
-        addr,
-        json!({"controller": "security", "action": "createFirstAdmin", "_id": "root",
-            "body": {"credentials": {"local": {"username": "root", "password": "toor"}}}}),
-    )
-    .await;
-    assert_eq!(res["status"], 200, "{res}");
+    create_first_admin(addr).await;
     let res = login(addr).await;
     let jwt = res["result"]["jwt"].as_str().unwrap().to_owned();
     let get_root =
@@ -149,13 +154,7 @@ async fn a_node_on_a_redis_cluster_follows_a_resharding() {
     let redis = RedisCluster::start();
     let dir = tempfile::tempdir().unwrap();
     let (mut child, addr, _) = node_on(&redis, dir.path());
-    let res = call(
-        addr,
-        json!({"controller": "security", "action": "createFirstAdmin", "_id": "root",
-            "body": {"credentials": {"local": {"username": "root", "password": "toor"}}}}),
-    )
-    .await;
-    assert_eq!(res["status"], 200, "{res}");
+    create_first_admin(addr).await;
     let jwt = login(addr).await["result"]["jwt"]
         .as_str()
         .unwrap()

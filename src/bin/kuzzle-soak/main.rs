@@ -7,6 +7,11 @@
 //! after the documented bound. Loss: an answered publish not delivered to a subscriber that
 //! stayed connected to a node that stayed up (docs/clustering.md). Exits 1 unless all of it
 //! is zero. Every node runs on its default settings.
+//!
+//! `--redis-cluster`: the nodes share a Redis Cluster of 3 masters + 3 replicas instead
+//! (reached directly: no proxy), and the faults are the nodes' and the masters': a master
+//! SIGKILLed (restarted a while later: it comes back as a replica) or frozen (SIGSTOP, then
+//! SIGCONT: failed over meanwhile).
 
 mod nodes;
 // Each tool (and the tests) uses a part of it.
@@ -27,7 +32,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
 use nodes::{Node, signal};
-use processes::RedisServer;
+use processes::{RedisCluster, RedisServer};
 use proxy::FaultProxy;
 use traffic::{Publisher, Subscriber};
 
@@ -45,6 +50,7 @@ const USAGE: &str = "usage: kuzzle-soak [options]
   --seed N            the faults' and the revocations' random sequence (default 1)
   --rate N            publishes per second per node (default 50)
   --subscribers N     subscribers per node (default 2)
+  --redis-cluster     on a Redis Cluster of 3 masters + 3 replicas, with master faults
   --json              print the figures as JSON too";
 
 struct Args {
@@ -53,6 +59,7 @@ struct Args {
     seed: u64,
     rate: u32,
     subscribers: usize,
+    redis_cluster: bool,
     json: bool,
 }
 
@@ -65,6 +72,7 @@ fn parse_args() -> Result<Args, String> {
         seed: 1,
         rate: 50,
         subscribers: 2,
+        redis_cluster: false,
         json: false,
     };
     let mut it = std::env::args().skip(1);
@@ -78,6 +86,7 @@ fn parse_args() -> Result<Args, String> {
             "--rate" => args.rate = number(value()?)?.clamp(1, 10_000) as u32,
             "--subscribers" => args.subscribers = number(value()?)?.clamp(1, 1000) as usize,
             "--json" => args.json = true,
+            "--redis-cluster" => args.redis_cluster = true,
             _ => return Err(USAGE.to_owned()),
         }
     }
@@ -99,6 +108,8 @@ enum Kind {
     Stop,
     Kill,
     RedisKill,
+    MasterKill,
+    MasterStop,
 }
 
 impl Kind {
@@ -110,6 +121,14 @@ impl Kind {
         Kind::Kill,
         Kind::RedisKill,
     ];
+    /// On a Redis Cluster (no proxy: the nodes reach every member directly).
+    const ON_REDIS_CLUSTER: [Kind; 4] =
+        [Kind::Stop, Kind::Kill, Kind::MasterKill, Kind::MasterStop];
+
+    /// Whether it hits Redis rather than a node.
+    fn on_redis(self) -> bool {
+        matches!(self, Kind::RedisKill | Kind::MasterKill | Kind::MasterStop)
+    }
 
     fn name(self) -> &'static str {
         match self {
@@ -119,6 +138,8 @@ impl Kind {
             Kind::Stop => "node SIGSTOP",
             Kind::Kill => "node SIGKILL",
             Kind::RedisKill => "Redis killed",
+            Kind::MasterKill => "Redis Cluster master SIGKILL",
+            Kind::MasterStop => "Redis Cluster master SIGSTOP",
         }
     }
 }
@@ -134,7 +155,9 @@ struct Fault {
 /// Everything the soak started and recorded.
 struct Soak {
     args: Args,
-    redis: RedisServer,
+    /// One Redis (behind a proxy per node), or a Redis Cluster.
+    redis: Option<RedisServer>,
+    cluster: Option<RedisCluster>,
     proxies: Vec<FaultProxy>,
     nodes: Vec<Option<Node>>,
     restarts: usize,
@@ -160,18 +183,23 @@ impl Soak {
     fn start(args: Args) -> Result<Soak, String> {
         let dir = Scratch(std::env::temp_dir().join(format!("kuzzle-soak-{}", std::process::id())));
         std::fs::create_dir_all(&dir.0).map_err(|e| e.to_string())?;
-        let redis = RedisServer::start(&dir.0.join("redis"), true)?;
-        let proxies: Vec<FaultProxy> = (0..NODES).map(|_| FaultProxy::start(redis.port)).collect();
-        let mut nodes = Vec::new();
-        for (i, proxy) in proxies.iter().enumerate() {
-            let node_dir = dir.0.join(format!("node-{i}"));
-            nodes.push(Some(Node::start(&args.binary, &node_dir, proxy.port)?));
-        }
-        Ok(Soak {
+        let (redis, cluster, proxies) = match args.redis_cluster {
+            true => {
+                let cluster = RedisCluster::start(&dir.0.join("redis"), 3)?;
+                (None, Some(cluster), Vec::new())
+            }
+            false => {
+                let redis = RedisServer::start(&dir.0.join("redis"), true)?;
+                let proxies = (0..NODES).map(|_| FaultProxy::start(redis.port)).collect();
+                (Some(redis), None, proxies)
+            }
+        };
+        let mut soak = Soak {
             args,
             redis,
+            cluster,
             proxies,
-            nodes,
+            nodes: Vec::new(),
             restarts: 0,
             publishers: Vec::new(),
             subscribers: Vec::new(),
@@ -180,7 +208,31 @@ impl Soak {
             stop: Arc::new(AtomicBool::new(false)),
             started: Instant::now(),
             dir,
-        })
+        };
+        for i in 0..NODES {
+            let node_dir = soak.dir.0.join(format!("node-{i}"));
+            let started = Node::start(&soak.args.binary, &node_dir, &soak.storage(i))?;
+            soak.nodes.push(Some(started));
+        }
+        Ok(soak)
+    }
+
+    /// How node `i` is told where its Redis is.
+    fn storage(&self, i: usize) -> Vec<(String, String)> {
+        match &self.cluster {
+            Some(cluster) => {
+                let seeds: Vec<Value> = cluster
+                    .servers
+                    .iter()
+                    .map(|s| json!({"host": "127.0.0.1", "port": s.port}))
+                    .collect();
+                vec![(
+                    "kuzzle_services__storage__nodes".into(),
+                    format!("*json:{}", Value::Array(seeds)),
+                )]
+            }
+            None => nodes::single(self.proxies[i].port),
+        }
     }
 
     fn addr(&self, node: usize) -> Option<std::net::SocketAddr> {
@@ -241,19 +293,49 @@ impl Soak {
                 tokio::time::sleep(length).await;
                 self.restarts += 1;
                 let node_dir = self.dir.0.join(format!("node-{node}-{}", self.restarts));
-                let started = Node::start(&self.args.binary, &node_dir, self.proxies[node].port)?;
+                let started = Node::start(&self.args.binary, &node_dir, &self.storage(node))?;
                 self.nodes[node] = Some(started);
                 self.clients_on(node);
             }
             Kind::RedisKill => {
-                self.redis.kill();
-                tokio::time::sleep(length).await;
-                self.redis.restart()?;
+                if let Some(redis) = self.redis.as_mut() {
+                    redis.kill();
+                    tokio::time::sleep(length).await;
+                    redis.restart()?;
+                }
+            }
+            Kind::MasterKill | Kind::MasterStop => {
+                let Some(cluster) = self.cluster.as_mut() else {
+                    return Ok(());
+                };
+                // A master killed before its replica is in sync has none to take over.
+                cluster.wait_until_ready(Duration::from_secs(30))?;
+                let masters = cluster.masters();
+                let Some(victim) = masters.get(node % masters.len().max(1)).copied() else {
+                    return Ok(());
+                };
+                let Some(server) = cluster.servers.iter_mut().find(|s| s.port == victim) else {
+                    return Ok(());
+                };
+                if kind == Kind::MasterKill {
+                    server.kill();
+                    tokio::time::sleep(length).await;
+                    server.restart()?;
+                } else {
+                    let pid = server.pid().to_string();
+                    let _ = std::process::Command::new("kill")
+                        .args(["-STOP", &pid])
+                        .status();
+                    tokio::time::sleep(length).await;
+                    let _ = std::process::Command::new("kill")
+                        .args(["-CONT", &pid])
+                        .status();
+                }
             }
         }
         self.faults.push(Fault {
             kind,
-            node: (kind != Kind::RedisKill).then_some(node),
+            node: (!kind.on_redis()).then_some(node),
             start,
             end: Instant::now(),
         });
@@ -462,8 +544,12 @@ fn tally(soak: &Soak) -> Tally {
 
 async fn run(args: Args) -> Result<bool, String> {
     progress(&format!(
-        "3 nodes ({}), one Redis with an append-only file, seed {}, {} s, {} publishes/s per node, {} subscribers per node",
+        "3 nodes ({}), {}, seed {}, {} s, {} publishes/s per node, {} subscribers per node",
         args.binary.display(),
+        match args.redis_cluster {
+            true => "a Redis Cluster of 3 masters + 3 replicas",
+            false => "one Redis with an append-only file",
+        },
         args.seed,
         args.duration.as_secs(),
         args.rate,
@@ -491,14 +577,22 @@ async fn run(args: Args) -> Result<bool, String> {
     let end = Instant::now() + soak.args.duration;
     tokio::time::sleep(Duration::from_secs(3)).await;
     while Instant::now() + Duration::from_secs(8) < end {
-        let kind = Kind::ALL[rng.random_range(0..Kind::ALL.len())];
+        let kinds: &[Kind] = match soak.args.redis_cluster {
+            true => &Kind::ON_REDIS_CLUSTER,
+            false => &Kind::ALL,
+        };
+        let kind = kinds[rng.random_range(0..kinds.len())];
         let node = rng.random_range(0..NODES);
-        let length = Duration::from_millis(rng.random_range(1000..4000));
+        let mut length = Duration::from_millis(rng.random_range(1000..4000));
+        if matches!(kind, Kind::MasterKill | Kind::MasterStop) {
+            // Long enough for its replica to take over (cluster-node-timeout 1000 ms).
+            length = length.max(Duration::from_secs(4));
+        }
         progress(&format!(
             "{} ms: {}{} for {} ms",
             soak.started.elapsed().as_millis(),
             kind.name(),
-            if kind == Kind::RedisKill {
+            if kind.on_redis() {
                 String::new()
             } else {
                 format!(" on node {node}")

@@ -1,5 +1,19 @@
 //! The soak's kuzzle-rt nodes, on default settings, each reaching Redis through a fault
-//! proxy of its own.
+//! proxy of its own (or a Redis Cluster directly).
+
+/// The environment of a node whose Redis is at 127.0.0.1:`port`.
+pub fn single(port: u16) -> Vec<(String, String)> {
+    vec![
+        (
+            "kuzzle_services__storage__node__host".into(),
+            "127.0.0.1".into(),
+        ),
+        (
+            "kuzzle_services__storage__node__port".into(),
+            port.to_string(),
+        ),
+    ]
+}
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,14 +29,15 @@ pub fn signal(child: &Child, signal: &str) {
         .status();
 }
 
-/// A kuzzle-rt node on default settings but its Redis (`redis_port`: its proxy).
+/// A kuzzle-rt node on default settings but its Redis (`storage`: the environment that
+/// names it: its proxy, or the Redis Cluster's members).
 pub struct Node {
     pub child: Child,
     pub addr: SocketAddr,
 }
 
 impl Node {
-    pub fn start(binary: &Path, dir: &Path, redis_port: u16) -> Result<Node, String> {
+    pub fn start(binary: &Path, dir: &Path, storage: &[(String, String)]) -> Result<Node, String> {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         let mut child = Command::new(binary)
             .current_dir(dir)
@@ -31,11 +46,7 @@ impl Node {
             .env("kuzzle_server__host", "127.0.0.1")
             .env("kuzzle_server__port", "0")
             .env("kuzzle_services__storage__backend", "redis")
-            .env("kuzzle_services__storage__node__host", "127.0.0.1")
-            .env(
-                "kuzzle_services__storage__node__port",
-                redis_port.to_string(),
-            )
+            .envs(storage.iter().map(|(k, v)| (k, v)))
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
