@@ -1736,3 +1736,52 @@ async fn a_redis_cluster_master_killed_mid_stream_loses_nothing() {
 async fn a_redis_cluster_master_frozen_mid_stream_loses_nothing() {
     a_master_fault_mid_stream(true).await;
 }
+
+// Every slot of the master that holds a collection's channel moves to another master
+// (`redis-cli --cluster reshard`: MOVED, ASK, and Redis unsubscribing the channel by itself)
+// while two numbered streams cross between the nodes: both arrive once and in order, and
+// the channel is heard on its new master.
+#[actix_rt::test]
+async fn a_resharding_under_the_bus_loses_nothing() {
+    const N: u64 = 600;
+    let redis = RedisCluster::start();
+    let [n1, n2, _n3] = three_nodes(&redis).await;
+    let mut on_1 = Ws::connect(n1.addr).await;
+    let mut on_2 = Ws::connect(n2.addr).await;
+    subscribe_numbered(&mut on_1, "to-1").await;
+    subscribe_numbered(&mut on_2, "to-2").await;
+    let channel = "krt/cluster/{c:seq/to-1}/notify";
+    let from = master_of(&redis, channel).expect("a master");
+    let to = *redis
+        .cluster
+        .masters()
+        .iter()
+        .find(|port| **port != from)
+        .unwrap();
+    let id = |port: u16| redis.cli(port, &["CLUSTER", "MYID"]).trim().to_owned();
+    let (from_id, to_id) = (id(from), id(to));
+    let reshard = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let moved = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("redis-cli")
+                .args(["--cluster", "reshard", &format!("127.0.0.1:{from}")])
+                .args(["--cluster-from", &from_id, "--cluster-to", &to_id])
+                .args(["--cluster-slots", "16384", "--cluster-yes"])
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(moved.status.success(), "{moved:?}");
+    };
+    let ((), (), (), got_1, got_2) = futures_util::join!(
+        publish_numbered(n2.addr, "to-1", N),
+        publish_numbered(n1.addr, "to-2", N),
+        reshard,
+        numbered_until_marker(&mut on_1),
+        numbered_until_marker(&mut on_2),
+    );
+    assert_once_in_order(&got_1, N, "node 2 → node 1 (its channel's slot moved)");
+    assert_once_in_order(&got_2, N, "node 1 → node 2");
+    poll(|| async { master_of(&redis, channel) == Some(to) }).await;
+}
