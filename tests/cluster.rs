@@ -912,17 +912,16 @@ async fn a_logout_during_a_cut_ends_the_token_on_the_cut_node_when_the_link_heal
     assert!(late.is_empty(), "the revoked socket got {late:?}");
 }
 
-#[actix_rt::test]
-async fn a_request_refused_for_its_token_ends_the_socket_link() {
+on_both!(a_request_refused_for_its_token_ends_the_socket_link);
+async fn a_request_refused_for_its_token_ends_the_socket_link(redis: &dyn Shared) {
     // One node on Redis without a cluster: no revocation reaches it but through requests.
-    let redis = RedisServer::start();
-    let node = spawn_node(&redis, &[("kuzzle_cluster__enabled", "false")]);
+    let node = spawn_node(redis, &[("kuzzle_cluster__enabled", "false")]);
     let (_admin, tokens) = users(node.addr).await;
     let (_, user_jwt) = tokens.split_once(' ').unwrap();
     let (mut linked, room) = linked_subscriber(node.addr, user_jwt).await;
     // The token vanishes from the store behind the node's back.
     let key = format!("krt/tokens/{user_jwt}");
-    assert_eq!(redis_cli(&redis, &["DEL", &key]).trim(), "1");
+    assert_eq!(redis.cli(&["DEL", &key]).trim(), "1");
     assert!(received_before_now(&mut linked).await.is_empty());
     assert_eq!(count(node.addr, &room).await, 1, "still subscribed");
     // The node's cache vouches for the token for one heartbeat at most after it read it
@@ -1202,10 +1201,9 @@ async fn a_live_node_restores_its_roster_entry_and_an_eviction_spares_it(redis: 
     );
 }
 
-#[actix_rt::test]
-async fn a_twin_gives_way() {
-    let redis = RedisServer::start();
-    let mut node = spawn_node(&redis, &[]);
+on_both!(a_twin_gives_way);
+async fn a_twin_gives_way(redis: &dyn Shared) {
+    let mut node = spawn_node(redis, &[]);
     poll(|| async { status(node.addr).await["activeNodes"] == 1 }).await;
     let key = format!("krt/{{krt/cluster}}/node/{}", node.id);
     // A younger process (born later) registers under this node's id: this node, the older,
@@ -1214,10 +1212,10 @@ async fn a_twin_gives_way() {
         "incarnation": "younger"})
     .to_string();
     assert_eq!(
-        redis_cli(&redis, &["SET", &key, &younger, "PX", "60000"]).trim(),
+        redis.cli(&["SET", &key, &younger, "PX", "60000"]).trim(),
         "OK"
     );
-    poll(|| async { !redis_cli(&redis, &["GET", &key]).contains("younger") }).await;
+    poll(|| async { !redis.cli(&["GET", &key]).contains("younger") }).await;
     assert!(
         node.child.try_wait().unwrap().is_none(),
         "the older node stays"
@@ -1227,16 +1225,13 @@ async fn a_twin_gives_way() {
     let twin = json!({"id": node.id, "address": "127.0.0.1:1", "birthdate": 1,
         "incarnation": "another"})
     .to_string();
-    assert_eq!(
-        redis_cli(&redis, &["SET", &key, &twin, "PX", "60000"]).trim(),
-        "OK"
-    );
+    assert_eq!(redis.cli(&["SET", &key, &twin, "PX", "60000"]).trim(), "OK");
     let status = wait_exit(&mut node.child);
     assert_eq!(status.code(), Some(1), "it stops with an error");
     let log = node.log.lock().unwrap().clone();
     assert!(log.contains("(a twin): this node gives way"), "{log}");
     assert_eq!(
-        redis_cli(&redis, &["GET", &key]),
+        redis.cli(&["GET", &key]),
         format!("{twin}\n"),
         "the twin keeps its registration"
     );
