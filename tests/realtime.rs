@@ -577,3 +577,68 @@ async fn reset_idle_timeout_on_send_keeps_a_receiving_socket_open() {
         "without the option only inbound frames count"
     );
 }
+
+/// A subscribe's answer comes before any notification of the room it opens, even while
+/// another socket publishes without pause into that room (the SDK listens to a room's
+/// channel only once it has the answer: a notification before it would be lost to it).
+#[actix_rt::test]
+async fn a_subscribe_answer_precedes_its_rooms_notifications() {
+    let node = start_node(|_| {}).await;
+    let mut publisher = Ws::connect(node.addr).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooding = {
+        let stop = stop.clone();
+        async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                // Pipelined: answers are read by nobody until the end (a few at a time).
+                publisher
+                    .send_json(
+                        &json!({"controller":"realtime","action":"publish","index":"idx",
+                        "collection":"col","requestId": format!("p{n}"),"body":{"n": n}}),
+                    )
+                    .await;
+                n += 1;
+                if n.is_multiple_of(8) {
+                    for _ in 0..8 {
+                        publisher.next_json().await;
+                    }
+                }
+            }
+        }
+    };
+    let subscribing = async {
+        let mut sub = Ws::connect(node.addr).await;
+        for i in 0..60 {
+            let id = format!("s{i}");
+            sub.send_json(
+                &json!({"controller":"realtime","action":"subscribe","index":"idx",
+                "collection":"col","requestId": id,"body":{"range":{"n":{"gte": -i}}}}),
+            )
+            .await;
+            let mut early = Vec::new();
+            let answer = loop {
+                let message = sub.next_json().await;
+                if message["requestId"] == id.as_str() {
+                    break message;
+                }
+                early.push(message["room"].as_str().unwrap_or_default().to_owned());
+            };
+            assert_eq!(answer["status"], 200, "{answer}");
+            let channel = answer["result"]["channel"].as_str().unwrap();
+            assert!(
+                !early.iter().any(|room| room == channel),
+                "subscribe {i}: a notification of its room came before its answer"
+            );
+            // One room at a time, so that this reader keeps up with the flood.
+            let room_id = answer["result"]["roomId"].clone();
+            let res = sub
+                .request(json!({"controller":"realtime","action":"unsubscribe",
+                    "body":{"roomId": room_id}}))
+                .await;
+            assert_eq!(res["status"], 200, "{res}");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Release);
+    };
+    futures_util::join!(flooding, subscribing);
+}

@@ -41,6 +41,29 @@ const BATCH_BYTES: usize = 1024 * 1024;
 /// Sockets a fan-out writes itself before leaving the rest to the flushers.
 const WRITTEN_AT_ONCE: usize = 16;
 
+/// A hold on a socket's notifications (`Outbox::hold`); they go out when the last one
+/// drops.
+pub struct Hold {
+    outbox: Outbox,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut state = self.outbox.inner.state.lock();
+        state.holds = state.holds.saturating_sub(1);
+        if state.holds > 0 || state.held.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut state.held);
+        if state.close.is_some() {
+            return; // nothing more goes out but the close
+        }
+        state.queue.extend(held);
+        drop(state);
+        self.outbox.inner.ready.notify_one();
+    }
+}
+
 #[derive(Clone)]
 pub struct Outbox {
     inner: Arc<Inner>,
@@ -85,6 +108,11 @@ struct State {
     flush_pending: bool,
     /// The socket failed: nothing more can be written.
     failed: bool,
+    /// Subscribes in progress on the socket (`hold`): notifications wait in `held` until
+    /// their answers are queued.
+    holds: usize,
+    /// Notifications that came during a hold, in order; counted in the queue's bounds.
+    held: VecDeque<Outgoing>,
 }
 
 /// What the writer must do next (a queue without a socket, in tests).
@@ -142,6 +170,8 @@ impl Outbox {
                     frames: Frames::default(),
                     flush_pending: false,
                     failed: false,
+                    holds: 0,
+                    held: VecDeque::new(),
                 }),
                 ready: Notify::new(),
                 sink,
@@ -161,14 +191,20 @@ impl Outbox {
     }
 
     /// Queues one message without waking the write loop (part of a fan-out: see
-    /// `deliver`). True when the socket must be put on its flusher's list.
+    /// `deliver`). True when the socket must be put on its flusher's list. During a hold
+    /// the notification waits behind the answers being prepared.
     fn enqueue_for_flush(&self, message: Outgoing) -> bool {
-        if self.inner.sink.is_none() {
-            self.push(message);
-            return false;
-        }
         let mut state = self.inner.state.lock();
         if state.close.is_some() {
+            return false;
+        }
+        if state.holds > 0 {
+            state.bytes += message.len();
+            state.held.push_back(message);
+            if state.queue.len() + state.held.len() > MAX_MESSAGES || state.bytes > MAX_BYTES {
+                drop(state);
+                self.overflowed();
+            }
             return false;
         }
         if !Self::enqueue_locked(&mut state, message) {
@@ -176,7 +212,24 @@ impl Outbox {
             self.overflowed();
             return false;
         }
+        if self.inner.sink.is_none() {
+            drop(state);
+            self.inner.ready.notify_one();
+            return false;
+        }
         !std::mem::replace(&mut state.flush_pending, true)
+    }
+
+    /// Holds the socket's notifications until the guard drops: a subscribe queues its
+    /// answer before any notification of the room it creates, so that a client (the SDK
+    /// listens to a room's channel once it has the answer) misses none. Other rooms'
+    /// notifications wait too, for as long as the subscribe runs (bounded by its own
+    /// bounds: the command timeout); they count in the queue's bounds meanwhile.
+    pub fn hold(&self) -> Hold {
+        self.inner.state.lock().holds += 1;
+        Hold {
+            outbox: self.clone(),
+        }
     }
 
     fn enqueue(&self, message: Outgoing) -> bool {
@@ -551,6 +604,35 @@ mod tests {
             Next::Close(r) => assert_eq!(r, close_reason(1001, "bye")),
             Next::Send(_) => panic!("expected close"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_hold_keeps_notifications_behind_the_answer() {
+        let outbox = Outbox::new();
+        let before = Outgoing::from(text("before"));
+        deliver([(&outbox, &before)]);
+        let hold = outbox.hold();
+        let during = Outgoing::from(text("notification"));
+        deliver([(&outbox, &during)]);
+        assert_eq!(outbox.queued().0, 1, "held, not queued");
+        assert!(outbox.push(text("answer")));
+        drop(hold);
+        for expected in ["before", "answer", "notification"] {
+            assert!(matches!(outbox.next().await, Next::Send(m) if m.data() == expected));
+        }
+        // Nested holds release on the last one; held notifications count in the bounds.
+        let (a, b) = (outbox.hold(), outbox.hold());
+        for _ in 0..MAX_MESSAGES {
+            deliver([(&outbox, &during)]);
+        }
+        drop(a);
+        assert_eq!(outbox.queued().0, 0);
+        deliver([(&outbox, &during)]);
+        assert!(outbox.is_closing(), "past the bound: 1011");
+        drop(b);
+        assert!(
+            matches!(outbox.next().await, Next::Close(r) if r == close_reason(1011, close::BACKPRESSURE))
+        );
     }
 
     #[tokio::test]

@@ -331,14 +331,19 @@ impl Connection {
         // they were spawned, so that a socket's requests run (and its publishes are
         // delivered) in the order they arrived; the actor's futures would not. When the
         // connection stops, the request gives up: nothing more keeps its socket.
+        // A subscribe's answer goes out before any notification of its room (`hold`).
+        let opens_a_room = request.controller == "realtime"
+            && matches!(request.action.as_str(), "subscribe" | "join");
         actix_rt::spawn(async move {
             let run = async {
+                let hold = opens_a_room.then(|| outbox.hold());
                 let request_id = request.request_id.clone();
                 if let Some(dispatched) = api::dispatch(&node, &caller, request).await {
                     let mut response = dispatched.response;
                     response.room = Some(request_id);
                     outbox.push(ByteString::from(response.to_json()));
                 }
+                drop(hold);
             };
             if caller.requests.run(run).await == 0 && caller.requests.is_awaited() {
                 connection.do_send(Answered);
