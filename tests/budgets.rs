@@ -168,8 +168,9 @@ async fn subscribe_many(
     (statuses, open)
 }
 
-/// Normal use is never refused: 20 sockets × 1,000 distinct subscriptions, for each of
-/// two shapes (an `and` of 100 `equals`; an `and` of 4 two-term `or`s and 20 `equals`).
+/// Normal use is never refused: 10 sockets × 1,000 distinct subscriptions (the limit per
+/// socket), for each of two shapes (an `and` of 100 `equals`; an `and` of 4 two-term `or`s
+/// and 20 `equals`).
 #[actix_rt::test]
 async fn normal_filters_fit_in_the_budget() {
     for (name, ors, equals) in [("100 equals", 0, 100), ("4 ors + 20 equals", 4, 20)] {
@@ -177,15 +178,15 @@ async fn normal_filters_fit_in_the_budget() {
         let (mut child, addr, _log) = spawn_binary(dir.path(), &[]);
         let pid = child.id();
         let rss_before = rss_bytes(pid);
-        let (statuses, open) = subscribe_many(addr, 20, 1000, |n| and_of_ors(ors, equals, n)).await;
+        let (statuses, open) = subscribe_many(addr, 10, 1000, |n| and_of_ors(ors, equals, n)).await;
         let rss = rss_bytes(pid);
         eprintln!(
             "{name}: {statuses:?}, {} bytes per room",
-            rss.saturating_sub(rss_before) / 20_000
+            rss.saturating_sub(rss_before) / 10_000
         );
         assert_eq!(
             statuses,
-            BTreeMap::from([("200".to_owned(), 20_000)]),
+            BTreeMap::from([("200".to_owned(), 10_000)]),
             "{name}"
         );
         drop(open);

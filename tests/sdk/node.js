@@ -60,7 +60,11 @@ function startNode(env = {}, dir = null) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** A free TCP port on 127.0.0.1 followed by `count - 1` free ones. */
+/**
+ * A free TCP port on 127.0.0.1 followed by `count - 1` free ones, below Linux's ephemeral
+ * range (32768-60999): a port chosen there may be taken as the source port of an outgoing
+ * connection (Redis Cluster members link to each other) before the node binds it.
+ */
 async function freePorts(count) {
   const net = require("node:net");
   const isFree = (port) =>
@@ -70,7 +74,7 @@ async function freePorts(count) {
       server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
     });
   for (let attempt = 0; attempt < 200; attempt++) {
-    const base = 20000 + Math.floor(Math.random() * 30000);
+    const base = 20000 + Math.floor(Math.random() * (12000 - count));
     const ports = Array.from({ length: count }, (_, i) => base + i);
     let free = true;
     for (const port of ports) if (!(await isFree(port))) free = false;
