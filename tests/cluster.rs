@@ -1319,20 +1319,38 @@ async fn bus_figures(addr: SocketAddr) -> Value {
 /// Two numbered streams at 100/s, one each way between `n1` and `n2` (the node behind the
 /// proxy), while `fault` runs; each must arrive once and in order.
 async fn both_ways_through(n1: &Node, n2: &Node, fault: impl std::future::Future<Output = ()>) {
-    const N: u64 = 300;
+    let mut sockets = subscribed_both_ways(n1, n2).await;
+    streams_both_ways(n1, n2, &mut sockets, 300, fault, "behind the fault").await;
+}
+
+/// A socket on `n1` subscribed to `seq/to-1`, one on `n2` to `seq/to-2`.
+async fn subscribed_both_ways(n1: &Node, n2: &Node) -> (Ws, Ws) {
     let mut on_1 = Ws::connect(n1.addr).await;
     let mut on_2 = Ws::connect(n2.addr).await;
     subscribe_numbered(&mut on_1, "to-1").await;
     subscribe_numbered(&mut on_2, "to-2").await;
+    (on_1, on_2)
+}
+
+/// `n` numbered publishes each way (node 1 → `to-2`, node 2 → `to-1`) while `fault` runs;
+/// each stream must arrive once and in order. The sockets stay subscribed (the caller's).
+async fn streams_both_ways(
+    n1: &Node,
+    n2: &Node,
+    (on_1, on_2): &mut (Ws, Ws),
+    n: u64,
+    fault: impl std::future::Future<Output = ()>,
+    what: &str,
+) {
     let ((), (), (), got_1, got_2) = futures_util::join!(
-        publish_numbered(n1.addr, "to-2", N),
-        publish_numbered(n2.addr, "to-1", N),
+        publish_numbered(n1.addr, "to-2", n),
+        publish_numbered(n2.addr, "to-1", n),
         fault,
-        numbered_until_marker(&mut on_1),
-        numbered_until_marker(&mut on_2),
+        numbered_until_marker(on_1),
+        numbered_until_marker(on_2),
     );
-    assert_once_in_order(&got_2, N, "node 1 → node 2 (behind the fault)");
-    assert_once_in_order(&got_1, N, "node 2 (behind the fault) → node 1");
+    assert_once_in_order(&got_2, n, &format!("node 1 → node 2 ({what})"));
+    assert_once_in_order(&got_1, n, &format!("node 2 → node 1 ({what})"));
 }
 
 #[actix_rt::test]
@@ -1660,10 +1678,7 @@ async fn a_master_fault_mid_stream(freeze: bool) {
     const N: u64 = 600;
     let mut redis = RedisCluster::start();
     let [mut n1, mut n2, _n3] = three_nodes(&redis).await;
-    let mut on_1 = Ws::connect(n1.addr).await;
-    let mut on_2 = Ws::connect(n2.addr).await;
-    subscribe_numbered(&mut on_1, "to-1").await;
-    subscribe_numbered(&mut on_2, "to-2").await;
+    let mut sockets = subscribed_both_ways(&n1, &n2).await;
     redis
         .cluster
         .wait_until_ready(Duration::from_secs(30))
@@ -1684,18 +1699,20 @@ async fn a_master_fault_mid_stream(freeze: bool) {
             false => redis.cluster.servers[at].kill(),
         }
     };
-    let ((), (), (), got_1, got_2) = futures_util::join!(
-        publish_numbered(n2.addr, "to-1", N),
-        publish_numbered(n1.addr, "to-2", N),
+    // A frozen master is thawed once the streams are through (after a failure, it is
+    // killed with the cluster when dropped).
+    streams_both_ways(
+        &n1,
+        &n2,
+        &mut sockets,
+        N,
         fault,
-        numbered_until_marker(&mut on_1),
-        numbered_until_marker(&mut on_2),
-    );
+        "`to-1` on the lost master's slots",
+    )
+    .await;
     if freeze {
         signal(pid, "CONT");
     }
-    assert_once_in_order(&got_1, N, "node 2 → node 1 (on the lost master's slots)");
-    assert_once_in_order(&got_2, N, "node 1 → node 2");
     // (A frozen master that wakes up finds itself demoted: it is no master either.)
     let masters = redis.cluster.masters();
     assert!(
@@ -1741,10 +1758,7 @@ async fn a_resharding_under_the_bus_loses_nothing() {
     const N: u64 = 600;
     let redis = RedisCluster::start();
     let [n1, n2, _n3] = three_nodes(&redis).await;
-    let mut on_1 = Ws::connect(n1.addr).await;
-    let mut on_2 = Ws::connect(n2.addr).await;
-    subscribe_numbered(&mut on_1, "to-1").await;
-    subscribe_numbered(&mut on_2, "to-2").await;
+    let mut sockets = subscribed_both_ways(&n1, &n2).await;
     let channel = "krt/cluster/{c:seq/to-1}/notify";
     let from = master_of(&redis, channel).expect("a master");
     let to = *redis
@@ -1769,14 +1783,33 @@ async fn a_resharding_under_the_bus_loses_nothing() {
         .unwrap();
         assert!(moved.status.success(), "{moved:?}");
     };
-    let ((), (), (), got_1, got_2) = futures_util::join!(
-        publish_numbered(n2.addr, "to-1", N),
-        publish_numbered(n1.addr, "to-2", N),
-        reshard,
-        numbered_until_marker(&mut on_1),
-        numbered_until_marker(&mut on_2),
-    );
-    assert_once_in_order(&got_1, N, "node 2 → node 1 (its channel's slot moved)");
-    assert_once_in_order(&got_2, N, "node 1 → node 2");
-    poll(|| async { master_of(&redis, channel) == Some(to) }).await;
+    streams_both_ways(&n1, &n2, &mut sockets, N, reshard, "`to-1`'s slot moved").await;
+    let deadline = Instant::now() + WAIT;
+    while master_of(&redis, channel) != Some(to) {
+        if Instant::now() > deadline {
+            let channels: Vec<(u16, String)> = redis
+                .cluster
+                .servers
+                .iter()
+                .map(|s| {
+                    let clients: String = redis
+                        .cli(s.port, &["CLIENT", "LIST"])
+                        .lines()
+                        .filter(|l| !l.contains("ssub=0"))
+                        .map(|l| format!("{l}\n"))
+                        .collect();
+                    (
+                        s.port,
+                        redis.cli(s.port, &["PUBSUB", "SHARDCHANNELS"]) + &clients,
+                    )
+                })
+                .collect();
+            let log = n1.log.lock().unwrap().clone();
+            let cluster_lines: Vec<&str> = log.lines().filter(|l| l.contains("CLUSTER")).collect();
+            panic!(
+                "the channel is not heard on its new master {to}: {channels:?}\n{cluster_lines:#?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -327,30 +327,14 @@ impl RoomSync {
             .partition(|(_, count)| **count > 0);
         let node_rooms = link.keys.node_rooms(node);
         // The room set first: a node that dies now leaves no count an eviction cannot find.
-        if !added.is_empty() {
-            let mut sadd = redis::cmd("SADD");
-            sadd.arg(&node_rooms);
-            for (room, _) in &added {
-                sadd.arg(&***room);
-            }
-            link.bounded(sadd.query_async::<()>(&mut link.redis.get()))
-                .await?;
-        }
+        room_set(link, "SADD", &node_rooms, &added).await?;
         let answers = futures_util::future::try_join_all(
             invocations
                 .iter()
                 .map(|invocation| link.invoke::<(usize, usize)>(invocation)),
         )
         .await?;
-        if !removed.is_empty() {
-            let mut srem = redis::cmd("SREM");
-            srem.arg(&node_rooms);
-            for (room, _) in &removed {
-                srem.arg(&***room);
-            }
-            link.bounded(srem.query_async::<()>(&mut link.redis.get()))
-                .await?;
-        }
+        room_set(link, "SREM", &node_rooms, &removed).await?;
         let mut queue = self.queue.lock();
         let mut known = self.remote.lock();
         for ((room, count), (remote, wants)) in rooms.iter().zip(counts).zip(answers) {
@@ -492,6 +476,25 @@ pub fn eviction_mark_ms(link: &Link) -> u64 {
         .unwrap_or(u64::MAX / 8)
         .saturating_mul(4)
         .max(1000)
+}
+
+/// `SADD` or `SREM` of `rooms` (with their counts) in a node's room set; nothing when empty.
+async fn room_set(
+    link: &Link,
+    command: &str,
+    set: &str,
+    rooms: &[(&Arc<str>, &usize)],
+) -> Result<(), String> {
+    if rooms.is_empty() {
+        return Ok(());
+    }
+    let mut call = redis::cmd(command);
+    call.arg(set);
+    for (room, _) in rooms {
+        call.arg(&***room);
+    }
+    link.bounded(call.query_async::<()>(&mut link.redis.get()))
+        .await
 }
 
 /// The dead nodes as a script's last arguments: their number, then their ids.

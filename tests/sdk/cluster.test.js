@@ -19,6 +19,21 @@ async function nodeOf(kuzzle) {
   return response.node;
 }
 
+/**
+ * A subscriber through nginx and a publisher connected to another node directly (both
+ * disconnected by the caller through `clients`).
+ */
+async function subscriberAndPublisher(cluster, clients) {
+  const subscriber = await client(cluster.port);
+  clients.push(subscriber);
+  const home = await nodeOf(subscriber);
+  const other = cluster.nodes.find((n) => n.id !== home);
+  const publisher = await client(other.port);
+  clients.push(publisher);
+  assert.notEqual(await nodeOf(publisher), home);
+  return { subscriber, publisher, home, other };
+}
+
 /** Polls `check` every 100 ms until it is true, for at most `ms`. */
 async function until(check, ms, what) {
   const deadline = Date.now() + ms;
@@ -33,14 +48,8 @@ test("publisher and subscriber on different nodes; the subscriber's node dies an
   const clients = [];
   try {
     assert.equal(cluster.nodes.length, 3);
-    const subscriber = await client(cluster.port);
-    clients.push(subscriber);
-    const home = await nodeOf(subscriber);
-    const other = cluster.nodes.find((n) => n.id !== home);
     // The publisher talks to another node directly.
-    const publisher = await client(other.port);
-    clients.push(publisher);
-    assert.notEqual(await nodeOf(publisher), home);
+    const { subscriber, publisher, home, other } = await subscriberAndPublisher(cluster, clients);
 
     const received = [];
     await subscriber.realtime.subscribe("shop", "orders", { equals: { kind: "order" } }, (n) => received.push(n));
@@ -85,12 +94,7 @@ test("on a Redis Cluster: a master holding the collection's channel is killed mi
   const clients = [];
   try {
     assert.equal(cluster.redis.length, 6);
-    const subscriber = await client(cluster.port);
-    clients.push(subscriber);
-    const home = await nodeOf(subscriber);
-    const other = cluster.nodes.find((n) => n.id !== home);
-    const publisher = await client(other.port);
-    clients.push(publisher);
+    const { subscriber, publisher, home } = await subscriberAndPublisher(cluster, clients);
 
     const received = [];
     await subscriber.realtime.subscribe("shop", "orders", {}, (n) => received.push(n.result._source.n));
