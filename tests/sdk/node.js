@@ -74,7 +74,9 @@ async function freePorts(count) {
       server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
     });
   for (let attempt = 0; attempt < 200; attempt++) {
-    const base = 20000 + Math.floor(Math.random() * (12000 - count));
+    // 25000-32767: above the Redis Cluster members' ports and their bus ports
+    // (cluster/run: 10000-14999 and 20000-24999).
+    const base = 25000 + Math.floor(Math.random() * (7700 - count));
     const ports = Array.from({ length: count }, (_, i) => base + i);
     let free = true;
     for (const port of ports) if (!(await isFree(port))) free = false;

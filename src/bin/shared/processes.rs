@@ -135,8 +135,21 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     /// Starts the servers in `dir`, creates the cluster, and waits until every slot is
-    /// served and every replica is in sync with its master.
+    /// served and every replica is in sync with its master. Tried up to three times on new
+    /// ports: a port found free may be taken before its server binds it (another test
+    /// starting its own servers at the same moment).
     pub fn start(dir: &Path, masters: usize) -> Result<RedisCluster, String> {
+        let mut failure = String::new();
+        for attempt in 0..3 {
+            match Self::start_once(&dir.join(format!("attempt-{attempt}")), masters) {
+                Ok(cluster) => return Ok(cluster),
+                Err(e) => failure = e,
+            }
+        }
+        Err(failure)
+    }
+
+    fn start_once(dir: &Path, masters: usize) -> Result<RedisCluster, String> {
         let mut servers = Vec::with_capacity(masters * 2);
         for _ in 0..masters * 2 {
             let port = cluster_port()?;
@@ -223,15 +236,23 @@ pub fn cli(port: u16, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-/// A free port whose cluster bus port (+10000) is free too.
+/// A free port whose cluster bus port (+10000) is free too, both below Linux's ephemeral
+/// range (32768 and up): a port chosen there may become the source port of an outgoing
+/// connection (the members' links to each other) before the server binds it, and the
+/// server then exits.
 fn cluster_port() -> Result<u16, String> {
-    for _ in 0..100 {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-        let Some(bus) = port.checked_add(10_000) else {
-            continue;
-        };
-        if std::net::TcpListener::bind(("127.0.0.1", bus)).is_ok() {
+    let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    for _ in 0..1000 {
+        // xorshift: enough to spread concurrent test processes over the range.
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        let port = 10_000 + (seed % 5_000) as u16;
+        if free(port) && free(port + 10_000) {
             return Ok(port);
         }
     }
