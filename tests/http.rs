@@ -549,10 +549,15 @@ async fn server_controller_actions() {
     let (_, _, health) = get(&node, "/_healthCheck").await;
     assert_eq!(
         health["result"],
-        json!({"status":"green","services":{"internalCache":"green"}})
+        json!({"status":"green","services":{"internalCache":"green","memoryStorage":"green","storageEngine":"green"}})
     );
     let (_, _, health) = get(&node, "/_healthCheck?services=other").await;
     assert_eq!(health["result"], json!({"status":"green","services":{}}));
+    let (_, _, health) = get(&node, "/_healthCheck?services=storageEngine,other").await;
+    assert_eq!(
+        health["result"],
+        json!({"status":"green","services":{"storageEngine":"green"}})
+    );
 
     let (_, _, config) = get(&node, "/_getConfig").await;
     let config = &config["result"];

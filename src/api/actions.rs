@@ -7,7 +7,7 @@
 use futures_util::future::LocalBoxFuture;
 
 use super::{ActionResult, Call};
-use crate::api::{auth, cluster, realtime, security, server, user_search};
+use crate::api::{api_keys, auth, cluster, credentials, realtime, roles, search, security, server};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Verb {
@@ -160,6 +160,27 @@ pub static ACTIONS: &[Action] = &[
         ],
         |c| Box::pin(auth::validate_my_credentials(c)),
     ),
+    action("auth", "checkRights", &[(Post, "/_checkRights")], |c| {
+        Box::pin(auth::check_rights(c))
+    }),
+    action(
+        "auth",
+        "createApiKey",
+        &[(Post, "/api-keys/_create")],
+        |c| Box::pin(api_keys::auth_create(c)),
+    ),
+    action("auth", "createToken", &[(Post, "/_createToken")], |c| {
+        Box::pin(api_keys::create_token(c))
+    }),
+    action("auth", "deleteApiKey", &[(Delete, "/api-keys/:_id")], |c| {
+        Box::pin(api_keys::auth_delete(c))
+    }),
+    action(
+        "auth",
+        "searchApiKeys",
+        &[(Post, "/api-keys/_search")],
+        |c| Box::pin(api_keys::auth_search(c)),
+    ),
     action(
         "security",
         "createFirstAdmin",
@@ -206,7 +227,7 @@ pub static ACTIONS: &[Action] = &[
         "security",
         "searchUsers",
         &[(Post, "/users/_search")],
-        |c| Box::pin(user_search::search_users(c)),
+        |c| Box::pin(search::search_users(c)),
     ),
     action(
         "security",
@@ -218,28 +239,259 @@ pub static ACTIONS: &[Action] = &[
         "security",
         "createOrReplaceRole",
         &[(Put, "/roles/:_id")],
-        |c| Box::pin(security::create_or_replace_role(c)),
+        |c| Box::pin(roles::create_or_replace_role(c)),
     ),
     action("security", "getRole", &[(Get, "/roles/:_id")], |c| {
-        Box::pin(security::get_role(c))
+        Box::pin(roles::get_role(c))
     }),
     action("security", "deleteRole", &[(Delete, "/roles/:_id")], |c| {
-        Box::pin(security::delete_role(c))
+        Box::pin(roles::delete_role(c))
     }),
     action(
         "security",
         "createOrReplaceProfile",
         &[(Put, "/profiles/:_id")],
-        |c| Box::pin(security::create_or_replace_profile(c)),
+        |c| Box::pin(roles::create_or_replace_profile(c)),
     ),
     action("security", "getProfile", &[(Get, "/profiles/:_id")], |c| {
-        Box::pin(security::get_profile(c))
+        Box::pin(roles::get_profile(c))
     }),
     action(
         "security",
         "deleteProfile",
         &[(Delete, "/profiles/:_id")],
-        |c| Box::pin(security::delete_profile(c)),
+        |c| Box::pin(roles::delete_profile(c)),
+    ),
+    action(
+        "security",
+        "checkRights",
+        &[(Post, "/_checkRights/:userId")],
+        |c| Box::pin(security::check_rights(c)),
+    ),
+    action(
+        "security",
+        "createApiKey",
+        &[(Post, "/users/:userId/api-keys/_create")],
+        |c| Box::pin(api_keys::security_create(c)),
+    ),
+    action(
+        "security",
+        "searchApiKeys",
+        &[(Post, "/users/:userId/api-keys/_search")],
+        |c| Box::pin(api_keys::security_search(c)),
+    ),
+    action(
+        "security",
+        "deleteApiKey",
+        &[(Delete, "/users/:userId/api-keys/:_id")],
+        |c| Box::pin(api_keys::security_delete(c)),
+    ),
+    action(
+        "security",
+        "createRole",
+        &[(Post, "/roles/:_id/_create")],
+        |c| Box::pin(roles::create_role(c)),
+    ),
+    action(
+        "security",
+        "updateRole",
+        &[(Put, "/roles/:_id/_update")],
+        |c| Box::pin(roles::update_role(c)),
+    ),
+    action("security", "mGetRoles", &[(Post, "/roles/_mGet")], |c| {
+        Box::pin(roles::m_get_roles(c))
+    }),
+    action(
+        "security",
+        "searchRoles",
+        &[(Post, "/roles/_search")],
+        |c| Box::pin(search::search_roles(c)),
+    ),
+    action(
+        "security",
+        "mDeleteRoles",
+        &[(Post, "/roles/_mDelete")],
+        |c| Box::pin(roles::m_delete_roles(c)),
+    ),
+    action(
+        "security",
+        "getRoleMapping",
+        &[(Get, "/roles/_mapping")],
+        |c| Box::pin(roles::get_mapping(c)),
+    ),
+    action(
+        "security",
+        "updateRoleMapping",
+        &[(Put, "/roles/_mapping")],
+        |c| Box::pin(roles::update_mapping(c)),
+    ),
+    action(
+        "security",
+        "createProfile",
+        &[(Post, "/profiles/:_id/_create")],
+        |c| Box::pin(roles::create_profile(c)),
+    ),
+    action(
+        "security",
+        "updateProfile",
+        &[(Put, "/profiles/:_id/_update")],
+        |c| Box::pin(roles::update_profile(c)),
+    ),
+    action(
+        "security",
+        "mGetProfiles",
+        &[(Post, "/profiles/_mGet")],
+        |c| Box::pin(roles::m_get_profiles(c)),
+    ),
+    action(
+        "security",
+        "searchProfiles",
+        &[(Post, "/profiles/_search")],
+        |c| Box::pin(search::search_profiles(c)),
+    ),
+    action(
+        "security",
+        "scrollProfiles",
+        &[(Get, "/profiles/_scroll/:scrollId")],
+        |c| Box::pin(search::scroll_profiles(c)),
+    ),
+    action(
+        "security",
+        "mDeleteProfiles",
+        &[(Post, "/profiles/_mDelete")],
+        |c| Box::pin(roles::m_delete_profiles(c)),
+    ),
+    action(
+        "security",
+        "getProfileRights",
+        &[(Get, "/profiles/:_id/_rights")],
+        |c| Box::pin(roles::get_profile_rights(c)),
+    ),
+    action(
+        "security",
+        "getProfileMapping",
+        &[(Get, "/profiles/_mapping")],
+        |c| Box::pin(roles::get_mapping(c)),
+    ),
+    action(
+        "security",
+        "updateProfileMapping",
+        &[(Put, "/profiles/_mapping")],
+        |c| Box::pin(roles::update_mapping(c)),
+    ),
+    action(
+        "security",
+        "mGetUsers",
+        &[(Get, "/users/_mGet"), (Post, "/users/_mGet")],
+        |c| Box::pin(security::m_get_users(c)),
+    ),
+    action(
+        "security",
+        "mDeleteUsers",
+        &[(Post, "/users/_mDelete")],
+        |c| Box::pin(security::m_delete_users(c)),
+    ),
+    action(
+        "security",
+        "upsertUser",
+        &[(Post, "/users/:_id/_upsert")],
+        |c| Box::pin(security::upsert_user(c)),
+    ),
+    action(
+        "security",
+        "scrollUsers",
+        &[(Get, "/users/_scroll/:scrollId")],
+        |c| Box::pin(search::scroll_users(c)),
+    ),
+    action(
+        "security",
+        "getUserRights",
+        &[(Get, "/users/:_id/_rights")],
+        |c| Box::pin(security::get_user_rights(c)),
+    ),
+    action(
+        "security",
+        "getUserStrategies",
+        &[(Get, "/users/:_id/_strategies")],
+        |c| Box::pin(security::get_user_strategies(c)),
+    ),
+    action(
+        "security",
+        "revokeTokens",
+        &[(Delete, "/users/:_id/tokens")],
+        |c| Box::pin(security::revoke_tokens(c)),
+    ),
+    action(
+        "security",
+        "getUserMapping",
+        &[(Get, "/users/_mapping")],
+        |c| Box::pin(roles::get_mapping(c)),
+    ),
+    action(
+        "security",
+        "updateUserMapping",
+        &[(Put, "/users/_mapping")],
+        |c| Box::pin(roles::update_mapping(c)),
+    ),
+    action(
+        "security",
+        "createCredentials",
+        &[(Post, "/credentials/:strategy/:_id/_create")],
+        |c| Box::pin(credentials::create_credentials(c)),
+    ),
+    action(
+        "security",
+        "deleteCredentials",
+        &[(Delete, "/credentials/:strategy/:_id")],
+        |c| Box::pin(credentials::delete_credentials(c)),
+    ),
+    action(
+        "security",
+        "getCredentials",
+        &[(Get, "/credentials/:strategy/:_id")],
+        |c| Box::pin(credentials::get_credentials(c)),
+    ),
+    action(
+        "security",
+        "getCredentialsById",
+        &[(Get, "/credentials/:strategy/:_id/_byId")],
+        |c| Box::pin(credentials::get_credentials_by_id(c)),
+    ),
+    action(
+        "security",
+        "hasCredentials",
+        &[(Get, "/credentials/:strategy/:_id/_exists")],
+        |c| Box::pin(credentials::has_credentials(c)),
+    ),
+    action(
+        "security",
+        "validateCredentials",
+        &[(Post, "/credentials/:strategy/:_id/_validate")],
+        |c| Box::pin(credentials::validate_credentials(c)),
+    ),
+    action(
+        "security",
+        "getCredentialFields",
+        &[(Get, "/credentials/:strategy/_fields")],
+        |c| Box::pin(credentials::get_credential_fields(c)),
+    ),
+    action(
+        "security",
+        "getAllCredentialFields",
+        &[(Get, "/credentials/_fields")],
+        |c| Box::pin(credentials::get_all_credential_fields(c)),
+    ),
+    action(
+        "security",
+        "searchUsersByCredentials",
+        &[(Post, "/credentials/:strategy/users/_search")],
+        |c| Box::pin(credentials::search_users_by_credentials(c)),
+    ),
+    action(
+        "security",
+        "refresh",
+        &[(Post, "/_security/:collection/_refresh")],
+        |c| Box::pin(roles::refresh(c)),
     ),
     action("realtime", "count", &[], |c| Box::pin(realtime::count(c))),
     action("realtime", "join", &[], |c| Box::pin(realtime::join(c))),
@@ -368,6 +620,11 @@ const ROUTE_ORDER: &[(Verb, &str)] = &[
     (Delete, "/credentials/:strategy/_me"),
     (Put, "/_me"),
     (Put, "/_updateSelf"),
+    (Post, "/_checkRights"),
+    (Post, "/api-keys/_create"),
+    (Post, "/_createToken"),
+    (Delete, "/api-keys/:_id"),
+    (Post, "/api-keys/_search"),
     (Post, "/_createFirstAdmin"),
     (Post, "/_createFirstAdmin/:_id"),
     (Post, "/users/_create"),
@@ -386,6 +643,46 @@ const ROUTE_ORDER: &[(Verb, &str)] = &[
     (Put, "/profiles/:_id"),
     (Get, "/profiles/:_id"),
     (Delete, "/profiles/:_id"),
+    (Post, "/_checkRights/:userId"),
+    (Post, "/users/:userId/api-keys/_create"),
+    (Post, "/users/:userId/api-keys/_search"),
+    (Delete, "/users/:userId/api-keys/:_id"),
+    (Post, "/roles/:_id/_create"),
+    (Put, "/roles/:_id/_update"),
+    (Post, "/roles/_mGet"),
+    (Post, "/roles/_search"),
+    (Post, "/roles/_mDelete"),
+    (Get, "/roles/_mapping"),
+    (Put, "/roles/_mapping"),
+    (Post, "/profiles/:_id/_create"),
+    (Put, "/profiles/:_id/_update"),
+    (Post, "/profiles/_mGet"),
+    (Post, "/profiles/_search"),
+    (Get, "/profiles/_scroll/:scrollId"),
+    (Post, "/profiles/_mDelete"),
+    (Get, "/profiles/:_id/_rights"),
+    (Get, "/profiles/_mapping"),
+    (Put, "/profiles/_mapping"),
+    (Get, "/users/_mGet"),
+    (Post, "/users/_mGet"),
+    (Post, "/users/_mDelete"),
+    (Post, "/users/:_id/_upsert"),
+    (Get, "/users/_scroll/:scrollId"),
+    (Get, "/users/:_id/_rights"),
+    (Get, "/users/:_id/_strategies"),
+    (Delete, "/users/:_id/tokens"),
+    (Get, "/users/_mapping"),
+    (Put, "/users/_mapping"),
+    (Post, "/credentials/:strategy/:_id/_create"),
+    (Delete, "/credentials/:strategy/:_id"),
+    (Get, "/credentials/:strategy/:_id"),
+    (Get, "/credentials/:strategy/:_id/_byId"),
+    (Get, "/credentials/:strategy/:_id/_exists"),
+    (Post, "/credentials/:strategy/:_id/_validate"),
+    (Get, "/credentials/:strategy/_fields"),
+    (Get, "/credentials/_fields"),
+    (Post, "/credentials/:strategy/users/_search"),
+    (Post, "/_security/:collection/_refresh"),
     (Get, "/_listSubscriptions"),
     (Post, "/:index/:collection/_publish"),
     (Get, "/"),

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::identity::{ANONYMOUS, algorithm, store_read_error, store_write_error, verify_token};
+use super::security::{Revoke, revoke_tokens_of};
 use super::{ActionResult, Call, Reply};
 use crate::auth::{cookie, credentials, token};
 use crate::config::timespan::{Lifetime, parse_lifetime};
@@ -14,7 +15,7 @@ use crate::protocol::now_ms;
 use crate::security::model::rights;
 use crate::storage::Kind;
 
-fn strategy_arg(call: &Call<'_>) -> Result<(), ApiError> {
+pub(super) fn strategy_arg(call: &Call<'_>) -> Result<(), ApiError> {
     match call.request.arg("strategy") {
         None | Some(Value::Null) => Err(ApiError::missing_argument("strategy")),
         Some(Value::String(s)) if s == "local" => Ok(()),
@@ -168,22 +169,23 @@ pub async fn logout(call: &Call<'_>) -> ActionResult {
     if !cookie_mode {
         require_user(call)?;
     }
-    let store = &call.node.store;
-    let tokens = if call.request.bool_arg("global")? {
-        store
-            .user_tokens(&call.identity.kuid)
-            .await
-            .map_err(store_read_error)?
-    } else {
-        call.identity.token.iter().cloned().collect()
-    };
+    let global = call.request.bool_arg("global")?;
     // The caller keeps its subscriptions and gets no TokenExpired; the others do.
     call.node.realtime.unlink(call.caller.connection_id.clone());
     call.caller.linked.borrow_mut().take();
-    for token in &tokens {
-        store.delete_token(token).await.map_err(store_write_error)?;
+    if global {
+        revoke_tokens_of(call, &call.identity.kuid, Revoke::SessionsExcept(None)).await?;
+    } else if let Some(token) = call.identity.token.clone()
+        && !token::is_api_key(&token)
+    {
+        // An API key ends only when it is deleted (auth:deleteApiKey).
+        call.node
+            .store
+            .delete_token(&token)
+            .await
+            .map_err(store_write_error)?;
+        call.node.revoke(vec![token]);
     }
-    call.node.revoke(tokens);
     let acknowledged = json!({"acknowledged": true});
     Ok(if cookie_mode {
         Reply::JsonWithCookie(acknowledged, cookie::clear())
@@ -261,6 +263,11 @@ pub async fn get_my_rights(call: &Call<'_>) -> ActionResult {
     Ok(Reply::Json(rights(&profiles, &security.roles)))
 }
 
+/// `auth:checkRights`: whether the caller may run the request in the body.
+pub async fn check_rights(call: &Call<'_>) -> ActionResult {
+    super::security::allowed_by(call, &call.identity.profile_ids)
+}
+
 pub async fn get_strategies(_: &Call<'_>) -> ActionResult {
     Ok(Reply::Json(json!(["local"])))
 }
@@ -297,6 +304,9 @@ pub async fn refresh_token(call: &Call<'_>) -> ActionResult {
     }
     let identity = call.identity;
     let old = identity.token.clone().unwrap_or_default();
+    if token::is_api_key(&old) {
+        return Err(ApiError::new(errors::TOKEN_REFRESH_FORBIDDEN, ["API Key"]));
+    }
     if identity.expires_at.is_none() {
         return Err(ApiError::new(
             errors::TOKEN_REFRESH_FORBIDDEN,
@@ -360,7 +370,7 @@ async fn my_username(call: &Call<'_>) -> Result<Option<String>, ApiError> {
         .map_err(store_read_error)
 }
 
-fn no_credentials(kuid: &str) -> ApiError {
+pub(super) fn no_credentials(kuid: &str) -> ApiError {
     ApiError::bare(412, format!("No credentials found for user \"{kuid}\"."))
 }
 
@@ -382,7 +392,7 @@ pub async fn get_my_credentials(call: &Call<'_>) -> ActionResult {
 }
 
 /// `{username, password}` for create and validate: both required, no `kuid`.
-fn new_credentials(call: &Call<'_>) -> Result<(String, String), ApiError> {
+pub(super) fn credential_fields(call: &Call<'_>) -> Result<(String, String), ApiError> {
     let body = call.request.body.clone().unwrap_or_else(|| json!({}));
     if body.get("kuid").is_some() {
         return Err(ApiError::bare(
@@ -406,7 +416,7 @@ fn new_credentials(call: &Call<'_>) -> Result<(String, String), ApiError> {
 pub async fn create_my_credentials(call: &Call<'_>) -> ActionResult {
     require_user(call)?;
     strategy_arg(call)?;
-    let (username, password) = new_credentials(call)?;
+    let (username, password) = credential_fields(call)?;
     let kuid = &call.identity.kuid;
     if my_username(call).await?.is_some() {
         return Err(ApiError::bare(
@@ -421,7 +431,7 @@ pub async fn create_my_credentials(call: &Call<'_>) -> ActionResult {
 pub async fn validate_my_credentials(call: &Call<'_>) -> ActionResult {
     require_user(call)?;
     strategy_arg(call)?;
-    new_credentials(call)?;
+    credential_fields(call)?;
     Ok(Reply::Json(json!(true)))
 }
 
@@ -491,12 +501,7 @@ pub(super) async fn change_credentials(
         ));
     }
     if new_password.is_some() {
-        let mut revoked = store.user_tokens(kuid).await.map_err(store_read_error)?;
-        revoked.retain(|t| Some(t.as_str()) != keep);
-        for token in &revoked {
-            store.delete_token(token).await.map_err(store_write_error)?;
-        }
-        call.node.revoke(revoked);
+        revoke_tokens_of(call, kuid, Revoke::SessionsExcept(keep)).await?;
     }
     Ok(Reply::Json(
         json!({"username": final_username, "kuid": kuid}),
@@ -538,7 +543,7 @@ pub async fn update_self(call: &Call<'_>) -> ActionResult {
         map.remove("_kuzzle_info");
     }
     super::security::deep_merge(&mut user, &patch);
-    super::security::touch(&mut user, call);
+    super::args::touch(&mut user, call);
     store
         .put(Kind::User, kuid, &user)
         .await

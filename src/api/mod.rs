@@ -2,14 +2,18 @@
 //! HTTP routes and `/_query`, so behaviour cannot drift between protocols.
 
 pub mod actions;
+mod api_keys;
+mod args;
 mod auth;
 mod cluster;
+mod credentials;
 pub mod identity;
 mod openapi;
 mod realtime;
+mod roles;
+mod search;
 mod security;
 mod server;
-mod user_search;
 
 use std::cell::{Cell, RefCell};
 use std::net::IpAddr;

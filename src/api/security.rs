@@ -2,13 +2,15 @@
 
 use serde_json::{Map, Value, json};
 
+use super::args::{id_arg, ids_body, info_for, strings, touch};
 use super::identity::{store_read_error, store_write_error};
 use super::{ActionResult, Call, Reply};
 use crate::auth::credentials;
-use crate::protocol::errors::{self, ApiError, ErrorDef};
+use crate::auth::token;
+use crate::protocol::errors::{self, ApiError};
 use crate::protocol::now_ms;
 use crate::security::bootstrap::admin_exists;
-use crate::security::model::{Profile, role_to_json, validate_profile, validate_role};
+use crate::security::model::{is_allowed, rights};
 use crate::storage::Kind;
 
 /// Validated local credentials: (username, password).
@@ -157,35 +159,6 @@ pub async fn create_first_admin(call: &Call<'_>) -> ActionResult {
     Ok(Reply::Json(json!({"_id": kuid, "_source": source})))
 }
 
-fn id_arg(call: &Call<'_>) -> Result<String, ApiError> {
-    match call.request.arg("_id") {
-        None | Some(Value::Null) => Err(ApiError::missing_argument("_id")),
-        Some(Value::String(id)) if !id.is_empty() => Ok(id.clone()),
-        Some(Value::String(_)) => Err(ApiError::missing_argument("_id")),
-        Some(_) => Err(ApiError::invalid_type("_id", "string")),
-    }
-}
-
-fn info_for(call: &Call<'_>) -> Value {
-    json!({"author": call.identity.kuid, "createdAt": now_ms(), "updatedAt": null, "updater": null})
-}
-
-/// Marks a stored document as updated by the caller.
-pub(super) fn touch(document: &mut Value, call: &Call<'_>) {
-    let info = document
-        .get("_kuzzle_info")
-        .cloned()
-        .unwrap_or_else(|| info_for(call));
-    let mut info = if info.is_object() {
-        info
-    } else {
-        info_for(call)
-    };
-    info["updatedAt"] = json!(now_ms());
-    info["updater"] = json!(call.identity.kuid);
-    document["_kuzzle_info"] = info;
-}
-
 const RESERVED_KUIDS: [&str; 2] = ["-1", "anonymous"];
 
 /// `profileIds`: a non-empty array of strings naming stored profiles.
@@ -317,7 +290,7 @@ pub async fn create_restricted_user(call: &Call<'_>) -> ActionResult {
 }
 
 /// The stored user, or `not_found` (reserved ids included, CN-22).
-async fn existing_user(call: &Call<'_>, kuid: &str) -> Result<Value, ApiError> {
+pub(super) async fn existing_user(call: &Call<'_>, kuid: &str) -> Result<Value, ApiError> {
     if RESERVED_KUIDS.contains(&kuid) {
         return Err(ApiError::new(errors::USER_NOT_FOUND, [kuid]));
     }
@@ -366,26 +339,123 @@ pub async fn update_user(call: &Call<'_>) -> ActionResult {
         Some(_) => return Err(ApiError::invalid_type("body", "object")),
         None => return Err(ApiError::plain(errors::BODY_REQUIRED)),
     };
-    let mut user = existing_user(call, &kuid).await?;
-    let mut patch = patch;
+    let user = existing_user(call, &kuid).await?;
+    change_user(call, &kuid, user, patch, "body.profileIds").await
+}
+
+/// Deep-merges `patch` into the stored `user` (`profileIds` checked and replaced).
+async fn change_user(
+    call: &Call<'_>,
+    kuid: &str,
+    mut user: Value,
+    mut patch: Value,
+    profile_ids_path: &str,
+) -> ActionResult {
     if let Value::Object(map) = &mut patch {
         map.remove("_id");
         map.remove("_kuzzle_info");
-        if let Some(ids) = map.get("profileIds").cloned() {
+        if let Some(ids) = map.get("profileIds").cloned().filter(|v| !v.is_null()) {
             map.insert(
                 "profileIds".into(),
-                json!(checked_profile_ids(call, Some(&ids), "body.profileIds").await?),
+                json!(checked_profile_ids(call, Some(&ids), profile_ids_path).await?),
             );
+        } else {
+            map.remove("profileIds");
         }
     }
     deep_merge(&mut user, &patch);
     touch(&mut user, call);
     call.node
         .store
-        .put(Kind::User, &kuid, &user)
+        .put(Kind::User, kuid, &user)
         .await
         .map_err(store_write_error)?;
     Ok(Reply::Json(json!({"_id": kuid, "_source": user})))
+}
+
+/// `upsertUser`: updates the user like `updateUser` with `body.content`, or creates it
+/// from `body.default` overridden by `body.content`.
+pub async fn upsert_user(call: &Call<'_>) -> ActionResult {
+    let kuid = id_arg(call)?;
+    let body = call
+        .request
+        .body
+        .clone()
+        .ok_or_else(|| ApiError::plain(errors::BODY_REQUIRED))?;
+    let content = content_of(&body, true)?;
+    match content.get("profileIds") {
+        None | Some(Value::Null) => {
+            return Err(ApiError::missing_argument("body.content.profileIds"));
+        }
+        Some(Value::Array(_)) => {}
+        Some(_) => return Err(ApiError::invalid_type("body.content.profileIds", "array")),
+    }
+    let defaults = match body.get("default") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(map)) => map.clone(),
+        Some(_) => return Err(ApiError::invalid_type("body.default", "object")),
+    };
+    if let Some(user) = call
+        .node
+        .store
+        .get(Kind::User, &kuid)
+        .await
+        .map_err(store_read_error)?
+        .filter(|_| !RESERVED_KUIDS.contains(&kuid.as_str()))
+    {
+        return change_user(
+            call,
+            &kuid,
+            user,
+            Value::Object(content),
+            "body.content.profileIds",
+        )
+        .await;
+    }
+    let profile_ids =
+        checked_profile_ids(call, content.get("profileIds"), "body.content.profileIds").await?;
+    let mut creating = defaults;
+    creating.extend(content);
+    create_user_with(call, kuid, profile_ids, creating, &body).await
+}
+
+/// `mGetUsers`: the stored users among `body.ids` (or the `ids` argument, an array or a
+/// comma-separated string), in that order.
+pub async fn m_get_users(call: &Call<'_>) -> ActionResult {
+    let limit = call.node.settings.limits.documents_fetch_count;
+    let ids = match call.request.body.as_ref().and_then(|b| b.get("ids")) {
+        Some(_) => ids_body(call, limit)?,
+        None => match call.request.arg("ids") {
+            None | Some(Value::Null) => return Err(ApiError::missing_argument("ids")),
+            Some(Value::String(list)) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|id| !id.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            Some(Value::Array(items)) => strings(items, "ids")?,
+            Some(_) => return Err(ApiError::invalid_type("ids", "array")),
+        },
+    };
+    if ids.len() > limit as usize {
+        return Err(ApiError::plain(errors::GET_LIMIT_EXCEEDED));
+    }
+    let mut hits = Vec::new();
+    for kuid in ids {
+        if RESERVED_KUIDS.contains(&kuid.as_str()) {
+            continue;
+        }
+        if let Some(user) = call
+            .node
+            .store
+            .get(Kind::User, &kuid)
+            .await
+            .map_err(store_read_error)?
+        {
+            hits.push(json!({"_id": kuid, "_source": user}));
+        }
+    }
+    Ok(Reply::Json(json!({"hits": hits})))
 }
 
 pub async fn replace_user(call: &Call<'_>) -> ActionResult {
@@ -418,229 +488,160 @@ pub async fn replace_user(call: &Call<'_>) -> ActionResult {
 
 pub async fn delete_user(call: &Call<'_>) -> ActionResult {
     let kuid = id_arg(call)?;
-    existing_user(call, &kuid).await?;
-    let store = &call.node.store;
-    store
-        .remove_credentials(&kuid)
-        .await
-        .map_err(store_write_error)?;
-    let tokens = store.user_tokens(&kuid).await.map_err(store_read_error)?;
-    for token in &tokens {
-        store.delete_token(token).await.map_err(store_write_error)?;
-    }
-    call.node.revoke(tokens);
-    store
-        .delete(Kind::User, &kuid)
-        .await
-        .map_err(store_write_error)?;
+    delete_user_by_id(call, &kuid).await?;
     Ok(Reply::Json(json!({"_id": kuid})))
 }
 
-const PROTECTED: [&str; 3] = ["anonymous", "default", "admin"];
-
-/// A stored role or profile, or `not_found`.
-async fn get_document(call: &Call<'_>, kind: Kind, not_found: &'static ErrorDef) -> ActionResult {
-    let id = id_arg(call)?;
-    let document = call
-        .node
-        .store
-        .get(kind, &id)
-        .await
-        .map_err(store_read_error)?;
-    let document = document.ok_or_else(|| ApiError::new(not_found, [id.as_str()]))?;
-    Ok(Reply::Json(json!({"_id": id, "_source": document})))
-}
-
-/// Stores a role or profile and tells every node its rights cache is stale.
-async fn save_security_document(
-    call: &Call<'_>,
-    kind: Kind,
-    id: &str,
-    source: &Value,
-) -> Result<(), ApiError> {
+/// Deletes a user: its credentials, its API keys, every token (revoked on every node),
+/// then the user.
+async fn delete_user_by_id(call: &Call<'_>, kuid: &str) -> Result<(), ApiError> {
+    existing_user(call, kuid).await?;
     let store = &call.node.store;
     store
-        .put(kind, id, source)
+        .remove_credentials(kuid)
+        .await
+        .map_err(store_write_error)?;
+    for (id, _) in super::api_keys::of_user(call, kuid).await? {
+        store
+            .delete(Kind::ApiKey, &id)
+            .await
+            .map_err(store_write_error)?;
+    }
+    revoke_tokens_of(call, kuid, Revoke::All).await?;
+    store
+        .delete(Kind::User, kuid)
         .await
         .map_err(store_write_error)?;
     Ok(())
 }
 
-/// The id of a role or profile that may be deleted: not protected, and stored.
-async fn deletable_id(
+pub async fn m_delete_users(call: &Call<'_>) -> ActionResult {
+    let ids = ids_body(call, call.node.settings.limits.documents_write_count)
+        .map_err(super::args::write_limit)?;
+    let (mut deleted, mut failures) = (Vec::new(), Vec::new());
+    for kuid in ids {
+        match delete_user_by_id(call, &kuid).await {
+            Ok(()) => deleted.push(kuid),
+            Err(e) => failures.push(e),
+        }
+    }
+    Ok(super::args::deleted_reply(deleted, failures))
+}
+
+/// Which of a user's tokens `revoke_tokens_of` ends.
+#[derive(Clone, Copy)]
+pub(super) enum Revoke<'a> {
+    /// Every token, API keys' included (the user is deleted).
+    All,
+    /// Session tokens (`logout` with `global`, `revokeTokens`, a new password), except
+    /// `keep`; API keys live until they are deleted.
+    SessionsExcept(Option<&'a str>),
+}
+
+/// Deletes a user's tokens and tells every node: their sockets get `TokenExpired`.
+pub(super) async fn revoke_tokens_of(
     call: &Call<'_>,
-    kind: Kind,
-    protected: &'static ErrorDef,
-    not_found: &'static ErrorDef,
-) -> Result<String, ApiError> {
-    let id = id_arg(call)?;
-    if PROTECTED.contains(&id.as_str()) {
-        return Err(ApiError::plain(protected));
-    }
-    if call
-        .node
-        .store
-        .get(kind, &id)
-        .await
-        .map_err(store_read_error)?
-        .is_none()
-    {
-        return Err(ApiError::new(not_found, [id.as_str()]));
-    }
-    Ok(id)
-}
-
-pub async fn create_or_replace_role(call: &Call<'_>) -> ActionResult {
-    let id = id_arg(call)?;
-    let body = call
-        .request
-        .body
-        .clone()
-        .ok_or_else(|| ApiError::plain(errors::BODY_REQUIRED))?;
-    let force = call.request.bool_arg("force")?;
-    let role = validate_role(&id, &body, force)?;
-    if force {
-        log::warn!("role {id:?} stored with force: unknown controllers accepted");
-    }
-    let mut source = role_to_json(&role);
-    source["_kuzzle_info"] = info_for(call);
-    save_security_document(call, Kind::Role, &id, &source).await?;
-    Ok(Reply::Json(json!({"_id": id, "_source": source})))
-}
-
-pub async fn get_role(call: &Call<'_>) -> ActionResult {
-    get_document(call, Kind::Role, errors::ROLE_NOT_FOUND).await
-}
-
-pub async fn delete_role(call: &Call<'_>) -> ActionResult {
-    let id = deletable_id(
-        call,
-        Kind::Role,
-        errors::ROLE_CANNOT_DELETE,
-        errors::ROLE_NOT_FOUND,
-    )
-    .await?;
+    kuid: &str,
+    which: Revoke<'_>,
+) -> Result<(), ApiError> {
     let store = &call.node.store;
-    let used = store
-        .list(Kind::Profile)
-        .await
-        .map_err(store_read_error)?
+    let mut tokens = store.user_tokens(kuid).await.map_err(store_read_error)?;
+    if let Revoke::SessionsExcept(keep) = which {
+        tokens.retain(|t| !token::is_api_key(t) && Some(t.as_str()) != keep);
+    }
+    for token in &tokens {
+        store.delete_token(token).await.map_err(store_write_error)?;
+    }
+    call.node.revoke(tokens);
+    Ok(())
+}
+
+/// `revokeTokens`: every session token of the user, on every node (API keys stay).
+pub async fn revoke_tokens(call: &Call<'_>) -> ActionResult {
+    let kuid = id_arg(call)?;
+    existing_user(call, &kuid).await?;
+    revoke_tokens_of(call, &kuid, Revoke::SessionsExcept(None)).await?;
+    Ok(Reply::Json(Value::Null))
+}
+
+/// The profiles a user has, as the request's snapshot knows them (`-1` is anonymous).
+async fn user_profiles(call: &Call<'_>, kuid: &str) -> Result<Vec<String>, ApiError> {
+    if kuid == "-1" {
+        return Ok(vec!["anonymous".to_owned()]);
+    }
+    let user = existing_user(call, kuid).await?;
+    Ok(super::identity::profile_ids(&user))
+}
+
+pub async fn get_user_rights(call: &Call<'_>) -> ActionResult {
+    let kuid = id_arg(call)?;
+    let ids = user_profiles(call, &kuid).await?;
+    let profiles: Vec<_> = ids
         .iter()
-        .any(|(_, p)| {
-            p.get("policies")
-                .and_then(Value::as_array)
-                .is_some_and(|ps| ps.iter().any(|p| p.get("roleId") == Some(&json!(id))))
-        });
-    if used {
-        return Err(ApiError::new(errors::ROLE_IN_USE, [id.as_str()]));
-    }
-    store
-        .delete(Kind::Role, &id)
-        .await
-        .map_err(store_write_error)?;
-    Ok(Reply::Json(json!({"_id": id})))
-}
-
-fn policies_to_json(profile: &Profile) -> Value {
-    Value::Array(
-        profile
-            .policies
-            .iter()
-            .map(|p| {
-                let mut policy = json!({"roleId": p.role_id});
-                if let Some(restrictions) = &p.restricted_to {
-                    policy["restrictedTo"] = Value::Array(
-                        restrictions
-                            .iter()
-                            .map(|r| match &r.collections {
-                                Some(c) => json!({"index": r.index, "collections": c}),
-                                None => json!({"index": r.index}),
-                            })
-                            .collect(),
-                    );
-                }
-                policy
-            })
-            .collect(),
-    )
-}
-
-pub async fn create_or_replace_profile(call: &Call<'_>) -> ActionResult {
-    let id = id_arg(call)?;
-    let body = call
-        .request
-        .body
-        .clone()
-        .ok_or_else(|| ApiError::plain(errors::BODY_REQUIRED))?;
-    let store = &call.node.store;
-    let roles: Vec<String> = store
-        .list(Kind::Role)
-        .await
-        .map_err(store_read_error)?
-        .into_iter()
-        .map(|(id, _)| id)
+        .filter_map(|id| call.security.profiles.get(id))
         .collect();
-    let profile = validate_profile(&id, &body, |role| roles.iter().any(|r| r == role))?;
-    let source = json!({"policies": policies_to_json(&profile), "rateLimit": profile.rate_limit, "_kuzzle_info": info_for(call)});
-    save_security_document(call, Kind::Profile, &id, &source).await?;
-    Ok(Reply::Json(json!({"_id": id, "_source": source})))
+    Ok(Reply::Json(rights(&profiles, &call.security.roles)))
 }
 
-pub async fn get_profile(call: &Call<'_>) -> ActionResult {
-    get_document(call, Kind::Profile, errors::PROFILE_NOT_FOUND).await
+pub async fn get_user_strategies(call: &Call<'_>) -> ActionResult {
+    let kuid = id_arg(call)?;
+    user_profiles(call, &kuid).await?;
+    let has_local = kuid != "-1"
+        && call
+            .node
+            .store
+            .username_of(&kuid)
+            .await
+            .map_err(store_read_error)?
+            .is_some();
+    let strategies: Vec<&str> = if has_local { vec!["local"] } else { vec![] };
+    Ok(Reply::Json(
+        json!({"strategies": strategies, "total": strategies.len()}),
+    ))
 }
 
-pub async fn delete_profile(call: &Call<'_>) -> ActionResult {
-    let id = deletable_id(
-        call,
-        Kind::Profile,
-        errors::PROFILE_CANNOT_DELETE,
-        errors::PROFILE_NOT_FOUND,
-    )
-    .await?;
-    let store = &call.node.store;
-    let remove = match call.request.string_arg("onAssignedUsers")? {
-        None | Some("fail") => false,
-        Some("remove") => true,
-        Some(_) => {
-            return Err(ApiError::new(
-                errors::INVALID_ARGUMENT,
-                ["onAssignedUsers", "\"fail\" or \"remove\""],
-            ));
+/// Whether the user with `profile_ids` may run the request described by the body
+/// (`controller`, `action`, and optionally `index` and `collection`).
+pub(super) fn allowed_by(call: &Call<'_>, profile_ids: &[String]) -> ActionResult {
+    let body = match &call.request.body {
+        Some(body @ Value::Object(_)) => body,
+        Some(_) => return Err(ApiError::invalid_type("body", "object")),
+        None => return Err(ApiError::plain(errors::BODY_REQUIRED)),
+    };
+    let text = |name: &str| -> Result<Option<&str>, ApiError> {
+        match body.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
+            Some(_) => Err(ApiError::invalid_type(&format!("body.{name}"), "string")),
         }
     };
-    let assigned: Vec<(String, Value)> = store
-        .list(Kind::User)
-        .await
-        .map_err(store_read_error)?
-        .into_iter()
-        .filter(|(_, u)| {
-            u.get("profileIds")
-                .and_then(Value::as_array)
-                .is_some_and(|ids| ids.contains(&json!(id)))
-        })
+    let controller =
+        text("controller")?.ok_or_else(|| ApiError::missing_argument("body.controller"))?;
+    let action = text("action")?.ok_or_else(|| ApiError::missing_argument("body.action"))?;
+    let profiles: Vec<_> = profile_ids
+        .iter()
+        .filter_map(|id| call.security.profiles.get(id))
         .collect();
-    if !assigned.is_empty() && !remove {
-        return Err(ApiError::new(errors::PROFILE_IN_USE, [id.as_str()]));
-    }
-    for (kuid, mut user) in assigned {
-        let mut ids: Vec<Value> = user["profileIds"].as_array().cloned().unwrap_or_default();
-        ids.retain(|p| p != &json!(id));
-        if ids.is_empty() {
-            ids.push(json!("anonymous"));
-        }
-        user["profileIds"] = Value::Array(ids);
-        touch(&mut user, call);
-        store
-            .put(Kind::User, &kuid, &user)
-            .await
-            .map_err(store_write_error)?;
-    }
-    store
-        .delete(Kind::Profile, &id)
-        .await
-        .map_err(store_write_error)?;
-    Ok(Reply::Json(json!({"_id": id})))
+    let allowed = is_allowed(
+        &profiles,
+        &call.security.roles,
+        controller,
+        action,
+        text("index")?,
+        text("collection")?,
+    );
+    Ok(Reply::Json(json!({"allowed": allowed})))
+}
+
+/// `security:checkRights`: whether the user `userId` may run the request in the body.
+pub async fn check_rights(call: &Call<'_>) -> ActionResult {
+    let kuid = match call.request.arg("userId") {
+        None | Some(Value::Null) => return Err(ApiError::missing_argument("userId")),
+        Some(Value::String(id)) => id.clone(),
+        Some(_) => return Err(ApiError::invalid_type("userId", "string")),
+    };
+    let ids = user_profiles(call, &kuid).await?;
+    allowed_by(call, &ids)
 }
 
 pub async fn update_credentials(call: &Call<'_>) -> ActionResult {

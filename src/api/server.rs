@@ -47,12 +47,15 @@ pub async fn health_check(call: &Call<'_>) -> ActionResult {
         ),
         Some(_) => return Err(ApiError::invalid_type("services", "string")),
     };
-    let checks_cache = wanted
-        .as_ref()
-        .is_none_or(|w| w.iter().any(|s| s == "internalCache"));
+    // Kuzzle's three services are one store here: they share its state.
+    let names: Vec<&str> = SERVICES
+        .iter()
+        .copied()
+        .filter(|name| wanted.as_ref().is_none_or(|w| w.iter().any(|s| s == name)))
+        .collect();
     let mut services = serde_json::Map::new();
     let mut failure = None;
-    if checks_cache {
+    if !names.is_empty() {
         // Red when the store does not answer, or answers without its data (emptied behind
         // the cluster's back: its security counter is gone, docs/clustering.md).
         let check = match call.node.store.ping().await {
@@ -64,25 +67,24 @@ pub async fn health_check(call: &Call<'_>) -> ActionResult {
             },
             Err(e) => Err(e.to_string()),
         };
-        services.insert(
-            "internalCache".into(),
-            (if check.is_ok() { "green" } else { "red" }).into(),
-        );
-        failure = check.err();
+        for name in &names {
+            services.insert(
+                (*name).into(),
+                (if check.is_ok() { "green" } else { "red" }).into(),
+            );
+        }
+        failure = check.err().map(|e| format!("{} ({e})", names.join(", ")));
     }
     let status = if failure.is_none() { "green" } else { "red" };
     let result = json!({"status": status, "services": services});
     Ok(match failure {
         None => Reply::Json(result),
-        Some(e) => Reply::JsonWithError(
-            result,
-            ApiError::new(
-                errors::SERVICE_UNAVAILABLE,
-                [format!("internalCache ({e})")],
-            ),
-        ),
+        Some(e) => Reply::JsonWithError(result, ApiError::new(errors::SERVICE_UNAVAILABLE, [e])),
     })
 }
+
+/// The services `healthCheck` reports: Kuzzle's names, all backed by the node's store.
+const SERVICES: [&str; 3] = ["internalCache", "memoryStorage", "storageEngine"];
 
 pub async fn admin_exists(call: &Call<'_>) -> ActionResult {
     let exists = admin_exists_in(&call.node.store)

@@ -1,5 +1,6 @@
-//! Authentication tokens (PROTOCOL.md §5): `kauth-` + a compact HS256/384/512 JWS with
-//! `{"_id", "iat", "exp"?, "jti"}`. Signatures are checked in constant time.
+//! Authentication tokens (PROTOCOL.md §5): `kauth-` (or `kapikey-` for an API key's) + a
+//! compact HS256/384/512 JWS with `{"_id", "iat", "exp"?, "jti"}`. Signatures are checked in
+//! constant time.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -10,6 +11,13 @@ use sha2::{Sha256, Sha384, Sha512};
 use crate::config::timespan::Lifetime;
 
 const PREFIX: &str = "kauth-";
+/// The prefix of an API key's token (PROTOCOL.md §5.6).
+pub const API_KEY_PREFIX: &str = "kapikey-";
+
+/// Whether `token` is an API key's.
+pub fn is_api_key(token: &str) -> bool {
+    token.starts_with(API_KEY_PREFIX)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
@@ -96,16 +104,43 @@ pub fn issue(
     lifetime: Lifetime,
     now_ms: u64,
 ) -> Issued {
+    sign(PREFIX, algorithm, secret, kuid, lifetime, now_ms)
+}
+
+/// Signs an API key's token: as `issue`, with the `kapikey-` prefix.
+pub fn issue_api_key(
+    algorithm: Algorithm,
+    secret: &[u8],
+    kuid: &str,
+    lifetime: Lifetime,
+    now_ms: u64,
+) -> Issued {
+    sign(API_KEY_PREFIX, algorithm, secret, kuid, lifetime, now_ms)
+}
+
+fn sign(
+    prefix: &str,
+    algorithm: Algorithm,
+    secret: &[u8],
+    kuid: &str,
+    lifetime: Lifetime,
+    now_ms: u64,
+) -> Issued {
     let iat = now_ms / 1000;
     // `jti` makes every token unique: two logins in the same second are two sessions.
     let jti = uuid::Uuid::new_v4().to_string();
-    let (payload, ttl) = match lifetime {
+    let (mut payload, ttl) = match lifetime {
         Lifetime::Infinite => (json!({"_id": kuid, "iat": iat, "jti": jti}), None),
         Lifetime::Millis(ttl) => (
             json!({"_id": kuid, "iat": iat, "exp": iat + ttl / 1000, "jti": jti}),
             Some(ttl),
         ),
     };
+    // The signed payload says which kind of token it is, so that a login's token cannot
+    // pass for an API key's by a change of prefix (or the reverse).
+    if prefix == API_KEY_PREFIX {
+        payload["apiKey"] = json!(true);
+    }
     let header = json!({"alg": algorithm.name(), "typ": "JWT"});
     let signing_input = format!(
         "{}.{}",
@@ -114,7 +149,7 @@ pub fn issue(
     );
     let signature = URL_SAFE_NO_PAD.encode(algorithm.sign(secret, signing_input.as_bytes()));
     Issued {
-        token: format!("{PREFIX}{signing_input}.{signature}"),
+        token: format!("{prefix}{signing_input}.{signature}"),
         kuid: kuid.to_owned(),
         expires_at: ttl.map(|t| now_ms + t),
         ttl,
@@ -145,7 +180,15 @@ pub fn verify(
     token: &str,
     now_ms: u64,
 ) -> Result<Claims, TokenError> {
-    let jws = token.strip_prefix(PREFIX).ok_or(TokenError::Invalid)?;
+    let (jws, api_key) = match token.strip_prefix(PREFIX) {
+        Some(jws) => (jws, false),
+        None => (
+            token
+                .strip_prefix(API_KEY_PREFIX)
+                .ok_or(TokenError::Invalid)?,
+            true,
+        ),
+    };
     let mut parts = jws.split('.');
     let (Some(header), Some(payload), Some(signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -170,6 +213,14 @@ pub fn verify(
         return Err(TokenError::Invalid);
     }
     let payload = decode_json(payload)?;
+    if payload
+        .get("apiKey")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+        != api_key
+    {
+        return Err(TokenError::Invalid);
+    }
     let kuid = payload
         .get("_id")
         .and_then(Value::as_str)
@@ -281,6 +332,13 @@ mod tests {
         };
         invalid(&good["kauth-".len()..]);
         invalid(&good.replace("kauth-", "kapikey-"));
+        let key = issue_api_key(Algorithm::Hs256, SECRET, "ada", Lifetime::Infinite, NOW).token;
+        assert!(is_api_key(&key) && !is_api_key(&good));
+        assert_eq!(
+            verify(Algorithm::Hs256, SECRET, &key, NOW).map(|c| c.kuid),
+            Ok("ada".to_owned())
+        );
+        invalid(&key.replace("kapikey-", "kauth-"));
         invalid(&format!("{good}x"));
         invalid("kauth-");
         invalid("kauth-a.b");

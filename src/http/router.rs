@@ -13,8 +13,11 @@ use crate::protocol::percent::percent_decode;
 #[derive(Default)]
 struct Level {
     literals: HashMap<&'static str, Level>,
-    placeholder: Option<(&'static str, Box<Level>)>,
-    actions: HashMap<Verb, &'static Action>,
+    placeholder: Option<Box<Level>>,
+    /// Each route ending here, by verb, with the names of its placeholders in order (two
+    /// routes may name the same position differently: `/users/:_id/_create` and
+    /// `/users/:userId/api-keys/_create`).
+    actions: HashMap<Verb, (&'static Action, Vec<&'static str>)>,
 }
 
 pub struct Router {
@@ -38,18 +41,17 @@ impl Router {
         let mut root = Level::default();
         for (verb, path, action) in actions::routes() {
             let mut level = &mut root;
+            let mut names = Vec::new();
             for segment in path.split('/').filter(|s| !s.is_empty()) {
                 level = match segment.strip_prefix(':') {
                     Some(name) => {
-                        &mut level
-                            .placeholder
-                            .get_or_insert_with(|| (name, Box::default()))
-                            .1
+                        names.push(name);
+                        level.placeholder.get_or_insert_with(Box::default)
                     }
                     None => level.literals.entry(segment).or_default(),
                 };
             }
-            level.actions.insert(verb, action);
+            level.actions.insert(verb, (action, names));
         }
         Router { root }
     }
@@ -57,22 +59,25 @@ impl Router {
     /// Finds the action for a raw (still percent-encoded) path.
     pub fn find(&self, verb: Verb, raw_path: &str) -> Option<Matched> {
         let mut level = &self.root;
-        let mut params = Map::new();
+        let mut values = Vec::new();
         for raw in raw_path.split('/').filter(|s| !s.is_empty()) {
             let segment = percent_decode(raw);
             if let Some(next) = level.literals.get(segment.as_str()) {
                 level = next;
-            } else if let Some((name, next)) = &level.placeholder {
-                params.insert((*name).to_owned(), Value::String(segment));
+            } else if let Some(next) = &level.placeholder {
+                values.push(segment);
                 level = next;
             } else {
                 return None;
             }
         }
-        level
-            .actions
-            .get(&verb)
-            .map(|action| Matched { action, params })
+        let (action, names) = level.actions.get(&verb)?;
+        let params: Map<String, Value> = names
+            .iter()
+            .map(|name| (*name).to_owned())
+            .zip(values.into_iter().map(Value::String))
+            .collect();
+        Some(Matched { action, params })
     }
 }
 

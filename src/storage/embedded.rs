@@ -88,6 +88,17 @@ impl EmbeddedStore {
         .await
     }
 
+    /// The document carries its `expiresAt`, which `Store` checks.
+    pub async fn put_expiring(
+        &self,
+        kind: Kind,
+        id: &str,
+        value: &Value,
+        _ttl: std::time::Duration,
+    ) -> StoreResult<()> {
+        self.put(kind, id, value).await
+    }
+
     pub async fn insert_new(&self, kind: Kind, id: &str, value: &Value) -> StoreResult<bool> {
         let (id, text) = (id.to_owned(), value.to_string());
         self.write(move |tx| {

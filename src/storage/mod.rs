@@ -37,6 +37,14 @@ pub enum Kind {
     Login,
     /// The store's own records: its marker (`marker.rs`).
     Store,
+    /// API keys by id: `{"userId", "description", "expiresAt", "ttl", "fingerprint",
+    /// "token"}` (the token is never returned after its creation).
+    ApiKey,
+    /// A search's scroll cursor by scroll id, with its `expiresAt` (`put_expiring`).
+    Scroll,
+    /// The mappings `security:update*Mapping` stored, by collection (`users`, `profiles`,
+    /// `roles`).
+    Mapping,
 }
 
 impl Kind {
@@ -54,6 +62,9 @@ impl Kind {
             Kind::Credential => "credentials",
             Kind::Login => "logins",
             Kind::Store => "store",
+            Kind::ApiKey => "api-keys",
+            Kind::Scroll => "scrolls",
+            Kind::Mapping => "mappings",
         }
     }
 }
@@ -76,6 +87,14 @@ impl std::fmt::Display for StoreError {
 }
 
 impl std::error::Error for StoreError {}
+
+/// Whether a document of `put_expiring` is past its `expiresAt`.
+fn expired(value: &Value, now_ms: u64) -> bool {
+    value
+        .get("expiresAt")
+        .and_then(Value::as_u64)
+        .is_some_and(|at| at <= now_ms)
+}
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -268,6 +287,43 @@ impl Store {
             self.hot.forget_user(id);
         }
         self.bump_security_version().await.map(|_| ())
+    }
+
+    /// Stores a document that lives `ttl`: Redis expires it; the embedded store keeps
+    /// `expiresAt` in it, and `get_live` and this call drop those past it.
+    pub async fn put_expiring(
+        &self,
+        kind: Kind,
+        id: &str,
+        value: &Value,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        let now = crate::protocol::now_ms();
+        let mut value = value.clone();
+        value["expiresAt"] = Value::from(now + ttl.as_millis() as u64);
+        if let Backend::Embedded(_) = self.backend {
+            for (stale, _) in self
+                .list(kind)
+                .await?
+                .into_iter()
+                .filter(|(_, v)| expired(v, now))
+            {
+                self.delete(kind, &stale).await?;
+            }
+        }
+        each_backend!(self, s => s.put_expiring(kind, id, &value, ttl).await)
+    }
+
+    /// A document stored by `put_expiring`, unless it expired.
+    pub async fn get_live(&self, kind: Kind, id: &str) -> StoreResult<Option<Value>> {
+        let now = crate::protocol::now_ms();
+        match self.get(kind, id).await? {
+            Some(value) if expired(&value, now) => {
+                self.delete(kind, id).await?;
+                Ok(None)
+            }
+            other => Ok(other),
+        }
     }
 
     /// Every document of a kind, sorted by id.

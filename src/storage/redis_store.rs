@@ -455,6 +455,24 @@ impl RedisStore {
             .map_err(classify)
     }
 
+    pub async fn put_expiring(
+        &self,
+        kind: Kind,
+        id: &str,
+        value: &Value,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        self.connection
+            .get()
+            .pset_ex::<_, _, ()>(
+                self.key(kind, id),
+                value.to_string(),
+                ttl.as_millis().max(1) as u64,
+            )
+            .await
+            .map_err(classify)
+    }
+
     pub async fn insert_new(&self, kind: Kind, id: &str, value: &Value) -> StoreResult<bool> {
         self.connection
             .get()

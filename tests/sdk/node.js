@@ -135,4 +135,41 @@ async function startCluster(nodes = 3, heartbeat = 500, { redisCluster = false }
   });
 }
 
-module.exports = { startNode, startCluster, sleep };
+/**
+ * Starts a redis-server of our own on 127.0.0.1 and a free port, persisting nothing.
+ * Resolves to { port, env (the kuzzle_* settings of a node on it), stop() }.
+ */
+async function startRedis() {
+  const [port] = await freePorts(1);
+  const child = spawn("redis-server", ["--bind", "127.0.0.1", "--port", String(port), "--save", "", "--appendonly", "no"], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  let exited = null;
+  const exit = new Promise((resolve) => child.on("exit", (code) => resolve((exited = code))));
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`redis-server did not start:\n${out}`)), 10000);
+    exit.then((code) => reject(new Error(`redis-server exited with ${code}:\n${out}`)));
+    child.stdout.on("data", (chunk) => {
+      out += chunk;
+      if (/Ready to accept connections/.test(out)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  return {
+    port,
+    env: {
+      kuzzle_services__storage__backend: "redis",
+      kuzzle_services__storage__node__host: "127.0.0.1",
+      kuzzle_services__storage__node__port: String(port),
+    },
+    stop: () => {
+      if (exited === null) child.kill("SIGTERM");
+      return exit;
+    },
+  };
+}
+
+module.exports = { startNode, startCluster, startRedis, sleep };

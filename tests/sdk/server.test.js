@@ -23,7 +23,10 @@ test("connect, server actions, disconnect over WebSocket", async () => {
     assert.ok(info.serverInfo.kuzzle.api.routes.server.now);
 
     const health = await kuzzle.query({ controller: "server", action: "healthCheck" });
-    assert.deepEqual(health.result, { status: "green", services: { internalCache: "green" } });
+    assert.deepEqual(health.result, {
+      status: "green",
+      services: { internalCache: "green", memoryStorage: "green", storageEngine: "green" },
+    });
 
     const config = await kuzzle.server.getConfig();
     assert.equal(config.version, "2.56.0");
