@@ -453,6 +453,112 @@ async fn revocations_reach_sockets_on_other_nodes(redis: &dyn Shared) {
     assert_eq!(next_notification(&mut on3).await["type"], "TokenExpired");
 }
 
+/// An API key of `u1` created on `addr`: (its id, its token).
+async fn api_key(addr: SocketAddr, admin_jwt: &str, description: &str) -> (String, String) {
+    let res = call(
+        addr,
+        json!({"controller": "security", "action": "createApiKey", "userId": "u1",
+            "expiresIn": -1, "jwt": admin_jwt, "body": {"description": description}}),
+    )
+    .await;
+    assert_eq!(res["status"], 200, "{res}");
+    (
+        res["result"]["_id"].as_str().unwrap().to_owned(),
+        res["result"]["_source"]["token"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    )
+}
+
+on_both!(api_keys_revoke_tokens_and_scrolls_across_nodes);
+/// Issue 21: deleting an API key ends it on every node like a logout; `revokeTokens` ends
+/// a user's sessions everywhere and leaves its API keys; a scroll started on one node
+/// continues on the others.
+async fn api_keys_revoke_tokens_and_scrolls_across_nodes(redis: &dyn Shared) {
+    let [n1, n2, n3] = three_nodes(redis).await;
+    let (_admin, tokens) = users(n1.addr).await;
+    let (admin_jwt, user_jwt) = tokens.split_once(' ').unwrap();
+
+    // A key deleted on node 1 ends the sockets that use it on node 2 and on node 1.
+    let (key1, token1) = api_key(n1.addr, admin_jwt, "first").await;
+    let (mut on2, _) = linked_subscriber(n2.addr, &token1).await;
+    let (mut on1, _) = linked_subscriber(n1.addr, &token1).await;
+    let res = call(
+        n1.addr,
+        json!({"controller": "security", "action": "deleteApiKey", "userId": "u1",
+            "_id": key1, "jwt": admin_jwt}),
+    )
+    .await;
+    assert_eq!(res["status"], 200, "{res}");
+    assert_eq!(next_notification(&mut on2).await["type"], "TokenExpired");
+    assert_eq!(next_notification(&mut on1).await["type"], "TokenExpired");
+    let res = call(
+        n3.addr,
+        json!({"controller": "auth", "action": "checkToken", "body": {"token": token1}}),
+    )
+    .await;
+    assert_eq!(res["result"]["valid"], false, "{res}");
+
+    // revokeTokens on node 1: the session's socket on node 3 ends, the key's stays.
+    let (_key2, token2) = api_key(n1.addr, admin_jwt, "second").await;
+    let (mut session, _) = linked_subscriber(n3.addr, user_jwt).await;
+    let (mut keyed, _) = linked_subscriber(n3.addr, &token2).await;
+    let res = call(
+        n1.addr,
+        json!({"controller": "security", "action": "revokeTokens", "_id": "u1", "jwt": admin_jwt}),
+    )
+    .await;
+    assert_eq!(res["status"], 200, "{res}");
+    assert_eq!(res["result"], Value::Null);
+    assert_eq!(
+        next_notification(&mut session).await["type"],
+        "TokenExpired"
+    );
+    publish(n2.addr, json!({"marker": true})).await;
+    assert_eq!(
+        documents_until_marker(&mut keyed).await.len(),
+        0,
+        "the key's socket still receives: no TokenExpired came before the marker"
+    );
+    let res = keyed
+        .request(json!({"controller": "auth", "action": "getCurrentUser", "jwt": token2}))
+        .await;
+    assert_eq!(res["result"]["_id"], "u1", "{res}");
+
+    // A scroll started on node 1 continues on nodes 2 and 3: every user once, in order.
+    for i in 2..=6 {
+        let res = call(
+            n1.addr,
+            json!({"controller": "security", "action": "createUser", "_id": format!("u{i}"),
+                "jwt": admin_jwt, "body": {"content": {"profileIds": ["default"]}}}),
+        )
+        .await;
+        assert_eq!(res["status"], 200, "{res}");
+    }
+    let res = call(
+        n1.addr,
+        json!({"controller": "security", "action": "searchUsers", "scroll": "10s", "size": 3,
+            "jwt": admin_jwt, "body": {"query": {"match_all": {}}}}),
+    )
+    .await;
+    assert_eq!(res["result"]["total"], 7, "{res}");
+    let scroll_id = res["result"]["scrollId"].as_str().unwrap().to_owned();
+    let mut seen: Vec<Value> = res["result"]["hits"].as_array().unwrap().clone();
+    for node in [&n2, &n3] {
+        let res = call(
+            node.addr,
+            json!({"controller": "security", "action": "scrollUsers", "scrollId": scroll_id,
+                "jwt": admin_jwt}),
+        )
+        .await;
+        assert_eq!(res["status"], 200, "{res}");
+        seen.extend(res["result"]["hits"].as_array().unwrap().iter().cloned());
+    }
+    let ids: Vec<&str> = seen.iter().map(|h| h["_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["root", "u1", "u2", "u3", "u4", "u5", "u6"]);
+}
+
 #[actix_rt::test]
 async fn one_redis_publish_per_notification() {
     let redis = RedisServer::start();

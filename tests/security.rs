@@ -400,3 +400,158 @@ async fn search_users() {
     let res = ws.request(search(json!({}), json!({"size": 51}))).await;
     assert_eq!(res["error"]["id"], "services.storage.get_limit_exceeded");
 }
+
+/// `(request, expected error id ("" for an id-less error), expected message)` run on one
+/// socket.
+async fn assert_errors(ws: &mut Ws, cases: Vec<(Value, &str, &str)>) {
+    for (request, id, message) in cases {
+        let res = ws.request(request.clone()).await;
+        let expected_id = if id.is_empty() {
+            Value::Null
+        } else {
+            json!(id)
+        };
+        assert_eq!(res["error"]["id"], expected_id, "{request} → {res}");
+        assert_eq!(res["error"]["message"], message, "{request} → {res}");
+    }
+}
+
+#[actix_rt::test]
+async fn administration_errors_embedded() {
+    administration_errors(&start_node(|s| s.security.api_key.max_ttl = 3_600_000).await).await;
+}
+
+#[actix_rt::test]
+async fn administration_errors_redis() {
+    let redis = RedisServer::start();
+    administration_errors(
+        &start_node(|s| {
+            s.services.storage = redis.settings();
+            s.security.api_key.max_ttl = 3_600_000;
+        })
+        .await,
+    )
+    .await;
+}
+
+/// Issue 21's actions refuse bad input with Kuzzle's documented errors.
+async fn administration_errors(node: &TestNode) {
+    let (mut ws, jwt) = admin_session(node).await;
+    let res = ws
+        .request(call(
+            &jwt,
+            "createUser",
+            json!({"_id":"u1","body":{"content":{"profileIds":["default"]},
+            "credentials":{"local":{"username":"u1","password":"p1"}}}}),
+        ))
+        .await;
+    assert_eq!(res["status"], 200, "{res}");
+    let auth = |jwt: &str, action: &str, extra: Value| {
+        let mut request = json!({"controller":"auth","action":action,"jwt":jwt});
+        if let (Value::Object(r), Value::Object(e)) = (&mut request, extra) {
+            r.extend(e);
+        }
+        request
+    };
+    let too_many: Vec<String> = (0..201).map(|i| format!("id{i}")).collect();
+    assert_errors(
+        &mut ws,
+        vec![
+            (call(&jwt, "createRole", json!({"_id":"r"})), "api.assert.body_required", "The request must specify a body."),
+            (call(&jwt, "mGetRoles", json!({"body":{}})), "api.assert.missing_argument", "Missing argument \"body.ids\"."),
+            (call(&jwt, "mGetProfiles", json!({"body":{"ids":[]}})), "api.assert.empty_argument", "The argument \"body.ids\" is empty."),
+            (call(&jwt, "mGetRoles", json!({"body":{"ids":"admin"}})), "api.assert.invalid_type", "Wrong type for argument \"body.ids\" (expected: array)"),
+            (call(&jwt, "mDeleteUsers", json!({"body":{"ids":too_many}})), "services.storage.write_limit_exceeded", "The number of documents edited by this request exceeds the configured server limit."),
+            (call(&jwt, "checkRights", json!({"body":{"controller":"server","action":"now"}})), "api.assert.missing_argument", "Missing argument \"userId\"."),
+            (call(&jwt, "checkRights", json!({"userId":"u1","body":{"controller":"server"}})), "api.assert.missing_argument", "Missing argument \"body.action\"."),
+            (call(&jwt, "updateUserMapping", json!({"body":{"properties":[]}})), "api.assert.invalid_type", "Wrong type for argument \"body.properties\" (expected: object)"),
+            (call(&jwt, "refresh", json!({})), "api.assert.missing_argument", "Missing argument \"collection\"."),
+            (call(&jwt, "searchUsers", json!({"scroll":"2m","body":{}})), "services.storage.scroll_duration_too_great", "Scroll duration \"2m\" is too great."),
+            (call(&jwt, "scrollUsers", json!({"scrollId":"nope"})), "services.storage.unknown_scroll_id", "Non-existing or expired scroll identifier."),
+            (call(&jwt, "scrollUsers", json!({})), "api.assert.missing_argument", "Missing argument \"scrollId\"."),
+            (call(&jwt, "upsertUser", json!({"_id":"u9","body":{"content":{"profileIds":["ghost"]}}})), "security.profile.not_found", "Profile \"ghost\" not found."),
+            (call(&jwt, "createCredentials", json!({"strategy":"local","_id":"u1","body":{"username":"x"}})), "", "Password required."),
+            (call(&jwt, "getCredentials", json!({"strategy":"oauth","_id":"u1"})), "security.credentials.unknown_strategy", "Unknown authentication strategy \"oauth\""),
+            (call(&jwt, "createApiKey", json!({"userId":"u1","body":{}})), "api.assert.missing_argument", "Missing argument \"body.description\"."),
+            (call(&jwt, "createApiKey", json!({"body":{"description":"d"}})), "api.assert.missing_argument", "Missing argument \"userId\"."),
+            (call(&jwt, "deleteApiKey", json!({"userId":"u1","_id":"nope"})), "services.storage.not_found", "Document \"nope\" not found in \"%kuzzle\":\"api-keys\"."),
+            (auth(&jwt, "createApiKey", json!({"body":{"description":"d"}})), "security.token.ttl_exceeded", "expiresIn value exceeds maximum allowed value"),
+            (auth(&jwt, "createApiKey", json!({"expiresIn":"2h","body":{"description":"d"}})), "security.token.ttl_exceeded", "expiresIn value exceeds maximum allowed value"),
+            (auth(&jwt, "createToken", json!({"singleUse":true})), "api.assert.invalid_argument", "Invalid argument \"singleUse\". Expected: false (single-use tokens are not supported)"),
+            // Refused at step 12 (the standard anonymous role), with its surplus prop.
+            (auth("", "createToken", json!({})), "security.rights.unauthorized", "Unauthorized: authentication required to execute the action \"auth:createToken\". -1"),
+            (auth(&jwt, "checkRights", json!({"body":{"action":"now"}})), "api.assert.missing_argument", "Missing argument \"body.controller\"."),
+        ],
+    )
+    .await;
+    serves(node, &jwt).await;
+
+    // Within security.apiKey.maxTTL for auth:createApiKey; security:createApiKey bypasses it.
+    let res = ws
+        .request(auth(
+            &jwt,
+            "createApiKey",
+            json!({"expiresIn":"30m","body":{"description":"d"}}),
+        ))
+        .await;
+    assert_eq!(res["status"], 200, "{res}");
+    let res = ws
+        .request(call(
+            &jwt,
+            "createApiKey",
+            json!({"userId":"u1","expiresIn":-1,"body":{"description":"d"}}),
+        ))
+        .await;
+    assert_eq!(res["result"]["_source"]["expiresAt"], -1, "{res}");
+    // Another user's key is not the caller's to delete.
+    let key = res["result"]["_id"].as_str().unwrap().to_owned();
+    let res = ws
+        .request(auth(&jwt, "deleteApiKey", json!({"_id": key})))
+        .await;
+    assert_eq!(res["error"]["id"], "services.storage.not_found", "{res}");
+
+    // A scroll of users is not one of profiles, and a cursor expires.
+    let res = ws
+        .request(call(
+            &jwt,
+            "searchUsers",
+            json!({"scroll":"300ms","size":1,"body":{}}),
+        ))
+        .await;
+    let scroll_id = res["result"]["scrollId"].as_str().unwrap().to_owned();
+    let res = ws
+        .request(call(&jwt, "scrollProfiles", json!({"scrollId": scroll_id})))
+        .await;
+    assert_eq!(
+        res["error"]["id"], "services.storage.unknown_scroll_id",
+        "{res}"
+    );
+    let mut expired = false;
+    for _ in 0..100 {
+        let res = ws
+            .request(call(
+                &jwt,
+                "scrollUsers",
+                json!({"scrollId": scroll_id, "scroll": "300ms"}),
+            ))
+            .await;
+        if res["error"]["id"] == "services.storage.unknown_scroll_id" {
+            expired = true;
+            break;
+        }
+        assert_eq!(res["status"], 200, "{res}");
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    }
+    assert!(expired, "the cursor expires once unused for its duration");
+    serves(node, &jwt).await;
+}
+
+/// The node still answers a fresh socket (the standard rights refuse `server:now` to
+/// anonymous callers: the administrator asks).
+async fn serves(node: &TestNode, jwt: &str) {
+    let mut other = Ws::connect(node.addr).await;
+    let res = other
+        .request(json!({"controller":"server","action":"now","jwt":jwt}))
+        .await;
+    assert!(res["result"]["now"].as_u64().is_some(), "{res}");
+}

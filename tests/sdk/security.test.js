@@ -5,6 +5,9 @@
 const test = require("node:test");
 const assert = require("node:assert/strict");
 const { Kuzzle, WebSocket, Http } = require("kuzzle-sdk");
+const fs = require("node:fs");
+const os = require("node:os");
+const path = require("node:path");
 const { startNode, startRedis } = require("./node");
 
 const root = { username: "root", password: "root password" };
@@ -245,3 +248,36 @@ for (const store of ["embedded", "redis"]) {
     });
   }
 }
+
+test("an API key that never expires authenticates a socket after a node restart, until it is deleted", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kuzzle-rt-sdk-apikey-"));
+  try {
+    const first = await startNode({}, dir);
+    const setup = await client("WebSocket", first.port);
+    await setup.security.createFirstAdmin("root", { credentials: { local: root } }, { reset: true });
+    await setup.auth.login("local", root);
+    const key = await setup.security.createApiKey("root", "survives restarts", { expiresIn: -1 });
+    setup.disconnect();
+    assert.equal(await first.stop(), 0);
+
+    const second = await startNode({}, dir);
+    const bot = await client("WebSocket", second.port);
+    const admin = await client("WebSocket", second.port);
+    try {
+      bot.jwt = key._source.token;
+      assert.equal((await bot.auth.getCurrentUser())._id, "root");
+      await bot.realtime.subscribe("i", "c", {}, () => {});
+      const expired = new Promise((resolve) => bot.once("tokenExpired", resolve));
+      await admin.auth.login("local", root);
+      await admin.security.deleteApiKey("root", key._id);
+      await expired;
+      assert.equal(bot.jwt, null);
+    } finally {
+      bot.disconnect();
+      admin.disconnect();
+      assert.equal(await second.stop(), 0);
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
