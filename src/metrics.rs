@@ -131,6 +131,17 @@ pub struct Metrics {
     /// Totals for the cluster's dashboard (`cluster:metrics`), which reads them directly.
     requests_answered: AtomicU64,
     closes_by_code: [AtomicU64; KNOWN_CLOSE_CODES.len() + 1],
+    /// Requests answered (completed, failed) per protocol (WebSocket, HTTP) since the last
+    /// statistics snapshot (`take_stats_counts`).
+    stats_counts: [[AtomicU64; 2]; 2],
+}
+
+/// What one statistics snapshot counts per protocol: requests completed and failed since
+/// the previous one.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StatsCounts {
+    pub completed: [u64; 2],
+    pub failed: [u64; 2],
 }
 
 /// The close codes counted under their own label.
@@ -170,6 +181,7 @@ impl Metrics {
             nodes_alive: Gauge::default(),
             requests_answered: AtomicU64::new(0),
             closes_by_code: Default::default(),
+            stats_counts: Default::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -369,6 +381,37 @@ impl Metrics {
             "bus": node.bus,
             "time": crate::protocol::now_ms(),
         })
+    }
+
+    /// One API request over `protocol` (0: WebSocket, 1: HTTP) answered with `status`, for
+    /// the statistics snapshots.
+    pub fn count_for_stats(&self, protocol: usize, status: u16) {
+        let failed = usize::from(status >= 400);
+        if let Some(counter) = self.stats_counts.get(failed).and_then(|c| c.get(protocol)) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The counts since the last `take_stats_counts`.
+    pub fn stats_counts(&self) -> StatsCounts {
+        let get = |kind: usize, protocol: usize| {
+            self.stats_counts[kind][protocol].load(Ordering::Relaxed)
+        };
+        StatsCounts {
+            completed: [get(0, 0), get(0, 1)],
+            failed: [get(1, 0), get(1, 1)],
+        }
+    }
+
+    /// The counts since the last call, and zero from now on.
+    pub fn take_stats_counts(&self) -> StatsCounts {
+        let take = |kind: usize, protocol: usize| {
+            self.stats_counts[kind][protocol].swap(0, Ordering::Relaxed)
+        };
+        StatsCounts {
+            completed: [take(0, 0), take(0, 1)],
+            failed: [take(1, 0), take(1, 1)],
+        }
     }
 
     /// One API request answered with `status` after `seconds`. The controller and action

@@ -98,6 +98,27 @@ impl Node {
         }
     }
 
+    /// A statistics snapshot (Kuzzle's `server:getStats` frame): requests completed and
+    /// failed since the previous one, requests in flight and open sockets, per protocol.
+    /// `take`: the counts start again from zero (a stored snapshot); otherwise a look at
+    /// the counts so far.
+    pub fn statistics(&self, timestamp: u64, take: bool) -> serde_json::Value {
+        let counts = if take {
+            self.metrics.take_stats_counts()
+        } else {
+            self.metrics.stats_counts()
+        };
+        let http = self.http_in_flight.load(Ordering::Relaxed) as u64;
+        let running = self.limiter.running() as u64;
+        serde_json::json!({
+            "completedRequests": {"websocket": counts.completed[0], "http": counts.completed[1]},
+            "failedRequests": {"websocket": counts.failed[0], "http": counts.failed[1]},
+            "ongoingRequests": {"websocket": running.saturating_sub(http), "http": http},
+            "connections": {"websocket": self.connections.len()},
+            "timestamp": timestamp,
+        })
+    }
+
     /// This node for the dashboard (`cluster:metrics`).
     pub fn figures(&self) -> NodeFigures {
         let info = self.bus.node_info();

@@ -163,6 +163,7 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
         &node,
         Duration::from_millis(node.settings.cluster.heartbeat),
     );
+    take_statistics(&node);
     let weak = Arc::downgrade(&node);
     node.bus.share_figures(Box::new(move || {
         let node = weak.upgrade()?;
@@ -237,6 +238,40 @@ fn watch_the_store(node: &Arc<Node>, every: Duration) {
                         "[STORAGE] the store answers without its data (users, roles, tokens): restore the backup (kuzzle_store_lost 1)"
                     );
                 }
+            }
+        }
+    });
+}
+
+/// Every `stats.statsInterval` seconds, a snapshot of this node's request counters goes to
+/// the store for `stats.ttl` seconds (`server:getStats`; cluster-wide on Redis). A store
+/// that does not answer loses that snapshot, nothing else.
+fn take_statistics(node: &Arc<Node>) {
+    let stats = &node.settings.stats;
+    if !stats.enabled {
+        return;
+    }
+    let every = Duration::from_secs(stats.stats_interval);
+    let ttl = Duration::from_secs(stats.ttl);
+    let weak = Arc::downgrade(node);
+    actix_rt::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(node) = weak.upgrade() else {
+                return;
+            };
+            let now = crate::protocol::now_ms();
+            let snapshot = node.statistics(now, true);
+            let id = format!("{now:013}-{}", node.id);
+            if let Err(e) = node
+                .store
+                .put_expiring(crate::storage::Kind::Stats, &id, &snapshot, ttl)
+                .await
+            {
+                log::debug!("statistics snapshot not stored: {e}");
             }
         }
     });

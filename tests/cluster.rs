@@ -559,6 +559,38 @@ async fn api_keys_revoke_tokens_and_scrolls_across_nodes(redis: &dyn Shared) {
     assert_eq!(ids, ["root", "u1", "u2", "u3", "u4", "u5", "u6"]);
 }
 
+on_both!(statistics_are_cluster_wide);
+/// `server:getAllStats` on one node holds the other nodes' snapshots (issue 21).
+async fn statistics_are_cluster_wide(redis: &dyn Shared) {
+    let n1 = spawn_node(redis, &[("kuzzle_stats__statsInterval", "1")]);
+    let n2 = spawn_node(redis, &[("kuzzle_stats__statsInterval", "1")]);
+    // Four failed requests on node 2 only.
+    let mut ws = Ws::connect(n2.addr).await;
+    for _ in 0..4 {
+        let res = ws
+            .request(json!({"controller": "server", "action": "nope"}))
+            .await;
+        assert_eq!(res["status"], 404);
+    }
+    poll(|| async {
+        let all = call(
+            n1.addr,
+            json!({"controller": "server", "action": "getAllStats"}),
+        )
+        .await;
+        let failed: u64 = all["result"]["hits"]
+            .as_array()
+            .map(|hits| {
+                hits.iter()
+                    .filter_map(|h| h["failedRequests"]["websocket"].as_u64())
+                    .sum()
+            })
+            .unwrap_or(0);
+        failed == 4
+    })
+    .await;
+}
+
 #[actix_rt::test]
 async fn one_redis_publish_per_notification() {
     let redis = RedisServer::start();

@@ -674,3 +674,82 @@ async fn draining_node_refuses_new_work() {
         "{refused}"
     );
 }
+
+/// `server:getStats`, `getLastStats`, `getAllStats`: snapshots of the node's request
+/// counters every `stats.statsInterval` seconds, per protocol.
+#[actix_rt::test]
+async fn statistics_snapshots() {
+    let node = start_node(|s| s.stats.stats_interval = 1).await;
+    let before = kuzzle_rt::protocol::now_ms();
+    // Before any snapshot: this node's counts so far.
+    let (_, _, last) = get(&node, "/_getLastStats").await;
+    assert!(
+        last["result"]["completedRequests"]["http"].is_u64(),
+        "{last}"
+    );
+    let mut ws = Ws::connect(node.addr).await;
+    for _ in 0..3 {
+        let res = ws
+            .request(json!({"controller":"server","action":"now"}))
+            .await;
+        assert_eq!(res["status"], 200);
+    }
+    let res = ws
+        .request(json!({"controller":"server","action":"nope"}))
+        .await;
+    assert_eq!(res["status"], 404);
+    // Polled until a snapshot holds the WebSocket requests above.
+    let mut found = Value::Null;
+    for _ in 0..100 {
+        let (_, _, all) = get(&node, "/_getAllStats").await;
+        let hits = all["result"]["hits"].as_array().unwrap().clone();
+        assert_eq!(all["result"]["total"], hits.len());
+        let websocket: u64 = hits
+            .iter()
+            .map(|h| h["completedRequests"]["websocket"].as_u64().unwrap())
+            .sum();
+        if websocket >= 3 {
+            found = all["result"].clone();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let hits = found["hits"].as_array().expect("a snapshot within 20 s");
+    let sum = |path: [&str; 2]| -> u64 {
+        hits.iter()
+            .map(|h| h[path[0]][path[1]].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(sum(["completedRequests", "websocket"]), 3, "{found}");
+    assert_eq!(sum(["failedRequests", "websocket"]), 1, "{found}");
+    let last_hit = hits.last().unwrap();
+    assert!(last_hit["timestamp"].as_u64().unwrap() >= before);
+    assert!(last_hit.get("expiresAt").is_none());
+    for key in ["connections", "ongoingRequests"] {
+        assert!(last_hit[key].is_object(), "{last_hit}");
+    }
+
+    let (_, _, range) = get(&node, &format!("/_getStats?startTime={before}")).await;
+    assert!(range["result"]["total"].as_u64().unwrap() >= 1, "{range}");
+    let (_, _, future) = get(&node, "/_getStats?startTime=2999-01-01T00:00:00Z").await;
+    assert_eq!(future["result"]["total"], 0, "{future}");
+    let (_, _, past) = get(&node, &format!("/_getStats?stopTime={}", before - 1)).await;
+    assert_eq!(past["result"]["total"], 0, "{past}");
+    let (status, _, bad) = get(&node, "/_getStats?startTime=yesterday").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad["error"]["id"], "api.assert.invalid_argument");
+    let (_, _, last) = get(&node, "/_getLastStats").await;
+    assert!(
+        last["result"]["timestamp"].as_u64().unwrap() >= before,
+        "{last}"
+    );
+
+    let disabled = start_node(|s| s.stats.enabled = false).await;
+    let (status, _, res) = get(&disabled, "/_getAllStats").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(res["error"]["id"], "services.statistics.not_available");
+    assert_eq!(
+        res["error"]["message"],
+        "Statistics module is not available."
+    );
+}

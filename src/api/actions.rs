@@ -519,6 +519,15 @@ pub static ACTIONS: &[Action] = &[
     action("server", "capabilities", &[(Get, "/_capabilities")], |c| {
         Box::pin(server::capabilities(c))
     }),
+    action("server", "getAllStats", &[(Get, "/_getAllStats")], |c| {
+        Box::pin(server::get_all_stats(c))
+    }),
+    action("server", "getLastStats", &[(Get, "/_getLastStats")], |c| {
+        Box::pin(server::get_last_stats(c))
+    }),
+    action("server", "getStats", &[(Get, "/_getStats")], |c| {
+        Box::pin(server::get_stats(c))
+    }),
     action("server", "getConfig", &[(Get, "/_getConfig")], |c| {
         Box::pin(server::get_config(c))
     }),
@@ -692,6 +701,9 @@ const ROUTE_ORDER: &[(Verb, &str)] = &[
     (Get, "/_publicApi"),
     (Get, "/_openapi"),
     (Get, "/_getConfig"),
+    (Get, "/_getAllStats"),
+    (Get, "/_getLastStats"),
+    (Get, "/_getStats"),
     (Get, "/_metrics"),
     (Get, "/_capabilities"),
     (Get, "/_adminExists"),
@@ -730,7 +742,8 @@ mod tests {
     #[test]
     fn lookup_distinguishes_controller_and_action() {
         assert!(matches!(lookup("server", "now"), Lookup::Found(_)));
-        assert!(matches!(lookup("server", "getStats"), Lookup::NoAction));
+        assert!(matches!(lookup("server", "getStats"), Lookup::Found(_)));
+        assert!(matches!(lookup("server", "nope"), Lookup::NoAction));
         assert!(matches!(lookup("document", "create"), Lookup::NoController));
     }
 }

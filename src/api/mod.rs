@@ -226,6 +226,11 @@ pub async fn dispatch(node: &Arc<Node>, caller: &Caller, request: Request) -> Op
         response.status,
         started.elapsed().as_secs_f64(),
     );
+    let protocol = match caller.protocol {
+        Protocol::Websocket => 0,
+        Protocol::Http => 1,
+    };
+    node.metrics.count_for_stats(protocol, response.status);
     Some(dispatched)
 }
 

@@ -168,3 +168,80 @@ pub async fn capabilities(call: &Call<'_>) -> ActionResult {
         "version": crate::API_VERSION,
     })))
 }
+
+/// The stored statistics snapshots of every node, oldest first, each without its
+/// `expiresAt`; `services.statistics.not_available` with `stats.enabled` false.
+async fn snapshots(call: &Call<'_>) -> Result<Vec<Value>, ApiError> {
+    if !call.node.settings.stats.enabled {
+        return Err(ApiError::plain(errors::STATISTICS_NOT_AVAILABLE));
+    }
+    let mut all: Vec<Value> = call
+        .node
+        .store
+        .list_live(crate::storage::Kind::Stats)
+        .await
+        .map_err(super::identity::store_read_error)?
+        .into_iter()
+        .map(|(_, mut snapshot)| {
+            if let Value::Object(map) = &mut snapshot {
+                map.remove("expiresAt");
+            }
+            snapshot
+        })
+        .collect();
+    all.sort_by_key(|s| s.get("timestamp").and_then(Value::as_u64).unwrap_or(0));
+    Ok(all)
+}
+
+/// `startTime`/`stopTime`: milliseconds since the epoch (a number or digits) or an RFC 3339
+/// date.
+fn time_arg(call: &Call<'_>, name: &str) -> Result<Option<u64>, ApiError> {
+    let bad = || {
+        ApiError::new(
+            errors::INVALID_ARGUMENT,
+            [name, "a timestamp in milliseconds or an RFC 3339 date"],
+        )
+    };
+    match call.request.arg(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(bad),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => match s.parse::<u64>() {
+            Ok(ms) => Ok(Some(ms)),
+            Err(_) => s
+                .parse::<jiff::Timestamp>()
+                .map(|t| Some(t.as_millisecond().max(0) as u64))
+                .map_err(|_| bad()),
+        },
+        Some(_) => Err(bad()),
+    }
+}
+
+/// `getStats`: the snapshots taken between `startTime` and `stopTime` (both optional).
+pub async fn get_stats(call: &Call<'_>) -> ActionResult {
+    let start = time_arg(call, "startTime")?;
+    let stop = time_arg(call, "stopTime")?;
+    let hits: Vec<Value> = snapshots(call)
+        .await?
+        .into_iter()
+        .filter(|s| {
+            let at = s.get("timestamp").and_then(Value::as_u64).unwrap_or(0);
+            start.is_none_or(|start| at >= start) && stop.is_none_or(|stop| at <= stop)
+        })
+        .collect();
+    Ok(Reply::Json(json!({"hits": hits, "total": hits.len()})))
+}
+
+/// `getLastStats`: the newest snapshot of any node; before the first one, this node's
+/// counts so far.
+pub async fn get_last_stats(call: &Call<'_>) -> ActionResult {
+    let last = snapshots(call).await?.pop();
+    Ok(Reply::Json(last.unwrap_or_else(|| {
+        call.node.statistics(crate::protocol::now_ms(), false)
+    })))
+}
+
+pub async fn get_all_stats(call: &Call<'_>) -> ActionResult {
+    let hits = snapshots(call).await?;
+    Ok(Reply::Json(json!({"hits": hits, "total": hits.len()})))
+}

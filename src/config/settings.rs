@@ -15,6 +15,29 @@ pub struct Settings {
     pub security: SecuritySettings,
     pub services: Services,
     pub cluster: ClusterSettings,
+    pub stats: StatsSettings,
+}
+
+/// `stats`: the snapshots `server:getStats`, `getLastStats` and `getAllStats` serve
+/// (Kuzzle's deprecated statistics), in seconds as in Kuzzle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct StatsSettings {
+    pub enabled: bool,
+    /// Seconds between two snapshots of a node's counters.
+    pub stats_interval: u64,
+    /// Seconds a snapshot is kept.
+    pub ttl: u64,
+}
+
+impl Default for StatsSettings {
+    fn default() -> Self {
+        StatsSettings {
+            enabled: true,
+            stats_interval: 10,
+            ttl: 3600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

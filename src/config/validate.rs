@@ -122,6 +122,9 @@ pub fn validate(s: &Settings) -> Result<(), ConfigError> {
         1,
     )?;
 
+    at_least("stats.statsInterval", s.stats.stats_interval, 1)?;
+    at_least("stats.ttl", s.stats.ttl, 1)?;
+
     let sec = &s.security;
     if !matches!(sec.algorithm(), "HS256" | "HS384" | "HS512") {
         fail(

@@ -42,6 +42,9 @@ pub enum Kind {
     ApiKey,
     /// A search's scroll cursor by scroll id, with its `expiresAt` (`put_expiring`).
     Scroll,
+    /// A node's statistics snapshot (`server:getStats`), by `<timestamp>-<node id>`, with
+    /// its `expiresAt` (`put_expiring`).
+    Stats,
     /// The mappings `security:update*Mapping` stored, by collection (`users`, `profiles`,
     /// `roles`).
     Mapping,
@@ -65,6 +68,7 @@ impl Kind {
             Kind::ApiKey => "api-keys",
             Kind::Scroll => "scrolls",
             Kind::Mapping => "mappings",
+            Kind::Stats => "stats",
         }
     }
 }
@@ -312,6 +316,14 @@ impl Store {
             }
         }
         each_backend!(self, s => s.put_expiring(kind, id, &value, ttl).await)
+    }
+
+    /// The documents of a kind stored by `put_expiring` that have not expired, sorted by id.
+    pub async fn list_live(&self, kind: Kind) -> StoreResult<Vec<(String, Value)>> {
+        let now = crate::protocol::now_ms();
+        let mut live = self.list(kind).await?;
+        live.retain(|(_, value)| !expired(value, now));
+        Ok(live)
     }
 
     /// A document stored by `put_expiring`, unless it expired.

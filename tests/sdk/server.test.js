@@ -28,6 +28,15 @@ test("connect, server actions, disconnect over WebSocket", async () => {
       services: { internalCache: "green", memoryStorage: "green", storageEngine: "green" },
     });
 
+    // Kuzzle's deprecated statistics: before the first snapshot, this node's counts.
+    const last = await kuzzle.server.getLastStats();
+    assert.equal(typeof last.completedRequests.websocket, "number");
+    assert.ok(last.completedRequests.websocket >= 2, "the requests above");
+    const all = await kuzzle.server.getAllStats();
+    assert.equal(all.total, all.hits.length);
+    const range = await kuzzle.server.getStats(Date.now() + 60000, Date.now() + 120000);
+    assert.deepEqual(range, { hits: [], total: 0 }, "nothing taken in the future");
+
     const config = await kuzzle.server.getConfig();
     assert.equal(config.version, "2.56.0");
     assert.equal(config.security, undefined);
