@@ -597,8 +597,12 @@ async fn server_controller_actions() {
         "application/json"
     );
     let doc: Value = res.json().limit(1 << 20).await.unwrap();
-    assert_eq!(doc["swagger"], "2.0");
+    assert_eq!(doc["openapi"], "3.0.1");
     assert_eq!(doc["paths"]["/_now"]["get"]["summary"], "Action: now.");
+    assert_eq!(
+        doc["paths"]["/users/{_id}"]["get"]["parameters"],
+        json!([{"in": "path", "name": "_id", "required": true, "schema": {"type": "string"}}])
+    );
     let mut res = Client::default()
         .get(url(&node, "/_openapi?format=yaml&scope=app"))
         .send()
@@ -610,7 +614,7 @@ async fn server_controller_actions() {
     );
     let yaml = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
     assert!(
-        yaml.contains("\"swagger\": \"2.0\"") && yaml.contains("\"paths\": {}"),
+        yaml.contains("\"openapi\": \"3.0.1\"") && yaml.contains("\"paths\": {}"),
         "{yaml}"
     );
     let (status, _, bad) = get(&node, "/_openapi?format=xml").await;

@@ -393,7 +393,7 @@ async fn search_users() {
         .await;
     assert_eq!(
         res["error"]["message"],
-        "Invalid argument \"body.query\". Expected: match_all, term, terms, ids or bool"
+        "Invalid argument \"body.query\". Expected: match_all, match, term, terms, ids or bool"
     );
     let res = ws.request(search(json!({}), json!({"lang": "sql"}))).await;
     assert_eq!(res["error"]["id"], "api.assert.invalid_argument");

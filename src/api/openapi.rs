@@ -71,7 +71,7 @@ pub fn document(with_paths: bool) -> Value {
             if !params.is_empty() {
                 let parameters: Vec<Value> = params
                     .iter()
-                    .map(|p| json!({"in": "path", "name": p, "required": true, "type": "string"}))
+                    .map(|p| json!({"in": "path", "name": p, "required": true, "schema": {"type": "string"}}))
                     .collect();
                 operation.insert("parameters".into(), Value::Array(parameters));
             }
@@ -93,9 +93,8 @@ pub fn document(with_paths: bool) -> Value {
         }
     }
     json!({
-        "swagger": "2.0",
+        "openapi": "3.0.1",
         "info": {"title": "Kuzzle API", "description": "Kuzzle HTTP API definition", "version": crate::API_VERSION},
-        "schemes": ["https", "http"],
         "tags": tags.iter().map(|t| json!({"name": t, "description": format!("{} Controller", capitalised(t))})).collect::<Vec<_>>(),
         "paths": paths,
     })

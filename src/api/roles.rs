@@ -102,6 +102,18 @@ fn stamp(call: &Call<'_>, source: &mut Value, previous: Option<&Value>) {
     }
 }
 
+/// The validated fields over the body's others (Kuzzle keeps any field of a role or
+/// profile, `tags` say, and searches find them), without `_id` and `_kuzzle_info`.
+fn with_extra_fields(validated: Value, candidate: &Value) -> Value {
+    let mut source = candidate.as_object().cloned().unwrap_or_default();
+    source.remove("_id");
+    source.remove("_kuzzle_info");
+    if let Value::Object(validated) = validated {
+        source.extend(validated);
+    }
+    Value::Object(source)
+}
+
 /// The body an update validates: the stored document with `patch`'s top-level keys.
 fn merged(previous: Option<&Value>, patch: Value) -> Value {
     let mut merged = previous
@@ -129,7 +141,7 @@ async fn write_role(call: &Call<'_>, write: Write) -> ActionResult {
     if force {
         log::warn!("role {id:?} stored with force: unknown controllers accepted");
     }
-    let mut source = role_to_json(&role);
+    let mut source = with_extra_fields(role_to_json(&role), &candidate);
     stamp(call, &mut source, previous.as_ref());
     call.node
         .store
@@ -200,8 +212,10 @@ async fn write_profile(call: &Call<'_>, write: Write) -> ActionResult {
         .map(|(id, _)| id)
         .collect();
     let profile = validate_profile(&id, &candidate, |role| roles.iter().any(|r| r == role))?;
-    let mut source =
-        json!({"policies": policies_to_json(&profile), "rateLimit": profile.rate_limit});
+    let mut source = with_extra_fields(
+        json!({"policies": policies_to_json(&profile), "rateLimit": profile.rate_limit}),
+        &candidate,
+    );
     stamp(call, &mut source, previous.as_ref());
     call.node
         .store
@@ -392,7 +406,7 @@ fn default_mapping(collection: &str) -> Value {
             }},
             "rateLimit": {"type": "integer"}
         }),
-        _ => json!({"controllers": {"dynamic": "false", "properties": {}}}),
+        _ => json!({"controllers": {"dynamic": "false", "type": "object"}}),
     }
 }
 

@@ -21,7 +21,7 @@ fn es_matches(query: &Value, kuid: &str, source: &Value) -> Result<bool, ApiErro
     let bad = || {
         ApiError::new(
             errors::INVALID_ARGUMENT,
-            ["body.query", "match_all, term, terms, ids or bool"],
+            ["body.query", "match_all, match, term, terms, ids or bool"],
         )
     };
     let Value::Object(map) = query else {
@@ -72,6 +72,34 @@ fn es_matches(query: &Value, kuid: &str, source: &Value) -> Result<bool, ApiErro
             }
             holds(&field, &value)
         }
+        // Full text, simplified: a field matches when one of its words is one of the
+        // query's (case-insensitive, split on anything not alphanumeric).
+        "match" => {
+            let (field, value) = field_values(arg)?;
+            let query = match &value {
+                Value::String(text) => text.clone(),
+                Value::Object(options) => options
+                    .get("query")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or_else(bad)?,
+                other if !other.is_array() => other.to_string(),
+                _ => return Err(bad()),
+            };
+            let wanted = words(&query);
+            let texts = if field == "_id" {
+                vec![&id_value]
+            } else {
+                values_at(source, &field)
+            };
+            texts.iter().any(|value| {
+                let found = match value {
+                    Value::Array(items) => items.iter().flat_map(text_words).collect(),
+                    other => text_words(other),
+                };
+                found.iter().any(|w| wanted.contains(w))
+            })
+        }
         "terms" => {
             let (field, values) = field_values(arg)?;
             let Value::Array(values) = values else {
@@ -114,6 +142,23 @@ fn es_matches(query: &Value, kuid: &str, source: &Value) -> Result<bool, ApiErro
         }
         _ => return Err(bad()),
     })
+}
+
+/// The lower-cased words of a text.
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// The words of a scalar (a string's, or a number's or boolean's text).
+fn text_words(value: &Value) -> Vec<String> {
+    match value {
+        Value::String(s) => words(s),
+        Value::Number(_) | Value::Bool(_) => words(&value.to_string()),
+        _ => Vec::new(),
+    }
 }
 
 /// The values at a dotted `path`, through arrays of objects on the way.
