@@ -190,6 +190,9 @@ pub static ACTIONS: &[Action] = &[
         ],
         |c| Box::pin(security::create_first_admin(c)),
     ),
+    action("security", "restrictDefaultRights", &[], |c| {
+        Box::pin(security::restrict_default_rights(c))
+    }),
     action(
         "security",
         "createUser",

@@ -140,23 +140,38 @@ pub async fn create_first_admin(call: &Call<'_>) -> ActionResult {
         .map_err(store_write_error)?;
     call.node.security.note_admin_created();
     if call.request.bool_arg("reset")? {
-        let standard = &call.node.settings.security.standard;
-        let info = json!({"author": call.identity.kuid, "createdAt": now_ms(), "updatedAt": null, "updater": null});
-        for (kind, documents) in [
-            (Kind::Role, &standard.roles),
-            (Kind::Profile, &standard.profiles),
-        ] {
-            for (id, document) in documents {
-                let mut document = document.clone();
-                document["_kuzzle_info"] = info.clone();
-                store
-                    .put(kind, id, &document)
-                    .await
-                    .map_err(store_write_error)?;
-            }
-        }
+        install_standard_rights(call).await?;
     }
     Ok(Reply::Json(json!({"_id": kuid, "_source": source})))
+}
+
+/// Creates or replaces every role of `security.standard.roles`, then every profile of
+/// `security.standard.profiles`.
+async fn install_standard_rights(call: &Call<'_>) -> Result<(), ApiError> {
+    let standard = &call.node.settings.security.standard;
+    let info = info_for(call);
+    for (kind, documents) in [
+        (Kind::Role, &standard.roles),
+        (Kind::Profile, &standard.profiles),
+    ] {
+        for (id, document) in documents {
+            let mut document = document.clone();
+            document["_kuzzle_info"] = info.clone();
+            call.node
+                .store
+                .put(kind, id, &document)
+                .await
+                .map_err(store_write_error)?;
+        }
+    }
+    Ok(())
+}
+
+/// `restrictDefaultRights`: what `createFirstAdmin` with `reset` does to the roles and
+/// profiles, alone.
+pub async fn restrict_default_rights(call: &Call<'_>) -> ActionResult {
+    install_standard_rights(call).await?;
+    Ok(Reply::Json(Value::Null))
 }
 
 const RESERVED_KUIDS: [&str; 2] = ["-1", "anonymous"];

@@ -216,7 +216,7 @@ async function apiKeys(kuzzle, protocol, port) {
   }
 }
 
-async function deletions(kuzzle) {
+async function deletions(kuzzle, protocol) {
   const sec = kuzzle.security;
   const error = await refused(sec.mDeleteUsers(["u2", "ghost", "u3"]), "services.storage.incomplete_delete");
   assert.equal(error.status, 206);
@@ -224,6 +224,12 @@ async function deletions(kuzzle) {
   assert.deepEqual(await sec.mDeleteUsers(["u4"]), ["u4"]);
   await sec.refresh("users");
   await refused(sec.refresh("documents"), "api.assert.unexpected_argument");
+  // restrictDefaultRights installs the standard roles again (createFirstAdmin's reset);
+  // like Kuzzle, it has no HTTP route.
+  if (protocol !== "WebSocket") return;
+  await sec.updateRole("default", { controllers: { "*": { actions: { "*": true } } } });
+  assert.equal((await sec.query({ action: "restrictDefaultRights" })).result, null);
+  assert.deepEqual(Object.keys((await sec.getRole("default")).controllers).sort(), ["auth", "server"]);
 }
 
 for (const store of ["embedded", "redis"]) {
@@ -239,7 +245,7 @@ for (const store of ["embedded", "redis"]) {
         await users(kuzzle);
         await credentials(kuzzle);
         await apiKeys(kuzzle, protocol, node.port);
-        await deletions(kuzzle);
+        await deletions(kuzzle, protocol);
       } finally {
         kuzzle.disconnect();
         assert.equal(await node.stop(), 0);
