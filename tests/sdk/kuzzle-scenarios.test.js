@@ -247,6 +247,57 @@ const securityScenarios = {
     assert.deepEqual(restricted._source.profileIds, ["default"]);
   },
 
+  async "profiles: rights with restrictions, search by role, update, scroll"(admin) {
+    await ok(admin, "security", "createRole", { _id: "lg-role1", body: { controllers: { "*": { actions: { "*": true } } } } });
+    await ok(admin, "security", "createRole", { _id: "lg-role2", body: { controllers: { auth: { actions: { logout: true } }, realtime: { actions: { "*": true } } } } });
+    await ok(admin, "security", "createOrReplaceProfile", { _id: "lg-profile1", body: { policies: [{ roleId: "lg-role1" }] } });
+    await ok(admin, "security", "createOrReplaceProfile", {
+      _id: "lg-profile2",
+      body: { policies: [{ roleId: "lg-role1", restrictedTo: [{ index: "kuzzle-test-index" }] }, { roleId: "lg-role2" }] },
+    });
+    const one = await ok(admin, "security", "getProfileRights", { _id: "lg-profile1" });
+    assert.deepEqual(one.hits, [{ action: "*", collection: "*", controller: "*", index: "*", value: "allowed" }]);
+    const two = await ok(admin, "security", "getProfileRights", { _id: "lg-profile2" });
+    const key = (r) => `${r.controller}:${r.action}@${r.index}/${r.collection}=${r.value}`;
+    assert.ok(two.hits.map(key).includes("*:*@kuzzle-test-index/*=allowed"));
+    assert.ok(two.hits.map(key).includes("auth:logout@*/*=allowed"));
+    await fails(admin, "security", "getProfileRights", { _id: "fake-profile" }, "security.profile.not_found");
+    const withRole = async (role) => (await ok(admin, "security", "searchProfiles", { body: { roles: [role] } })).hits.length;
+    assert.equal(await withRole("lg-role2"), 1);
+    assert.equal(await withRole("undefined-role"), 0);
+    await ok(admin, "security", "updateProfile", { _id: "lg-profile1", body: { policies: [{ roleId: "lg-role1" }, { roleId: "lg-role2" }] } });
+    assert.equal(await withRole("lg-role2"), 2);
+    const first = await ok(admin, "security", "searchProfiles", { body: { roles: ["lg-role1"] }, scroll: "10s", size: 1 });
+    assert.deepEqual([first.hits.length, first.total], [1, 2]);
+    const next = await ok(admin, "security", "scrollProfiles", { scrollId: first.scrollId, scroll: "10s" });
+    assert.equal(next.hits.length, 1);
+    assert.notEqual(next.hits[0]._id, first.hits[0]._id);
+    // "get profile without id triggers an error" (over HTTP the SDK refuses it itself).
+    assert.ok((await send(admin, "security", "getProfile", { _id: "" })).error);
+  },
+
+  async "credentials of another user and one's own, and revoked tokens"(admin, protocol, port) {
+    await ok(admin, "security", "createUser", { _id: "nocredentialuser-id", body: { content: { profileIds: ["admin"] } } });
+    await ok(admin, "security", "createCredentials", { strategy: "local", _id: "nocredentialuser-id", body: { username: "nocredentialuser", password: "testpwd1" } });
+    const logIn = (password) => send(admin, "auth", "login", { strategy: "local", body: { username: "nocredentialuser", password } });
+    assert.equal((await logIn("testpwd1")).status, 200);
+    await ok(admin, "security", "updateCredentials", { strategy: "local", _id: "nocredentialuser-id", body: { password: "testpwd2" } });
+    assert.equal((await logIn("testpwd1")).error.id, "plugin.strategy.missing_user");
+    const user = await connect(protocol, port);
+    try {
+      await user.auth.login("local", { username: "nocredentialuser", password: "testpwd2" });
+      assert.equal(await ok(user, "auth", "validateMyCredentials", { strategy: "local", body: { username: "nocredentialuser", password: "x" } }), true);
+      assert.equal((await ok(user, "auth", "checkToken", { body: { token: user.jwt } })).valid, true);
+      const jwt = user.jwt;
+      await ok(admin, "security", "revokeTokens", { _id: "nocredentialuser-id" });
+      assert.equal((await ok(admin, "auth", "checkToken", { body: { token: jwt } })).valid, false);
+    } finally {
+      user.disconnect();
+    }
+    await ok(admin, "security", "deleteCredentials", { strategy: "local", _id: "nocredentialuser-id" });
+    assert.equal((await logIn("testpwd2")).error.id, "plugin.strategy.missing_user");
+  },
+
   async "mappings of the security collections"(admin) {
     const roles = await ok(admin, "security", "getRoleMapping");
     assert.equal(roles.mapping.controllers.type, "object");
