@@ -85,7 +85,7 @@ async fn health_check_turns_red_when_redis_goes_and_the_node_keeps_serving() {
         .await;
     assert_eq!(
         res["result"],
-        json!({"status": "green", "services": {"internalCache": "green"}})
+        json!({"status": "green", "services": {"internalCache": "green", "memoryStorage": "green", "storageEngine": "green"}})
     );
     drop(redis);
     let res = ws
@@ -93,7 +93,7 @@ async fn health_check_turns_red_when_redis_goes_and_the_node_keeps_serving() {
         .await;
     assert_eq!(
         res["result"],
-        json!({"status": "red", "services": {"internalCache": "red"}}),
+        json!({"status": "red", "services": {"internalCache": "red", "memoryStorage": "red", "storageEngine": "red"}}),
         "the result and the error"
     );
     assert_eq!(res["error"]["id"], "core.fatal.service_unavailable");

@@ -503,6 +503,23 @@ async fn administration_errors(node: &TestNode) {
         ))
         .await;
     assert_eq!(res["result"]["_source"]["expiresAt"], -1, "{res}");
+    // A search cannot see a key's token (it is shown once, at creation).
+    let found = ws
+        .request(call(
+            &jwt,
+            "searchApiKeys",
+            json!({"userId":"u1","lang":"koncorde","body":{"exists":"token"}}),
+        ))
+        .await;
+    assert_eq!(found["result"]["total"], 0, "{found}");
+    let found = ws
+        .request(call(
+            &jwt,
+            "searchApiKeys",
+            json!({"userId":"u1","lang":"koncorde","body":{"exists":"fingerprint"}}),
+        ))
+        .await;
+    assert_eq!(found["result"]["total"], 1, "{found}");
     // Another user's key is not the caller's to delete.
     let key = res["result"]["_id"].as_str().unwrap().to_owned();
     let res = ws

@@ -198,12 +198,12 @@ async fn missing_and_unknown_controller_or_action() {
     );
     assert_eq!(res["status"], 404);
     let res = ws
-        .request(json!({"controller":"server","action":"getStats"}))
+        .request(json!({"controller":"server","action":"getStatz"}))
         .await;
     assert_eq!(res["error"]["id"], "api.process.action_not_found");
     assert_eq!(
         res["error"]["message"],
-        "API action \"server\":\"getStats\" not found"
+        "API action \"server\":\"getStatz\" not found"
     );
     let res = ws
         .request(json!({"controller":"server","action":"now","index":"i","targets":[]}))

@@ -7,14 +7,13 @@
 //! (and the same per-node cache). Only deleting the key (or its user) revokes it: a
 //! `logout` with `global`, `revokeTokens` or a new password leave it alone, as in Kuzzle.
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::args::{id_arg, info_for};
+use super::auth::{keep_token, new_session};
 use super::identity::{algorithm, store_read_error, store_write_error};
-use super::search::{Query, matching};
+use super::search::{Query, filter, page_of};
 use super::{ActionResult, Call, Reply};
 use crate::auth::token;
 use crate::config::timespan::{Lifetime, parse_lifetime};
@@ -44,13 +43,12 @@ fn fingerprint(token: &str) -> String {
         .collect()
 }
 
-/// What a client sees of a stored key: never its token.
-fn public(id: &str, key: &Value) -> Value {
-    let mut source = key.clone();
-    if let Value::Object(map) = &mut source {
+/// What a client sees of a stored key, and what a search may look at: never its token.
+fn without_token(mut key: Value) -> Value {
+    if let Value::Object(map) = &mut key {
         map.remove("token");
     }
-    json!({"_id": id, "_source": source})
+    key
 }
 
 fn user_id_arg(call: &Call<'_>) -> Result<String, ApiError> {
@@ -145,10 +143,7 @@ async fn create(call: &Call<'_>, kuid: &str, bypass_max_ttl: bool) -> ActionResu
     {
         return Err(ApiError::plain(errors::DOCUMENT_ALREADY_EXISTS));
     }
-    store
-        .put_token(&issued.token, kuid, issued.ttl.map(Duration::from_millis))
-        .await
-        .map_err(|e| ApiError::new(errors::TOKEN_GENERATION_FAILED, [e.to_string()]))?;
+    keep_token(call, &issued).await?;
     Ok(Reply::Json(json!({"_id": id, "_source": key})))
 }
 
@@ -174,17 +169,19 @@ async fn search(call: &Call<'_>, kuid: &str) -> ActionResult {
     if size > u64::from(call.node.settings.limits.documents_fetch_count) {
         return Err(ApiError::plain(errors::GET_LIMIT_EXCEEDED));
     }
-    let hits = matching(call, Kind::ApiKey, &query, |_, key| {
-        key.get("userId").and_then(Value::as_str) == Some(kuid)
-    })
-    .await?;
-    let total = hits.len();
-    let hits: Vec<Value> = hits
-        .iter()
-        .skip(from as usize)
-        .take(size as usize)
-        .map(|(id, key)| public(id, key))
+    // The query sees no token: a pattern cannot fish one out.
+    let keys = of_user(call, kuid)
+        .await?
+        .into_iter()
+        .map(|(id, key)| (id, without_token(key)))
         .collect();
+    let hits = filter(call, &query, keys)?;
+    let (total, hits) = page_of(
+        hits,
+        from,
+        size,
+        |id, key| json!({"_id": id, "_source": key}),
+    );
     Ok(Reply::Json(json!({"hits": hits, "total": total})))
 }
 
@@ -287,18 +284,7 @@ pub async fn create_token(call: &Call<'_>) -> ActionResult {
         }
         finite => finite,
     };
-    let issued = token::issue(
-        algorithm(call.node),
-        call.node.secret.as_bytes(),
-        &kuid,
-        lifetime,
-        now_ms(),
-    );
-    call.node
-        .store
-        .put_token(&issued.token, &kuid, issued.ttl.map(Duration::from_millis))
-        .await
-        .map_err(|e| ApiError::new(errors::TOKEN_GENERATION_FAILED, [e.to_string()]))?;
+    let issued = new_session(call, &kuid, lifetime).await?;
     Ok(Reply::Json(json!({
         "expiresAt": issued.expires_at,
         "singleUse": false,

@@ -16,6 +16,14 @@ pub(super) fn id_arg(call: &Call<'_>) -> Result<String, ApiError> {
     }
 }
 
+/// The request's body, which the action needs (`api.assert.body_required`).
+pub(super) fn required_body(call: &Call<'_>) -> Result<Value, ApiError> {
+    call.request
+        .body
+        .clone()
+        .ok_or_else(|| ApiError::plain(errors::BODY_REQUIRED))
+}
+
 pub(super) fn info_for(call: &Call<'_>) -> Value {
     json!({"author": call.identity.kuid, "createdAt": now_ms(), "updatedAt": null, "updater": null})
 }

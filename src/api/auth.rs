@@ -138,17 +138,7 @@ pub async fn login(call: &Call<'_>) -> ActionResult {
         };
         return Ok(token_reply(call, &kuid, &unchanged));
     }
-    let issued = token::issue(
-        algorithm(call.node),
-        call.node.secret.as_bytes(),
-        &kuid,
-        lifetime,
-        now_ms(),
-    );
-    store
-        .put_token(&issued.token, &kuid, issued.ttl.map(Duration::from_millis))
-        .await
-        .map_err(|e| ApiError::new(errors::TOKEN_GENERATION_FAILED, [e.to_string()]))?;
+    let issued = new_session(call, &kuid, lifetime).await?;
     if let Some(previous) = previous {
         call.node
             .realtime
@@ -272,6 +262,36 @@ pub async fn get_strategies(_: &Call<'_>) -> ActionResult {
     Ok(Reply::Json(json!(["local"])))
 }
 
+/// Signs a session token for `kuid` and stores it: from then on every node accepts it.
+pub(super) async fn new_session(
+    call: &Call<'_>,
+    kuid: &str,
+    lifetime: Lifetime,
+) -> Result<token::Issued, ApiError> {
+    let issued = token::issue(
+        algorithm(call.node),
+        call.node.secret.as_bytes(),
+        kuid,
+        lifetime,
+        now_ms(),
+    );
+    keep_token(call, &issued).await?;
+    Ok(issued)
+}
+
+/// Stores an issued token (a session's or an API key's) for its lifetime.
+pub(super) async fn keep_token(call: &Call<'_>, issued: &token::Issued) -> Result<(), ApiError> {
+    call.node
+        .store
+        .put_token(
+            &issued.token,
+            &issued.kuid,
+            issued.ttl.map(Duration::from_millis),
+        )
+        .await
+        .map_err(|e| ApiError::new(errors::TOKEN_GENERATION_FAILED, [e.to_string()]))
+}
+
 /// The result of login and refreshToken; in cookie mode the token goes in a cookie and
 /// `jwt` is omitted (the SDK detects cookie support by its absence).
 fn token_reply(call: &Call<'_>, kuid: &str, issued: &token::Issued) -> Reply {
@@ -323,21 +343,7 @@ pub async fn refresh_token(call: &Call<'_>) -> ActionResult {
         return Err(ApiError::plain(errors::TOKEN_INVALID));
     }
     let lifetime = lifetime(call)?;
-    let issued = token::issue(
-        algorithm(call.node),
-        call.node.secret.as_bytes(),
-        &identity.kuid,
-        lifetime,
-        now_ms(),
-    );
-    store
-        .put_token(
-            &issued.token,
-            &identity.kuid,
-            issued.ttl.map(Duration::from_millis),
-        )
-        .await
-        .map_err(|e| ApiError::new(errors::TOKEN_GENERATION_FAILED, [e.to_string()]))?;
+    let issued = new_session(call, &identity.kuid, lifetime).await?;
     // The old token stays valid for the grace period, and cannot be refreshed again.
     let grace = Duration::from_millis(call.node.settings.security.grace_period().max(1));
     store

@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 use super::args::{count_arg, id_arg};
 use super::auth::{credential_fields, no_credentials, strategy_arg};
 use super::identity::{store_read_error, store_write_error};
-use super::search::{Query, filter};
-use super::security::{add_credentials, existing_user};
+use super::search::{Query, filter, page_of};
+use super::security::{add_credentials, existing_user, has_local_credentials};
 use super::{ActionResult, Call, Reply};
 use crate::protocol::errors::{self, ApiError};
 use crate::storage::Kind;
@@ -20,14 +20,7 @@ pub async fn create_credentials(call: &Call<'_>) -> ActionResult {
     let kuid = id_arg(call)?;
     existing_user(call, &kuid).await?;
     let (username, password) = credential_fields(call)?;
-    if call
-        .node
-        .store
-        .username_of(&kuid)
-        .await
-        .map_err(store_read_error)?
-        .is_some()
-    {
+    if has_local_credentials(call, &kuid).await? {
         return Err(ApiError::bare(
             412,
             format!("A strategy already exists for user \"{kuid}\"."),
@@ -41,12 +34,7 @@ pub async fn delete_credentials(call: &Call<'_>) -> ActionResult {
     strategy_arg(call)?;
     let kuid = id_arg(call)?;
     let store = &call.node.store;
-    if store
-        .username_of(&kuid)
-        .await
-        .map_err(store_read_error)?
-        .is_none()
-    {
+    if !has_local_credentials(call, &kuid).await? {
         return Err(no_credentials(&kuid));
     }
     store
@@ -94,13 +82,7 @@ pub async fn get_credentials_by_id(call: &Call<'_>) -> ActionResult {
 pub async fn has_credentials(call: &Call<'_>) -> ActionResult {
     strategy_arg(call)?;
     let kuid = id_arg(call)?;
-    let has = call
-        .node
-        .store
-        .username_of(&kuid)
-        .await
-        .map_err(store_read_error)?
-        .is_some();
+    let has = has_local_credentials(call, &kuid).await?;
     Ok(Reply::Json(json!(has)))
 }
 
@@ -165,12 +147,6 @@ pub async fn search_users_by_credentials(call: &Call<'_>) -> ActionResult {
         })
         .collect();
     let hits = filter(call, &query, logins)?;
-    let total = hits.len();
-    let hits: Vec<Value> = hits
-        .into_iter()
-        .skip(from as usize)
-        .take(size as usize)
-        .map(|(_, pair)| pair)
-        .collect();
+    let (total, hits) = page_of(hits, from, size, |_, pair| pair);
     Ok(Reply::Json(json!({"hits": hits, "total": total})))
 }

@@ -208,7 +208,7 @@ pub(super) enum Query {
 }
 
 impl Query {
-    /// `body.query` (or the whole body with `query_is_body`) and `lang`.
+    /// `query` in the language `lang` names (Elasticsearch's by default).
     pub(super) fn of(call: &Call<'_>, query: Value) -> Result<Query, ApiError> {
         match call.request.string_arg("lang")? {
             None | Some("elasticsearch") => Ok(Query::Elasticsearch(query)),
@@ -330,6 +330,24 @@ fn hit(id: &str, source: Value) -> Value {
     json!({"_id": id, "_source": source})
 }
 
+/// `size` hits from `from` of the sorted `hits`, each as `shown` makes it, and how many
+/// there are in all.
+pub(super) fn page_of(
+    hits: Vec<(String, Value)>,
+    from: u64,
+    size: u64,
+    shown: impl Fn(String, Value) -> Value,
+) -> (usize, Vec<Value>) {
+    let total = hits.len();
+    let page = hits
+        .into_iter()
+        .skip(from as usize)
+        .take(size as usize)
+        .map(|(id, source)| shown(id, source))
+        .collect();
+    (total, page)
+}
+
 /// One page of a search, and the cursor that continues it when `scroll` was given.
 async fn page(
     call: &Call<'_>,
@@ -340,13 +358,7 @@ async fn page(
     scroll: Option<Duration>,
 ) -> ActionResult {
     let hits = matching(call, searched.kind(), &query, |_, _| true).await?;
-    let total = hits.len();
-    let page: Vec<Value> = hits
-        .into_iter()
-        .skip(from as usize)
-        .take(size as usize)
-        .map(|(id, source)| hit(&id, source))
-        .collect();
+    let (total, page) = page_of(hits, from, size, |id, source| hit(&id, source));
     let mut result = Map::new();
     result.insert("hits".into(), Value::Array(page));
     result.insert("total".into(), json!(total));
@@ -451,13 +463,7 @@ pub async fn search_roles(call: &Call<'_>) -> ActionResult {
         Some(wanted) => names(role).iter().any(|n| n == "*" || wanted.contains(n)),
     })
     .await?;
-    let total = hits.len();
-    let page: Vec<Value> = hits
-        .into_iter()
-        .skip(from as usize)
-        .take(size as usize)
-        .map(|(id, source)| hit(&id, source))
-        .collect();
+    let (total, page) = page_of(hits, from, size, |id, source| hit(&id, source));
     Ok(Reply::Json(json!({"hits": page, "total": total})))
 }
 
@@ -491,13 +497,7 @@ async fn scroll(call: &Call<'_>, searched: Searched) -> ActionResult {
         None => Duration::from_millis(number("ttl").max(1)),
     };
     let hits = matching(call, searched.kind(), &query, |_, _| true).await?;
-    let total = hits.len();
-    let page: Vec<Value> = hits
-        .into_iter()
-        .skip(next as usize)
-        .take(size as usize)
-        .map(|(id, source)| hit(&id, source))
-        .collect();
+    let (total, page) = page_of(hits, next, size, |id, source| hit(&id, source));
     let mut cursor = cursor;
     cursor["next"] = json!(next + size);
     cursor["ttl"] = json!(ttl.as_millis() as u64);

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::args::{id_arg, ids_body, info_for, strings, touch};
+use super::args::{id_arg, ids_body, info_for, required_body, strings, touch};
 use super::identity::{store_read_error, store_write_error};
 use super::{ActionResult, Call, Reply};
 use crate::auth::credentials;
@@ -12,6 +12,17 @@ use crate::protocol::now_ms;
 use crate::security::bootstrap::admin_exists;
 use crate::security::model::{is_allowed, rights};
 use crate::storage::Kind;
+
+/// Whether `kuid` has local credentials.
+pub(super) async fn has_local_credentials(call: &Call<'_>, kuid: &str) -> Result<bool, ApiError> {
+    Ok(call
+        .node
+        .store
+        .username_of(kuid)
+        .await
+        .map_err(store_read_error)?
+        .is_some())
+}
 
 /// Validated local credentials: (username, password).
 fn local_credentials(body: &Value) -> Result<Option<(String, String)>, ApiError> {
@@ -237,12 +248,7 @@ async fn create_user_with(
     {
         return Err(ApiError::new(errors::UNKNOWN_STRATEGY, [unknown.as_str()]));
     }
-    if store
-        .username_of(&kuid)
-        .await
-        .map_err(store_read_error)?
-        .is_some()
-    {
+    if has_local_credentials(call, &kuid).await? {
         return Err(ApiError::new(
             errors::DATABASE_INCONSISTENCY,
             [kuid.as_str()],
@@ -278,11 +284,7 @@ fn content_of(body: &Value, required: bool) -> Result<Map<String, Value>, ApiErr
 }
 
 pub async fn create_user(call: &Call<'_>) -> ActionResult {
-    let body = call
-        .request
-        .body
-        .clone()
-        .ok_or_else(|| ApiError::plain(errors::BODY_REQUIRED))?;
+    let body = required_body(call)?;
     let content = content_of(&body, true)?;
     let profile_ids =
         checked_profile_ids(call, content.get("profileIds"), "body.content.profileIds").await?;
@@ -304,16 +306,22 @@ pub async fn create_restricted_user(call: &Call<'_>) -> ActionResult {
     create_user_with(call, kuid, profile_ids, content, &body).await
 }
 
-/// The stored user, or `not_found` (reserved ids included, CN-22).
-pub(super) async fn existing_user(call: &Call<'_>, kuid: &str) -> Result<Value, ApiError> {
+/// The stored user; None for an unknown or reserved id (CN-22).
+async fn stored_user(call: &Call<'_>, kuid: &str) -> Result<Option<Value>, ApiError> {
     if RESERVED_KUIDS.contains(&kuid) {
-        return Err(ApiError::new(errors::USER_NOT_FOUND, [kuid]));
+        return Ok(None);
     }
     call.node
         .store
         .get(Kind::User, kuid)
         .await
-        .map_err(store_read_error)?
+        .map_err(store_read_error)
+}
+
+/// The stored user, or `not_found` (reserved ids included, CN-22).
+pub(super) async fn existing_user(call: &Call<'_>, kuid: &str) -> Result<Value, ApiError> {
+    stored_user(call, kuid)
+        .await?
         .ok_or_else(|| ApiError::new(errors::USER_NOT_FOUND, [kuid]))
 }
 
@@ -392,11 +400,7 @@ async fn change_user(
 /// from `body.default` overridden by `body.content`.
 pub async fn upsert_user(call: &Call<'_>) -> ActionResult {
     let kuid = id_arg(call)?;
-    let body = call
-        .request
-        .body
-        .clone()
-        .ok_or_else(|| ApiError::plain(errors::BODY_REQUIRED))?;
+    let body = required_body(call)?;
     let content = content_of(&body, true)?;
     match content.get("profileIds") {
         None | Some(Value::Null) => {
@@ -410,14 +414,7 @@ pub async fn upsert_user(call: &Call<'_>) -> ActionResult {
         Some(Value::Object(map)) => map.clone(),
         Some(_) => return Err(ApiError::invalid_type("body.default", "object")),
     };
-    if let Some(user) = call
-        .node
-        .store
-        .get(Kind::User, &kuid)
-        .await
-        .map_err(store_read_error)?
-        .filter(|_| !RESERVED_KUIDS.contains(&kuid.as_str()))
-    {
+    if let Some(user) = stored_user(call, &kuid).await? {
         return change_user(
             call,
             &kuid,
@@ -457,16 +454,7 @@ pub async fn m_get_users(call: &Call<'_>) -> ActionResult {
     }
     let mut hits = Vec::new();
     for kuid in ids {
-        if RESERVED_KUIDS.contains(&kuid.as_str()) {
-            continue;
-        }
-        if let Some(user) = call
-            .node
-            .store
-            .get(Kind::User, &kuid)
-            .await
-            .map_err(store_read_error)?
-        {
+        if let Some(user) = stored_user(call, &kuid).await? {
             hits.push(json!({"_id": kuid, "_source": user}));
         }
     }
@@ -601,14 +589,7 @@ pub async fn get_user_rights(call: &Call<'_>) -> ActionResult {
 pub async fn get_user_strategies(call: &Call<'_>) -> ActionResult {
     let kuid = id_arg(call)?;
     user_profiles(call, &kuid).await?;
-    let has_local = kuid != "-1"
-        && call
-            .node
-            .store
-            .username_of(&kuid)
-            .await
-            .map_err(store_read_error)?
-            .is_some();
+    let has_local = kuid != "-1" && has_local_credentials(call, &kuid).await?;
     let strategies: Vec<&str> = if has_local { vec!["local"] } else { vec![] };
     Ok(Reply::Json(
         json!({"strategies": strategies, "total": strategies.len()}),
