@@ -93,7 +93,6 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
         Duration::from_millis(websocket.message_timeout),
     ));
     let s = &node.settings.server;
-    let grace_secs = s.shutdown_grace_period.div_ceil(1000).max(1);
     let accepted = node
         .metrics
         .connections_accepted
@@ -108,7 +107,10 @@ pub async fn start(settings: Settings) -> io::Result<RunningNode> {
         .map_err(|e| io::Error::other(format!("no address bound: {e}")))?;
     let mut server = actix_server::Server::build()
         .disable_signals()
-        .shutdown_timeout(grace_secs);
+        // The drain (`RunningNode::drain`) has waited for the requests by then: actix's own
+        // graceful stop only lets answers finish leaving, and closes idle kept-alive
+        // connections after this, instead of waiting out their keep-alive (5 s).
+        .shutdown_timeout(1);
     for listener in listeners {
         let data = data.clone();
         let intake = intake.clone();
@@ -394,7 +396,14 @@ impl RunningNode {
         log::info!("node {} draining", node.id);
         let grace = Duration::from_millis(node.settings.server.shutdown_grace_period);
         let deadline = Instant::now() + grace;
-        while node.limiter.running() + node.limiter.pending() > 0 && Instant::now() < deadline {
+        let busy = || {
+            node.limiter.running() + node.limiter.pending() > 0
+                || node
+                    .http_in_flight
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    > 0
+        };
+        while busy() && Instant::now() < deadline {
             actix_rt::time::sleep(Duration::from_millis(10)).await;
         }
         node.connections
