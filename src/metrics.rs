@@ -21,6 +21,61 @@ use crate::storage::hot::CacheCounters;
 /// The content type of `/metrics`.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// The Prometheus text format 0.0.4, for scrapers that do not ask for OpenMetrics.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Whether an `Accept` header asks for OpenMetrics (what Prometheus 2.5+ sends first).
+pub fn wants_openmetrics(accept: Option<&str>) -> bool {
+    accept.is_some_and(|accept| {
+        accept
+            .split(',')
+            .any(|part| part.trim().starts_with("application/openmetrics-text"))
+    })
+}
+
+/// The OpenMetrics exposition `render` gives, in the Prometheus text format 0.0.4 (which
+/// `prometheus-client` does not write): a counter's family is named with its `_total`
+/// (as its samples are), `# UNIT` lines and the counters' `_created` samples go, and so does
+/// `# EOF`. Every other line is the same in both formats.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let metadata = line
+            .strip_prefix("# HELP ")
+            .map(|rest| ("# HELP ", rest))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|rest| ("# TYPE ", rest)));
+        if let Some((kind, rest)) = metadata {
+            let name = rest.split(' ').next().unwrap_or_default();
+            if counters.contains(name) {
+                out.push_str(kind);
+                out.push_str(name);
+                out.push_str("_total");
+                out.push_str(&rest[name.len()..]);
+                out.push('\n');
+                continue;
+            }
+        } else if !line.starts_with('#') {
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            if let Some(family) = name.strip_suffix("_created")
+                && counters.contains(family)
+            {
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
 pub enum ProtocolLabel {
@@ -459,5 +514,29 @@ impl Metrics {
             log::error!("cannot encode the metrics: {e}");
         }
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openmetrics_becomes_the_prometheus_text_format() {
+        let openmetrics = "# HELP kuzzle_publishes Publishes.\n# TYPE kuzzle_publishes counter\nkuzzle_publishes_total 3\nkuzzle_publishes_created 1.7e9\n# HELP kuzzle_rooms Rooms.\n# TYPE kuzzle_rooms gauge\nkuzzle_rooms 2\n# HELP kuzzle_seconds Latency.\n# TYPE kuzzle_seconds histogram\n# UNIT kuzzle_seconds seconds\nkuzzle_seconds_bucket{le=\"0.1\"} 1\nkuzzle_seconds_sum 0.05\nkuzzle_seconds_count 1\n# EOF\n";
+        assert_eq!(
+            to_prometheus_text(openmetrics),
+            "# HELP kuzzle_publishes_total Publishes.\n# TYPE kuzzle_publishes_total counter\nkuzzle_publishes_total 3\n# HELP kuzzle_rooms Rooms.\n# TYPE kuzzle_rooms gauge\nkuzzle_rooms 2\n# HELP kuzzle_seconds Latency.\n# TYPE kuzzle_seconds histogram\nkuzzle_seconds_bucket{le=\"0.1\"} 1\nkuzzle_seconds_sum 0.05\nkuzzle_seconds_count 1\n"
+        );
+    }
+
+    #[test]
+    fn only_an_accept_naming_openmetrics_gets_it() {
+        assert!(wants_openmetrics(Some(
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        )));
+        assert!(!wants_openmetrics(Some("text/plain;version=0.0.4")));
+        assert!(!wants_openmetrics(Some("*/*")));
+        assert!(!wants_openmetrics(None));
     }
 }

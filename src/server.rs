@@ -361,9 +361,11 @@ fn metrics_listener(
             .app_data(data.clone())
             .route(
                 "/metrics",
-                web::get().to(|node: web::Data<Arc<Node>>| async move {
-                    crate::http::metrics_response(&node)
-                }),
+                web::get().to(
+                    |node: web::Data<Arc<Node>>, req: actix_web::HttpRequest| async move {
+                        crate::http::metrics_response(&node, &req)
+                    },
+                ),
             )
             .default_service(web::to(actix_web::HttpResponse::NotFound))
     })

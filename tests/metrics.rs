@@ -10,8 +10,14 @@ use common::*;
 use serde_json::json;
 
 async fn scrape_at(addr: std::net::SocketAddr) -> (u16, String, String) {
+    scrape_accepting(addr, "application/openmetrics-text; version=1.0.0").await
+}
+
+/// `GET /metrics` with this `Accept` header.
+async fn scrape_accepting(addr: std::net::SocketAddr, accept: &str) -> (u16, String, String) {
     let mut res = Client::default()
         .get(format!("http://{addr}/metrics"))
+        .insert_header(("Accept", accept))
         .send()
         .await
         .unwrap();
@@ -50,6 +56,31 @@ async fn wait_for(addr: std::net::SocketAddr, series: &str, at_least: f64) -> St
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A scraper that does not ask for OpenMetrics gets the Prometheus text format 0.0.4: the
+/// same series, counters' families named with `_total`, no `# EOF`.
+#[actix_rt::test]
+async fn the_prometheus_text_format_unless_openmetrics_is_asked_for() {
+    let node = start_node(|_| {}).await;
+    for accept in ["text/plain;version=0.0.4;q=1,*/*;q=0.1", "*/*"] {
+        let (status, content_type, text) = scrape_accepting(node.addr, accept).await;
+        assert_eq!(status, 200);
+        assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(!text.contains("# UNIT"), "{text}");
+        assert!(
+            text.contains("# TYPE kuzzle_connections_accepted_total counter\n"),
+            "{text}"
+        );
+        assert_eq!(value(&text, "kuzzle_cluster_nodes_alive"), Some(1.0));
+    }
+    let (_, content_type, text) = scrape_at(node.addr).await;
+    assert!(content_type.starts_with("application/openmetrics-text"));
+    assert!(
+        text.contains("# TYPE kuzzle_connections_accepted counter\n"),
+        "{text}"
+    );
 }
 
 #[actix_rt::test]

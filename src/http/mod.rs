@@ -130,10 +130,23 @@ fn request_id_of(req: &HttpRequest) -> String {
 const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// `GET /metrics`.
-pub fn metrics_response(node: &Node) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type(crate::metrics::CONTENT_TYPE)
-        .body(node.metrics.render(&node.gauges()))
+/// `/metrics`: OpenMetrics when the `Accept` header asks for it, else the Prometheus text
+/// format 0.0.4 (older Prometheus servers and other scrapers).
+pub fn metrics_response(node: &Node, req: &HttpRequest) -> HttpResponse {
+    let text = node.metrics.render(&node.gauges());
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    if crate::metrics::wants_openmetrics(accept) {
+        HttpResponse::Ok()
+            .content_type(crate::metrics::CONTENT_TYPE)
+            .body(text)
+    } else {
+        HttpResponse::Ok()
+            .content_type(crate::metrics::PROMETHEUS_CONTENT_TYPE)
+            .body(crate::metrics::to_prometheus_text(&text))
+    }
 }
 
 async fn serve(
@@ -164,7 +177,7 @@ async fn serve(
         return match crate::api::identity::authorize(node, token.as_deref(), "server", "metrics")
             .await
         {
-            Ok(()) => metrics_response(node),
+            Ok(()) => metrics_response(node, req),
             Err(error) => reply.bare(&error),
         };
     }

@@ -10,18 +10,28 @@ import json
 import urllib.request
 import unittest
 
-from prometheus_client.openmetrics.parser import text_string_to_metric_families
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
+from prometheus_client.parser import text_string_to_metric_families as prometheus_families
 from websockets.asyncio.client import connect
 
 from test_websockets import Node
 
 
-def scrape(base):
-    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
+OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+
+
+def scrape(base, accept=OPENMETRICS):
+    """The samples of /metrics, read by the parser of the format the node answered."""
+    request = urllib.request.Request(f"{base}/metrics", headers={"Accept": accept})
+    with urllib.request.urlopen(request, timeout=10) as response:
         content_type = response.headers["Content-Type"]
         text = response.read().decode()
+    parse = (openmetrics_families if content_type.startswith("application/openmetrics-text")
+             else prometheus_families)
     samples = {}
-    for family in text_string_to_metric_families(text):
+    for family in parse(text):
         for sample in family.samples:
             key = (sample.name, tuple(sorted(sample.labels.items())))
             samples[key] = sample.value
@@ -71,6 +81,17 @@ class Metrics(unittest.TestCase):
         self.assertEqual(value(after, "kuzzle_request_duration_seconds_count",
                                controller="realtime", action="publish"), 50)
         self.assertEqual(value(after, "kuzzle_cluster_nodes_alive"), 1)
+
+    def test_a_scraper_that_does_not_ask_for_openmetrics_reads_the_0_0_4_format(self):
+        asyncio.run(load(self.node.url, 5))
+        content_type, samples = scrape(self.base, accept="text/plain;version=0.0.4")
+        self.assertEqual(content_type, "text/plain; version=0.0.4; charset=utf-8")
+        _, openmetrics = scrape(self.base)
+        publish = {"controller": "realtime", "action": "publish", "status": "200"}
+        self.assertEqual(value(samples, "kuzzle_requests_total", **publish), 5)
+        self.assertEqual(value(samples, "kuzzle_deliveries_total"), 5)
+        # The same series in both formats (the 0.0.4 scrape came first: counters only grow).
+        self.assertLessEqual(set(samples), set(openmetrics))
 
 
 if __name__ == "__main__":
