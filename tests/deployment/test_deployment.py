@@ -1,4 +1,5 @@
-"""The deployment files: docker-compose.yml, cluster/Dockerfile, the nginx configurations.
+"""The deployment files: docker-compose.yml, cluster/Dockerfile, the nginx configurations,
+and how cluster/run stops.
 
 The Docker engine is not available where the tests run, so docker-compose.yml is parsed
 and checked against what the cluster needs, and the nginx configuration that cluster/run
@@ -6,11 +7,15 @@ generates is checked by nginx itself (`nginx -t`).
 """
 
 import json
+import os
 import pathlib
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import tempfile
+import time
 import unittest
 
 import yaml
@@ -138,3 +143,51 @@ class Nginx(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ClusterRun(unittest.TestCase):
+    """cluster/run stops on SIGINT to its process group and exits 0, however it was started,
+    and keeps its logs (issue 22)."""
+
+    def start(self, ignore_sigint):
+        # A script's background job starts with SIGINT ignored (no trap can catch it then):
+        # `trap "" INT` before exec reproduces it.
+        prefix = 'trap "" INT; ' if ignore_sigint else ""
+        command = (f"{prefix}exec cluster/run --nodes 2 --port {free_port()} "
+                   f"--first-node-port {free_port()} --heartbeat 500")
+        binary = os.environ.get("KUZZLE_RT_BIN", str(ROOT / "target/debug/kuzzle-rt"))
+        process = subprocess.Popen(
+            ["bash", "-c", command], cwd=ROOT, env=dict(os.environ, KUZZLE_RT_BIN=binary),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        self.addCleanup(lambda: process.poll() is None and os.killpg(process.pid, signal.SIGKILL))
+        output = ""
+        deadline = time.monotonic() + 120
+        while "cluster ready on" not in output:
+            line = process.stdout.readline()
+            self.assertTrue(line and time.monotonic() < deadline, f"not ready:\n{output}")
+            output += line
+        logs = pathlib.Path(re.search(r"logs in (\S+)", output).group(1))
+        self.addCleanup(shutil.rmtree, logs, True)
+        return process, logs
+
+    def stop_with_sigint_to_the_group(self, ignore_sigint):
+        process, logs = self.start(ignore_sigint)
+        os.killpg(process.pid, signal.SIGINT)
+        rest, _ = process.communicate(timeout=120)
+        self.assertEqual(process.returncode, 0, rest)
+        self.assertIn(f"logs kept in {logs}", rest)
+        for name in ["node0", "node1", "nginx"]:
+            self.assertTrue((logs / name).exists(), f"{name} in {sorted(os.listdir(logs))}")
+        self.assertIn("listening on", (logs / "node0" / "log").read_text())
+
+    def test_sigint_to_the_group_when_started_from_a_terminal(self):
+        self.stop_with_sigint_to_the_group(ignore_sigint=False)
+
+    def test_sigint_to_the_group_when_started_in_a_scripts_background(self):
+        self.stop_with_sigint_to_the_group(ignore_sigint=True)

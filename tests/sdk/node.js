@@ -93,7 +93,7 @@ async function freePorts(count) {
 async function startCluster(nodes = 3, heartbeat = 500, { redisCluster = false } = {}) {
   const [port, ...nodePorts] = await freePorts(nodes + 1);
   const script = path.resolve(__dirname, "../../cluster/run");
-  const args = ["--nodes", String(nodes), "--port", String(port), "--first-node-port", String(nodePorts[0]), "--heartbeat", String(heartbeat)];
+  const args = ["--nodes", String(nodes), "--port", String(port), "--first-node-port", String(nodePorts[0]), "--heartbeat", String(heartbeat), "--clean"];
   if (redisCluster) args.push("--redis-cluster");
   const child = spawn(
     script,
