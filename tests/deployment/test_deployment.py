@@ -9,6 +9,7 @@ generates is checked by nginx itself (`nginx -t`).
 import json
 import os
 import pathlib
+import random
 import re
 import shutil
 import signal
@@ -145,10 +146,24 @@ if __name__ == "__main__":
     unittest.main()
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(count):
+    """`count` consecutive free ports on 127.0.0.1, below Linux's ephemeral range (a port
+    there may be taken as an outgoing connection's source before the process binds it)."""
+    for _ in range(200):
+        base = random.randrange(25000, 32768 - count)
+        try:
+            sockets = []
+            for port in range(base, base + count):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+            return list(range(base, base + count))
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError("no free ports")
 
 
 class ClusterRun(unittest.TestCase):
@@ -159,8 +174,9 @@ class ClusterRun(unittest.TestCase):
         # A script's background job starts with SIGINT ignored (no trap can catch it then):
         # `trap "" INT` before exec reproduces it.
         prefix = 'trap "" INT; ' if ignore_sigint else ""
-        command = (f"{prefix}exec cluster/run --nodes 2 --port {free_port()} "
-                   f"--first-node-port {free_port()} --heartbeat 500")
+        port, first_node_port, _ = free_ports(3)
+        command = (f"{prefix}exec cluster/run --nodes 2 --port {port} "
+                   f"--first-node-port {first_node_port} --heartbeat 500")
         binary = os.environ.get("KUZZLE_RT_BIN", str(ROOT / "target/debug/kuzzle-rt"))
         process = subprocess.Popen(
             ["bash", "-c", command], cwd=ROOT, env=dict(os.environ, KUZZLE_RT_BIN=binary),
