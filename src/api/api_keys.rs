@@ -10,7 +10,7 @@
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::args::{id_arg, info_for};
+use super::args::{id_arg, info_for, required_string};
 use super::auth::{keep_token, new_session};
 use super::identity::{algorithm, store_read_error, store_write_error};
 use super::search::{Query, filter, page_of};
@@ -52,12 +52,7 @@ fn without_token(mut key: Value) -> Value {
 }
 
 fn user_id_arg(call: &Call<'_>) -> Result<String, ApiError> {
-    match call.request.arg("userId") {
-        None | Some(Value::Null) => Err(ApiError::missing_argument("userId")),
-        Some(Value::String(id)) if !id.is_empty() => Ok(id.clone()),
-        Some(Value::String(_)) => Err(ApiError::missing_argument("userId")),
-        Some(_) => Err(ApiError::invalid_type("userId", "string")),
-    }
+    required_string(call, "userId")
 }
 
 fn bad_expires_in() -> ApiError {

@@ -8,11 +8,16 @@ use crate::protocol::errors::{self, ApiError};
 use crate::protocol::now_ms;
 
 pub(super) fn id_arg(call: &Call<'_>) -> Result<String, ApiError> {
-    match call.request.arg("_id") {
-        None | Some(Value::Null) => Err(ApiError::missing_argument("_id")),
-        Some(Value::String(id)) if !id.is_empty() => Ok(id.clone()),
-        Some(Value::String(_)) => Err(ApiError::missing_argument("_id")),
-        Some(_) => Err(ApiError::invalid_type("_id", "string")),
+    required_string(call, "_id")
+}
+
+/// A required, non-empty string argument: absent or empty is `missing_argument`.
+pub(super) fn required_string(call: &Call<'_>, name: &str) -> Result<String, ApiError> {
+    match call.request.arg(name) {
+        None | Some(Value::Null) => Err(ApiError::missing_argument(name)),
+        Some(Value::String(text)) if !text.is_empty() => Ok(text.clone()),
+        Some(Value::String(_)) => Err(ApiError::missing_argument(name)),
+        Some(_) => Err(ApiError::invalid_type(name, "string")),
     }
 }
 

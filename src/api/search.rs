@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use super::args::count_arg;
+use super::args::{count_arg, required_string};
 use super::identity::{store_read_error, store_write_error};
 use super::{ActionResult, Call, Reply};
 use crate::config::timespan::parse_timespan;
@@ -469,12 +469,7 @@ pub async fn search_roles(call: &Call<'_>) -> ActionResult {
 
 /// `scrollUsers` and `scrollProfiles`: the next page of the cursor, on whichever node.
 async fn scroll(call: &Call<'_>, searched: Searched) -> ActionResult {
-    let id = match call.request.arg("scrollId") {
-        None | Some(Value::Null) => return Err(ApiError::missing_argument("scrollId")),
-        Some(Value::String(id)) if !id.is_empty() => id.clone(),
-        Some(Value::String(_)) => return Err(ApiError::missing_argument("scrollId")),
-        Some(_) => return Err(ApiError::invalid_type("scrollId", "string")),
-    };
+    let id = required_string(call, "scrollId")?;
     let store = &call.node.store;
     let unknown = || ApiError::plain(errors::UNKNOWN_SCROLL_ID);
     let cursor = store
