@@ -84,11 +84,12 @@ fn raise_open_files_limit() {
     }
 }
 
-/// `RUST_LOG` chooses the levels (info by default); `server.logs.format` the shape.
+/// `RUST_LOG` chooses the levels (info by default, actix-server's own start and stop lines
+/// left out: the node logs its own); `server.logs.format` the shape.
 fn init_logging(format: LogFormat) {
     use std::io::Write;
     let mut builder =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,actix_server=warn"));
     if format == LogFormat::Json {
         builder.format(|buf, record| {
             let line = serde_json::json!({

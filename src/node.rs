@@ -223,6 +223,23 @@ impl OriginPolicy {
         self.any
     }
 
+    /// Whether a request from `origin` may use credentials (PROTOCOL.md §6.4): a request
+    /// without an `Origin` (not a browser's), an origin listed or matched by an expression,
+    /// or the node's own (the origin's host and port are the request's `Host`). An origin
+    /// allowed only through `*` may not: its cookie is ignored and responses to it carry no
+    /// `Access-Control-Allow-Credentials`.
+    pub fn carries_credentials(&self, origin: Option<&str>, host: Option<&str>) -> bool {
+        let Some(origin) = origin else {
+            return true;
+        };
+        let own = origin
+            .split_once("://")
+            .zip(host)
+            .is_some_and(|((_, authority), host)| authority.eq_ignore_ascii_case(host));
+        own || self.exact.iter().any(|o| o == origin)
+            || self.patterns.iter().any(|p| p.is_match(origin))
+    }
+
     pub fn allows(&self, origin: &str) -> bool {
         self.any
             || self.exact.iter().any(|o| o == origin)
@@ -234,6 +251,29 @@ impl OriginPolicy {
 mod tests {
     use super::*;
     use crate::config::ProxyRange;
+
+    #[test]
+    fn only_listed_or_own_origins_carry_credentials() {
+        let any = OriginPolicy::new(&["*".into()], false);
+        assert!(any.allows("https://evil.example"));
+        assert!(!any.carries_credentials(Some("https://evil.example"), Some("kuzzle:7512")));
+        assert!(any.carries_credentials(None, Some("kuzzle:7512")), "not a browser");
+        assert!(
+            any.carries_credentials(Some("http://Kuzzle:7512"), Some("kuzzle:7512")),
+            "the node's own page"
+        );
+        assert!(
+            !any.carries_credentials(Some("http://kuzzle:7513"), Some("kuzzle:7512")),
+            "another port is another origin"
+        );
+        assert!(!any.carries_credentials(Some("null"), Some("kuzzle:7512")));
+        let listed = OriginPolicy::new(&["*".into(), "https://app.example".into()], false);
+        assert!(listed.carries_credentials(Some("https://app.example"), None));
+        assert!(!listed.carries_credentials(Some("https://evil.example"), None));
+        let patterns = OriginPolicy::new(&["^https://[a-z]+\\.example$".into()], true);
+        assert!(patterns.carries_credentials(Some("https://app.example"), None));
+        assert!(!patterns.carries_credentials(Some("https://app.example.evil"), None));
+    }
 
     #[test]
     fn forwarded_for_counts_only_from_trusted_proxies() {

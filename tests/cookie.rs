@@ -303,3 +303,99 @@ async fn publish_notifications_name_the_publishing_user() {
     assert_eq!(status, 200);
     assert_eq!(author(&next_document(&mut subscriber).await), "-1");
 }
+
+/// Issue 22 (PROTOCOL.md §6.4): credentials are never honoured for an origin allowed only
+/// through `*`: no `Access-Control-Allow-Credentials`, its cookie ignored (the request runs
+/// as anonymous, never row 2's error), `cookieAuth` refused; a listed origin, the node's own
+/// and a request without `Origin` keep cookie authentication.
+#[actix_rt::test]
+async fn a_wildcard_origin_never_carries_credentials() {
+    let node = start_node(|s| {
+        s.http.access_control_allow_origin = vec!["*".into(), "https://app.example".into()];
+    })
+    .await;
+    with_admin(&node, false).await;
+    let (_, cookies, _) = post(&node, "/_login/local?cookieAuth", CREDENTIALS, &[]).await;
+    let header = format!("authToken={}", token_of(&cookies[0]));
+    let own = format!("http://{}", node.addr);
+    let credentials_header = |origin: &str| {
+        let (origin, header) = (origin.to_owned(), header.clone());
+        let url = url(&node, "/_me");
+        async move {
+            let mut res = Client::default()
+                .get(url)
+                .insert_header(("Origin", origin.as_str()))
+                .insert_header(("Cookie", header.as_str()))
+                .send()
+                .await
+                .unwrap();
+            let allowed = res
+                .headers()
+                .get("access-control-allow-credentials")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body: Value = res.json().await.unwrap();
+            (allowed, body["result"]["_id"].as_str().map(str::to_owned))
+        }
+    };
+    for origin in ["https://app.example", own.as_str()] {
+        assert_eq!(
+            credentials_header(origin).await,
+            (Some("true".to_owned()), Some("ada".to_owned())),
+            "{origin}"
+        );
+    }
+    assert_eq!(
+        credentials_header("https://evil.example").await,
+        (None, Some("-1".to_owned())),
+        "the cookie ignored: anonymous"
+    );
+    let (status, cookies, body) = post(
+        &node,
+        "/_login/local?cookieAuth",
+        CREDENTIALS,
+        &[("Origin", "https://evil.example")],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["id"].as_str(), cookies.len()),
+        (500, Some("security.cookie.unsupported"), 0),
+        "{body}"
+    );
+    // Its bearer token still works: only what the browser sends by itself is ignored.
+    let (_, _, login) = post(&node, "/_login/local", CREDENTIALS, &[]).await;
+    let bearer = format!("Bearer {}", login["result"]["jwt"].as_str().unwrap());
+    let (status, me) = get(
+        &node,
+        "/_me",
+        &[("Origin", "https://evil.example"), ("Authorization", &bearer)],
+    )
+    .await;
+    assert_eq!((status, me["result"]["_id"].as_str()), (200, Some("ada")));
+
+    // A WebSocket opened from that origin with the cookie: not authenticated by it.
+    let options = WsOptions {
+        headers: &[("Cookie", &header), ("Origin", "https://evil.example")],
+        ..WsOptions::default()
+    };
+    let mut ws = Ws::connect_with(node.addr, options).await.unwrap();
+    let me = ws
+        .request(json!({"controller":"auth","action":"getCurrentUser"}))
+        .await;
+    assert_eq!(me["result"]["_id"], "-1", "{me}");
+    let check = ws
+        .request(json!({"controller":"auth","action":"checkToken","cookieAuth":true}))
+        .await;
+    assert_eq!(check["error"]["id"], "security.cookie.unsupported", "{check}");
+    // From the listed origin, the same handshake authenticates.
+    let options = WsOptions {
+        headers: &[("Cookie", &header), ("Origin", "https://app.example")],
+        ..WsOptions::default()
+    };
+    let mut ws = Ws::connect_with(node.addr, options).await.unwrap();
+    let me = ws
+        .request(json!({"controller":"auth","action":"getCurrentUser"}))
+        .await;
+    assert_eq!(me["result"]["_id"], "ada", "{me}");
+    // The node serves everyone else meanwhile.
+    Ws::connect(node.addr).await.assert_now_ok().await;
+}

@@ -230,13 +230,16 @@ pub fn resolve_token(
     cookie: &AuthCookie,
     jwt: Option<&str>,
 ) -> Result<Resolved, ApiError> {
+    // An origin that may not carry credentials (§6.4) sees cookie authentication as off,
+    // and its cookie as absent.
+    let cookie_enabled = cookie_enabled && *cookie != AuthCookie::Withheld;
     if !cookie_enabled && asked {
         return Err(ApiError::plain(errors::COOKIE_UNSUPPORTED));
     }
     let cookie = match cookie {
         AuthCookie::Invalid => return Err(ApiError::plain(errors::COOKIE_INVALID)),
         AuthCookie::Usable(value) => Some(value.as_str()),
-        AuthCookie::Unusable => None,
+        AuthCookie::Unusable | AuthCookie::Withheld => None,
     };
     let cookie_mode = cookie_enabled && asked;
     match (cookie, jwt) {
@@ -320,6 +323,20 @@ mod tests {
                 token: None,
                 cookie_mode_token: false,
                 cookie_mode: true
+            }
+        );
+        // An origin that may not carry credentials: cookie mode refused, the cookie
+        // ignored (never row 2's error), the jwt or anonymous.
+        assert_eq!(
+            id(resolve_token(true, true, &AuthCookie::Withheld, None)),
+            Some("security.cookie.unsupported")
+        );
+        assert_eq!(
+            resolve_token(true, false, &AuthCookie::Withheld, Some("j")).unwrap(),
+            Resolved {
+                token: Some("j".into()),
+                cookie_mode_token: false,
+                cookie_mode: false
             }
         );
         // An invalid cookie is refused before rows 2 to 5.

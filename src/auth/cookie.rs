@@ -12,6 +12,19 @@ pub enum AuthCookie {
     /// Present but not valid UTF-8 once percent-decoded: `security.cookie.invalid`.
     Invalid,
     Usable(String),
+    /// The request's `Origin` may not carry credentials (PROTOCOL.md §6.4): any cookie is
+    /// ignored and cookie mode is refused.
+    Withheld,
+}
+
+/// Reads `authToken` from a `Cookie` header, for a request whose origin may carry
+/// credentials (`credentials`); for any other, the cookie is withheld.
+pub fn read(header: Option<&str>, credentials: bool) -> AuthCookie {
+    if credentials {
+        parse(header)
+    } else {
+        AuthCookie::Withheld
+    }
 }
 
 /// Reads `authToken` from a `Cookie` header; other cookies are ignored.

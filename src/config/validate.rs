@@ -261,12 +261,6 @@ pub fn warnings(s: &Settings) -> Vec<String> {
             s.services.storage.nodes.len()
         ));
     }
-    if s.http.cookie_authentication && s.http.access_control_allow_origin.iter().any(|o| o == "*") {
-        out.push(
-            "cookie authentication is on while http.accessControlAllowOrigin allows \"*\": any web page may send credentialed requests"
-                .to_owned(),
-        );
-    }
     if s.http.access_control_allow_origin_use_regexp {
         for origin in &s.http.access_control_allow_origin {
             if origin != "*" && !(origin.starts_with('^') && origin.ends_with('$')) {

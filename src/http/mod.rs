@@ -263,7 +263,7 @@ async fn serve(
         client_address(req, &node.settings.http.trusted_proxies),
         reply.origin.clone(),
         None,
-        cookie::parse(header_text(req, header::COOKIE)),
+        cookie::read(header_text(req, header::COOKIE), reply.credentials),
     );
     match api::dispatch(node, &caller, request).await {
         Some(dispatched) => match dispatched.raw {

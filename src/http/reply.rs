@@ -34,6 +34,8 @@ impl Encoding {
 pub struct Reply {
     pub request_id: String,
     pub origin: Option<String>,
+    /// The origin may carry credentials (`OriginPolicy::carries_credentials`).
+    pub credentials: bool,
     node: Arc<Node>,
     encoding: Encoding,
     pretty: bool,
@@ -47,13 +49,14 @@ impl Reply {
             .get(header::ACCEPT_ENCODING)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
+        let text = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+        let origin = text(header::ORIGIN).map(str::to_owned);
         Reply {
             request_id,
-            origin: req
-                .headers()
-                .get(header::ORIGIN)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+            credentials: node
+                .origins
+                .carries_credentials(origin.as_deref(), text(header::HOST)),
+            origin,
             node: node.clone(),
             encoding: if allow_compression {
                 negotiate(accepted)
@@ -137,7 +140,7 @@ impl Reply {
                 header::ACCESS_CONTROL_ALLOW_METHODS,
                 settings.http.access_control_allow_methods.as_str(),
             ));
-        if settings.http.cookie_authentication {
+        if settings.http.cookie_authentication && self.credentials {
             builder.insert_header((header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true"));
         }
         if let Some(origin) = &self.origin {

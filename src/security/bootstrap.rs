@@ -151,6 +151,9 @@ async fn create_defaults(store: &Store, settings: &Settings) -> StoreResult<()> 
     Ok(())
 }
 
+/// The one warning of a first start (README, "Users and rights").
+pub const NO_ADMINISTRATOR: &str = "no administrator yet: anyone may do anything until one exists. Create it with security:createFirstAdmin and reset (curl -X POST 'localhost:7512/_createFirstAdmin/admin?reset' -H 'Content-Type: application/json' -d '{\"credentials\":{\"local\":{\"username\":\"admin\",\"password\":\"…\"}}}'), or from the dashboard, /_dashboard";
+
 async fn finish(
     store: &Store,
     secret: String,
@@ -160,20 +163,21 @@ async fn finish(
 ) -> StoreResult<Bootstrapped> {
     let mut warnings = Vec::new();
     if generated {
-        warnings.push(
-            "no security.authToken.secret configured: generated one and stored it for every node; set one to control it"
-                .to_owned(),
+        // How a store works without a configured secret, not something to act on.
+        log::info!(
+            "security.authToken.secret: none configured, so one was generated and kept in the store, where every node sharing it reads it"
         );
     }
-    if !lost && !marker.admin_created && !admin_exists(store).await? {
-        warnings.push("no administrator yet: anonymous callers can do everything until security:createFirstAdmin".to_owned());
-    }
-    if let Some(anonymous) = store.get(Kind::Role, "anonymous").await?
+    let admin = lost || marker.admin_created || admin_exists(store).await?;
+    if !admin {
+        warnings.push(NO_ADMINISTRATOR.to_owned());
+    } else if let Some(anonymous) = store.get(Kind::Role, "anonymous").await?
         && validate_role("anonymous", &anonymous, true)
             .as_ref()
             .is_ok_and(allows_everything)
     {
-        warnings.push("the anonymous role allows every action (*:*)".to_owned());
+        // Once an administrator exists, an open anonymous role is an operator's choice.
+        warnings.push("the anonymous role allows every action (*:*) although an administrator exists: anyone may do anything; restrict it with security:updateRole (or security:restrictDefaultRights)".to_owned());
     }
     Ok(Bootstrapped {
         secret,

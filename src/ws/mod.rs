@@ -57,16 +57,14 @@ pub fn upgrade(
         Ok(upgraded) => upgraded,
         Err(refusal) => return refusal.error_response(),
     };
-    let origin = req
-        .headers()
-        .get(actix_web::http::header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let cookie = crate::auth::cookie::parse(
-        req.headers()
-            .get(actix_web::http::header::COOKIE)
-            .and_then(|v| v.to_str().ok()),
-    );
+    let text = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let origin = text(actix_web::http::header::ORIGIN).map(str::to_owned);
+    // A handshake's cookie authenticates the socket only from an origin that may carry
+    // credentials (PROTOCOL.md §6.4).
+    let credentials = node
+        .origins
+        .carries_credentials(origin.as_deref(), text(actix_web::http::header::HOST));
+    let cookie = crate::auth::cookie::read(text(actix_web::http::header::COOKIE), credentials);
     let mut response = upgraded.response;
     response.extensions_mut().insert(AcceptedSocket {
         node: node.clone(),

@@ -273,7 +273,8 @@ pub fn spawn_binary_with(
         .env("HOME", dir)
         .env("kuzzle_server__host", "127.0.0.1")
         .env("kuzzle_server__port", "0")
-        .env("RUST_LOG", "info")
+        // The node's default levels, whatever this process has.
+        .env_remove("RUST_LOG")
         .envs(env.iter().copied())
         .stderr(std::process::Stdio::piped())
         .spawn()
