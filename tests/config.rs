@@ -213,11 +213,11 @@ fn validation_errors_name_the_key_and_the_value() {
         ),
         (
             Box::new(|t| t["server"]["port"] = json!(-1)),
-            "[CONFIG] server.port: invalid value: integer `-1`, expected u16 (got -1)",
+            "[CONFIG] server.port: must be a port number from 0 to 65535 (got -1)",
         ),
         (
             Box::new(|t| t["server"]["port"] = json!("seven")),
-            "[CONFIG] server.port: invalid type: string \"seven\", expected u16 (got \"seven\")",
+            "[CONFIG] server.port: must be a port number from 0 to 65535 (got \"seven\")",
         ),
         (
             Box::new(|t| t["services"]["storage"]["backend"] = json!("mongo")),
@@ -353,6 +353,73 @@ fn the_binary_refuses_to_start_on_a_bad_value() {
     assert!(
         stderr.contains("[CONFIG] server.protocols.websocket.idleTimeout: must be 0 (disabled) or at least 1000 milliseconds (got 500)"),
         "{stderr}"
+    );
+}
+
+/// Issue 22: a file and the environment accept the same spellings (numbers and booleans
+/// written as text), and a type error says what is expected in words and where the key was
+/// set: the file and its line, or the variable.
+#[test]
+fn files_read_text_values_as_the_environment_does_and_errors_say_where() {
+    let root = tempfile::tempdir().unwrap();
+    let mut s = sources(root.path());
+    let rc = root.path().join("work/my.kuzzlerc");
+    write(
+        &rc,
+        "{\n  // quoted, as the environment gives them\n  \"server\": {\"port\": \"7600\", \"strictConfig\": \"true\",\n    \"metrics\": {\"port\": \"9100\"}},\n  \"cluster\": {\"heartbeat\": \"1500\"}\n}\n",
+    );
+    s.config_arg = Some(rc.clone());
+    let settings = config::load(&s).unwrap();
+    assert_eq!(settings.server.port, 7600);
+    assert!(settings.server.strict_config);
+    assert_eq!(settings.server.metrics.port, Some(9100));
+    assert_eq!(settings.cluster.heartbeat, 1500);
+    // The same from the environment.
+    let mut from_env = sources(root.path());
+    from_env.env = env(&[("kuzzle_server__port", "7600"), ("kuzzle_cluster__heartbeat", "1500")]);
+    let settings = config::load(&from_env).unwrap();
+    assert_eq!((settings.server.port, settings.cluster.heartbeat), (7600, 1500));
+    // Text values stay text where the key is text.
+    write(&rc, "{\"server\": {\"host\": \"127.0.0.1\"}, \"services\": {\"storage\": {\"options\": {\"password\": \"1234\"}}}}");
+    let settings = config::load(&s).unwrap();
+    assert_eq!(settings.services.storage.options.password.as_deref(), Some("1234"));
+
+    // A type error: what is expected, in words, and the file's line.
+    write(
+        &rc,
+        "{\n  \"server\": {\n    \"host\": \"127.0.0.1\",\n    \"port\": \"seven\"\n  }\n}\n",
+    );
+    assert_eq!(
+        config::load(&s).unwrap_err().to_string(),
+        format!(
+            "[CONFIG] server.port: must be a port number from 0 to 65535 (got \"seven\"); set in {}, line 4",
+            rc.display()
+        )
+    );
+    write(&rc, "{server: {protocols: {websocket: {compression: 2}}}}");
+    assert_eq!(
+        config::load(&s).unwrap_err().to_string(),
+        format!(
+            "[CONFIG] server.protocols.websocket.compression: must be true or false (got 2); set in {}, line 1",
+            rc.display()
+        )
+    );
+    // The environment wins over the file, and is named.
+    s.env = env(&[("kuzzle_server__port", "70000")]);
+    write(&rc, "{\"server\": {\"port\": 7600}}");
+    assert_eq!(
+        config::load(&s).unwrap_err().to_string(),
+        "[CONFIG] server.port: must be a port number from 0 to 65535 (got 70000); set by kuzzle_server__port"
+    );
+    // A validation error of our own is located too.
+    s.env = Vec::new();
+    write(&rc, "{\n\"server\": {\"protocols\": {\"websocket\": {\n  \"idleTimeout\": \"500\"}}}}");
+    assert_eq!(
+        config::load(&s).unwrap_err().to_string(),
+        format!(
+            "[CONFIG] server.protocols.websocket.idleTimeout: must be 0 (disabled) or at least 1000 milliseconds (got 500); set in {}, line 3",
+            rc.display()
+        )
     );
 }
 

@@ -48,16 +48,9 @@ impl KuzzleEnv {
         if last.to_ascii_lowercase().ends_with("version") || self.string_keys.contains(&dotted) {
             return Ok(ValueKind::String(raw.to_owned()));
         }
-        Ok(match raw {
-            "true" => ValueKind::Boolean(true),
-            "false" => ValueKind::Boolean(false),
-            _ if is_integer(raw) => raw
-                .parse::<i64>()
-                .map_or_else(|_| ValueKind::String(raw.into()), ValueKind::I64),
-            _ if is_float(raw) => raw
-                .parse::<f64>()
-                .map_or_else(|_| ValueKind::String(raw.into()), ValueKind::Float),
-            _ => ValueKind::String(raw.to_owned()),
+        Ok(match super::explain::scalar(raw) {
+            Some(read) => json_to_kind(read),
+            None => ValueKind::String(raw.to_owned()),
         })
     }
 }
@@ -73,19 +66,6 @@ fn key_path(name: &str) -> Option<Vec<&str>> {
         .filter(|s| !s.is_empty())
         .collect();
     (!path.is_empty()).then_some(path)
-}
-
-fn is_integer(s: &str) -> bool {
-    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
-    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
-}
-
-fn is_float(s: &str) -> bool {
-    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
-    match digits.split_once('.') {
-        Some((int, frac)) => is_integer(int) && is_integer(frac) && !frac.starts_with(['+', '-']),
-        None => false,
-    }
 }
 
 fn json_to_kind(value: serde_json::Value) -> ValueKind {

@@ -8,6 +8,7 @@ use config::{Config, File, FileFormat};
 use serde_json::Value;
 
 use super::env::KuzzleEnv;
+use super::explain;
 use super::settings::{NULLABLE_STRING_KEYS, Settings};
 use super::unknown::KnownKeys;
 use super::validate;
@@ -20,6 +21,13 @@ impl ConfigError {
     /// `[CONFIG] <key.path>: <problem> (got <value>)`.
     pub fn key(path: &str, problem: impl fmt::Display, got: &Value) -> Self {
         ConfigError(format!("[CONFIG] {path}: {problem} (got {got})"))
+    }
+
+    /// The dotted key a `[CONFIG] <key.path>: …` message is about.
+    pub fn key_path(&self) -> Option<&str> {
+        let rest = self.0.strip_prefix("[CONFIG] ")?;
+        let (key, _) = rest.split_once(": ")?;
+        (!key.is_empty() && !key.contains(' ')).then_some(key)
     }
 }
 
@@ -117,6 +125,8 @@ pub fn load_checked(sources: &ConfigSources) -> Result<Loaded, ConfigError> {
     let known = KnownKeys::of(&defaults);
     let mut builder = Config::builder().add_source(json_source(&defaults)?);
     let mut files = Vec::new();
+    // Each file's text and tree, to say where a key in error was set.
+    let mut texts = Vec::new();
     let mut unknown_keys = Vec::new();
     for (path, named_by) in sources.files_named() {
         if let Some(named_by) = named_by
@@ -136,23 +146,49 @@ pub fn load_checked(sources: &ConfigSources) -> Result<Loaded, ConfigError> {
                     .map(|key| known.describe(key, &origin)),
             );
             builder = builder.add_source(File::from_str(&text, FileFormat::Json5));
+            texts.push((path.clone(), text, tree));
             files.push(path);
         }
     }
     let string_keys = string_key_paths(&defaults);
-    let env = KuzzleEnv::new(sources.env.clone(), string_keys);
-    for (variable, path) in env.key_paths() {
-        if !known.knows(&path) {
-            unknown_keys.push(known.describe(&path, &format!("from {variable}")));
+    let env = KuzzleEnv::new(sources.env.clone(), string_keys.clone());
+    let variables = env.key_paths();
+    for (variable, path) in &variables {
+        if !known.knows(path) {
+            unknown_keys.push(known.describe(path, &format!("from {variable}")));
         }
     }
     builder = builder.add_source(env);
-    let merged: Value = builder
+    let mut merged: Value = builder
         .build()
         .and_then(Config::try_deserialize)
         .map_err(|e| ConfigError(format!("[CONFIG] {e}")))?;
+    // The environment's values were read already; the files' texts read the same way.
+    explain::like_environment(&mut merged, &defaults, &string_keys);
+    let settings = from_json(merged).map_err(|error| {
+        let Some(key) = error.key_path() else {
+            return error;
+        };
+        let set_by = variables
+            .iter()
+            .rev()
+            .find(|(_, path)| key == *path || key.starts_with(&format!("{path}.")))
+            .map(|(variable, _)| format!("set by {variable}"))
+            .or_else(|| {
+                texts.iter().rev().find_map(|(path, text, tree)| {
+                    lookup(tree, key).map(|_| match explain::line_of(text, key) {
+                        Some(line) => format!("set in {}, line {line}", path.display()),
+                        None => format!("set in {}", path.display()),
+                    })
+                })
+            });
+        match set_by {
+            Some(set_by) => ConfigError(format!("{error}; {set_by}")),
+            None => error,
+        }
+    })?;
     Ok(Loaded {
-        settings: from_json(merged)?,
+        settings,
         files,
         unknown_keys,
     })
@@ -163,7 +199,11 @@ pub fn from_json(merged: Value) -> Result<Settings, ConfigError> {
     let settings: Settings = serde_path_to_error::deserialize(&merged).map_err(|err| {
         let path = err.path().to_string();
         let got = lookup(&merged, &path).cloned().unwrap_or(Value::Null);
-        ConfigError::key(&path, err.into_inner(), &got)
+        ConfigError::key(
+            &path,
+            explain::in_words(&path, &err.into_inner().to_string()),
+            &got,
+        )
     })?;
     validate::validate(&settings)?;
     Ok(settings)
