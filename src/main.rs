@@ -88,8 +88,9 @@ fn raise_open_files_limit() {
 /// left out: the node logs its own); `server.logs.format` the shape.
 fn init_logging(format: LogFormat) {
     use std::io::Write;
-    let mut builder =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,actix_server=warn"));
+    let mut builder = env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("info,actix_server=warn"),
+    );
     if format == LogFormat::Json {
         builder.format(|buf, record| {
             let line = serde_json::json!({

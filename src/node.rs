@@ -257,7 +257,10 @@ mod tests {
         let any = OriginPolicy::new(&["*".into()], false);
         assert!(any.allows("https://evil.example"));
         assert!(!any.carries_credentials(Some("https://evil.example"), Some("kuzzle:7512")));
-        assert!(any.carries_credentials(None, Some("kuzzle:7512")), "not a browser");
+        assert!(
+            any.carries_credentials(None, Some("kuzzle:7512")),
+            "not a browser"
+        );
         assert!(
             any.carries_credentials(Some("http://Kuzzle:7512"), Some("kuzzle:7512")),
             "the node's own page"

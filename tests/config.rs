@@ -376,13 +376,25 @@ fn files_read_text_values_as_the_environment_does_and_errors_say_where() {
     assert_eq!(settings.cluster.heartbeat, 1500);
     // The same from the environment.
     let mut from_env = sources(root.path());
-    from_env.env = env(&[("kuzzle_server__port", "7600"), ("kuzzle_cluster__heartbeat", "1500")]);
+    from_env.env = env(&[
+        ("kuzzle_server__port", "7600"),
+        ("kuzzle_cluster__heartbeat", "1500"),
+    ]);
     let settings = config::load(&from_env).unwrap();
-    assert_eq!((settings.server.port, settings.cluster.heartbeat), (7600, 1500));
+    assert_eq!(
+        (settings.server.port, settings.cluster.heartbeat),
+        (7600, 1500)
+    );
     // Text values stay text where the key is text.
-    write(&rc, "{\"server\": {\"host\": \"127.0.0.1\"}, \"services\": {\"storage\": {\"options\": {\"password\": \"1234\"}}}}");
+    write(
+        &rc,
+        "{\"server\": {\"host\": \"127.0.0.1\"}, \"services\": {\"storage\": {\"options\": {\"password\": \"1234\"}}}}",
+    );
     let settings = config::load(&s).unwrap();
-    assert_eq!(settings.services.storage.options.password.as_deref(), Some("1234"));
+    assert_eq!(
+        settings.services.storage.options.password.as_deref(),
+        Some("1234")
+    );
 
     // A type error: what is expected, in words, and the file's line.
     write(
@@ -413,7 +425,10 @@ fn files_read_text_values_as_the_environment_does_and_errors_say_where() {
     );
     // A validation error of our own is located too.
     s.env = Vec::new();
-    write(&rc, "{\n\"server\": {\"protocols\": {\"websocket\": {\n  \"idleTimeout\": \"500\"}}}}");
+    write(
+        &rc,
+        "{\n\"server\": {\"protocols\": {\"websocket\": {\n  \"idleTimeout\": \"500\"}}}}",
+    );
     assert_eq!(
         config::load(&s).unwrap_err().to_string(),
         format!(

@@ -367,7 +367,10 @@ async fn a_wildcard_origin_never_carries_credentials() {
     let (status, me) = get(
         &node,
         "/_me",
-        &[("Origin", "https://evil.example"), ("Authorization", &bearer)],
+        &[
+            ("Origin", "https://evil.example"),
+            ("Authorization", &bearer),
+        ],
     )
     .await;
     assert_eq!((status, me["result"]["_id"].as_str()), (200, Some("ada")));
@@ -385,7 +388,10 @@ async fn a_wildcard_origin_never_carries_credentials() {
     let check = ws
         .request(json!({"controller":"auth","action":"checkToken","cookieAuth":true}))
         .await;
-    assert_eq!(check["error"]["id"], "security.cookie.unsupported", "{check}");
+    assert_eq!(
+        check["error"]["id"], "security.cookie.unsupported",
+        "{check}"
+    );
     // From the listed origin, the same handshake authenticates.
     let options = WsOptions {
         headers: &[("Cookie", &header), ("Origin", "https://app.example")],

@@ -191,7 +191,10 @@ async fn a_first_start_warns_once_and_a_start_after_the_first_admin_not_at_all()
         no_admin,
         "one WARN line, the missing administrator:\n{first}"
     );
-    assert!(first.contains("one was generated and kept in the store"), "{first}");
+    assert!(
+        first.contains("one was generated and kept in the store"),
+        "{first}"
+    );
     assert!(
         !first.contains("actix_server"),
         "actix-server's start lines are left out:\n{first}"
@@ -227,7 +230,9 @@ async fn an_open_anonymous_role_beside_an_administrator_is_warned_about() {
     let warnings = warn_lines(&log);
     assert_eq!(warnings.len(), 1, "{log}");
     assert!(
-        warnings[0].contains("the anonymous role allows every action (*:*) although an administrator exists"),
+        warnings[0].contains(
+            "the anonymous role allows every action (*:*) although an administrator exists"
+        ),
         "{log}"
     );
 }

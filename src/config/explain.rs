@@ -79,8 +79,8 @@ pub fn like_environment(tree: &mut Value, defaults: &Value, string_keys: &[Strin
                 (value @ Value::Object(_), Value::Object(_)) => walk(value, default, path, strings),
                 (value @ Value::String(_), Value::Number(_) | Value::Bool(_) | Value::Null) => {
                     let dotted = path.join(".");
-                    let text_key = strings.contains(&dotted)
-                        || key.to_ascii_lowercase().ends_with("version");
+                    let text_key =
+                        strings.contains(&dotted) || key.to_ascii_lowercase().ends_with("version");
                     if let (false, Value::String(raw)) = (text_key, &*value)
                         && let Some(read) = scalar(raw)
                     {
@@ -201,19 +201,31 @@ mod tests {
     fn rust_types_become_words() {
         let said = |path, message| in_words(path, message);
         assert_eq!(
-            said("server.port", "invalid type: string \"seven\", expected u16"),
+            said(
+                "server.port",
+                "invalid type: string \"seven\", expected u16"
+            ),
             "must be a port number from 0 to 65535"
         );
         assert_eq!(
-            said("limits.loginsPerSecond", "invalid value: integer `-1`, expected u32"),
+            said(
+                "limits.loginsPerSecond",
+                "invalid value: integer `-1`, expected u32"
+            ),
             "must be a whole number from 0 to 4294967295"
         );
         assert_eq!(
-            said("http.cookieAuthentication", "invalid type: integer `2`, expected a boolean"),
+            said(
+                "http.cookieAuthentication",
+                "invalid type: integer `2`, expected a boolean"
+            ),
             "must be true or false"
         );
         assert_eq!(
-            said("x", "unknown variant `mongo`, expected `embedded` or `redis`"),
+            said(
+                "x",
+                "unknown variant `mongo`, expected `embedded` or `redis`"
+            ),
             "unknown variant `mongo`, expected `embedded` or `redis`"
         );
     }
