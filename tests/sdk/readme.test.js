@@ -1,4 +1,4 @@
-// Every JavaScript sample of the README, run as pasted (in a folder of its own, with
+// Every JavaScript sample of the README and of docs/**/*.md, run as pasted (in a folder of its own, with
 // kuzzle-sdk from this directory's node_modules), each against a fresh node.
 "use strict";
 
@@ -10,8 +10,25 @@ const path = require("node:path");
 const { execFile } = require("node:child_process");
 const { startNode } = require("./node");
 
-const readme = fs.readFileSync(path.resolve(__dirname, "../../README.md"), "utf8");
-const samples = [...readme.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]);
+const ROOT = path.resolve(__dirname, "../..");
+
+/** README.md and every Markdown page under docs/, with their paths from the root. */
+function pages() {
+  const found = ["README.md"];
+  const walk = (dir) => {
+    for (const entry of fs.readdirSync(path.join(ROOT, dir), { withFileTypes: true })) {
+      const relative = path.join(dir, entry.name);
+      if (entry.isDirectory()) walk(relative);
+      else if (entry.name.endsWith(".md")) found.push(relative);
+    }
+  };
+  walk("docs");
+  return found.sort();
+}
+
+const samples = pages().flatMap((page) =>
+  [...fs.readFileSync(path.join(ROOT, page), "utf8").matchAll(/```js\n([\s\S]*?)```/g)].map((m) => ({ page, code: m[1] })),
+);
 
 function run(file) {
   return new Promise((resolve) => {
@@ -24,13 +41,14 @@ function run(file) {
   });
 }
 
-test("the README has JavaScript samples", () => {
+test("the README and docs/ have JavaScript samples", () => {
   assert.ok(samples.length >= 3, `${samples.length} samples`);
+  assert.ok(samples.some((s) => s.page === "README.md"), "the README's own");
 });
 
-for (const [i, sample] of samples.entries()) {
+for (const [i, { page, code: sample }] of samples.entries()) {
   const name = (/^\/\/ (\S+\.js)/.exec(sample) || [null, `sample-${i}.js`])[1];
-  test(`README sample ${name} runs as pasted`, async () => {
+  test(`${page}: sample ${name} runs as pasted`, async () => {
     assert.match(sample, /port: 7512/, "it targets the default port");
     const node = await startNode();
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kuzzle-rt-readme-"));
