@@ -49,12 +49,12 @@ test("an administrator sees every node, the deliveries moving, and a killed node
     await page.goto(url);
     await page.fill("#username", "bob");
     await page.fill("#password", "builder");
-    await page.click("button[type=submit]");
+    await page.click("#login button[type=submit]");
     await page.waitForSelector("#message:has-text('security.rights.forbidden')", { timeout: 10000 });
 
     await page.fill("#username", "admin");
     await page.fill("#password", "dashboard");
-    await page.click("button[type=submit]");
+    await page.click("#login button[type=submit]");
     await page
       .waitForFunction(() => document.querySelectorAll("#nodes tr").length === 3, null, { timeout: 15000 })
       .catch(async (e) => {
