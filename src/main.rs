@@ -3,8 +3,8 @@ use std::process::ExitCode;
 
 use kuzzle_rt::config::{self, ConfigSources, LogFormat};
 
-/// mimalloc gives back what closed sockets freed (glibc's malloc kept it: see the README's
-/// memory figures); `--features system-allocator` builds with the system's for comparison.
+/// mimalloc gives back what closed sockets freed (glibc's malloc kept it: see the memory
+/// figures of docs/benchmarks.md); `--features system-allocator` builds with the system's for comparison.
 #[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -31,7 +31,7 @@ fn tune_allocator() {}
 const USAGE: &str = "usage: kuzzle-rt [--config FILE] [--strict-config]
 
 Starts one kuzzle-rt node. Configuration comes from kuzzlerc files and kuzzle_*
-environment variables (see the README); --config names one more file, read last.
+environment variables (see docs/configuration.md); --config names one more file, read last.
 --strict-config stops the start on a configuration key that no setting reads.";
 
 struct Args {

@@ -151,7 +151,7 @@ async fn create_defaults(store: &Store, settings: &Settings) -> StoreResult<()> 
     Ok(())
 }
 
-/// The one warning of a first start (README, "Users and rights").
+/// The one warning of a first start (README, "The first administrator").
 pub const NO_ADMINISTRATOR: &str = "no administrator yet: anyone may do anything until one exists. Create it with security:createFirstAdmin and reset (curl -X POST 'localhost:7512/_createFirstAdmin/admin?reset' -H 'Content-Type: application/json' -d '{\"credentials\":{\"local\":{\"username\":\"admin\",\"password\":\"…\"}}}'), or from the dashboard, /_dashboard";
 
 async fn finish(
