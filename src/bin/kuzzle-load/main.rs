@@ -4,8 +4,8 @@
 //! (`bench/side-by-side` runs them all). Run `kuzzle-load --help` for the scenarios.
 //!
 //! The generator is multi-threaded (tokio) and spreads its sockets over several
-//! 127.0.0.x source addresses. Everything stays on 127.0.0.0/8. The README's figures come
-//! from this tool.
+//! 127.0.0.x source addresses. Everything stays on 127.0.0.0/8. The figures of
+//! docs/benchmarks.md come from this tool.
 
 mod dialect;
 // Each tool (and the tests) uses a part of it.
@@ -56,8 +56,7 @@ struct Args {
     with_token: bool,
 }
 
-const HELP: &str =
-    "kuzzle-load: measures a realtime server over loopback (see the README's Performance).
+const HELP: &str = "kuzzle-load: measures a realtime server over loopback (see docs/benchmarks.md).
 
 usage: kuzzle-load [options]
 
