@@ -81,22 +81,29 @@ class QuickStart(unittest.TestCase):
         return json.loads(done.stdout)
 
     def test_the_blocks_are_marked(self):
-        self.assertEqual(sorted(self.blocks), ["cluster", "cluster-request", "node", "request"])
+        self.assertEqual(sorted(self.blocks),
+                         ["cluster", "cluster-request", "first-admin", "node", "request"])
         self.assertIn("cargo run --release", self.blocks["node"])
         self.assertIn("cluster/run --nodes 3", self.blocks["cluster"])
 
-    def test_one_node_starts_quietly_and_answers(self):
+    def test_one_node_starts_quietly_answers_and_is_silent_once_it_has_an_administrator(self):
         (port,) = free_ports(1)
         env = dict(self.env, kuzzle_server__port=str(port), kuzzle_server__host="127.0.0.1")
         process, output = self.start(self.blocks["node"], "listening on", env=env)
         answer = self.request("request", port)
         self.assertEqual(answer["status"], 200, answer)
         self.assertIsInstance(answer["result"]["now"], int)
+        created = self.request("first-admin", port)
+        self.assertEqual((created["status"], created["result"]["_id"]), (200, "admin"), created)
         rest = self.stop(process)
         warnings = [line for line in (output + rest).splitlines() if " WARN " in line]
         self.assertEqual(len(warnings), 1, output + rest)
         self.assertIn("no administrator yet", warnings[0])
         self.assertTrue((self.work / "data" / "kuzzle-rt.redb").is_file(), "the store in ./data")
+        # The same command again, on the same ./data: not one warning.
+        process, output = self.start(self.blocks["node"], "listening on", env=env)
+        rest = self.stop(process)
+        self.assertNotIn(" WARN ", output + rest)
 
     def test_a_three_node_cluster_answers_through_nginx(self):
         port, first_node_port = free_ports(4)[:2]
