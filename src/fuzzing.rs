@@ -141,7 +141,8 @@ pub fn http_body(data: &[u8]) {
     }
 }
 
-/// A `kuzzlerc` file: parsed as JSON with comments, then typed and validated.
+/// A `kuzzlerc` file: parsed as JSON with comments, then typed and validated; and searched
+/// for a key's line, as a configuration error does.
 pub fn configuration(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -149,4 +150,6 @@ pub fn configuration(data: &[u8]) {
     if let Ok(value) = config::parse_kuzzlerc(text) {
         let _ = config::from_json(value);
     }
+    // Where an error's key was set: read over any text, parsed or not.
+    let _ = config::explain::line_of(text, "server.protocols.websocket.idleTimeout");
 }

@@ -2,7 +2,7 @@
 //! typed, validated `Settings` tree (PROTOCOL.md §8).
 
 mod env;
-mod explain;
+pub(crate) mod explain;
 mod load;
 mod settings;
 mod size;
